@@ -1,0 +1,60 @@
+/**
+ * The `kiln` command. Each subcommand has a one-line summary and its own `--help`.
+ */
+import { doctor } from './doctor';
+import { KilnError } from '../util/errors';
+import { ENV_VARS } from '../util/env';
+
+interface Command {
+  summary: string;
+  usage: string;
+  run(args: string[]): number | Promise<number>;
+}
+
+const commands: Record<string, Command> = {
+  doctor: {
+    summary: 'show what kiln found (addon, CUDA driver, GPUs, NVRTC, C++ compiler, cache) and the backend it would use',
+    usage: 'kiln doctor [--json]\n\n  --json   print the report as JSON\n\nExit status 0 when a backend is usable, 1 otherwise.',
+    run: doctor,
+  },
+};
+
+function help(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length)) + 2;
+  const list = Object.entries(commands)
+    .map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`)
+    .join('\n');
+  const env = ENV_VARS.map((v) => `  ${v.name.padEnd(24)}${v.doc}`).join('\n');
+  return `kiln — ahead-of-time compiled tensor programs for Node.js\n\nUsage: kiln <command> [options]\n\nCommands:\n${list}\n\nRun \`kiln <command> --help\` for a command's options.\n\nEnvironment:\n${env}`;
+}
+
+/** Entry point of the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    console.log(help());
+    return name === undefined ? 1 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    console.log(require('../../package.json').version);
+    return 0;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`kiln: unknown command '${name}'. Commands: ${Object.keys(commands).join(', ')}. See \`kiln --help\`.`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(`${cmd.summary}\n\nUsage: ${cmd.usage}`);
+    return 0;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (e) {
+    if (e instanceof KilnError) {
+      console.error(`kiln ${name}: ${e.message} [${e.code}]`);
+      return 1;
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The host toolchain the CPU backend compiles with, and the host CPU it targets.
+ * Probing runs the compiler (`--version`), so it is done once per process and only on
+ * the cold path or by `kiln doctor` — never on a warm start.
+ */
+import { execFileSync } from 'child_process';
+import { accessSync, constants, readFileSync } from 'fs';
+import { delimiter, isAbsolute, join } from 'path';
+import { readEnv } from '../util/env';
+
+export type Found<T> = ({ available: true } & T) | { available: false; reason: string };
+
+export interface CxxInfo {
+  /** Absolute path of the compiler executable. */
+  path: string;
+  /** First line of `--version`, e.g. `g++ (Debian 12.2.0-14) 12.2.0`. */
+  version: string;
+  /** Target triple from `-dumpmachine`, e.g. `x86_64-linux-gnu`. */
+  machine: string;
+  /** How it was chosen: `env CXX` or `PATH`. */
+  foundBy: string;
+}
+
+/** Resolves a command name against PATH; absolute or relative paths are checked as given. */
+export function whichSync(cmd: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const candidates = cmd.includes('/')
+    ? [isAbsolute(cmd) ? cmd : join(process.cwd(), cmd)]
+    : (env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, cmd));
+  for (const p of candidates) {
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here; try the next directory
+    }
+  }
+  return undefined;
+}
+
+let cxxMemo: Found<CxxInfo> | undefined;
+
+/** Finds the C++ compiler: `$CXX`, else c++, g++, clang++ on PATH. Memoized per process. */
+export function findCxx(env: NodeJS.ProcessEnv = process.env): Found<CxxInfo> {
+  if (cxxMemo && env === process.env) return cxxMemo;
+  const result = probeCxx(env);
+  if (env === process.env) cxxMemo = result;
+  return result;
+}
+
+function probeCxx(env: NodeJS.ProcessEnv): Found<CxxInfo> {
+  const fromEnv = readEnv('CXX', env);
+  const names = fromEnv ? [fromEnv] : ['c++', 'g++', 'clang++'];
+  for (const name of names) {
+    const path = whichSync(name, env);
+    if (!path) continue;
+    try {
+      const run = (arg: string) => execFileSync(path, [arg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10000 });
+      const version = run('--version').split('\n')[0].trim();
+      const machine = run('-dumpmachine').trim();
+      return { available: true, path, version, machine, foundBy: fromEnv ? 'env CXX' : 'PATH' };
+    } catch (e) {
+      if (fromEnv) return { available: false, reason: `CXX=${fromEnv} did not run: ${(e as Error).message}` };
+    }
+  }
+  return {
+    available: false,
+    reason: fromEnv
+      ? `CXX=${fromEnv} was not found on PATH`
+      : 'no C++ compiler found (looked for c++, g++, clang++ on PATH); install one (e.g. apt-get install g++) or set CXX',
+  };
+}
+
+export interface CpuInfo {
+  model: string;
+  cores: number;
+  /** ISA features kiln's generated code may use, sorted (e.g. avx2, avx512f, fma). */
+  features: string[];
+  arch: string;
+}
+
+const FEATURES = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'asimd', 'sve'];
+
+/** Reads the host CPU's model and the ISA features that change generated code. */
+export function cpuInfo(): CpuInfo {
+  const os = require('os') as typeof import('os');
+  let text = '';
+  try {
+    text = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    // not Linux: features stay unknown and the ISA guard degrades to the arch name
+  }
+  const flagLine = /^(flags|Features)\s*:(.*)$/m.exec(text)?.[2] ?? '';
+  const flags = new Set(flagLine.trim().split(/\s+/));
+  const model = /^model name\s*:(.*)$/m.exec(text)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
+  return { model, cores: os.cpus().length, features: FEATURES.filter((f) => flags.has(f)).sort(), arch: process.arch };
+}

@@ -1,0 +1,52 @@
+/**
+ * The registry of every environment variable kiln reads. Each entry says whether it
+ * changes compiled output (`affectsCode`): exactly those feed the bundle key, so a
+ * variable that only steers cache behaviour can never split or stale the cache.
+ * Reading a variable that is not registered here is a programming error.
+ */
+export interface EnvVar {
+  readonly name: string;
+  readonly affectsCode: boolean;
+  readonly doc: string;
+}
+
+const vars = [
+  { name: 'KILN_CACHE_DIR', affectsCode: false, doc: 'Bundle cache directory (default $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).' },
+  { name: 'KILN_CACHE', affectsCode: false, doc: 'Cache mode: auto | off | force-load | read-only.' },
+  { name: 'KILN_CACHE_MAX_BYTES', affectsCode: false, doc: 'Size cap of the cache; least-recently-used bundles are evicted past it.' },
+  { name: 'KILN_BUNDLE_PATH', affectsCode: false, doc: 'Extra read-only bundle directories (":"-separated), searched before the cache.' },
+  { name: 'KILN_FAIL_ON_RECOMPILE', affectsCode: false, doc: 'When 1, any trace or compile throws (proves a warm start compiles nothing).' },
+  { name: 'KILN_NVRTC_PATH', affectsCode: false, doc: 'NVRTC library file or directory to use; overrides the search.' },
+  { name: 'KILN_NVRTC_JOBS', affectsCode: false, doc: 'Maximum concurrent NVRTC compiles (default 2).' },
+  { name: 'KILN_REQUIRE_NVRTC', affectsCode: false, doc: 'Tests: when 1, a missing NVRTC fails instead of skipping.' },
+  { name: 'KILN_REQUIRE_GPU', affectsCode: false, doc: 'Tests and gpu-check: when 1, a missing GPU fails instead of skipping.' },
+  { name: 'KILN_DEVICE', affectsCode: false, doc: "Overrides device: 'auto' (cpu | cuda)." },
+  { name: 'CXX', affectsCode: true, doc: 'C++ compiler for the CPU backend (default: c++, g++, clang++).' },
+  { name: 'KILN_CXXFLAGS', affectsCode: true, doc: 'Extra flags appended to the CPU backend compile.' },
+  { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
+  { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
+  { name: 'CUDA_HOME', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
+  { name: 'XDG_CACHE_HOME', affectsCode: false, doc: 'Base of the default cache directory.' },
+] as const satisfies readonly EnvVar[];
+
+export type EnvName = (typeof vars)[number]['name'];
+
+/** Every registered variable, for docs and `kiln doctor`. */
+export const ENV_VARS: readonly EnvVar[] = vars;
+
+/** Reads a registered environment variable; empty strings count as unset. */
+export function readEnv(name: EnvName, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const v = env[name];
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/** True when a registered flag variable is set to 1/true/yes. */
+export function envFlag(name: EnvName, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = readEnv(name, env)?.toLowerCase();
+  return v === '1' || v === 'true' || v === 'yes';
+}
+
+/** The code-relevant variables and their values, in a fixed order, for the bundle key. */
+export function codeRelevantEnv(env: NodeJS.ProcessEnv = process.env): [string, string][] {
+  return vars.filter((v) => v.affectsCode).map((v) => [v.name, env[v.name] ?? '']);
+}
