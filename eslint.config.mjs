@@ -13,8 +13,9 @@ const layers = {
   runtime: ['util', 'ir'],
   cache: ['util', 'ir'],
   engine: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache'],
-  cli: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor', 'bench'],
-  bench: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor'],
+  cli: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor', 'api', 'bench'],
+  api: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor'],
+  bench: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor', 'api'],
 };
 const all = Object.keys(layers);
 const zones = all.flatMap((layer) =>
