@@ -1,0 +1,310 @@
+/**
+ * Element types: sizes, promotion (PyTorch's rules restricted to kiln's five dtypes) and
+ * exact rounding from float64 into each type. The interpreter computes in float64 and
+ * rounds every node's result with `roundTo`, so these functions define kiln's numerics.
+ */
+import { ArgumentError } from '../util/errors';
+
+/** The element types kiln supports. */
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'bool';
+
+/** All dtypes, in a fixed order (used for validation and tests). */
+export const DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'int32', 'bool'];
+
+/** Typed array that stores a tensor of the dtype: f16/bf16 are raw bits in a Uint16Array. */
+export type Storage = Float32Array | Uint16Array | Int32Array | Uint8Array;
+
+/** Short names used by the printer and in kernel names. */
+export const DTYPE_SHORT: { readonly [D in DType]: string } = {
+  float32: 'f32',
+  float16: 'f16',
+  bfloat16: 'bf16',
+  int32: 'i32',
+  bool: 'bool',
+};
+
+/** Bytes per element. */
+export const ITEMSIZE: { readonly [D in DType]: number } = {
+  float32: 4,
+  float16: 2,
+  bfloat16: 2,
+  int32: 4,
+  bool: 1,
+};
+
+/** True for a string naming one of kiln's dtypes. */
+export function isDType(x: unknown): x is DType {
+  return typeof x === 'string' && (DTYPES as readonly string[]).includes(x);
+}
+
+/** Throws ArgumentError unless `x` names a dtype. */
+export function checkDType(x: unknown, what = 'dtype'): DType {
+  if (!isDType(x)) {
+    throw new ArgumentError('KILN_BAD_DTYPE', `${what} must be one of ${DTYPES.join(', ')}; got ${JSON.stringify(x)}`);
+  }
+  return x;
+}
+
+/** Floating-point dtypes. */
+export function isFloat(d: DType): boolean {
+  return d === 'float32' || d === 'float16' || d === 'bfloat16';
+}
+
+/** Promotion category: bool < int < float. */
+type Category = 0 | 1 | 2;
+function category(d: DType): Category {
+  return d === 'bool' ? 0 : d === 'int32' ? 1 : 2;
+}
+
+/**
+ * The dtype two tensors promote to (torch.promote_types): bool < int32 < floats; mixing
+ * float16 with bfloat16 gives float32, and float32 wins over both half types.
+ */
+export function promoteTypes(a: DType, b: DType): DType {
+  if (a === b) return a;
+  const ca = category(a);
+  const cb = category(b);
+  if (ca !== cb) return ca > cb ? a : b;
+  // Two different floats: f32 wins; f16 with bf16 has no common half type.
+  return 'float32';
+}
+
+/** A JS number used as an operand: integral values count as ints, others as floats. */
+export function scalarCategory(x: number | boolean): Category {
+  if (typeof x === 'boolean') return 0;
+  return Number.isInteger(x) ? 1 : 2;
+}
+
+/**
+ * Result dtype of an op over tensors and scalars (torch.result_type): tensors' dtypes
+ * promote among themselves; a scalar only matters when its category (bool < int < float)
+ * is higher than every tensor's, and then it contributes the default dtype of its category
+ * (int32 for ints, float32 for floats). So int32 + 2.5 → float32, float16 + 2.5 → float16.
+ */
+export function resultType(operands: readonly (DType | number | boolean)[]): DType {
+  let tensorType: DType | undefined;
+  let scalarCat: Category | -1 = -1;
+  for (const o of operands) {
+    if (typeof o === 'string') tensorType = tensorType === undefined ? o : promoteTypes(tensorType, o);
+    else scalarCat = Math.max(scalarCat, scalarCategory(o)) as Category;
+  }
+  if (tensorType === undefined) {
+    if (scalarCat < 0) throw new ArgumentError('KILN_BAD_ARGUMENT', 'resultType needs at least one operand');
+    return scalarCat === 2 ? 'float32' : scalarCat === 1 ? 'int32' : 'bool';
+  }
+  if (scalarCat > category(tensorType)) return scalarCat === 2 ? 'float32' : 'int32';
+  return tensorType;
+}
+
+// ---------------------------------------------------------------------------------------
+// Rounding. Binary float formats are described by mantissa bits and the exponent range of
+// normal numbers; one routine rounds a float64 into any of them, round-to-nearest-even,
+// directly from float64 (going through float32 first would round twice).
+
+interface FloatFormat {
+  readonly mant: number; // explicit mantissa bits
+  readonly minExp: number; // exponent of the smallest normal number
+  readonly maxExp: number; // exponent of the largest finite number
+}
+const F16: FloatFormat = { mant: 10, minExp: -14, maxExp: 15 };
+const BF16: FloatFormat = { mant: 7, minExp: -126, maxExp: 127 };
+
+// Scratch view to read a double's exponent bits (a buffer, not state: no value survives a call).
+const scratchF64 = new Float64Array(1);
+const scratchU32 = new Uint32Array(scratchF64.buffer);
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0; // high word index
+
+/** Unbiased exponent of a positive finite double (subnormal doubles report -1023). */
+function exponentOf(a: number): number {
+  scratchF64[0] = a;
+  return ((scratchU32[HI] >>> 20) & 0x7ff) - 1023;
+}
+
+function roundFormat(x: number, f: FloatFormat): number {
+  if (x !== x || x === 0 || x === Infinity || x === -Infinity) return x;
+  const a = Math.abs(x);
+  let e = exponentOf(a);
+  if (e > f.maxExp) return x > 0 ? Infinity : -Infinity;
+  if (e < f.minExp) e = f.minExp; // subnormal range: fixed quantum
+  const q = 2 ** (e - f.mant); // spacing of representable values around a
+  // Adding c = q·2^52 makes the FPU (round-to-nearest-even) drop every bit below q; a < c.
+  const c = q * 4503599627370496;
+  const r = a + c - c;
+  if (r >= 2 ** (f.maxExp + 1)) return x > 0 ? Infinity : -Infinity;
+  return x < 0 ? -r : r;
+}
+
+/** Round to float16, nearest-even, with subnormals and overflow to ±inf. */
+export function roundF16(x: number): number {
+  return roundFormat(x, F16);
+}
+
+/** Round to bfloat16, nearest-even, with subnormals and overflow to ±inf. */
+export function roundBF16(x: number): number {
+  return roundFormat(x, BF16);
+}
+
+/** int32 conversion: truncate toward zero, wrap modulo 2^32 (NaN and ±inf give 0). */
+export function roundI32(x: number): number {
+  return x | 0;
+}
+
+/** The value `x` becomes when stored in `dtype`. */
+export function roundTo(dtype: DType, x: number): number {
+  switch (dtype) {
+    case 'float32':
+      return Math.fround(x);
+    case 'float16':
+      return roundF16(x);
+    case 'bfloat16':
+      return roundBF16(x);
+    case 'int32':
+      return x | 0;
+    case 'bool':
+      return x !== 0 ? 1 : 0; // NaN counts as true, as in C and PyTorch
+    default:
+      return dtype satisfies never;
+  }
+}
+
+/** Round every element of `a` to `dtype`, in place; returns `a`. */
+export function roundArray(dtype: DType, a: Float64Array): Float64Array {
+  const n = a.length;
+  switch (dtype) {
+    case 'float32':
+      for (let i = 0; i < n; i++) a[i] = Math.fround(a[i]);
+      break;
+    case 'float16':
+      for (let i = 0; i < n; i++) a[i] = roundFormat(a[i], F16);
+      break;
+    case 'bfloat16':
+      for (let i = 0; i < n; i++) a[i] = roundFormat(a[i], BF16);
+      break;
+    case 'int32':
+      for (let i = 0; i < n; i++) a[i] = a[i] | 0;
+      break;
+    case 'bool':
+      for (let i = 0; i < n; i++) a[i] = a[i] !== 0 ? 1 : 0;
+      break;
+    default:
+      return dtype satisfies never;
+  }
+  return a;
+}
+
+function toBits(x: number, f: FloatFormat, expBits: number, nanBits: number): number {
+  const r = roundFormat(x, f);
+  if (r !== r) return nanBits;
+  const sign = r < 0 || Object.is(r, -0) ? 1 << (expBits + f.mant) : 0;
+  const a = Math.abs(r);
+  const expMask = (1 << expBits) - 1;
+  if (a === Infinity) return sign | (expMask << f.mant);
+  if (a < 2 ** f.minExp) return sign | (a / 2 ** (f.minExp - f.mant)); // subnormal or zero
+  const e = exponentOf(a);
+  const m = a / 2 ** (e - f.mant) - 2 ** f.mant;
+  return sign | ((e - f.minExp + 1) << f.mant) | m;
+}
+
+function fromBits(bits: number, f: FloatFormat, expBits: number): number {
+  const expMask = (1 << expBits) - 1;
+  const sign = (bits >>> (expBits + f.mant)) & 1 ? -1 : 1;
+  const ef = (bits >>> f.mant) & expMask;
+  const m = bits & ((1 << f.mant) - 1);
+  if (ef === expMask) return m ? NaN : sign * Infinity;
+  if (ef === 0) return sign * m * 2 ** (f.minExp - f.mant);
+  return sign * (2 ** f.mant + m) * 2 ** (ef - 1 + f.minExp - f.mant);
+}
+
+/** float16 bit pattern of `x` (rounded nearest-even). NaN encodes as 0x7e00. */
+export function f16Bits(x: number): number {
+  return toBits(x, F16, 5, 0x7e00);
+}
+/** Value of a float16 bit pattern. */
+export function f16FromBits(bits: number): number {
+  return fromBits(bits, F16, 5);
+}
+/** bfloat16 bit pattern of `x` (rounded nearest-even). NaN encodes as 0x7fc0. */
+export function bf16Bits(x: number): number {
+  return toBits(x, BF16, 8, 0x7fc0);
+}
+/** Value of a bfloat16 bit pattern. */
+export function bf16FromBits(bits: number): number {
+  return fromBits(bits, BF16, 8);
+}
+
+// Decoding tables for the 2-byte floats, built on first use (pure functions of the format).
+let f16Table: Float64Array | undefined;
+let bf16Table: Float64Array | undefined;
+function table(dtype: 'float16' | 'bfloat16'): Float64Array {
+  if (dtype === 'float16') return (f16Table ??= Float64Array.from({ length: 65536 }, (_, i) => f16FromBits(i)));
+  return (bf16Table ??= Float64Array.from({ length: 65536 }, (_, i) => bf16FromBits(i)));
+}
+
+/** A zero-filled storage array of `n` elements. */
+export function allocStorage(dtype: DType, n: number): Storage {
+  switch (dtype) {
+    case 'float32':
+      return new Float32Array(n);
+    case 'float16':
+    case 'bfloat16':
+      return new Uint16Array(n);
+    case 'int32':
+      return new Int32Array(n);
+    case 'bool':
+      return new Uint8Array(n);
+    default:
+      return dtype satisfies never;
+  }
+}
+
+/** Encode float64 values into `dtype` storage, rounding each value as `roundTo` does. */
+export function encodeStorage(dtype: DType, values: ArrayLike<number>): Storage {
+  const n = values.length;
+  const out = allocStorage(dtype, n);
+  switch (dtype) {
+    case 'float16':
+      for (let i = 0; i < n; i++) out[i] = f16Bits(values[i]);
+      break;
+    case 'bfloat16':
+      for (let i = 0; i < n; i++) out[i] = bf16Bits(values[i]);
+      break;
+    case 'bool':
+      for (let i = 0; i < n; i++) out[i] = values[i] !== 0 ? 1 : 0;
+      break;
+    case 'float32':
+    case 'int32':
+      for (let i = 0; i < n; i++) out[i] = values[i]; // typed-array store rounds (f32) or wraps (i32)
+      break;
+    default:
+      return dtype satisfies never;
+  }
+  return out;
+}
+
+/** Decode storage into float64 values. */
+export function decodeStorage(dtype: DType, s: Storage): Float64Array {
+  if (dtype === 'float16' || dtype === 'bfloat16') {
+    const t = table(dtype);
+    const out = new Float64Array(s.length);
+    for (let i = 0; i < s.length; i++) out[i] = t[s[i]];
+    return out;
+  }
+  return Float64Array.from(s);
+}
+
+/** True if `s` is the storage array type of `dtype`. */
+export function isStorageOf(dtype: DType, s: unknown): s is Storage {
+  switch (dtype) {
+    case 'float32':
+      return s instanceof Float32Array;
+    case 'float16':
+    case 'bfloat16':
+      return s instanceof Uint16Array;
+    case 'int32':
+      return s instanceof Int32Array;
+    case 'bool':
+      return s instanceof Uint8Array;
+    default:
+      return dtype satisfies never;
+  }
+}
