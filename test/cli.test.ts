@@ -1,0 +1,102 @@
+/**
+ * The `kiln` command as a user runs it: `kiln doctor` on this machine (no GPU driver here;
+ * NVRTC from the pip wheel when installed), help texts, and a missing C++ compiler.
+ * Runs the compiled CLI in dist/ (`npm test` builds it first).
+ */
+import { spawnSync } from 'child_process';
+import { existsSync } from 'fs';
+import { join } from 'path';
+import { doctorReport } from '../lib/cli/doctor';
+import { chooseBackend } from '../lib/runtime/select';
+
+const root = join(__dirname, '..');
+const bin = join(root, 'bin', 'kiln.js');
+
+function kiln(args: string[], env: NodeJS.ProcessEnv = {}) {
+  if (!existsSync(join(root, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is missing: run `npm run build:ts` (npm test does)');
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+const report = doctorReport();
+const requireNvrtc = process.env.KILN_REQUIRE_NVRTC === '1';
+
+describe('kiln doctor', () => {
+  test('reports the addon, the missing driver and the CPU backend choice', () => {
+    const r = kiln(['doctor']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^addon\s+(build|prebuild) /m);
+    expect(r.out).toMatch(/^c\+\+ compiler\s+\/.*\(x86_64|aarch64/m);
+    expect(r.out).toMatch(/^cache dir\s+/m);
+    if (!report.driver.available) {
+      expect(r.out).toMatch(/^cuda driver\s+not available: libcuda\.so\.1 not found/m);
+      expect(r.out).toMatch(/^backend \(auto\)\s+cpu: no CUDA driver .* the CPU backend will be used/m);
+    }
+  });
+
+  test('names the NVRTC it found', () => {
+    if (!report.nvrtc.available) {
+      if (requireNvrtc) throw new Error(`NVRTC required but not found: ${report.nvrtc.reason}`);
+      return;
+    }
+    const r = kiln(['doctor']);
+    expect(r.out).toContain(`at ${report.nvrtc.path} (found by ${report.nvrtc.foundBy})`);
+    expect(r.out).toMatch(/^ {2}archs\s+.*sm_90/m);
+    const json = JSON.parse(kiln(['doctor', '--json']).out);
+    expect(json.nvrtc.path).toBe(report.nvrtc.path);
+    expect(json.backend.backend).toBe(report.backend.backend);
+  });
+
+  test('without a C++ compiler and without a GPU it exits non-zero and says what to do', () => {
+    const r = kiln(['doctor'], { CXX: '/nonexistent/c++' });
+    expect(r.out).toMatch(/^c\+\+ compiler\s+not available: CXX=\/nonexistent\/c\+\+ was not found/m);
+    if (!report.driver.available) {
+      expect(r.code).toBe(1);
+      expect(r.out).toMatch(/^backend \(auto\)\s+NONE: no usable backend/m);
+      expect(r.err).toMatch(/install a C\+\+ compiler/);
+    }
+  });
+});
+
+describe('backend choice', () => {
+  const noDriver = { available: false as const, reason: 'libcuda.so.1 not found' };
+  const gpu = { available: true as const, devices: [{ name: 'NVIDIA H100' }] };
+  const nvrtc = { available: true as const, path: '/x/libnvrtc.so.13' };
+  const cxx = { available: true as const, path: '/usr/bin/c++' };
+  const none = { available: false as const, reason: 'missing' };
+
+  test.each([
+    ['gpu + nvrtc', { driver: gpu, nvrtc, cxx }, {}, 'cuda'],
+    ['gpu without nvrtc falls back to cpu', { driver: gpu, nvrtc: none, cxx }, {}, 'cpu'],
+    ['no driver', { driver: noDriver, nvrtc, cxx }, {}, 'cpu'],
+    ['nothing', { driver: noDriver, nvrtc: none, cxx: none }, {}, null],
+    ['KILN_DEVICE=cpu on a gpu machine', { driver: gpu, nvrtc, cxx }, { KILN_DEVICE: 'cpu' }, 'cpu'],
+    ['KILN_DEVICE=cuda without a driver', { driver: noDriver, nvrtc, cxx }, { KILN_DEVICE: 'cuda' }, null],
+  ])('%s', (_name, facts, env, want) => {
+    const choice = chooseBackend(facts, env);
+    expect(choice.backend).toBe(want);
+    expect(choice.reason.length).toBeGreaterThan(5);
+  });
+
+  test('a bad KILN_DEVICE is a typed error', () => {
+    expect(() => chooseBackend({ driver: noDriver, nvrtc, cxx }, { KILN_DEVICE: 'tpu' })).toThrow(
+      expect.objectContaining({ code: 'KILN_BAD_DEVICE' }),
+    );
+  });
+});
+
+describe('kiln --help', () => {
+  test('lists commands and every environment variable', () => {
+    const r = kiln(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/Commands:\n {2}doctor/);
+    for (const v of ['KILN_CACHE_DIR', 'KILN_NVRTC_PATH', 'KILN_DEVICE', 'CXX']) expect(r.out).toContain(v);
+  });
+
+  test('each command has its own help; an unknown command is an error', () => {
+    expect(kiln(['doctor', '--help']).out).toMatch(/Usage: kiln doctor/);
+    const bad = kiln(['frobnicate']);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/unknown command 'frobnicate'/);
+  });
+});
