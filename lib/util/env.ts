@@ -26,6 +26,7 @@ const vars = [
   { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
   { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
   { name: 'CUDA_HOME', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
+  { name: 'KILN_TEST_FAULT', affectsCode: false, doc: 'Tests only: inject a fault into a bundle publish, <stage>:<kill|enospc|eacces|erofs> (docs/BUNDLES.md).' },
   { name: 'XDG_CACHE_HOME', affectsCode: false, doc: 'Base of the default cache directory.' },
 ] as const satisfies readonly EnvVar[];
 

@@ -1,0 +1,99 @@
+/**
+ * Who may write the cache. A bundle is executable code (a shared object kiln dlopens, a
+ * cubin it loads), so a cache that another user can write is a way to run their code in
+ * our process. The rule (docs/BUNDLES.md, "Security"):
+ * - the cache dir must be owned by us (or root) and not writable by group or others; a
+ *   group/other-writable cache dir is accepted only when it has the sticky bit and is owned
+ *   by us (others may then add entries but never rename or delete ours);
+ * - every directory kiln uses below it (v1/, namespaces, bundles, tmp/, locks/) must be
+ *   owned by us (or root) and not writable by group or others — a bundle dir that fails is
+ *   treated as invalid, never loaded;
+ * - no ancestor of the cache dir may be writable by others without the sticky bit.
+ * Shipped bundle directories are trusted like the package's own JavaScript beside them.
+ * Platforms without uids (Windows) skip the ownership checks.
+ */
+import { lstatSync, realpathSync, statSync, type Stats } from 'fs';
+import { dirname } from 'path';
+import { CacheError } from '../util/errors';
+import { errnoOf } from './io';
+
+const uid = (): number | undefined => (typeof process.getuid === 'function' ? process.getuid() : undefined);
+
+function mode(st: Stats): string {
+  return '0' + (st.mode & 0o7777).toString(8);
+}
+
+/**
+ * Why a directory inside the cache is not trustworthy, or undefined when it is. `st` is an
+ * lstat: a symlink is never trusted (it could point anywhere).
+ */
+export function untrustedDir(path: string, st: Stats): string | undefined {
+  if (st.isSymbolicLink()) return `${path} is a symbolic link`;
+  if (!st.isDirectory()) return `${path} is not a directory`;
+  const me = uid();
+  if (me === undefined) return undefined;
+  if (st.uid !== me && st.uid !== 0) return `${path} is owned by uid ${st.uid}, not by this user (uid ${me})`;
+  if (st.mode & 0o022) return `${path} is writable by group or others (mode ${mode(st)})`;
+  return undefined;
+}
+
+const trustedRoots = new Set<string>();
+
+/**
+ * Throws CacheError KILN_CACHE_INSECURE unless `dir` (when it exists) and its ancestors
+ * pass the rule above. Remembered per process once passed.
+ */
+export function assertTrustedCacheDir(dir: string): void {
+  if (trustedRoots.has(dir) || uid() === undefined) return;
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch (e) {
+    if (errnoOf(e) !== 'ENOENT') throw e;
+    checkAncestors(dir, nearestExisting(dir));
+    return; // created later by publish with mode 0755; checked again once it exists
+  }
+  const st = statSync(real);
+  const me = uid();
+  const insecure = (why: string) =>
+    new CacheError(
+      'KILN_CACHE_INSECURE',
+      `refusing the kiln cache at ${dir}: ${why}. Bundles are executable code; fix it with \`chmod go-w ${real}\` (and chown to yourself), choose another KILN_CACHE_DIR, or run with cache: 'off'.`,
+    );
+  if (!st.isDirectory()) throw insecure(`${real} is not a directory`);
+  if (st.uid !== me && st.uid !== 0) throw insecure(`it is owned by uid ${st.uid}, not by this user (uid ${me})`);
+  const sticky = (st.mode & 0o1000) !== 0;
+  if (st.mode & 0o022 && !(sticky && st.uid === me)) throw insecure(`it is writable by group or others (mode ${mode(st)}) and not sticky and owned by this user`);
+  checkAncestors(dir, dirname(real));
+  trustedRoots.add(dir);
+}
+
+function nearestExisting(p: string): string {
+  for (;;) {
+    try {
+      return realpathSync(p);
+    } catch {
+      const up = dirname(p);
+      if (up === p) return p;
+      p = up;
+    }
+  }
+}
+
+function checkAncestors(dir: string, from: string): void {
+  for (let p = from; ; p = dirname(p)) {
+    let st: Stats;
+    try {
+      st = lstatSync(p);
+    } catch {
+      st = undefined as unknown as Stats;
+    }
+    if (st && st.mode & 0o002 && !(st.mode & 0o1000)) {
+      throw new CacheError(
+        'KILN_CACHE_INSECURE',
+        `refusing the kiln cache at ${dir}: its parent ${p} is writable by everyone without the sticky bit (mode ${mode(st)}), so anyone could replace the cache. Choose another KILN_CACHE_DIR or run with cache: 'off'.`,
+      );
+    }
+    if (dirname(p) === p) return;
+  }
+}

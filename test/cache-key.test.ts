@@ -1,0 +1,158 @@
+/**
+ * The bundle key: every field that changes code changes the key, and nothing else does —
+ * not HOME, the cwd, the cache dir, an unrelated variable or a cache-behaviour variable
+ * (checked in fresh processes, where such leaks would come from).
+ */
+import { chmodSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { bundleKey, canonicalJson, keyOf, openCache, signatureText, toolchainFingerprint, type KeyInput } from '../lib/cache';
+import { ENV_VARS } from '../lib/util/env';
+import { ArgumentError } from '../lib/util/errors';
+import { runChild } from './fixtures/cache/spawn';
+
+const base: KeyInput = {
+  namespace: 'mlp',
+  source: '(x, w) => x.matmul(w).relu()',
+  inputs: [
+    { dtype: 'float32', shape: [8, 768], dynamic: [0] },
+    { dtype: 'float16', shape: [768, 3072] },
+  ],
+  options: { fastMath: false, tile: [16, 16] },
+  target: 'sm_90',
+  toolchain: 'ver:abc',
+  env: {},
+};
+const keyOfInput = (k: KeyInput) => bundleKey(k).key;
+
+let tmp: string;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'kiln-key-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('bundle key', () => {
+  const k0 = keyOfInput(base);
+
+  test('is a sha256 hex digest, stable, and recomputable from the recorded fields', () => {
+    const { key, keyFields } = bundleKey(base);
+    expect(key).toMatch(/^[0-9a-f]{64}$/);
+    expect(keyOfInput({ ...base })).toBe(key);
+    expect(keyOf(keyFields)).toBe(key);
+    expect(Object.keys(keyFields)).toEqual(['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'target', 'toolchain', 'env']);
+    expect(keyFields.inputs).toEqual(['float32[?,768]', 'float16[768,3072]']);
+    expect(keyFields.env).toEqual({ CXX: '', KILN_CXXFLAGS: '' });
+  });
+
+  const variants: [string, Partial<KeyInput>][] = [
+    ['namespace', { namespace: 'mlp2' }],
+    ['source text', { source: '(x, w) => x.matmul(w).gelu()' }],
+    ['an input dtype', { inputs: [{ dtype: 'bfloat16', shape: [8, 768], dynamic: [0] }, base.inputs[1]] }],
+    ['a static dim', { inputs: [base.inputs[0], { dtype: 'float16', shape: [768, 3073] }] }],
+    ['which dims are dynamic', { inputs: [{ dtype: 'float32', shape: [8, 768], dynamic: [0, 1] }, base.inputs[1]] }],
+    ['the rank', { inputs: [{ dtype: 'float32', shape: [1, 8, 768], dynamic: [1] }, base.inputs[1]] }],
+    ['the number of inputs', { inputs: [base.inputs[0]] }],
+    ['an option value', { options: { fastMath: true, tile: [16, 16] } }],
+    ['a nested option', { options: { fastMath: false, tile: [16, 32] } }],
+    ['an added option', { options: { fastMath: false, tile: [16, 16], unroll: 4 } }],
+    ['the target arch', { target: 'sm_80' }],
+    ['cubin vs PTX', { target: 'compute_90' }],
+    ['the toolchain', { toolchain: 'ver:abd' }],
+    ['CXX', { env: { CXX: 'clang++' } }],
+    ['KILN_CXXFLAGS', { env: { KILN_CXXFLAGS: '-O3' } }],
+  ];
+  test.each(variants)('changes with %s', (_, change) => {
+    expect(keyOfInput({ ...base, ...change })).not.toBe(k0);
+  });
+
+  test('every code-relevant registry variable is a key field', () => {
+    for (const v of ENV_VARS.filter((v) => v.affectsCode)) expect(keyOfInput({ ...base, env: { [v.name]: 'x' } })).not.toBe(k0);
+  });
+
+  test('no cache-behaviour or unrelated variable is a key field', () => {
+    const env: NodeJS.ProcessEnv = { HOME: '/elsewhere', PWD: '/x', FOO: 'bar', USER: 'someone' };
+    for (const v of ENV_VARS.filter((v) => !v.affectsCode)) env[v.name] = 'something-else';
+    expect(keyOfInput({ ...base, env })).toBe(k0);
+  });
+
+  test('ignores the size of a dynamic dim and the order of option keys', () => {
+    expect(keyOfInput({ ...base, inputs: [{ dtype: 'float32', shape: [1, 768], dynamic: [0] }, base.inputs[1]] })).toBe(k0);
+    expect(keyOfInput({ ...base, options: { tile: [16, 16], fastMath: false, unused: undefined } })).toBe(k0);
+  });
+
+  test('rejects fields that cannot be keyed faithfully', () => {
+    expect(() => keyOfInput({ ...base, options: { f: () => 1 } })).toThrow(ArgumentError);
+    expect(() => keyOfInput({ ...base, options: { eps: NaN } })).toThrow(/finite/);
+    expect(() => keyOfInput({ ...base, options: { at: new Date(0) } })).toThrow(/plain/);
+    expect(() => keyOfInput({ ...base, namespace: '../up' })).toThrow(/namespace/);
+    expect(() => keyOfInput({ ...base, target: 'sm90' })).toThrow(/target/);
+    expect(() => signatureText({ dtype: 'float32', shape: [2], dynamic: [1] })).toThrow(/out of range/);
+    expect(() => signatureText({ dtype: 'float64' as never, shape: [2] })).toThrow(/dtype/);
+  });
+
+  test('canonical JSON sorts keys at every level', () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: null } })).toBe('{"a":{"c":null,"d":[1,{"y":2,"z":1}]},"b":1}');
+  });
+
+  test('is the same in processes with another HOME, cwd, cache dir and unrelated or cache-behaviour variables', async () => {
+    const input = { ...base, env: undefined };
+    const clean: NodeJS.ProcessEnv = { PATH: process.env.PATH };
+    const runs = await Promise.all([
+      runChild('key', { key: input }, { env: clean }),
+      runChild('key', { key: input }, { env: { ...clean, HOME: tmp, XDG_CACHE_HOME: join(tmp, 'xdg') }, cwd: tmp }),
+      runChild('key', { key: input }, {
+        env: { ...clean, KILN_CACHE_DIR: join(tmp, 'c'), KILN_CACHE: 'force-load', KILN_FAIL_ON_RECOMPILE: '1', KILN_CACHE_MAX_BYTES: '1G', KILN_BUNDLE_PATH: tmp, KILN_CPU_THREADS: '3', UNRELATED: 'x' },
+      }),
+      runChild('key', { key: input }, { env: { ...clean, CXX: 'clang++' } }),
+    ]);
+    const keys = runs.map((r) => r.out?.result?.key);
+    expect(keys[0]).toMatch(/^[0-9a-f]{64}$/);
+    expect(keys[1]).toBe(keys[0]);
+    expect(keys[2]).toBe(keys[0]);
+    expect(keys[3]).not.toBe(keys[0]); // CXX changes generated code
+  });
+});
+
+describe('toolchain fingerprint', () => {
+  test('comes from a stat, never from running the binary', () => {
+    const bin = join(tmp, 'fake-cxx');
+    writeFileSync(bin, 'not an executable');
+    chmodSync(bin, 0o644);
+    const fp = toolchainFingerprint({ path: bin });
+    expect(fp.id).toMatch(/^file:[0-9a-f]{64}$/);
+    expect(fp.file.size).toBe(17);
+    utimesSync(bin, new Date(2_000_000_000_000), new Date(2_000_000_000_000));
+    expect(toolchainFingerprint({ path: bin }).id).not.toBe(fp.id);
+  });
+
+  test('with a version, is equal across install paths (portable for shipped bundles) and changes with flags', () => {
+    const a = join(tmp, 'cxx-a');
+    const b = join(tmp, 'cxx-b');
+    writeFileSync(a, 'aaaa');
+    writeFileSync(b, 'bbbbbbbb');
+    const fa = toolchainFingerprint({ path: a, version: 'g++ 12.2.0', flags: ['-O3'] });
+    expect(toolchainFingerprint({ path: b, version: 'g++ 12.2.0', flags: ['-O3'] }).id).toBe(fa.id);
+    expect(toolchainFingerprint({ path: a, version: 'g++ 12.3.0', flags: ['-O3'] }).id).not.toBe(fa.id);
+    expect(toolchainFingerprint({ path: a, version: 'g++ 12.2.0', flags: ['-O2'] }).id).not.toBe(fa.id);
+  });
+
+  test('the cache remembers the probed version per binary, so the next process does not probe', () => {
+    const bin = join(tmp, 'cxx-memo');
+    writeFileSync(bin, 'binary v1');
+    const dir = join(tmp, 'memo-cache');
+    let probes = 0;
+    const probe = () => {
+      probes++;
+      return 'g++ 13.1.0';
+    };
+    const fp = openCache({ cacheDir: dir, env: {} }).toolchain(bin, probe);
+    expect(fp.version).toBe('g++ 13.1.0');
+    expect(probes).toBe(1);
+    openCache({ cacheDir: dir, env: {} }).toolchain(bin, probe);
+    expect(probes).toBe(1);
+    writeFileSync(bin, 'binary v2, upgraded');
+    openCache({ cacheDir: dir, env: {} }).toolchain(bin, () => 'g++ 13.2.0');
+    expect(openCache({ cacheDir: dir, env: {} }).toolchain(bin, probe).version).toBe('g++ 13.2.0');
+    expect(probes).toBe(1);
+  });
+});
