@@ -1,0 +1,369 @@
+/**
+ * One fused kernel as data: the SSA values it computes over an iteration domain, the
+ * buffers it reads and writes through views, its reduction stages and its matmul. Built
+ * from a realized root node by inlining every non-realized producer (Inductor's pointwise
+ * inlining, tinygrad's lazy views): movement ops become views on loads, PAD over computed
+ * values becomes a guard, a reduction whose result is broadcast back onto its own domain
+ * becomes a stage of a row kernel, and a MATMUL becomes the kernel's accumulator with the
+ * elementwise ops above it as its epilogue. See docs/FUSION.md.
+ */
+import { dimEq, dimProd, shapeEq, type Dim, type DType, type Node } from '../ir';
+import type { ElementwiseOp } from './simplify';
+import { contiguous, contiguousStrides, dependsOn, isContiguous, mergeDims, unmasked, viewOf, type Move, type ViewStack } from './view';
+
+/** One SSA value of a kernel, evaluated at the current domain index. */
+export type KNode =
+  | { readonly k: 'load'; readonly param: number; readonly view: ViewStack; readonly dtype: DType }
+  | { readonly k: 'const'; readonly value: number; readonly dtype: DType }
+  | { readonly k: 'alu'; readonly op: ElementwiseOp; readonly src: readonly number[]; readonly dtype: DType }
+  /** `src` where the view's mask holds, else 0 (PAD over a computed value). */
+  | { readonly k: 'guard'; readonly valid: ViewStack; readonly src: number; readonly dtype: DType }
+  /** The result of reduction stage `stage` for the current row, or (stage -1) the matmul accumulator. */
+  | { readonly k: 'acc'; readonly stage: number; readonly dtype: DType }
+  /** table[row, i_last] through the table's view; `row` is an int32 value (clamped to the table). */
+  | { readonly k: 'gather'; readonly param: number; readonly view: ViewStack; readonly row: number; readonly dtype: DType };
+
+/** A buffer parameter; `buf` is the plan buffer id (filled in by the scheduler). */
+export interface KParam {
+  readonly node: Node;
+  readonly dtype: DType;
+  readonly out: boolean;
+  buf: number;
+}
+
+/** A reduction over the domain's reduced dims, for each outer index. */
+export interface KStage {
+  readonly op: 'sum' | 'max';
+  readonly src: number;
+  readonly dtype: DType;
+}
+
+export interface KStore {
+  readonly param: number;
+  readonly view: ViewStack;
+  readonly value: number;
+}
+
+/** A matmul operand: a single unmasked view of a buffer, shape [...batch, rows, cols]. */
+export interface KOperand {
+  readonly param: number;
+  readonly view: ViewStack;
+}
+
+/** A fused kernel (see the module comment). */
+export interface Kernel {
+  name: string;
+  readonly kind: 'elementwise' | 'reduce' | 'matmul';
+  readonly root: Node;
+  readonly params: KParam[];
+  /** Iteration domain: the root's shape, a row kernel's reduced input shape, or the matmul output. */
+  readonly domain: readonly Dim[];
+  /** Per domain dim: reduced by the stages (row kernels). */
+  readonly reduced: readonly boolean[];
+  readonly nodes: readonly KNode[];
+  /** Per node: which domain dims its value varies along (loop-invariant placement). */
+  readonly deps: readonly (readonly boolean[])[];
+  /** Per node: the last stage it needs (-1: none). */
+  readonly after: readonly number[];
+  readonly stages: readonly KStage[];
+  readonly stores: readonly KStore[];
+  readonly matmul?: { readonly a: KOperand; readonly b: KOperand; readonly k: Dim };
+  /** The values each inlined graph node became (for the scheduler's cost model). */
+  readonly visits: ReadonlyMap<Node, readonly number[]>;
+}
+
+/** Why a root cannot be built as one kernel (the scheduler then realizes more). */
+export class Irregular {
+  constructor(readonly why: string) {}
+}
+
+const MOVES = new Set(['RESHAPE', 'PERMUTE', 'EXPAND', 'SHRINK', 'PAD']);
+const moveOf = (n: Node): Move => ({ op: n.op, arg: n.arg }) as Move;
+
+/** The buffer under a chain of movement ops and the moves (innermost first), if any. */
+export function viewBase(n: Node, isBuffer: (n: Node) => boolean): { base: Node; moves: Move[] } | undefined {
+  const moves: Move[] = [];
+  let x = n;
+  while (!isBuffer(x) && MOVES.has(x.op)) {
+    moves.unshift(moveOf(x));
+    x = x.src[0];
+  }
+  return isBuffer(x) ? { base: x, moves } : undefined;
+}
+
+/**
+ * Build the kernel that computes `root`, inlining every producer for which `isBuffer` is
+ * false. Returns Irregular when the inlined region does not form one kernel.
+ */
+export function buildKernel(root: Node, isBuffer: (n: Node) => boolean): Kernel | Irregular {
+  const buffer = (n: Node): boolean => n !== root && isBuffer(n);
+  const reduces: Node[] = [];
+  const matmuls: Node[] = [];
+  const seen = new Set<Node>();
+  const stack = [root];
+  while (stack.length) {
+    const n = stack.pop() as Node;
+    if (seen.has(n) || buffer(n)) continue;
+    seen.add(n);
+    if (n.op === 'REDUCE_SUM' || n.op === 'REDUCE_MAX') reduces.push(n);
+    if (n.op === 'MATMUL') matmuls.push(n);
+    stack.push(...n.src);
+  }
+  if (matmuls.length > 1) return new Irregular('two matmuls in one kernel');
+  if (matmuls.length && reduces.length) return new Irregular('a matmul and a reduction in one kernel');
+  let domain: readonly Dim[] = root.shape;
+  let reduced: boolean[] = root.shape.map(() => false);
+  let rootChain: Move[] = [];
+  const kind = matmuls.length ? 'matmul' : reduces.length ? 'reduce' : 'elementwise';
+  if (kind === 'matmul' && !shapeEq(matmuls[0].shape, root.shape)) return new Irregular('matmul epilogue changes the shape');
+  if (kind === 'reduce') {
+    const r0 = reduces[0];
+    const axes = r0.arg as readonly number[];
+    const same = (r: Node): boolean => shapeEq(r.src[0].shape, r0.src[0].shape) && JSON.stringify(r.arg) === JSON.stringify(axes);
+    if (!reduces.every(same)) return new Irregular('reductions over different domains');
+    domain = r0.src[0].shape;
+    reduced = domain.map((_, i) => axes.includes(i));
+    if (!shapeEq(root.shape, domain)) {
+      if (!dimEq(dimProd(root.shape), dimProd(r0.shape))) return new Irregular('row kernel output is neither the row nor the reduced shape');
+      rootChain = [...(shapeEq(root.shape, r0.shape) ? [] : [{ op: 'RESHAPE', arg: r0.shape } as Move]), { op: 'EXPAND', arg: domain }];
+    }
+  }
+  const b = new Builder(root, buffer, domain, reduced);
+  try {
+    const value = b.visit(root, rootChain);
+    b.stores.push({ param: 0, view: viewOf(root.shape, rootChain), value });
+  } catch (e) {
+    if (e instanceof Irregular) return e;
+    throw e;
+  }
+  return collapse(b.finish(kind));
+}
+
+class Builder {
+  readonly params: KParam[] = [];
+  readonly nodes: KNode[] = [];
+  readonly stages: KStage[] = [];
+  readonly stores: KStore[] = [];
+  matmul?: Kernel['matmul'];
+  readonly #memo = new Map<string, number>();
+  readonly #paramOf = new Map<Node, number>();
+  readonly #stageOf = new Map<Node, number>();
+  readonly visits = new Map<Node, number[]>();
+
+  constructor(
+    readonly root: Node,
+    readonly buffer: (n: Node) => boolean,
+    readonly domain: readonly Dim[],
+    readonly reduced: readonly boolean[],
+  ) {
+    this.param(root, true);
+  }
+
+  param(n: Node, out = false): number {
+    let i = this.#paramOf.get(n);
+    if (i === undefined) {
+      i = this.params.push({ node: n, dtype: n.dtype, out, buf: -1 }) - 1;
+      this.#paramOf.set(n, i);
+    }
+    return i;
+  }
+
+  emit(node: KNode): number {
+    // JSON would print NaN and ±inf alike as null: spell constants out.
+    const key = node.k === 'const' ? `c|${node.dtype}|${Object.is(node.value, -0) ? '-0' : String(node.value)}` : JSON.stringify(node);
+    let i = this.#memo.get(key);
+    if (i === undefined) {
+      i = this.nodes.push(node) - 1;
+      this.#memo.set(key, i);
+    }
+    return i;
+  }
+
+  /** The value of `n` at the domain index, `chain` mapping the domain onto `n` (innermost move first). */
+  visit(n: Node, chain: readonly Move[]): number {
+    const key = `${n.id}|${JSON.stringify(chain)}`;
+    const hit = this.#memo.get(key);
+    if (hit !== undefined) return hit;
+    const out = this.compute(n, chain);
+    this.#memo.set(key, out);
+    const v = this.visits.get(n) ?? [];
+    if (!v.includes(out)) v.push(out);
+    this.visits.set(n, v);
+    return out;
+  }
+
+  compute(n: Node, chain: readonly Move[]): number {
+    if (this.buffer(n)) return this.emit({ k: 'load', param: this.param(n), view: viewOf(n.shape, chain), dtype: n.dtype });
+    switch (n.op) {
+      case 'CONST':
+        return this.emit({ k: 'const', value: n.arg as number, dtype: n.dtype });
+      case 'RESHAPE':
+      case 'PERMUTE':
+      case 'EXPAND':
+      case 'SHRINK':
+        return this.visit(n.src[0], [moveOf(n), ...chain]);
+      case 'PAD': {
+        const inner = [moveOf(n), ...chain];
+        const src = this.visit(n.src[0], inner);
+        if (viewBase(n.src[0], this.buffer)) return src; // the load itself reads 0 outside
+        return this.emit({ k: 'guard', valid: viewOf(n.src[0].shape, inner), src, dtype: n.dtype });
+      }
+      case 'REDUCE_SUM':
+      case 'REDUCE_MAX':
+        return this.reduce(n, chain);
+      case 'MATMUL':
+        return this.matmulAcc(n, chain);
+      case 'GATHER': {
+        this.identity(n, chain, 'gather');
+        const ids = n.src[1];
+        const row = this.visit(ids, [{ op: 'RESHAPE', arg: [...ids.shape, 1] }, { op: 'EXPAND', arg: n.shape }, ...chain]);
+        const t = this.operand(n.src[0], false);
+        return this.emit({ k: 'gather', param: t.param, view: t.view, row, dtype: n.dtype });
+      }
+      case 'INPUT':
+      case 'TENSOR_CONST':
+        throw new Irregular(`${n.op} must be a buffer`);
+      default:
+        return this.emit({ k: 'alu', op: n.op as ElementwiseOp, src: n.src.map((s) => this.visit(s, chain)), dtype: n.dtype });
+    }
+  }
+
+  identity(n: Node, chain: readonly Move[], what: string): void {
+    if (!shapeEq(n.shape, this.domain) || !isContiguous(viewOf(n.shape, chain))) throw new Irregular(`${what} seen through a view`);
+  }
+
+  reduce(n: Node, chain: readonly Move[]): number {
+    // The reduced value is usable only as "this row's result": the chain must map the
+    // domain index to the row index (reduced dims ignored, the others row-major).
+    const stack = viewOf(n.shape, chain);
+    const [v] = stack;
+    const want = contiguousStrides(n.shape);
+    const rowOk =
+      stack.length === 1 &&
+      unmasked(v) &&
+      dimEq(v.offset, 0) &&
+      shapeEq(v.shape, this.domain) &&
+      v.strides.every((s, d) => dimEq(v.shape[d], 1) || dimEq(s, this.reduced[d] ? 0 : want[d]));
+    if (!rowOk) throw new Irregular('reduction result seen through an irregular view');
+    let stage = this.#stageOf.get(n);
+    if (stage === undefined) {
+      const src = this.visit(n.src[0], []);
+      stage = this.stages.push({ op: n.op === 'REDUCE_SUM' ? 'sum' : 'max', src, dtype: n.dtype }) - 1;
+      this.#stageOf.set(n, stage);
+    }
+    return this.emit({ k: 'acc', stage, dtype: n.dtype });
+  }
+
+  matmulAcc(n: Node, chain: readonly Move[]): number {
+    this.identity(n, chain, 'matmul result');
+    const [a, b] = n.src.map((s) => this.operand(s, true));
+    this.matmul = { a, b, k: n.src[0].shape[n.src[0].shape.length - 1] };
+    return this.emit({ k: 'acc', stage: -1, dtype: n.dtype });
+  }
+
+  operand(x: Node, strided: boolean): KOperand {
+    const vb = viewBase(x, this.buffer);
+    if (!vb) throw new Irregular('operand is not a view of a buffer');
+    const view = viewOf(vb.base.shape, vb.moves);
+    if (strided && (view.length !== 1 || !unmasked(view[0]))) throw new Irregular('matmul operand is not a strided view');
+    return { param: this.param(vb.base), view };
+  }
+
+  finish(kind: Kernel['kind']): Kernel {
+    const rank = this.domain.length;
+    const none = (): boolean[] => new Array<boolean>(rank).fill(false);
+    const deps: boolean[][] = [];
+    const after: number[] = [];
+    const or = (a: readonly boolean[], b: readonly boolean[]): boolean[] => a.map((x, i) => x || b[i]);
+    this.nodes.forEach((n, i) => {
+      switch (n.k) {
+        case 'load':
+          deps[i] = dependsOn(n.view);
+          after[i] = -1;
+          break;
+        case 'const':
+          deps[i] = none();
+          after[i] = -1;
+          break;
+        case 'alu':
+          deps[i] = n.src.reduce((d, s) => or(d, deps[s]), none());
+          after[i] = Math.max(-1, ...n.src.map((s) => after[s]));
+          break;
+        case 'guard':
+          deps[i] = or(deps[n.src], dependsOn(n.valid));
+          after[i] = after[n.src];
+          break;
+        case 'acc':
+          deps[i] = n.stage < 0 ? this.domain.map(() => true) : this.reduced.map((r, d) => !r && !dimEq(this.domain[d], 1));
+          after[i] = n.stage;
+          break;
+        case 'gather':
+          deps[i] = deps[n.row].map((x, d) => x || d === rank - 1);
+          after[i] = after[n.row];
+          break;
+        default:
+          return n satisfies never;
+      }
+    });
+    return {
+      name: '',
+      kind,
+      root: this.root,
+      params: this.params,
+      domain: this.domain,
+      reduced: this.reduced,
+      nodes: this.nodes,
+      deps,
+      after,
+      stages: this.stages,
+      stores: this.stores,
+      visits: this.visits,
+      ...(this.matmul ? { matmul: this.matmul } : {}),
+    };
+  }
+}
+
+/** Every view a kernel indexes with domain coordinates. */
+function domainViews(k: Kernel): ViewStack[] {
+  const out: ViewStack[] = k.stores.map((s) => s.view);
+  for (const n of k.nodes) if (n.k === 'load') out.push(n.view);
+  for (const n of k.nodes) if (n.k === 'guard') out.push(n.valid);
+  return out;
+}
+
+/**
+ * Merge adjacent domain dims that every view indexes as one (loop collapsing), so that a
+ * contiguous elementwise kernel is one flat loop the compiler vectorizes.
+ */
+function collapse(k: Kernel | Irregular): Kernel | Irregular {
+  if (k instanceof Irregular || k.kind === 'matmul' || k.nodes.some((n) => n.k === 'gather')) return k;
+  let cur = k;
+  for (let d = cur.domain.length - 2; d >= 0; d--) {
+    if (cur.reduced[d] !== cur.reduced[d + 1]) continue;
+    const merged = domainViews(cur).map((v) => mergeDims(v, d));
+    if (merged.some((v) => v === undefined)) continue;
+    cur = remapViews(cur, d, merged as ViewStack[]);
+  }
+  return cur;
+}
+
+function remapViews(k: Kernel, d: number, merged: readonly ViewStack[]): Kernel {
+  let i = 0;
+  const stores = k.stores.map((s) => ({ ...s, view: merged[i++] }));
+  const loads = k.nodes.map((n) => (n.k === 'load' ? { ...n, view: merged[i++] } : n));
+  const nodes = loads.map((n) => (n.k === 'guard' ? { ...n, valid: merged[i++] } : n));
+  const squash = <T>(xs: readonly T[], f: (a: T, b: T) => T): T[] => [...xs.slice(0, d), f(xs[d], xs[d + 1]), ...xs.slice(d + 2)];
+  return {
+    ...k,
+    stores,
+    nodes,
+    domain: squash(k.domain, (a, b) => dimProd([a, b])),
+    reduced: squash(k.reduced, (a) => a),
+    deps: k.deps.map((ds) => squash(ds, (a, b) => a || b)),
+  };
+}
+
+/** The contiguous view of a realized buffer (its store view in its own kernel). */
+export function bufferView(n: Node): ViewStack {
+  return contiguous(n.shape);
+}
