@@ -1,0 +1,324 @@
+/**
+ * `kiln cache ls|show|verify|prune|clear`: inspect and maintain the bundle cache (and list
+ * and verify shipped bundles from KILN_BUNDLE_PATH). Exit status: 0 success, 1 a failed
+ * check or refused action, 2 a usage error.
+ */
+import {
+  ccText,
+  clearCache,
+  evictBundles,
+  kilnVersion,
+  listBundles,
+  openCache,
+  parseBytes,
+  parseTarget,
+  verifyBundle,
+  type BundleEntry,
+  type Cache,
+  type Host,
+  type VerifyResult,
+} from '../cache';
+import { addonInfo } from '../runtime/native';
+import { cpuInfo } from '../runtime/toolchain';
+import { sha256Hex } from '../util/hash';
+import { readFileSync } from 'fs';
+import { isAbsolute, resolve } from 'path';
+
+export const cacheSummary = 'list, show, verify, prune and clear compiled bundles';
+
+export const cacheUsage = `kiln cache <ls|show|verify|prune|clear> [options]
+
+  ls                       list bundles: namespace, key, target, size, last used, source (cache or shipped)
+  show <key-prefix>        explain one bundle's manifest: every key field, the guards, the artifacts
+  verify [key-prefix]      re-check checksums, guards and this machine's target; exit 1 if any fails
+  prune                    evict least-recently-used bundles past the size cap
+      --max-bytes N        cap to prune to (e.g. 500M, 2G; default KILN_CACHE_MAX_BYTES, else 2G)
+      --older-than DAYS    also evict bundles not used for DAYS days
+      --dry-run            show what would be removed
+  clear --yes              remove every bundle from the cache (shipped bundles are never touched)
+
+Options for every subcommand:
+  --cache-dir DIR          the cache to use (default KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln)
+  --json                   machine-readable output (ls, show, verify, prune)
+  --help                   this text`;
+
+interface Args {
+  positional: string[];
+  flags: Map<string, string | true>;
+}
+
+const VALUE_FLAGS = new Set(['--cache-dir', '--max-bytes', '--older-than']);
+const BOOL_FLAGS = new Set(['--json', '--yes', '--dry-run', '--help', '-h', '--no-sources']);
+
+class UsageError extends Error {}
+
+function parseArgs(argv: string[]): Args {
+  const positional: string[] = [];
+  const flags = new Map<string, string | true>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const [name, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
+    if (VALUE_FLAGS.has(name)) {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new UsageError(`${name} needs a value`);
+      flags.set(name, v);
+    } else if (BOOL_FLAGS.has(name)) flags.set(name, true);
+    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
+    else positional.push(a);
+  }
+  return { positional, flags };
+}
+
+/** Entry point: `args` are the words after `kiln cache`; resolves to the exit status. */
+export async function cacheCommand(args: string[]): Promise<number> {
+  let parsed: Args;
+  try {
+    parsed = parseArgs(args);
+  } catch (e) {
+    console.error(`kiln cache: ${(e as Error).message}\n\n${cacheUsage}`);
+    return 2;
+  }
+  const [sub, ...rest] = parsed.positional;
+  if (parsed.flags.has('--help') || parsed.flags.has('-h') || sub === 'help') {
+    console.log(cacheUsage);
+    return 0;
+  }
+  const json = parsed.flags.has('--json');
+  const dirFlag = parsed.flags.get('--cache-dir');
+  const open = (mode: 'auto' | 'read-only') => openCache({ mode, ...(typeof dirFlag === 'string' ? { cacheDir: dirFlag } : {}) });
+  try {
+    switch (sub) {
+      case 'ls':
+        return ls(open('read-only'), json);
+      case 'show':
+        if (rest.length !== 1) throw new UsageError('show needs one key prefix');
+        return show(open('read-only'), rest[0], json);
+      case 'verify':
+        return verify(open('read-only'), rest[0], json, !parsed.flags.has('--no-sources'));
+      case 'prune':
+        return prune(open('auto'), parsed.flags, json);
+      case 'clear':
+        return clear(open('auto'), parsed.flags.has('--yes'));
+      case undefined:
+        throw new UsageError('which subcommand?');
+      default:
+        throw new UsageError(`unknown subcommand '${sub}'`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`kiln cache: ${e.message}\n\n${cacheUsage}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+function human(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) {
+    bytes /= 1024;
+    i++;
+  }
+  return `${i === 0 ? bytes : bytes.toFixed(1)} ${units[i]}`;
+}
+
+function ago(d: Date): string {
+  const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+  if (s < 90) return `${Math.round(s)}s ago`;
+  if (s < 5400) return `${Math.round(s / 60)}m ago`;
+  if (s < 129600) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ')).join('\n');
+}
+
+function ls(cache: Cache, json: boolean): number {
+  const all = listBundles(cache);
+  if (json) {
+    console.log(JSON.stringify(all.map((b) => ({ namespace: b.namespace, key: b.key, target: b.manifest?.guards.target ?? null, bytes: b.bytes, lastUsed: b.lastUsed.toISOString(), source: b.source, dir: b.dir, error: b.error ?? null })), null, 2));
+    return 0;
+  }
+  if (all.length === 0) {
+    console.log(`no bundles in ${cache.cacheDir}${cache.bundlePath.length ? ` or ${cache.bundlePath.join(', ')}` : ''}`);
+    return 0;
+  }
+  const rows = [['NAMESPACE', 'KEY', 'TARGET', 'SIZE', 'LAST USED', 'SOURCE']];
+  for (const b of all) rows.push([b.namespace, b.key.slice(0, 12), b.manifest?.guards.target ?? '(unreadable)', human(b.bytes), ago(b.lastUsed), b.source]);
+  const cached = all.filter((b) => b.source === 'cache');
+  console.log(table(rows));
+  console.log(`\n${cached.length} cached bundles, ${human(cached.reduce((s, b) => s + b.bytes, 0))} of ${cache.maxBytes > 0 ? human(cache.maxBytes) : 'no cap'} in ${cache.cacheDir}`);
+  return 0;
+}
+
+/** The one bundle whose key starts with `prefix`; reports none or several and returns undefined. */
+function find(cache: Cache, prefix: string): BundleEntry | undefined {
+  if (!/^[0-9a-f]{1,64}$/.test(prefix)) throw new UsageError(`'${prefix}' is not a key prefix (hex digits)`);
+  const matches = listBundles(cache).filter((b) => b.key.startsWith(prefix));
+  if (matches.length === 1) return matches[0];
+  if (matches.length === 0) console.error(`kiln cache: no bundle key starts with ${prefix}`);
+  else console.error(`kiln cache: ${prefix} matches ${matches.length} bundles:\n${matches.map((b) => `  ${b.namespace}/${b.key} (${b.source})`).join('\n')}`);
+  return undefined;
+}
+
+function sourceState(path: string, sha: string): string {
+  try {
+    return sha256Hex(readFileSync(isAbsolute(path) ? path : resolve(path))) === sha ? 'unchanged' : 'CHANGED';
+  } catch {
+    return 'MISSING';
+  }
+}
+
+function targetRule(target: string): string {
+  const t = parseTarget(target);
+  if (!t) return 'unknown target';
+  if (t.kind === 'cpu') return `CPU ${t.arch}${t.features.length ? ` with ${t.features.join(', ')}` : ''}`;
+  if (t.output === 'cubin' || t.archSpecific) return `CUDA ${t.output}, runs on compute capability ${ccText(t.cc)} exactly`;
+  return `CUDA PTX, runs on compute capability ${ccText(t.cc)} or newer`;
+}
+
+function show(cache: Cache, prefix: string, json: boolean): number {
+  const b = find(cache, prefix);
+  if (!b) return 1;
+  if (!b.manifest) {
+    console.error(`kiln cache: ${b.dir}: ${b.error}`);
+    return 1;
+  }
+  const m = b.manifest;
+  if (json) {
+    console.log(JSON.stringify({ dir: b.dir, source: b.source, bytes: b.bytes, lastUsed: b.lastUsed.toISOString(), manifest: m }, null, 2));
+    return 0;
+  }
+  const kf = m.keyFields;
+  const lines = [
+    `bundle     ${b.dir}`,
+    `source     ${b.source}`,
+    `key        ${m.key}`,
+    `format     ${m.format} schema ${m.schema}, built by kiln ${m.kilnVersion}${m.kilnVersion === kilnVersion() ? '' : ` (this is kiln ${kilnVersion()}: it will not be loaded)`}`,
+    `created    ${m.created}`,
+    `last used  ${b.lastUsed.toISOString()} (${ago(b.lastUsed)})`,
+    `size       ${human(b.bytes)}`,
+    '',
+    'key fields (sha256 over these, in this order):',
+    `  schema        ${kf.schema}`,
+    `  kilnVersion   ${kf.kilnVersion}`,
+    `  namespace     ${kf.namespace}`,
+    `  sourceSha256  ${kf.sourceSha256}   (the traced function's source text)`,
+    `  inputs        ${kf.inputs.join(', ') || '(none)'}   ('?' = dynamic dim)`,
+    `  options       ${kf.options}`,
+    `  target        ${kf.target}`,
+    `  toolchain     ${kf.toolchain}`,
+    `  env           ${Object.entries(kf.env).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ') || '(none)'}`,
+    '',
+    'guards (checked at load):',
+    `  target     ${m.guards.target}: ${targetRule(m.guards.target)}`,
+    `  toolchain  ${m.guards.toolchain.version ?? '(version unknown)'}${m.guards.toolchain.path ? ` at ${m.guards.toolchain.path}` : ''}`,
+    ...(m.guards.sources.length
+      ? m.guards.sources.map((s) => `  source     ${s.path}  ${s.sha256.slice(0, 16)}  ${sourceState(s.path, s.sha256)}`)
+      : ['  sources    (none recorded)']),
+    '',
+    'artifacts:',
+    table(m.artifacts.map((a) => [`  ${a.name}`, human(a.size), a.sha256])),
+  ];
+  if (m.info) lines.push('', 'info:', ...Object.entries(m.info).map(([k, v]) => `  ${k}: ${v}`));
+  console.log(lines.join('\n'));
+  return 0;
+}
+
+/** This machine as a target host: the CPU, and the first CUDA device when one is found. */
+function cpuHost(): Host {
+  const cpu = cpuInfo();
+  return { kind: 'cpu', arch: cpu.arch, features: cpu.features };
+}
+
+function cudaHost(): Host | string {
+  try {
+    const d = addonInfo().driver; // loads the addon: only asked for when a CUDA bundle is verified
+    if (d.available && d.devices.length > 0) return { kind: 'cuda', computeCapability: d.devices[0].computeCapability };
+    return d.available ? 'no CUDA device' : d.reason;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+function verify(cache: Cache, prefix: string | undefined, json: boolean, checkSources: boolean): number {
+  let bundles = listBundles(cache);
+  if (prefix !== undefined) {
+    const b = find(cache, prefix);
+    if (!b) return 1;
+    bundles = [b];
+  }
+  const cpu = cpuHost();
+  let cuda: Host | string | undefined;
+  const results = bundles.map((b) => {
+    const kind = parseTarget(b.manifest?.guards.target ?? '')?.kind;
+    const host = kind === 'cuda' ? (cuda ??= cudaHost()) : cpu;
+    const note = typeof host === 'string' ? `target not checked: ${host}` : undefined;
+    const result: VerifyResult = verifyBundle(b.dir, { key: b.key, namespace: b.namespace, checkSources, checkOwner: b.source === 'cache', ...(typeof host === 'string' ? {} : { host }) });
+    return { bundle: b, result, note };
+  });
+  const failed = results.filter((r) => !r.result.ok).length;
+  if (json) {
+    const rows = results.map(({ bundle: b, result: r, note }) => ({
+      namespace: b.namespace,
+      key: b.key,
+      source: b.source,
+      dir: b.dir,
+      ok: r.ok,
+      ...(r.ok ? {} : { reason: r.reason, detail: r.detail }),
+      note: note ?? null,
+    }));
+    console.log(JSON.stringify(rows, null, 2));
+  } else {
+    for (const { bundle: b, result: r, note } of results) {
+      const id = `${b.namespace}/${b.key.slice(0, 12)} (${b.source})`;
+      console.log(r.ok ? `ok    ${id}${note ? `  [${note}]` : ''}` : `FAIL  ${id}  ${r.reason}: ${r.detail}`);
+    }
+    console.log(results.length === 0 ? 'no bundles to verify' : `\n${results.length - failed} ok, ${failed} failed`);
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+function prune(cache: Cache, flags: Map<string, string | true>, json: boolean): number {
+  if (cache.readOnly) {
+    console.error(`kiln cache: ${cache.cacheDir} is not writable; nothing pruned`);
+    return 1;
+  }
+  const maxFlag = flags.get('--max-bytes');
+  const ageFlag = flags.get('--older-than');
+  const maxBytes = typeof maxFlag === 'string' ? parseBytes(maxFlag, '--max-bytes') : ageFlag === undefined ? cache.maxBytes : undefined;
+  let olderThanMs: number | undefined;
+  if (typeof ageFlag === 'string') {
+    const days = Number(ageFlag);
+    if (!Number.isFinite(days) || days < 0) throw new UsageError(`--older-than needs a number of days, not '${ageFlag}'`);
+    olderThanMs = days * 86_400_000;
+  }
+  const dryRun = flags.has('--dry-run');
+  const r = evictBundles(cache, { ...(maxBytes ? { maxBytes } : {}), ...(olderThanMs !== undefined ? { olderThanMs } : {}), dryRun });
+  if (json) {
+    console.log(JSON.stringify({ dryRun, removed: r.removed.map((b) => ({ namespace: b.namespace, key: b.key, bytes: b.bytes })), freedBytes: r.freedBytes, remainingBytes: r.remainingBytes }, null, 2));
+    return 0;
+  }
+  for (const b of r.removed) console.log(`${dryRun ? 'would remove' : 'removed'}  ${b.namespace}/${b.key.slice(0, 12)}  ${human(b.bytes)}  last used ${ago(b.lastUsed)}`);
+  console.log(`${dryRun ? 'would free' : 'freed'} ${human(r.freedBytes)}; ${human(r.remainingBytes)} remain in ${cache.cacheDir}`);
+  return 0;
+}
+
+function clear(cache: Cache, yes: boolean): number {
+  const bundles = listBundles(cache, { shipped: false, manifests: false });
+  const bytes = bundles.reduce((s, b) => s + b.bytes, 0);
+  if (!yes) {
+    console.log(`would remove ${bundles.length} bundles (${human(bytes)}) from ${cache.cacheDir}; run \`kiln cache clear --yes\` to do it`);
+    return 1;
+  }
+  if (cache.readOnly) {
+    console.error(`kiln cache: ${cache.cacheDir} is not writable; nothing removed`);
+    return 1;
+  }
+  clearCache(cache.cacheDir);
+  console.log(`removed ${bundles.length} bundles (${human(bytes)}) from ${cache.cacheDir}`);
+  return 0;
+}
