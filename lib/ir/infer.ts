@@ -206,6 +206,29 @@ export function inferOp<O extends Op>(op: O, src: readonly TypeInfo[], arg: OpAr
   return out;
 }
 
+/**
+ * NumPy broadcasting of several shapes: align right, and in each position all dims must be
+ * equal or 1. A symbolic dim only matches an equal dim or 1 (it cannot be proven equal to
+ * anything else). `op` names the public op in the error.
+ */
+export function broadcastShapes(op: string, ...shapes: (readonly Dim[])[]): Dim[] {
+  const rank = Math.max(...shapes.map((s) => s.length));
+  const out: Dim[] = [];
+  for (let i = 0; i < rank; i++) {
+    let d: Dim = 1;
+    for (const s of shapes) {
+      const e = s[s.length - rank + i] ?? 1;
+      if (e === 1 || dimEq(e, d)) continue;
+      if (d !== 1) {
+        throw new ShapeError('KILN_SHAPE_MISMATCH', `${op}: cannot broadcast shapes ${shapes.map(shapeStr).join(' and ')} (dim ${i - rank}: ${dimStr(d)} vs ${dimStr(e)})`);
+      }
+      d = e;
+    }
+    out.push(d);
+  }
+  return out;
+}
+
 /** Divide dims exactly, reporting failure as a ShapeError of `op`. */
 export function divDim(op: string, a: Dim, b: Dim): Dim {
   try {

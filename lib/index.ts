@@ -1,0 +1,30 @@
+/**
+ * kiln's public entry point: `import * as kiln from 'kiln'`.
+ *
+ * Tensors and ops run eagerly through kiln's reference interpreter; inside `kiln.compile`
+ * the same ops are traced into a graph, compiled, and cached as bundles.
+ */
+
+// Tensors and op functions.
+export { Tensor, tensor, type Scalar, type TensorArray } from './tensor/tensor';
+export type { Device } from './tensor/impl';
+export type { AttentionOptions } from './tensor/nn';
+export * from './tensor/functional';
+
+// Types and errors.
+export type { DType } from './ir/dtype';
+export type { Dim, Sym } from './ir/sym';
+export {
+  KilnError,
+  AddonError,
+  CudaError,
+  NvrtcError,
+  CompilerError,
+  ShapeError,
+  ArgumentError,
+  TraceError,
+  FormatError,
+  CacheError,
+} from './util/errors';
+
+// Compilation: kiln.compile and kiln.build are exported here by the API layer (lib/api).

@@ -1,0 +1,163 @@
+/**
+ * What a Tensor holds, and the single point where primitive ops are applied. An eager
+ * value holds concrete storage and is computed at once by the interpreter's `evalOp`; a
+ * traced value holds an IR node of the Tracer it belongs to. `apply` validates through the
+ * IR's `inferOp` in both modes, so eager and traced programs fail (and compute) alike.
+ */
+import { ArgumentError, ShapeError, TraceError } from '../util/errors';
+import {
+  constantKey,
+  decodeStorage,
+  encodeStorage,
+  inferOp,
+  NodeTable,
+  type Constant,
+  type Dim,
+  type DType,
+  type Hint,
+  type Node,
+  type Op,
+  type OpArgs,
+  type Site,
+  type Storage,
+} from '../ir';
+import { evalOp } from '../runtime/interpreter';
+import { callSite } from './site';
+
+/** Where a tensor's data lives (eager tensors are computed by the reference interpreter). */
+export type Device = 'cpu' | 'cuda';
+
+/** A concrete tensor: storage in its dtype's typed array. */
+export class EagerImpl {
+  readonly kind = 'eager';
+  #storage: Storage | null;
+
+  constructor(
+    readonly dtype: DType,
+    readonly shape: readonly number[],
+    readonly device: Device,
+    storage: Storage,
+  ) {
+    this.#storage = storage;
+  }
+
+  /** The storage; throws if disposed. Treat as read-only: it may be shared by views. */
+  get storage(): Storage {
+    if (this.#storage === null) throw new ArgumentError('KILN_DISPOSED', 'this tensor was disposed and its data released');
+    return this.#storage;
+  }
+
+  get disposed(): boolean {
+    return this.#storage === null;
+  }
+
+  /** Element values in float64. */
+  values(): Float64Array {
+    return decodeStorage(this.dtype, this.storage);
+  }
+
+  dispose(): void {
+    this.#storage = null;
+  }
+}
+
+/** A tensor inside a trace: an IR node owned by `tracer`. */
+export class TracedImpl {
+  readonly kind = 'traced';
+  constructor(
+    readonly node: Node,
+    readonly tracer: Tracer,
+    readonly device: Device,
+  ) {}
+  get dtype(): DType {
+    return this.node.dtype;
+  }
+  get shape(): readonly Dim[] {
+    return this.node.shape;
+  }
+}
+
+/** Either kind of tensor value. */
+export type Impl = EagerImpl | TracedImpl;
+
+/**
+ * The state of one trace: its node table, captured constants and call sites. Created by
+ * `trace` and passed along inside traced tensors (never global); closed when the traced
+ * function returns, after which its tensors can no longer be used.
+ */
+export class Tracer {
+  readonly table = new NodeTable();
+  readonly constants = new Map<string, Constant>();
+  readonly sites = new Map<Node, Site>();
+  readonly #captured = new WeakMap<EagerImpl, Node>();
+  #closed = false;
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  /** The INPUT node for argument `index`. */
+  input(index: number, dtype: DType, shape: readonly Dim[], device: Device): TracedImpl {
+    return new TracedImpl(this.table.make('INPUT', [], index, { dtype, shape }), this, device);
+  }
+
+  /** A concrete tensor used inside the trace becomes a TENSOR_CONST (its data is copied in). */
+  capture(e: EagerImpl): Node {
+    const hit = this.#captured.get(e);
+    if (hit) return hit;
+    const data = e.storage.slice(); // snapshot: later changes to the eager tensor cannot leak in
+    const key = constantKey(e.dtype, e.shape, data);
+    if (!this.constants.has(key)) this.constants.set(key, { dtype: e.dtype, shape: [...e.shape], data });
+    const node = this.table.make('TENSOR_CONST', [], key, { dtype: e.dtype, shape: e.shape });
+    this.#captured.set(e, node);
+    return node;
+  }
+
+  /** Record the user's call site for a node made by a traced op (the first site wins). */
+  record(node: Node): void {
+    if (this.sites.has(node) || node.op === 'INPUT') return;
+    const site = callSite();
+    if (site) this.sites.set(node, site);
+  }
+}
+
+function tracerOf(values: readonly Impl[]): Tracer | undefined {
+  let tracer: Tracer | undefined;
+  for (const v of values) {
+    if (v.kind !== 'traced') continue;
+    if (v.tracer.closed) {
+      throw new TraceError('KILN_TRACE_CLOSED', 'this tensor belongs to a finished trace; traced tensors cannot be used outside the function being compiled');
+    }
+    if (tracer && tracer !== v.tracer) throw new TraceError('KILN_TRACE_MIXED', 'tensors from two different traces were mixed in one op');
+    tracer = v.tracer;
+  }
+  return tracer;
+}
+
+/**
+ * Apply a primitive op. `like` gives the mode (eager or the trace) and device when there
+ * are no sources (CONST). Throws ShapeError for invalid operands, in both modes.
+ */
+export function apply<O extends Op>(op: O, src: readonly Impl[], arg: OpArgs[O], hint: Hint = {}, like?: Impl): Impl {
+  const all = like ? [...src, like] : src;
+  const tracer = tracerOf(all);
+  const device = (src[0] ?? like)?.device ?? 'cpu';
+  if (tracer) {
+    const nodes = src.map((s) => (s.kind === 'traced' ? s.node : tracer.capture(s)));
+    const node = tracer.table.make(op, nodes, arg, hint);
+    tracer.record(node);
+    return new TracedImpl(node, tracer, device);
+  }
+  const eager = src as readonly EagerImpl[];
+  const mismatch = eager.find((s) => s.device !== device);
+  if (mismatch) throw new ShapeError('KILN_DEVICE_MISMATCH', `${op}: tensors on ${device} and ${mismatch.device} were mixed`);
+  const info = inferOp(op, eager, arg, hint);
+  const shape = info.shape as readonly number[]; // eager shapes are always static
+  if (op === 'RESHAPE') return new EagerImpl(info.dtype, shape, device, eager[0].storage); // views share storage
+  const data = evalOp(op, arg, info.dtype, shape, eager.map((s) => ({ shape: s.shape, data: s.values() })));
+  return new EagerImpl(info.dtype, shape, device, encodeStorage(info.dtype, data));
+}

@@ -1,0 +1,50 @@
+/**
+ * User call sites. A traced op records where in the user's code it was called (the first
+ * stack frame outside kiln's own lib/ and dist/ directories): bundles later guard on those
+ * files, and error messages point at the user's line instead of kiln's internals.
+ */
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Site } from '../ir';
+
+// This file lives in <package>/lib/tensor (sources) or <package>/dist/tensor (built).
+const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');
+const OWN_DIRS = ['lib', 'dist'].map((d) => path.join(PACKAGE_ROOT, d) + path.sep);
+
+/** True for a file inside kiln's own code. */
+export function isKilnFile(file: string): boolean {
+  return OWN_DIRS.some((d) => file.startsWith(d));
+}
+
+function parseFrame(line: string): Site | undefined {
+  let loc = line.trim().replace(/^at\s+/, '');
+  if (loc.endsWith(')')) loc = loc.slice(loc.lastIndexOf('(') + 1, -1);
+  const m = /^(.*):(\d+):(\d+)$/.exec(loc);
+  if (!m) return undefined;
+  let file = m[1];
+  if (file.startsWith('file://')) file = fileURLToPath(file);
+  if (!path.isAbsolute(file)) return undefined; // node:internal, <anonymous>, native frames
+  return { file, line: Number(m[2]), col: Number(m[3]) };
+}
+
+/** The innermost stack frame outside kiln, or undefined when there is none. */
+export function callSite(): Site | undefined {
+  const holder: { stack?: string } = {};
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 100; // kiln's own frames can be deeper than the default 10
+  try {
+    Error.captureStackTrace(holder, callSite);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  for (const line of (holder.stack ?? '').split('\n').slice(1)) {
+    const site = parseFrame(line);
+    if (site && !isKilnFile(site.file)) return site;
+  }
+  return undefined;
+}
+
+/** `file:line:col` */
+export function siteStr(s: Site): string {
+  return `${s.file}:${s.line}:${s.col}`;
+}

@@ -1,0 +1,235 @@
+/**
+ * The public Tensor class and `kiln.tensor`. A Tensor wraps an eager or traced value; every
+ * method lowers to the same primitive ops either way. Errors from an op are re-labelled
+ * with the public op's name and the user's call site (computed only when an error occurs).
+ */
+import { ArgumentError, KilnError, TraceError } from '../util/errors';
+import { checkDType, encodeStorage, decodeStorage, type Dim, type DType } from '../ir';
+import { EagerImpl, type Device, type Impl } from './impl';
+import * as nn from './nn';
+import * as ops from './ops';
+import { callSite, siteStr } from './site';
+
+/** A scalar operand. */
+export type Scalar = number | boolean;
+/** What `toArray()` resolves to: Float32Array for float dtypes, Int32Array, Uint8Array for bool. */
+export type TensorArray = Float32Array | Int32Array | Uint8Array;
+
+const LABELLED = Symbol('kiln.labelled');
+
+/** Prefix an op error with the public op name and the user's call site (once). */
+function label(e: unknown, name: string): unknown {
+  if (!(e instanceof KilnError) || (e as unknown as Record<symbol, boolean>)[LABELLED]) return e;
+  const site = callSite();
+  const old = e.message;
+  e.message = `${name}: ${old.startsWith(`${name}: `) ? old.slice(name.length + 2) : old}${site ? ` (at ${siteStr(site)})` : ''}`;
+  if (e.stack) e.stack = e.stack.replace(old, e.message);
+  Object.defineProperty(e, LABELLED, { value: true });
+  return e;
+}
+
+/** @internal Run a public op, labelling its errors. */
+export function api<T>(name: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw label(e, name);
+  }
+}
+
+/** @internal The value inside a tensor; ArgumentError for anything that is not a Tensor. */
+export function implOf(t: unknown, what = 'argument'): Impl {
+  if (!(t instanceof Tensor)) throw new ArgumentError('KILN_BAD_ARGUMENT', `${what} must be a kiln Tensor, got ${t === null ? 'null' : typeof t}`);
+  return Tensor.unwrap(t);
+}
+
+/** @internal Tensor or scalar operand. */
+export function operand(x: unknown, what = 'operand'): ops.Operand {
+  return typeof x === 'number' || typeof x === 'boolean' ? x : implOf(x, what);
+}
+
+/** @internal Wrap a value as a public Tensor. */
+export function wrap(impl: Impl): Tensor {
+  return Tensor.wrap(impl);
+}
+
+function dimsArg(first: readonly Dim[] | Dim | undefined, rest: readonly Dim[]): Dim[] {
+  if (Array.isArray(first)) return [...first];
+  return first === undefined ? [...rest] : [first as Dim, ...rest];
+}
+
+/**
+ * A tensor: eager (concrete data, computed at once by kiln's reference interpreter) or
+ * traced (a node of a program being compiled). Create eager tensors with `kiln.tensor`.
+ */
+export class Tensor {
+  readonly #impl: Impl;
+
+  private constructor(impl: Impl) {
+    this.#impl = impl;
+  }
+
+  /** @internal */
+  static wrap(impl: Impl): Tensor {
+    return new Tensor(impl);
+  }
+
+  /** @internal */
+  static unwrap(t: Tensor): Impl {
+    return t.#impl;
+  }
+
+  /**
+   * Sizes of the dims. Inside a trace a dynamic dim is a symbolic dim object: pass it on to
+   * reshape/expand as is; using it as a number throws TraceError (see `dims`).
+   */
+  get shape(): number[] {
+    return [...this.#impl.shape] as number[];
+  }
+  /** Sizes of the dims, typed honestly: numbers, or symbolic dims inside a trace. */
+  get dims(): Dim[] {
+    return [...this.#impl.shape];
+  }
+  /** Number of dims. */
+  get ndim(): number {
+    return this.#impl.shape.length;
+  }
+  get dtype(): DType {
+    return this.#impl.dtype;
+  }
+  get device(): Device {
+    return this.#impl.device;
+  }
+  /** True inside `kiln.compile` tracing, where values are not available. */
+  get isTraced(): boolean {
+    return this.#impl.kind === 'traced';
+  }
+
+  /**
+   * The elements in row-major order: Float32Array for float32/float16/bfloat16, Int32Array
+   * for int32, Uint8Array (0/1) for bool. Throws TraceError at once for a traced tensor.
+   */
+  toArray(): Promise<TensorArray> {
+    const impl = this.#impl;
+    if (impl.kind === 'traced') {
+      throw new TraceError(
+        'KILN_TRACED_READ',
+        'cannot read values of a traced tensor inside kiln.compile: data-dependent control flow is not supported; ' +
+          'compute the whole result with tensor ops (kiln.where for conditionals) and read it after the call',
+      );
+    }
+    const s = impl.storage;
+    if (impl.dtype === 'float16' || impl.dtype === 'bfloat16') return Promise.resolve(Float32Array.from(decodeStorage(impl.dtype, s)));
+    return Promise.resolve(s.slice() as TensorArray);
+  }
+
+  /** Release the data (eager); a no-op for traced tensors. Using it afterwards throws. */
+  dispose(): void {
+    if (this.#impl.kind === 'eager') this.#impl.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}[${this.#impl.shape.map(String).join(',')}], ${this.device}${this.isTraced ? ', traced' : ''})`;
+  }
+
+  add(other: Tensor | Scalar): Tensor { return bin('add', this, other); }
+  sub(other: Tensor | Scalar): Tensor { return bin('sub', this, other); }
+  mul(other: Tensor | Scalar): Tensor { return bin('mul', this, other); }
+  div(other: Tensor | Scalar): Tensor { return bin('div', this, other); }
+  pow(other: Tensor | Scalar): Tensor { return bin('pow', this, other); }
+  maximum(other: Tensor | Scalar): Tensor { return bin('maximum', this, other); }
+  minimum(other: Tensor | Scalar): Tensor { return bin('minimum', this, other); }
+  eq(other: Tensor | Scalar): Tensor { return bin('eq', this, other); }
+  ne(other: Tensor | Scalar): Tensor { return bin('ne', this, other); }
+  lt(other: Tensor | Scalar): Tensor { return bin('lt', this, other); }
+  le(other: Tensor | Scalar): Tensor { return bin('le', this, other); }
+  gt(other: Tensor | Scalar): Tensor { return bin('gt', this, other); }
+  ge(other: Tensor | Scalar): Tensor { return bin('ge', this, other); }
+
+  neg(): Tensor { return un('neg', 'NEG', this); }
+  abs(): Tensor { return un('abs', 'ABS', this); }
+  exp(): Tensor { return un('exp', 'EXP', this); }
+  log(): Tensor { return un('log', 'LOG', this); }
+  sqrt(): Tensor { return un('sqrt', 'SQRT', this); }
+  sin(): Tensor { return un('sin', 'SIN', this); }
+  cos(): Tensor { return un('cos', 'COS', this); }
+  tanh(): Tensor { return un('tanh', 'TANH', this); }
+  erf(): Tensor { return un('erf', 'ERF', this); }
+  reciprocal(): Tensor { return un('reciprocal', 'RECIP', this); }
+  rsqrt(): Tensor { return api('rsqrt', () => wrap(ops.rsqrt(this.#impl))); }
+  sigmoid(): Tensor { return api('sigmoid', () => wrap(nn.sigmoid(this.#impl))); }
+  relu(): Tensor { return api('relu', () => wrap(nn.relu(this.#impl))); }
+  silu(): Tensor { return api('silu', () => wrap(nn.silu(this.#impl))); }
+  gelu(approximate: 'none' | 'tanh' = 'none'): Tensor { return api('gelu', () => wrap(nn.gelu(this.#impl, approximate))); }
+
+  /** Convert to another dtype (returns this tensor when the dtype is unchanged). */
+  to(dtype: DType): Tensor {
+    return api('to', () => {
+      const r = ops.to(this.#impl, dtype);
+      return r === this.#impl ? this : wrap(r);
+    });
+  }
+
+  sum(dim?: number | readonly number[], keepdim = false): Tensor { return api('sum', () => wrap(ops.sum(this.#impl, dim, keepdim))); }
+  mean(dim?: number | readonly number[], keepdim = false): Tensor { return api('mean', () => wrap(ops.mean(this.#impl, dim, keepdim))); }
+  /** Maximum values over dims (values only, no indices). */
+  max(dim?: number | readonly number[], keepdim = false): Tensor { return api('max', () => wrap(ops.maxmin('max', this.#impl, dim, keepdim))); }
+  /** Minimum values over dims (values only, no indices). */
+  min(dim?: number | readonly number[], keepdim = false): Tensor { return api('min', () => wrap(ops.maxmin('min', this.#impl, dim, keepdim))); }
+  softmax(dim = -1): Tensor { return api('softmax', () => wrap(nn.softmax(this.#impl, dim))); }
+  logSoftmax(dim = -1): Tensor { return api('logSoftmax', () => wrap(nn.logSoftmax(this.#impl, dim))); }
+  matmul(other: Tensor): Tensor { return api('matmul', () => wrap(ops.matmul(this.#impl, implOf(other)))); }
+
+  /** New shape (an array, or dims as arguments); one dim may be -1. */
+  reshape(shape: readonly Dim[] | Dim, ...rest: Dim[]): Tensor { return api('reshape', () => wrap(ops.reshape(this.#impl, dimsArg(shape, rest)))); }
+  permute(dims: readonly number[] | number, ...rest: number[]): Tensor { return api('permute', () => wrap(ops.permute(this.#impl, dimsArg(dims, rest) as number[]))); }
+  transpose(dim0: number, dim1: number): Tensor { return api('transpose', () => wrap(ops.transpose(this.#impl, dim0, dim1))); }
+  /** Broadcast to a shape; -1 keeps a dim. */
+  expand(shape: readonly Dim[] | Dim, ...rest: Dim[]): Tensor { return api('expand', () => wrap(ops.expand(this.#impl, dimsArg(shape, rest)))); }
+  unsqueeze(dim: number): Tensor { return api('unsqueeze', () => wrap(ops.unsqueeze(this.#impl, dim))); }
+  squeeze(dim?: number | readonly number[]): Tensor { return api('squeeze', () => wrap(ops.squeeze(this.#impl, dim))); }
+  flatten(startDim = 0, endDim = -1): Tensor { return api('flatten', () => wrap(ops.flatten(this.#impl, startDim, endDim))); }
+  /** Elements start, start+step, … below end along `dim` (negative bounds count from the end). */
+  slice(dim: number, start = 0, end?: number, step = 1): Tensor { return api('slice', () => wrap(ops.slice(this.#impl, dim, start, end, step))); }
+}
+
+function bin(name: ops.BinaryName, a: unknown, b: unknown): Tensor {
+  return api(name, () => wrap(ops.binary(name, operand(a), operand(b))));
+}
+
+function un(name: string, op: 'NEG' | 'ABS' | 'EXP' | 'LOG' | 'SQRT' | 'SIN' | 'COS' | 'TANH' | 'ERF' | 'RECIP', x: unknown): Tensor {
+  return api(name, () => wrap(ops.unary(name, op, implOf(x))));
+}
+
+/** @internal Public binary op as a function of two operands (used by the module functions). */
+export const binaryFn = (name: ops.BinaryName) => (a: Tensor | Scalar, b: Tensor | Scalar): Tensor => bin(name, a, b);
+/** @internal Public unary op as a function. */
+export const unaryFn = (name: string, op: 'NEG' | 'ABS' | 'EXP' | 'LOG' | 'SQRT' | 'SIN' | 'COS' | 'TANH' | 'ERF' | 'RECIP') => (x: Tensor): Tensor => un(name, op, x);
+
+/**
+ * Create an eager tensor from values (copied, and rounded to `dtype`), a shape, a dtype
+ * (default float32) and a device ('cpu' default; 'cuda' tensors are computed by the same
+ * reference interpreter when used eagerly).
+ */
+export function tensor(data: ArrayLike<number | boolean>, shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
+  return api('tensor', () => {
+    const dt = checkDType(dtype);
+    if (device !== 'cpu' && device !== 'cuda') throw new ArgumentError('KILN_BAD_DEVICE', `device must be 'cpu' or 'cuda', got ${JSON.stringify(device)}`);
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+      throw new ArgumentError('KILN_BAD_SHAPE', `shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    }
+    if (data === null || typeof data !== 'object' || typeof data.length !== 'number') {
+      throw new ArgumentError('KILN_BAD_ARGUMENT', 'data must be an array or typed array of numbers');
+    }
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (data.length !== n) {
+      throw new ArgumentError('KILN_BAD_SHAPE', `data has ${data.length} elements but shape [${shape.join(',')}] needs ${n}`);
+    }
+    const values = ArrayBuffer.isView(data) ? (data as ArrayLike<number>) : Float64Array.from(data as ArrayLike<number | boolean>, Number);
+    return wrap(new EagerImpl(dt, [...shape], device, encodeStorage(dt, values)));
+  });
+}
