@@ -7,6 +7,8 @@ export * from './target';
 export * from './manifest';
 export * from './bundle';
 export * from './store';
+export * from './evict';
+export { lockFile, lockDir, tmpDir, sweep, type StoreConfig } from './layout';
 export * from './mode';
 export { withFileLock, isLocked, readLock, type LockOptions, type LockOutcome } from './lock';
 export { cacheDir, dirStatus } from './dirs';

@@ -19,18 +19,16 @@ import { cacheDir as defaultCacheDir } from './dirs';
 import { warnOnce } from './io';
 import { withFileLock, type LockOptions, type LockOutcome } from './lock';
 import { type ToolchainFingerprint } from './key';
+import { lockFile, prepareCacheDir, type StoreConfig } from './layout';
 import {
   bundleExists,
-  lockFile,
   lookupBundle,
-  prepareCacheDir,
   publishBundle,
   resolveToolchain,
   type LookupResult,
   type ManifestFields,
   type PublishFile,
   type PublishResult,
-  type StoreConfig,
 } from './store';
 import { assertTrustedCacheDir } from './trust';
 

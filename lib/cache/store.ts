@@ -1,6 +1,7 @@
 /**
  * The bundle store: atomic publish, lookup across shipped and cached bundles, the LRU
- * touch, eviction under a size cap, and cleanup of what crashed processes left behind.
+ * touch, and the remembered toolchain versions. Layout and cleanup: layout.ts; listing
+ * and eviction: evict.ts.
  *
  * Publishing (the JAX/PyCUDA lessons: never write final files in place): build the whole
  * bundle in `tmp/stage-*` on the same filesystem, each file created exclusively and
@@ -10,16 +11,15 @@
  * rename won: an intact equivalent bundle is used and ours discarded; an invalid or stale
  * one (other source hashes) is moved aside and replaced. Any I/O error only warns.
  */
-import { createHash, randomBytes } from 'crypto';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, type Stats } from 'fs';
-import { hostname } from 'os';
+import { lstatSync, mkdirSync, readFileSync, renameSync, statSync, utimesSync, type Stats } from 'fs';
 import { dirname, join } from 'path';
 import { ArgumentError, CacheError, FormatError } from '../util/errors';
 import { sha256Hex } from '../util/hash';
-import { LAYOUT_DIR, bundlePath, verifyBundle, type VerifiedBundle, type VerifyExpect, type VerifyReason } from './bundle';
+import { bundlePath, verifyBundle, type VerifiedBundle, type VerifyExpect, type VerifyReason } from './bundle';
+import { evictBundles } from './evict';
 import { errnoOf, faultAt, fsyncDir, mkdirp, removeTree, warnOnce, writeFileExclusive } from './io';
 import { isKey, isNamespace, keyOf, kilnVersion, fileIdentity, toolchainFingerprint, type KeyFields, type ToolchainFingerprint } from './key';
-import { isLocked, pidAlive } from './lock';
+import { moveAside, prepareCacheDir, sweep, tmpName, type StoreConfig } from './layout';
 import {
   BUNDLE_FORMAT,
   BUNDLE_SCHEMA,
@@ -31,17 +31,7 @@ import {
   type Manifest,
   type ManifestInfo,
 } from './manifest';
-import { assertTrustedCacheDir, untrustedDir } from './trust';
-
-export interface StoreConfig {
-  cacheDir: string;
-  /** Shipped, read-only bundle roots, searched in order before the cache. */
-  bundlePath: readonly string[];
-  /** Write nothing (read-only mode, or a cache dir we cannot write). */
-  readOnly: boolean;
-  /** Size cap of the cache in bytes; 0 means no cap. */
-  maxBytes: number;
-}
+import { untrustedDir } from './trust';
 
 export interface PublishFile {
   name: string;
@@ -67,15 +57,6 @@ export type LookupResult =
   | { status: 'hit'; bundle: VerifiedBundle; source: 'cache' | 'shipped' }
   | { status: 'miss' }
   | { status: 'invalid'; dir: string; source: 'cache' | 'shipped'; reason: VerifyReason; detail: string };
-
-/** Staging and trash dir names carry a hash of the host and the pid, so the sweep can tell dead owners. */
-const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
-const STAGING_MAX_AGE_MS = 10 * 60_000;
-const LOCK_LITTER_MAX_AGE_MS = 60_000;
-
-export const tmpDir = (cacheDir: string): string => join(cacheDir, 'tmp');
-export const lockDir = (cacheDir: string): string => join(cacheDir, 'locks');
-export const lockFile = (cacheDir: string, key: string): string => join(lockDir(cacheDir), `${key}.lock`);
 
 /**
  * Publishes a bundle atomically. Invalid arguments (a bad key, key fields that do not hash
@@ -109,7 +90,7 @@ export function publishBundle(cfg: StoreConfig, key: string, namespace: string, 
   try {
     prepareCacheDir(cfg.cacheDir);
     sweep(cfg.cacheDir);
-    staging = join(tmpDir(cfg.cacheDir), `stage-${hostTag}-${process.pid}-${randomBytes(6).toString('hex')}`);
+    staging = tmpName(cfg.cacheDir, 'stage');
     mkdirSync(staging, { mode: 0o755 });
     faultAt('stage');
     entries.forEach((e, i) => writeFileExclusive(join(staging!, e.name), e.data, i === 0 ? 'write' : undefined));
@@ -142,17 +123,6 @@ export function publishBundle(cfg: StoreConfig, key: string, namespace: string, 
   }
 }
 
-/** Creates the cache dir, tmp/ and locks/ (mode 0755) and checks they can be trusted. */
-export function prepareCacheDir(cacheDir: string): void {
-  mkdirp(tmpDir(cacheDir));
-  mkdirp(lockDir(cacheDir));
-  assertTrustedCacheDir(cacheDir);
-  for (const d of [tmpDir(cacheDir), lockDir(cacheDir)]) {
-    const why = untrustedDir(d, lstatSync(d));
-    if (why) throw new CacheError('KILN_CACHE_INSECURE', why);
-  }
-}
-
 function place(cacheDir: string, staging: string, final: string, manifest: Manifest): PublishResult {
   for (let attempt = 0; attempt < 4; attempt++) {
     try {
@@ -175,18 +145,6 @@ function place(cacheDir: string, staging: string, final: string, manifest: Manif
 function sameGuards(a: Manifest, b: Manifest): boolean {
   const src = (m: Manifest) => JSON.stringify(m.guards.sources.map((s) => [s.path, s.sha256]).sort());
   return a.guards.target === b.guards.target && a.guards.toolchain.id === b.guards.toolchain.id && src(a) === src(b);
-}
-
-/** Renames a bundle dir into tmp/ (atomic: readers see it whole or not at all), then deletes it. */
-function moveAside(cacheDir: string, dir: string): void {
-  const trash = join(tmpDir(cacheDir), `trash-${hostTag}-${process.pid}-${randomBytes(6).toString('hex')}`);
-  try {
-    renameSync(dir, trash);
-  } catch (e) {
-    if (errnoOf(e) === 'ENOENT') return;
-    throw e;
-  }
-  removeTree(trash);
 }
 
 /** Marks a bundle used now (its directory mtime is the LRU clock). */
@@ -259,141 +217,6 @@ export function bundleExists(cfg: StoreConfig, key: string, namespace: string): 
   });
 }
 
-export interface BundleEntry {
-  source: 'cache' | 'shipped';
-  root: string;
-  namespace: string;
-  key: string;
-  dir: string;
-  /** Bytes of all files in the bundle dir. */
-  bytes: number;
-  /** The LRU clock: the bundle dir's mtime (publish time or last use). */
-  lastUsed: Date;
-  manifest?: Manifest;
-  /** Why the manifest could not be read, when it could not. */
-  error?: string;
-}
-
-/** Every bundle under the cache dir and (unless `shipped: false`) the shipped roots. */
-export function listBundles(cfg: Pick<StoreConfig, 'cacheDir' | 'bundlePath'>, opts: { shipped?: boolean; manifests?: boolean } = {}): BundleEntry[] {
-  const roots: [string, 'cache' | 'shipped'][] = [[cfg.cacheDir, 'cache']];
-  if (opts.shipped !== false) roots.push(...cfg.bundlePath.map((r): [string, 'shipped'] => [r, 'shipped']));
-  const out: BundleEntry[] = [];
-  for (const [root, source] of roots) {
-    for (const namespace of names(join(root, LAYOUT_DIR)).filter(isNamespace)) {
-      for (const prefix of names(join(root, LAYOUT_DIR, namespace)).filter((p) => /^[0-9a-f]{2}$/.test(p))) {
-        for (const key of names(join(root, LAYOUT_DIR, namespace, prefix)).filter((k) => isKey(k) && k.startsWith(prefix))) {
-          const dir = bundlePath(root, namespace, key);
-          let st: Stats;
-          try {
-            st = lstatSync(dir);
-          } catch {
-            continue; // evicted while we looked
-          }
-          const entry: BundleEntry = { source, root, namespace, key, dir, bytes: dirBytes(dir), lastUsed: st.mtime };
-          if (opts.manifests !== false) {
-            try {
-              entry.manifest = parseManifest(readFileSync(join(dir, MANIFEST_NAME), 'utf8'));
-            } catch (e) {
-              entry.error = (e as Error).message;
-            }
-          }
-          out.push(entry);
-        }
-      }
-    }
-  }
-  return out;
-}
-
-function names(dir: string): string[] {
-  try {
-    return readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
-}
-
-function dirBytes(dir: string): number {
-  let bytes = 0;
-  for (const n of names(dir)) {
-    try {
-      const st = lstatSync(join(dir, n));
-      bytes += st.isDirectory() ? dirBytes(join(dir, n)) : st.size;
-    } catch {
-      // removed meanwhile
-    }
-  }
-  return bytes;
-}
-
-export interface EvictOptions {
-  /** Evict least-recently-used bundles until the cache holds at most this many bytes. */
-  maxBytes?: number;
-  /** Evict bundles not used for this long. */
-  olderThanMs?: number;
-  /** Bundle dirs never evicted (the one just published). */
-  keep?: readonly string[];
-  /** Report what would go, remove nothing. */
-  dryRun?: boolean;
-}
-
-/**
- * Evicts cache bundles (never shipped ones), least recently used first. A bundle whose
- * key is locked (being rebuilt) and those in `keep` are never evicted.
- */
-export function evictBundles(cfg: Pick<StoreConfig, 'cacheDir' | 'bundlePath' | 'readOnly'>, opts: EvictOptions): { removed: BundleEntry[]; freedBytes: number; remainingBytes: number } {
-  const all = listBundles(cfg, { shipped: false, manifests: false }).sort((a, b) => a.lastUsed.getTime() - b.lastUsed.getTime() || a.key.localeCompare(b.key));
-  let total = all.reduce((s, b) => s + b.bytes, 0);
-  const removed: BundleEntry[] = [];
-  const keep = new Set(opts.keep ?? []);
-  const now = Date.now();
-  for (const b of all) {
-    const tooOld = opts.olderThanMs !== undefined && now - b.lastUsed.getTime() > opts.olderThanMs;
-    const overCap = opts.maxBytes !== undefined && total > opts.maxBytes;
-    if (!tooOld && !overCap) continue;
-    if (keep.has(b.dir) || isLocked(lockFile(cfg.cacheDir, b.key))) continue;
-    if (!opts.dryRun && !cfg.readOnly) moveAside(cfg.cacheDir, b.dir);
-    removed.push(b);
-    total -= b.bytes;
-  }
-  return { removed, freedBytes: removed.reduce((s, b) => s + b.bytes, 0), remainingBytes: total };
-}
-
-/**
- * Removes what crashed or finished processes left: staging and trash dirs whose owner is
- * dead on this host (or older than 10 minutes), and lock-file litter older than a minute.
- */
-export function sweep(cacheDir: string, now = Date.now()): void {
-  const tmp = tmpDir(cacheDir);
-  for (const n of names(tmp)) {
-    const m = /^(stage|trash)-([0-9a-f]{8})-(\d+)-/.exec(n);
-    if (!m) continue;
-    const p = join(tmp, n);
-    const deadOwner = m[2] === hostTag && !pidAlive(Number(m[3]));
-    if (deadOwner || now - mtimeOf(p) > STAGING_MAX_AGE_MS || (m[1] === 'trash' && Number(m[3]) === process.pid)) removeTree(p);
-  }
-  const locks = lockDir(cacheDir);
-  for (const n of names(locks)) {
-    if (/\.lock\.[0-9a-f]+$|\.lock\.stale\.[0-9a-f]+$/.test(n) && now - mtimeOf(join(locks, n)) > LOCK_LITTER_MAX_AGE_MS) removeTree(join(locks, n));
-  }
-}
-
-function mtimeOf(p: string): number {
-  try {
-    return lstatSync(p).mtimeMs;
-  } catch {
-    return Date.now();
-  }
-}
-
-/** Removes every cache bundle, staging dir and remembered toolchain (not live locks). */
-export function clearCache(cacheDir: string): void {
-  prepareCacheDir(cacheDir);
-  for (const sub of [LAYOUT_DIR, 'toolchains']) moveAside(cacheDir, join(cacheDir, sub));
-  sweep(cacheDir, Date.now() + 2 * STAGING_MAX_AGE_MS);
-}
-
 const toolchainMemo = new Map<string, string>();
 
 /**
@@ -426,7 +249,7 @@ function rememberToolchain(cacheDir: string, memoFile: string, version: string):
   try {
     prepareCacheDir(cacheDir);
     mkdirp(dirname(memoFile));
-    const temp = join(tmpDir(cacheDir), `stage-${hostTag}-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const temp = tmpName(cacheDir, 'stage');
     writeFileExclusive(temp, Buffer.from(JSON.stringify({ version }) + '\n'));
     renameSync(temp, memoFile);
   } catch {
