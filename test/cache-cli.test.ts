@@ -46,6 +46,9 @@ afterEach(() => {
 test('--help explains every subcommand', async () => {
   expect(await cacheCommand(['--help'])).toBe(0);
   for (const sub of ['ls', 'show', 'verify', 'prune', 'clear', '--json', '--max-bytes', '--older-than', '--yes']) expect(out.join('\n')).toContain(sub);
+  out = [];
+  expect(await cacheCommand(['prune', '--help'])).toBe(0);
+  expect(out.join('\n')).toMatch(/^kiln cache prune/);
   expect(await cacheCommand(['frobnicate'])).toBe(2);
   expect(await cacheCommand(['ls', '--bogus'])).toBe(2);
   expect(cacheUsage).toContain('kiln cache');

@@ -320,6 +320,19 @@ describe('modes and options', () => {
     expect(openCache({ cacheDir: fresh(), env: { KILN_FAIL_ON_RECOMPILE: 'yes' } }).failOnRecompile).toBe(true);
   });
 
+  test('failOnRecompile: assertMayCompile throws KILN_RECOMPILE naming why the lookup missed', () => {
+    const dir = fresh();
+    const s = sample();
+    const strict = openCache({ cacheDir: dir, env: { KILN_FAIL_ON_RECOMPILE: '1' } });
+    const miss = strict.lookup(s.key, s.namespace);
+    expect(() => strict.assertMayCompile(s.key, s.namespace, miss)).toThrow(expect.objectContaining({ code: 'KILN_RECOMPILE', message: expect.stringContaining('no bundle was found') }));
+    expect(() => openCache({ cacheDir: dir, env: {} }).assertMayCompile(s.key, s.namespace, miss)).not.toThrow();
+    const { dir: b } = strict.publish(s.key, s.namespace, s.files, s.fields) as { dir: string };
+    writeFileSync(join(b, 'graph.json'), 'x');
+    const invalid = strict.lookup(s.key, s.namespace);
+    expect(() => strict.assertMayCompile(s.key, s.namespace, invalid)).toThrow(/artifact-size/);
+  });
+
   test('the cache dir comes from the option, KILN_CACHE_DIR, then XDG_CACHE_HOME', () => {
     const d = fresh();
     expect(openCache({ cacheDir: d, env: { KILN_CACHE_DIR: '/x' } }).cacheDir).toBe(d);

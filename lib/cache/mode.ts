@@ -97,6 +97,11 @@ export interface Cache {
   withKeyLock<T>(key: string, fn: (outcome: LockOutcome) => Promise<T>, opts?: LockOptions & { namespace?: string }): Promise<T>;
   /** Toolchain fingerprint from a stat, probing the version once per toolchain install (see store.ts). */
   toolchain(path: string, probe: () => string, flags?: readonly string[]): ToolchainFingerprint;
+  /**
+   * Call before any trace or compile: with `failOnRecompile`, throws CacheError
+   * KILN_RECOMPILE naming the function and why the lookup missed.
+   */
+  assertMayCompile(key: string, namespace: string, miss?: CacheLookup): void;
 }
 
 export type CacheLookup =
@@ -165,6 +170,11 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
     },
     toolchain(path, probe, flags) {
       return resolveToolchain(cfg, path, probe, flags);
+    },
+    assertMayCompile(key, namespace, miss) {
+      if (!failOnRecompile) return;
+      const why = miss?.status === 'miss' && miss.invalid ? `the bundle ${miss.invalid.dir} is invalid (${miss.invalid.reason}: ${miss.invalid.detail})` : mode === 'off' ? "the cache is 'off'" : 'no bundle was found';
+      throw new CacheError('KILN_RECOMPILE', `failOnRecompile: ${namespace}/${key.slice(0, 12)} would be traced and compiled because ${why}. Unset KILN_FAIL_ON_RECOMPILE (or the failOnRecompile option) to allow it.`);
     },
   };
 }

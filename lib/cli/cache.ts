@@ -40,7 +40,18 @@ export const cacheUsage = `kiln cache <ls|show|verify|prune|clear> [options]
 Options for every subcommand:
   --cache-dir DIR          the cache to use (default KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln)
   --json                   machine-readable output (ls, show, verify, prune)
-  --help                   this text`;
+  --no-sources             verify: skip the source-file guards (e.g. shipped bundles away from their app)
+  --help                   this text; \`kiln cache <subcommand> --help\` for one subcommand`;
+
+const subUsage: Record<string, string> = {
+  ls: 'kiln cache ls [--json] [--cache-dir DIR]\n\nLists cached and shipped bundles: namespace, key prefix, target, size, last used, source.',
+  show: "kiln cache show <key-prefix> [--json] [--cache-dir DIR]\n\nExplains one bundle's manifest: every key field by name, the guards (target rule, toolchain, source files and whether they changed) and the artifacts with size and sha256.",
+  verify:
+    'kiln cache verify [key-prefix] [--json] [--no-sources] [--cache-dir DIR]\n\nRe-checks every artifact checksum, the manifest, the source-file guards and whether this machine can run each bundle. Exit status 1 if any bundle fails.',
+  prune:
+    'kiln cache prune [--max-bytes N] [--older-than DAYS] [--dry-run] [--json] [--cache-dir DIR]\n\nEvicts least-recently-used bundles until the cache fits N bytes (default: KILN_CACHE_MAX_BYTES, else 2G), and bundles unused for DAYS days. Bundles being rebuilt (locked) are kept; shipped bundles are never touched.',
+  clear: 'kiln cache clear --yes [--cache-dir DIR]\n\nRemoves every bundle from the cache. Without --yes, says what it would remove and exits 1. Shipped bundles are never touched.',
+};
 
 interface Args {
   positional: string[];
@@ -80,7 +91,7 @@ export async function cacheCommand(args: string[]): Promise<number> {
   }
   const [sub, ...rest] = parsed.positional;
   if (parsed.flags.has('--help') || parsed.flags.has('-h') || sub === 'help') {
-    console.log(cacheUsage);
+    console.log(subUsage[sub === 'help' ? rest[0] : sub] ?? cacheUsage);
     return 0;
   }
   const json = parsed.flags.has('--json');
