@@ -1,0 +1,90 @@
+/**
+ * C helpers every generated translation unit starts with: half-precision conversions
+ * (round to nearest even, bit-exact with lib/ir/dtype.ts), int32 arithmetic that wraps
+ * like JavaScript's (C's signed overflow is undefined), and the float ops whose NaN and
+ * signed-zero behaviour must match the reference interpreter (Math.max, Math.pow, ToInt32).
+ */
+
+/** The helper functions, as C++ source. */
+export const C_HELPERS = String.raw`#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <stdlib.h>
+
+static inline float kiln_bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t kiln_f_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* float16 <-> float. NaN encodes as 0x7e00 like lib/ir/dtype.ts. */
+static inline float kiln_h2f(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0x1fu) return kiln_bits_f(sign | 0x7f800000u | (m << 13));
+  if (e != 0) return kiln_bits_f(sign | ((e + 112u) << 23) | (m << 13));
+  float f = (float)m * 5.9604644775390625e-8f; /* m * 2^-24, exact */
+  return sign ? -f : f;
+}
+static inline uint16_t kiln_f2h(float f) {
+  uint32_t x = kiln_f_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return 0x7e00u;
+  if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+  if (ax < 0x38800000u) { /* below 2^-14: a float16 subnormal */
+    if (ax < 0x33000000u) return (uint16_t)sign;
+    uint32_t shift = 126u - (ax >> 23), mant = (ax & 0x7fffffu) | 0x800000u;
+    uint32_t q = mant >> shift, rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+  }
+  uint32_t r = ax - 0x38000000u, q = r >> 13, rem = r & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q++;
+  return (uint16_t)(sign | q);
+}
+static inline float kiln_rh(float f) { return kiln_h2f(kiln_f2h(f)); }
+
+/* bfloat16 <-> float. NaN encodes as 0x7fc0. */
+static inline float kiln_b2f(uint16_t b) { return kiln_bits_f((uint32_t)b << 16); }
+static inline uint16_t kiln_f2b(float f) {
+  uint32_t x = kiln_f_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+  return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+static inline float kiln_rb(float f) { return kiln_b2f(kiln_f2b(f)); }
+/* int32 -> bfloat16 in one rounding (via float would round twice above 2^24). */
+static inline float kiln_i2b(int32_t i) {
+  uint32_t a = i < 0 ? 0u - (uint32_t)i : (uint32_t)i;
+  if (a < (1u << 24)) return kiln_rb((float)i);
+  int drop = 24 - __builtin_clz(a); /* keep 8 significant bits */
+  uint32_t q = a >> drop, rem = a & ((1u << drop) - 1u), half = 1u << (drop - 1);
+  if (rem > half || (rem == half && (q & 1u))) q++;
+  float r = ldexpf((float)q, drop);
+  return i < 0 ? -r : r;
+}
+
+/* JavaScript ToInt32: truncate, wrap modulo 2^32, NaN and infinities give 0. */
+static inline int32_t kiln_f2i(double x) {
+  if (!isfinite(x)) return 0;
+  double t = trunc(x);
+  if (t >= -2147483648.0 && t < 2147483648.0) return (int32_t)t;
+  double m = fmod(t, 4294967296.0);
+  if (m < 0) m += 4294967296.0;
+  return (int32_t)(uint32_t)m;
+}
+static inline int32_t kiln_iadd(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
+static inline int32_t kiln_isub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
+static inline int32_t kiln_imul(int32_t a, int32_t b) { return (int32_t)((uint32_t)a * (uint32_t)b); }
+static inline int32_t kiln_ineg(int32_t a) { return (int32_t)(0u - (uint32_t)a); }
+static inline int32_t kiln_iabs(int32_t a) { return a < 0 ? kiln_ineg(a) : a; }
+static inline int32_t kiln_ipow(int32_t a, int32_t b) { return kiln_f2i(pow((double)a, (double)b)); }
+
+/* Math.max / Math.min: NaN wins, +0 is above -0. */
+static inline float kiln_maxf(float a, float b) {
+  return (a != a || b != b) ? a + b : (a > b ? a : (a < b ? b : (signbit(a) ? b : a)));
+}
+static inline float kiln_minf(float a, float b) {
+  return (a != a || b != b) ? a + b : (a < b ? a : (a > b ? b : (signbit(a) ? a : b)));
+}
+/* Math.pow: x ** NaN is NaN and (+-1) ** +-inf is NaN, unlike C's pow. */
+static inline float kiln_powf(float a, float b) {
+  if (b != b || ((a == 1.0f || a == -1.0f) && isinf(b))) return NAN;
+  return powf(a, b);
+}
+static inline int64_t kiln_clamp_row(int64_t r, int64_t n) { return r < 0 ? 0 : (r >= n ? n - 1 : r); }
+`;
