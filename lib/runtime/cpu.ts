@@ -74,8 +74,7 @@ async function withCompileSlot<T>(work: () => Promise<T>): Promise<T> {
  */
 export async function compileSharedObject(source: string, flags: readonly string[], dir: string, opts: CompileOptions = {}): Promise<SharedObject> {
   const env = opts.env ?? process.env;
-  const cxx = findCxx(env);
-  if (!cxx.available) throw noCompiler(cxx.reason);
+  const cxx = requireCxx(env);
   await fsp.mkdir(dir, { recursive: true });
   const sourcePath = path.join(dir, 'kernels.cpp');
   const soPath = path.join(dir, 'kernels.so');
@@ -93,6 +92,13 @@ export async function compileSharedObject(source: string, flags: readonly string
   }
   await fsp.rename(tmpPath, soPath);
   return { soPath, sourcePath, cxx, args, log: result.log, ms };
+}
+
+/** The C++ compiler, or CompilerError KILN_NO_CXX saying what to install (callers fail fast with it). */
+export function requireCxx(env: NodeJS.ProcessEnv = process.env): CxxInfo {
+  const cxx = findCxx(env);
+  if (!cxx.available) throw noCompiler(cxx.reason);
+  return cxx;
 }
 
 interface RunResult {
@@ -196,6 +202,8 @@ export class CpuProgram {
   readonly #outShapes: Dim[][];
   readonly #consts = new Map<number, Storage>();
   #spareArena: ArrayBuffer | undefined;
+  // Arena layouts by symbol values: placement is pure, and calls mostly repeat sizes.
+  readonly #layouts = new Map<string, ArenaLayout>();
 
   /** Loads `soPath` (dlopen) and checks the plan against the symbol bindings and constants. */
   static load(soPath: string, parts: CpuProgramParts): CpuProgram {
@@ -304,7 +312,7 @@ export class CpuProgram {
           return b.role satisfies never;
       }
     }
-    const arena = this.#takeArena(temps.length ? this.#layout(plan, syms) : { offsets: [], bytes: 0 });
+    const arena = this.#takeArena(temps.length ? this.#layoutFor(syms) : { offsets: [], bytes: 0 });
     for (const id of temps) {
       const offset = offsetOf(arena.layout.offsets, id);
       const b = plan.buffers[id];
@@ -330,6 +338,17 @@ export class CpuProgram {
       const data = own && !shared ? own : copyStorage(o.dtype, bufs[o.buffer], shape.reduce((a, d) => a * d, 1));
       return { dtype: o.dtype, shape, data };
     });
+  }
+
+  #layoutFor(syms: Record<string, number>): ArenaLayout {
+    const key = this.plan.symbols.map((n) => syms[n]).join(',');
+    let layout = this.#layouts.get(key);
+    if (!layout) {
+      layout = this.#layout(this.plan, syms);
+      if (this.#layouts.size >= 64) this.#layouts.delete(this.#layouts.keys().next().value as string);
+      this.#layouts.set(key, layout);
+    }
+    return layout;
   }
 
   /** One arena per call; the last one is kept for the next call when it is big enough. */

@@ -1,0 +1,279 @@
+/**
+ * `kiln.compile(fn, opts)`: the public entry point. On the first call it traces `fn` for
+ * the inputs' signature (dtypes and static dims; dims named in `dynamic` become symbols,
+ * so one program serves every size), compiles it through the engine, and keeps the loaded
+ * program in memory; later calls check their inputs against that signature and run it.
+ *
+ * The signature is fixed by the first call, as in ahead-of-time compilation: a call whose
+ * dtypes or static dims differ is an error naming the input (make the dim dynamic, or
+ * compile another function), never a silent recompile.
+ */
+import { rebuildStructure } from '../ir/graph';
+import type { DType } from '../ir/dtype';
+import { isNamespace } from '../cache/key';
+import { CACHE_MODES, resolveCacheMode, resolveFailOnRecompile, type CacheMode } from '../cache/mode';
+import {
+  backendMissing,
+  compileCount,
+  compileGraph,
+  ENGINE_BACKENDS,
+  getProgram,
+  run,
+  type CompiledProgram,
+  type ProgramKey,
+  type RawTensor,
+} from '../engine';
+import { chooseBackend, requireBackend, type Backend } from '../runtime/select';
+import { findCxx } from '../runtime/toolchain';
+import { ArgumentError, CacheError, ShapeError } from '../util/errors';
+import { rawInput, tensorFromRaw, traceGraph, type Tensor } from './tensors';
+
+/** Options of `kiln.compile`. */
+export interface CompileOptions {
+  /** Name of the compiled function (bundle namespace); default: `fn.name`. */
+  name?: string;
+  /** Where to run: `'auto'` (default) picks CUDA when usable, else the CPU. */
+  device?: 'auto' | 'cpu' | 'cuda';
+  /** Dynamic dims: input index → its dims that may vary, e.g. `{ 0: [0] }`. */
+  dynamic?: Readonly<Record<number, readonly number[]>>;
+  /** Bundle cache mode (default `$KILN_CACHE`, else `'auto'`). */
+  cache?: CacheMode;
+  /** Bundle cache directory (default `$KILN_CACHE_DIR`, else the user cache). */
+  cacheDir?: string;
+  /** Make any trace or compile throw (KILN_RECOMPILE): proves a warm start compiles nothing. */
+  failOnRecompile?: boolean;
+}
+
+/** What the last call of a compiled function did. */
+export interface CompileStats {
+  /** Where the program came from: already in memory, a bundle, or compiled now. */
+  source: 'memory' | 'bundle' | 'compiled';
+  traceMs: number;
+  /** Passes, rendering and the compiler. */
+  compileMs: number;
+  /** Loading the binary. */
+  loadMs: number;
+  /** Kernels in the program. */
+  kernels: number;
+  bundleDir?: string;
+}
+
+/** A compiled function: call it like `fn`, await the result. */
+export type CompiledFunction<A extends Tensor[], R> = ((...args: A) => Promise<R>) & {
+  /** Stats of the last finished call; undefined before the first. */
+  readonly stats: CompileStats | undefined;
+};
+
+// Process-wide count of traces (compiles are counted by the engine).
+let traces = 0;
+
+/** How many traces and compiles this process has done (for tests and diagnostics). */
+export function counters(): { traces: number; compiles: number } {
+  return { traces, compiles: compileCount() };
+}
+
+const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile'] as const;
+const DEVICES = ['auto', 'cpu', 'cuda'] as const;
+
+interface Settings {
+  name: string;
+  device: (typeof DEVICES)[number];
+  dynamic: Map<number, number[]>;
+  cache: CacheMode;
+  cacheDir?: string;
+  failOnRecompile: boolean;
+}
+
+function badOption(msg: string): never {
+  throw new ArgumentError('KILN_BAD_OPTION', `kiln.compile: ${msg}`);
+}
+
+const list = (xs: readonly string[]): string => xs.map((x) => `'${x}'`).join(', ');
+
+function readOptions(fn: unknown, opts: unknown): Settings {
+  if (typeof fn !== 'function') throw new ArgumentError('KILN_BAD_ARGUMENT', `kiln.compile: fn must be a function, got ${typeof fn}`);
+  if (opts === undefined || opts === null) opts = {};
+  if (typeof opts !== 'object' || Array.isArray(opts)) badOption(`options must be an object, got ${Array.isArray(opts) ? 'an array' : typeof opts}`);
+  const o = opts as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!(OPTION_KEYS as readonly string[]).includes(k)) badOption(`unknown option '${k}'; valid options are ${list(OPTION_KEYS)}`);
+  }
+  // The default name is made valid; an explicit one must be (it names the bundle namespace).
+  const name = o.name ?? ((fn.name || 'anonymous').replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^[.-]/, '_').slice(0, 64));
+  if (!isNamespace(name)) {
+    badOption(`name must be 1-64 characters of letters, digits, '_', '.' or '-', not starting with '.' or '-'; got ${JSON.stringify(name)}`);
+  }
+  const device = o.device ?? 'auto';
+  if (!(DEVICES as readonly unknown[]).includes(device)) badOption(`device must be one of ${list(DEVICES)}; got ${JSON.stringify(device)}`);
+  if (o.cache !== undefined && typeof o.cache !== 'string') badOption(`cache must be one of ${list(CACHE_MODES)}; got ${JSON.stringify(o.cache)}`);
+  const cache = resolveCacheMode(o.cache as string | undefined);
+  if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) badOption(`cacheDir must be a non-empty string; got ${JSON.stringify(o.cacheDir)}`);
+  if (o.failOnRecompile !== undefined && typeof o.failOnRecompile !== 'boolean') badOption(`failOnRecompile must be true or false; got ${JSON.stringify(o.failOnRecompile)}`);
+  return {
+    name,
+    device: device as Settings['device'],
+    dynamic: readDynamic(o.dynamic),
+    cache,
+    ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir as string } : {}),
+    failOnRecompile: resolveFailOnRecompile(o.failOnRecompile as boolean | undefined),
+  };
+}
+
+function readDynamic(d: unknown): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  if (d === undefined) return out;
+  const form = 'dynamic must map input indices to arrays of dims, e.g. { 0: [0] }';
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) badOption(`${form}; got ${JSON.stringify(d)}`);
+  for (const [k, dims] of Object.entries(d)) {
+    if (!/^(0|[1-9]\d*)$/.test(k)) badOption(`${form}; '${k}' is not an input index`);
+    if (!Array.isArray(dims) || dims.some((x) => !Number.isInteger(x))) badOption(`${form}; input ${k} has ${JSON.stringify(dims)}`);
+    out.set(Number(k), [...new Set(dims as number[])]);
+  }
+  return out;
+}
+
+/** One input's dtype and dims; `null` marks a dynamic dim. */
+interface InputSpec {
+  dtype: DType;
+  dims: (number | null)[];
+}
+
+const specText = (s: InputSpec): string => `${s.dtype}[${s.dims.map((d) => d ?? '?').join(',')}]`;
+
+/** The signature of the first call; negative dynamic dims are normalized against its ranks. */
+function signatureOf(inputs: readonly RawTensor[], dynamic: ReadonlyMap<number, number[]>): InputSpec[] {
+  for (const [i, dims] of dynamic) {
+    if (i >= inputs.length) badOption(`dynamic names input ${i}, but the function was called with ${inputs.length} input${inputs.length === 1 ? '' : 's'}`);
+    const rank = inputs[i].shape.length;
+    for (const d of dims) if (d < -rank || d >= rank) badOption(`dynamic: input ${i} has rank ${rank}, so it has no dim ${d}`);
+  }
+  return inputs.map((t, i) => {
+    const dyn = (dynamic.get(i) ?? []).map((d) => (d < 0 ? d + t.shape.length : d));
+    return { dtype: t.dtype, dims: t.shape.map((n, j) => (dyn.includes(j) ? null : n)) };
+  });
+}
+
+/** The dynamic dims of a signature, normalized, by input index. */
+function dynamicDims(signature: readonly InputSpec[]): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  signature.forEach((s, i) => {
+    const dims = s.dims.flatMap((d, j) => (d === null ? [j] : []));
+    if (dims.length) out.set(i, dims);
+  });
+  return out;
+}
+
+/** Checks a call's inputs against the compiled signature; errors name the input. */
+function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly RawTensor[]): void {
+  if (inputs.length !== want.length) {
+    throw new ArgumentError('KILN_INPUT_COUNT', `${name}: expected ${want.length} input${want.length === 1 ? '' : 's'} (${want.map(specText).join(', ')}), got ${inputs.length}`);
+  }
+  inputs.forEach((t, i) => {
+    const w = want[i];
+    const got = `${t.dtype}[${t.shape.join(',')}]`;
+    if (t.dtype !== w.dtype) {
+      throw new ArgumentError('KILN_INPUT_DTYPE', `${name}: input ${i} must be ${w.dtype} (compiled for ${specText(w)}), got ${got}`);
+    }
+    if (t.shape.length !== w.dims.length) {
+      throw new ShapeError('KILN_INPUT_SHAPE', `${name}: input ${i} must have rank ${w.dims.length} (compiled for ${specText(w)}), got ${got}`);
+    }
+    const j = w.dims.findIndex((d, k) => d !== null && d !== t.shape[k]);
+    if (j >= 0) {
+      throw new ShapeError(
+        'KILN_INPUT_SHAPE',
+        `${name}: input ${i} dim ${j} must be ${w.dims[j]} (compiled for ${specText(w)}), got ${got}; ` +
+          `to let it vary, compile with dynamic: { ${i}: [${j}] }`,
+      );
+    }
+  });
+}
+
+/** The backend a device option resolves to on this machine. */
+function resolveDevice(device: Settings['device']): Backend {
+  if (device !== 'auto') {
+    if (!ENGINE_BACKENDS.includes(device)) throw backendMissing(device);
+    return device;
+  }
+  const noCuda = { available: false as const, reason: "kiln's CUDA backend is not available in this build yet" };
+  return requireBackend(chooseBackend({ driver: noCuda, nvrtc: noCuda, cxx: findCxx() }));
+}
+
+interface Ready {
+  program: CompiledProgram;
+  stats: CompileStats;
+}
+
+/** A compiled function's state: the signature of its first call and its program. */
+interface Entry {
+  signature: InputSpec[];
+  ready: Promise<Ready>;
+}
+
+/**
+ * Compiles `fn` ahead of time. Returns an async function with the same parameters; its
+ * `stats` describe the last call.
+ */
+export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: CompileOptions): CompiledFunction<A, R> {
+  const settings = readOptions(fn, opts);
+  const { name } = settings;
+  let entry: Entry | undefined;
+  let stats: CompileStats | undefined;
+
+  const build = async (signature: InputSpec[], examples: readonly RawTensor[]): Promise<Ready> => {
+    const device = resolveDevice(settings.device);
+    const key: ProgramKey = { name, fnSource: fn.toString(), signature: signature.map(specText).join(';'), device };
+    let traceMs = 0;
+    const { program, origin, bundleDir } = await getProgram(key, { mode: settings.cache, ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}) }, async () => {
+      if (settings.failOnRecompile) {
+        throw new CacheError(
+          'KILN_RECOMPILE',
+          `${name}: failOnRecompile is set, but inputs ${key.signature} need a trace and a compile (no program in memory or in a bundle). ` +
+            'Unset KILN_FAIL_ON_RECOMPILE (or the failOnRecompile option) to allow it.',
+        );
+      }
+      traces++;
+      const t0 = performance.now();
+      const graph = traceGraph(fn as (...args: Tensor[]) => unknown, examples, dynamicDims(signature));
+      traceMs = performance.now() - t0;
+      return compileGraph(graph, { device });
+    });
+    const t = program.times;
+    return {
+      program,
+      stats: {
+        source: origin,
+        traceMs,
+        compileMs: t.lowerMs + t.renderMs + t.compileMs,
+        loadMs: t.loadMs,
+        kernels: program.kernels,
+        ...(bundleDir ? { bundleDir } : {}),
+      },
+    };
+  };
+
+  const call = async (...args: unknown[]): Promise<R> => {
+    const inputs = args.map((a, i) => rawInput(name, a, i));
+    let fresh = false;
+    if (!entry) {
+      if (inputs.length < fn.length) {
+        throw new ArgumentError('KILN_INPUT_COUNT', `${name}: expected ${fn.length} inputs (the function's parameters), got ${inputs.length}`);
+      }
+      const signature = signatureOf(inputs, settings.dynamic);
+      const mine: Entry = { signature, ready: build(signature, inputs) };
+      entry = mine;
+      fresh = true;
+      mine.ready.catch(() => {
+        if (entry === mine) entry = undefined; // a failed build is retried by the next call
+      });
+    } else checkInputs(name, entry.signature, inputs);
+    const { program, stats: built } = await entry.ready;
+    const outputs = await run(program, inputs);
+    const tensors = outputs.map((o) => tensorFromRaw(o, program.device));
+    stats = fresh ? built : { source: 'memory', traceMs: 0, compileMs: 0, loadMs: 0, kernels: built.kernels };
+    return rebuildStructure(program.graph.outputStructure, tensors) as R;
+  };
+
+  Object.defineProperty(call, 'stats', { get: () => stats, enumerable: true });
+  Object.defineProperty(call, 'name', { value: name });
+  return call as unknown as CompiledFunction<A, R>;
+}

@@ -1,0 +1,84 @@
+/**
+ * The cold path: graph → passes → rendered source → compiler → loaded program, timing
+ * each stage. One function per device; `compileGraph` picks it. Which backends this build
+ * contains is `ENGINE_BACKENDS` (the API layer steers `device: 'auto'` by it).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { cppFlags, renderCpp } from '../codegen';
+import type { Graph } from '../ir/graph';
+import { arenaLayout, lower } from '../passes';
+import { compileSharedObject, CpuProgram, requireCxx } from '../runtime/cpu';
+import type { Backend } from '../runtime/select';
+import { KilnError } from '../util/errors';
+import type { CompiledProgram } from './program';
+
+/** Backends this build of kiln can compile for. */
+export const ENGINE_BACKENDS: readonly Backend[] = ['cpu'];
+
+export interface CompileGraphOptions {
+  device: Backend;
+  /**
+   * Directory to build in; it keeps kernels.cpp and kernels.so. Default: a fresh temporary
+   * directory, removed once the library is loaded (the mapping outlives the file) and kept
+   * when the compile fails, so the source named in the error can be read.
+   */
+  workDir?: string;
+  /** Environment for the compiler lookup and its flags (tests inject a missing compiler). */
+  env?: NodeJS.ProcessEnv;
+}
+
+// Process-wide count of programs compiled (read by tests through the API's counters()).
+let compiles = 0;
+
+/** How many programs this process has compiled. */
+export function compileCount(): number {
+  return compiles;
+}
+
+/** Compiles a traced graph for `device` and loads it. */
+export async function compileGraph(graph: Graph, opts: CompileGraphOptions): Promise<CompiledProgram> {
+  switch (opts.device) {
+    case 'cpu':
+      return compileCpu(graph, opts);
+    case 'cuda':
+      throw backendMissing('cuda');
+    default:
+      return opts.device satisfies never;
+  }
+}
+
+/** The error for a device whose backend this build lacks (see ENGINE_BACKENDS). */
+export function backendMissing(device: Backend): KilnError {
+  return new KilnError(
+    'KILN_NO_CUDA_BACKEND',
+    `device: '${device}' — kiln's ${device.toUpperCase()} backend is not available in this build yet; use device: 'cpu' (or 'auto'). \`npx kiln doctor\` shows what kiln finds.`,
+  );
+}
+
+async function compileCpu(graph: Graph, opts: CompileGraphOptions): Promise<CompiledProgram> {
+  requireCxx(opts.env); // before the passes: a missing compiler should fail fast
+  compiles++;
+  const t0 = performance.now();
+  const program = lower(graph);
+  const t1 = performance.now();
+  const source = renderCpp(program);
+  const t2 = performance.now();
+  const dir = opts.workDir ?? (await mkdtemp(path.join(tmpdir(), 'kiln-build-')));
+  const so = await compileSharedObject(source, cppFlags(), dir, opts.env ? { env: opts.env } : {});
+  const t3 = performance.now();
+  const g = program.graph;
+  const cpu = CpuProgram.load(so.soPath, { plan: program.plan, symbols: g.symbols, constants: g.constants, layout: arenaLayout });
+  const t4 = performance.now();
+  if (!opts.workDir) await rm(dir, { recursive: true, force: true });
+  return {
+    device: 'cpu',
+    graph: g,
+    plan: program.plan,
+    kernels: program.kernels.length,
+    source,
+    times: { lowerMs: t1 - t0, renderMs: t2 - t1, compileMs: t3 - t2, loadMs: t4 - t3 },
+    execute: (inputs) => cpu.run(inputs),
+  };
+}

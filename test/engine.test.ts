@@ -1,0 +1,85 @@
+/**
+ * The engine without the public API: compileGraph on a traced graph (one real compile),
+ * run against the interpreter, the checks `run` makes, and the program-store seam.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as kiln from '../lib';
+import { compileCount, compileGraph, getProgram, programKeyHash, run, type CompiledProgram, type ProgramKey } from '../lib/engine';
+import type { Graph } from '../lib/ir/graph';
+import { interpret } from '../lib/runtime/interpreter';
+import { trace } from '../lib/tensor/trace';
+
+// Two inputs whose dim 0 is dynamic and duck-sized (equal example sizes share s0); outputs
+// include an input returned as is.
+const graph: Graph = trace(
+  (x: kiln.Tensor, y: kiln.Tensor) => [x.exp().sum(-1), x.mul(y).add(1), y],
+  [{ shape: [5, 3] }, { shape: [5, 3] }],
+  { dynamic: { 0: [0], 1: [0] } },
+);
+const input = (rows: number, seed: number) => {
+  const data = Float32Array.from({ length: rows * 3 }, (_, i) => Math.sin(i * 1.3 + seed));
+  return { dtype: 'float32' as const, shape: [rows, 3], data };
+};
+
+let dir: string;
+let program: CompiledProgram;
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'kiln-engine-'));
+  const before = compileCount();
+  program = await compileGraph(graph, { device: 'cpu', workDir: dir });
+  expect(compileCount()).toBe(before + 1);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('engine', () => {
+  it('compiles a graph, timing each stage, and keeps the sources in workDir', () => {
+    expect(program.device).toBe('cpu');
+    expect(program.kernels).toBeGreaterThanOrEqual(1);
+    for (const t of Object.values(program.times)) expect(t).toBeGreaterThanOrEqual(0);
+    expect(program.times.compileMs).toBeGreaterThan(0);
+    expect(readFileSync(path.join(dir, 'kernels.cpp'), 'utf8')).toBe(program.source);
+    expect(existsSync(path.join(dir, 'kernels.so'))).toBe(true);
+  });
+
+  it('runs like the interpreter for several sizes of the dynamic dim', async () => {
+    for (const rows of [5, 1, 33]) {
+      const inputs = [input(rows, 1), input(rows, 2)];
+      const got = await run(program, inputs);
+      const want = interpret(program.graph, inputs);
+      expect(got.map((t) => t.shape)).toEqual(want.map((t) => t.shape));
+      got.forEach((t, i) => {
+        const w = want[i].data;
+        t.data.forEach((v, j) => expect(Math.abs(v - w[j])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(w[j]))));
+      });
+      expect(got[2].data).not.toBe(inputs[1].data); // an output never aliases an input
+    }
+  });
+
+  it('checks inputs as the interpreter does, naming the input', async () => {
+    await expect(run(program, [input(4, 1), input(5, 2)])).rejects.toMatchObject({ code: 'KILN_SYMBOL_MISMATCH', message: expect.stringMatching(/input 0 dim 0 is 4 but input 1 dim 0 is 5/) });
+    await expect(run(program, [input(4, 1)])).rejects.toMatchObject({ code: 'KILN_INPUT_COUNT' });
+    const short = { ...input(4, 1), data: new Float32Array(3) };
+    await expect(run(program, [short, input(4, 2)])).rejects.toMatchObject({ code: 'KILN_INPUT_DATA', message: expect.stringMatching(/input 0 data must be 12 elements/) });
+  });
+
+  it("rejects device 'cuda' in this build", async () => {
+    await expect(compileGraph(graph, { device: 'cuda' })).rejects.toMatchObject({ code: 'KILN_NO_CUDA_BACKEND' });
+  });
+
+  it('gets programs through the store seam: builds on a miss, refuses in force-load', async () => {
+    const key: ProgramKey = { name: 'f', fnSource: 'x => x', signature: 'float32[?,3]', device: 'cpu' };
+    expect(programKeyHash(key)).toMatch(/^[0-9a-f]{64}$/);
+    expect(programKeyHash({ ...key, signature: 'float32[?,4]' })).not.toBe(programKeyHash(key));
+    const got = await getProgram(key, { mode: 'auto' }, async () => program);
+    expect(got).toEqual({ program, origin: 'compiled' });
+    let built = false;
+    const refused = getProgram(key, { mode: 'force-load' }, async () => {
+      built = true;
+      return program;
+    });
+    await expect(refused).rejects.toMatchObject({ code: 'KILN_BUNDLE_MISSING' });
+    expect(built).toBe(false);
+  });
+});
