@@ -27,4 +27,5 @@ export {
   CacheError,
 } from './util/errors';
 
-// Compilation: kiln.compile and kiln.build are exported here by the API layer (lib/api).
+// Compilation.
+export { compile, counters, type CompileOptions, type CompileStats, type CompiledFunction } from './api/compile';
