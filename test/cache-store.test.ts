@@ -143,6 +143,32 @@ describe('invalid bundles', () => {
     expect(cache.lookup(old.key, old.namespace).status).toBe('hit');
   });
 
+  test('discard removes a bundle that failed to load, but never a newer one or a shipped one', () => {
+    const dir = fresh();
+    const cache = openCache({ cacheDir: dir, env: {} });
+    const s = sample();
+    cache.publish(s.key, s.namespace, s.files, s.fields);
+    const hit = cache.lookup(s.key, s.namespace);
+    if (hit.status !== 'hit') throw new Error('expected a hit');
+    expect(cache.discard(hit.bundle)).toBe(true);
+    expect(cache.lookup(s.key, s.namespace).status).toBe('miss');
+    expect(cache.discard(hit.bundle)).toBe(false); // already gone
+    // Another process replaced it between our verify and our discard: the new one stays.
+    cache.publish(s.key, s.namespace, s.files, s.fields);
+    const stale = cache.lookup(s.key, s.namespace);
+    if (stale.status !== 'hit') throw new Error('expected a hit');
+    const { dir: b } = stale.bundle;
+    rmSync(b, { recursive: true });
+    cache.publish(s.key, s.namespace, s.files, s.fields);
+    expect(cache.discard(stale.bundle)).toBe(false);
+    expect(cache.lookup(s.key, s.namespace).status).toBe('hit');
+    expect(staging(cache)).toEqual([]);
+    const shippedHit = openCache({ cacheDir: fresh(), bundlePath: [dir], env: {} }).lookup(s.key, s.namespace);
+    if (shippedHit.status !== 'hit') throw new Error('expected a hit');
+    expect(openCache({ cacheDir: fresh(), bundlePath: [dir], env: {} }).discard(shippedHit.bundle)).toBe(false);
+    expect(existsSync(b)).toBe(true);
+  });
+
   test('force-load: a missing or invalid bundle is a CacheError naming the reason', () => {
     const dir = fresh();
     const s = sample();

@@ -46,6 +46,8 @@ export interface VerifiedBundle {
   ok: true;
   dir: string;
   manifest: Manifest;
+  /** device:inode of the bundle dir: tells this published bundle from a later one at the same path. */
+  identity: string;
 }
 
 export type VerifyResult = VerifiedBundle | { ok: false; dir: string; reason: VerifyReason; detail: string };
@@ -142,7 +144,7 @@ export function verifyBundle(dir: string, expect: VerifyExpect = {}): VerifyResu
       closeSync(fd);
     }
   }
-  return { ok: true, dir, manifest };
+  return { ok: true, dir, manifest, identity: `${st.dev}:${st.ino}` };
 }
 
 function hashFd(fd: number, size: number): string {

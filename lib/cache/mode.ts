@@ -14,7 +14,7 @@ import { accessSync, constants } from 'fs';
 import { dirname, resolve } from 'path';
 import { envFlag, readEnv } from '../util/env';
 import { ArgumentError, CacheError } from '../util/errors';
-import { type VerifyExpect } from './bundle';
+import { type VerifiedBundle, type VerifyExpect } from './bundle';
 import { cacheDir as defaultCacheDir } from './dirs';
 import { warnOnce } from './io';
 import { withFileLock, type LockOptions, type LockOutcome } from './lock';
@@ -25,6 +25,7 @@ import {
   lookupBundle,
   publishBundle,
   resolveToolchain,
+  discardBundle,
   type LookupResult,
   type ManifestFields,
   type PublishFile,
@@ -98,6 +99,11 @@ export interface Cache {
   /** Toolchain fingerprint from a stat, probing the version once per toolchain install (see store.ts). */
   toolchain(path: string, probe: () => string, flags?: readonly string[]): ToolchainFingerprint;
   /**
+   * After a hit failed to load (driver rejected the cubin, dlopen failed): removes that exact
+   * bundle from the cache unless it was replaced meanwhile, so the engine recompiles once.
+   */
+  discard(bundle: VerifiedBundle): boolean;
+  /**
    * Call before any trace or compile: with `failOnRecompile`, throws CacheError
    * KILN_RECOMPILE naming the function and why the lookup missed.
    */
@@ -170,6 +176,9 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
     },
     toolchain(path, probe, flags) {
       return resolveToolchain(cfg, path, probe, flags);
+    },
+    discard(bundle) {
+      return discardBundle(cfg, bundle);
     },
     assertMayCompile(key, namespace, miss) {
       if (!failOnRecompile) return;

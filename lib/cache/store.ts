@@ -12,7 +12,7 @@
  * one (other source hashes) is moved aside and replaced. Any I/O error only warns.
  */
 import { lstatSync, mkdirSync, readFileSync, renameSync, statSync, utimesSync, type Stats } from 'fs';
-import { dirname, join } from 'path';
+import { dirname, join, sep } from 'path';
 import { ArgumentError, CacheError, FormatError } from '../util/errors';
 import { sha256Hex } from '../util/hash';
 import { bundlePath, verifyBundle, type VerifiedBundle, type VerifyExpect, type VerifyReason } from './bundle';
@@ -145,6 +145,42 @@ function place(cacheDir: string, staging: string, final: string, manifest: Manif
 function sameGuards(a: Manifest, b: Manifest): boolean {
   const src = (m: Manifest) => JSON.stringify(m.guards.sources.map((s) => [s.path, s.sha256]).sort());
   return a.guards.target === b.guards.target && a.guards.toolchain.id === b.guards.toolchain.id && src(a) === src(b);
+}
+
+/**
+ * Removes a cache bundle that verified but then failed to load (the driver rejected the
+ * cubin, dlopen failed), so the next lookup misses and rebuilds it once. Only the very
+ * bundle that was verified is removed: it is moved aside first and, if its manifest is not
+ * the one verified (another process replaced it meanwhile), put back. Shipped bundles and
+ * read-only caches are never changed. True when the bundle was removed.
+ */
+export function discardBundle(cfg: StoreConfig, bundle: VerifiedBundle): boolean {
+  if (cfg.readOnly || !bundle.dir.startsWith(cfg.cacheDir + sep)) return false;
+  const trash = tmpName(cfg.cacheDir, 'trash');
+  try {
+    renameSync(bundle.dir, trash);
+  } catch {
+    return false; // gone already
+  }
+  // Same directory (inode; ext4 reuses freed inodes at once, hence also the manifest).
+  let same = false;
+  try {
+    const st = lstatSync(trash);
+    const m = parseManifest(readFileSync(join(trash, MANIFEST_NAME), 'utf8'));
+    same = `${st.dev}:${st.ino}` === bundle.identity && m.created === bundle.manifest.created && JSON.stringify(m.artifacts) === JSON.stringify(bundle.manifest.artifacts);
+  } catch {
+    same = false;
+  }
+  if (!same) {
+    try {
+      renameSync(trash, bundle.dir); // a newer bundle: put it back unless yet another took its place
+      return false;
+    } catch {
+      // the newer one stays
+    }
+  }
+  removeTree(trash);
+  return same;
 }
 
 /** Marks a bundle used now (its directory mtime is the LRU clock). */
