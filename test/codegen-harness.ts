@@ -110,7 +110,15 @@ function close(dtype: DType, g: number, w: number, c: NumCase): boolean {
   return Math.abs(g - w) <= (c.atol ?? 1e-6) + (c.rtol ?? 1e-5) * Math.abs(w);
 }
 
-/** Every run of every case: an empty list when all match. */
-export function checkAll(b: Built, cases: readonly NumCase[]): string[] {
-  return cases.flatMap((c, i) => (c.runs ?? [c.specs.map((s) => [...s.shape])]).flatMap((shapes) => check(b, c, i, shapes)));
+/** Every run of every case (cases start at program `offset` of the unit): an empty list when all match. */
+export function checkAll(b: Built, cases: readonly NumCase[], offset = 0): string[] {
+  return cases.flatMap((c, i) =>
+    (c.runs ?? [c.specs.map((s) => [...s.shape])]).flatMap((shapes) => {
+      try {
+        return check(b, c, offset + i, shapes);
+      } catch (e) {
+        return [`${c.name}: ${(e as Error).message}`];
+      }
+    }),
+  );
 }

@@ -38,4 +38,59 @@ describe('fusion: kernel counts', () => {
     const p = kernels((x, y) => x.add(y).mul(2).exp().sub(1).abs().sqrt().neg().tanh().add(x).mul(y), [f32(1024), f32(1024)]);
     expect(names(p)).toEqual(['E_1024']);
   });
+  test('a reduction over a leading axis, and over every axis, is one kernel each', () => {
+    expect(names(kernels((x) => x.sum(0), [f32(37, 29)]))).toEqual(['R_29_37']);
+    expect(names(kernels((x) => x.mean(), [f32(4, 5, 6)]))).toEqual(['R_1_120']);
+  });
+  test('softmax over a leading dim is one kernel', () => {
+    expect(kernels((x) => x.softmax(0), [f32(19, 13)]).kernels).toHaveLength(1);
+  });
+  test('reductions over different axes split into two kernels', () => {
+    const p = kernels((x) => x.sub(x.sum(0, true)).softmax(-1), [f32(8, 16)]);
+    expect(p.kernels.map((k) => k.kind)).toEqual(['reduce', 'reduce']);
+  });
+  test('attention is two matmuls around one softmax row kernel', () => {
+    const p = kernels((q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)]);
+    expect(p.kernels.map((k) => k.kind)).toEqual(['matmul', 'reduce', 'matmul']);
+  });
+  test('a transformer MLP block: layerNorm, matmul+gelu, matmul+residual', () => {
+    const p = kernels((x, w1, w2, g) => x.add(F.layerNorm(x, g).matmul(w1).gelu().matmul(w2)), [f32(16, 64), f32(64, 256), f32(256, 64), f32(64)]);
+    expect(names(p)).toEqual(['R_16_64', 'MM_16_256_64', 'MM_16_64_256']);
+  });
+  test('a matmul of computed operands realizes them first', () => {
+    const p = kernels((x, w) => x.exp().matmul(w), [f32(8, 16), f32(16, 12)]);
+    expect(p.kernels.map((k) => k.kind)).toEqual(['elementwise', 'matmul']);
+  });
+  test('an expensive producer re-read through a broadcast of a large dim is realized', () => {
+    const p = kernels((x, b) => x.add(b.exp().tanh()), [f32(512, 256), f32(256)]);
+    expect(names(p)).toEqual(['E_256', 'E_131072']);
+    const cheap = kernels((x, b) => x.add(b.mul(2)), [f32(4, 256), f32(256)]);
+    expect(cheap.kernels).toHaveLength(1); // a cheap op over a small broadcast is recomputed
+  });
+  test('a row-wise value broadcast along the inner dim is hoisted, not realized', () => {
+    const p = kernels((x, s) => x.mul(s.exp()), [f32(512, 256), f32(512, 1)]);
+    expect(p.kernels).toHaveLength(1);
+  });
+  test('embedding plus positions is one kernel (gather is an indirect load)', () => {
+    const p = kernels((ids, t, pos) => F.embedding(ids, t).add(pos), [{ shape: [3, 5], dtype: 'int32' }, f32(11, 8), f32(5, 8)]);
+    expect(names(p)).toEqual(['E_120']);
+  });
+  test('views are never kernels: a contiguous reshape of an input aliases it', () => {
+    const p = kernels((x) => [x.reshape(12), x.flatten(), x], [f32(3, 4)]);
+    expect(p.kernels).toHaveLength(0);
+    expect(p.plan.outputs.map((o) => o.buffer)).toEqual([0, 0, 0]);
+  });
+  test('a non-contiguous view as output becomes one copy kernel', () => {
+    const p = kernels((x) => x.transpose(0, 1), [f32(3, 4)]);
+    expect(names(p)).toEqual(['E_12']);
+  });
+  test('symbolic dims appear in kernel names', () => {
+    const p = kernels((x) => x.softmax(-1), [f32(4, 10)], { 0: [0] });
+    expect(names(p)).toEqual(['R_s0_10']);
+  });
+  test('kernel names are unique', () => {
+    const p = kernels((x, y) => [x.exp(), y.exp(), x.add(y).transpose(0, 1)], [f32(4, 4), f32(4, 4)]);
+    expect(names(p)).toEqual(['E_16', 'E_16_1', 'E_16_2']);
+  });
 });
+

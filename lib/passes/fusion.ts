@@ -69,6 +69,8 @@ const OP_COST: { readonly [O in Op]: number } = {
   GATHER: 2,
 };
 
+// Removing a kernel saves a launch and a pass over its loop nest, worth this many bytes of traffic.
+const KERNEL_OVERHEAD = 4096;
 // Symbolic sizes are costed as if each symbol were this large.
 const SYM_GUESS = 128;
 
@@ -81,14 +83,15 @@ export function guessDim(d: Dim): number {
 const numel = (shape: readonly Dim[]): number => shape.reduce<number>((a, d) => a * guessDim(d), 1);
 
 /**
- * Priority: memory traffic saved (p's write and one read per owner kernel) minus the work
+ * Priority: memory traffic saved (p's write and one read per owner kernel, and a kernel
+ * launch) minus the work
  * added by recomputing p's inlined region wherever an owner evaluates it more often than
  * once per element (several owners, or a re-read through a broadcasting EXPAND that loop
  * hoisting cannot absorb). Reductions and matmuls are never recomputed, so they always gain.
  */
 export function scoreFusion(p: Node, ctx: FusionContext, legal: Legal): number {
   const elems = Math.max(1, numel(p.shape));
-  const saved = elems * ITEMSIZE[p.dtype] * (1 + ctx.owners.size);
+  const saved = elems * ITEMSIZE[p.dtype] * (1 + ctx.owners.size) + KERNEL_OVERHEAD;
   if (HEAVY.has(p.op)) return saved;
   const isBuffer = (n: Node): boolean => n !== p && ctx.isBuffer(n);
   const region = inlineRegion(p, isBuffer);
@@ -97,15 +100,25 @@ export function scoreFusion(p: Node, ctx: FusionContext, legal: Legal): number {
   let evals = 0;
   for (const k of legal.kernels.values()) {
     for (const v of k.visits.get(p) ?? []) {
-      evals += k.domain.reduce<number>((a, d, i) => (k.deps[v][i] ? a * guessDim(d) : a), 1) * stageLoops(k, v);
+      evals += evaluations(k, v);
     }
   }
   const extra = Math.max(0, evals - elems) * perElem;
   return saved - extra;
 }
 
-/** How many loops evaluate value `v` of a row kernel (each stage that reads it, and the output loop). */
-function stageLoops(k: Kernel, v: number): number {
-  if (k.kind !== 'reduce' || !k.reduced.some((r, d) => r && k.deps[v][d])) return 1;
-  return Math.max(1, k.stages.length); // an inner value is recomputed by the stages and the final loop, about once each
+/**
+ * How often kernel `k` evaluates value `v`: once per iteration of every loop up to the
+ * innermost one it depends on (loops run in domain order; a row kernel runs its outer dims,
+ * then each stage and the output loop over the reduced dims, recomputing inner values).
+ */
+function evaluations(k: Kernel, v: number): number {
+  const dims = k.domain.map((_, d) => d);
+  const order = k.kind === 'reduce' ? [...dims.filter((d) => !k.reduced[d]), ...dims.filter((d) => k.reduced[d])] : dims;
+  const last = order.reduce((at, d, i) => (k.deps[v][d] ? i : at), -1);
+  const inner = k.kind === 'reduce' && k.reduced.some((r, d) => r && k.deps[v][d]);
+  // Row kernels place every outer value in the innermost outer loop.
+  const upTo = k.kind === 'reduce' && !inner && last >= 0 ? order.filter((d) => !k.reduced[d]).length - 1 : last;
+  const loops = order.slice(0, upTo + 1).reduce((a, d) => a * guessDim(k.domain[d]), 1);
+  return inner ? loops * Math.max(1, k.stages.length) : loops;
 }
