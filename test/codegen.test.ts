@@ -30,7 +30,6 @@ const special = (_i: number, dtype: DType, n: number, rng: Rng): number[] =>
     if (u < 0.16) return r.normal() * 1e4;
     return r.normal() * 3;
   });
-const positive = (_i: number, _d: DType, n: number, rng: Rng): number[] => rng.array(n, (r) => 0.05 + 4 * r.next());
 
 const elementwise: NumCase[] = [
   ...(['exp', 'tanh', 'sin', 'cos', 'erf', 'abs', 'neg', 'sigmoid', 'relu', 'silu'] as const).map((op) => ({

@@ -107,10 +107,6 @@ function randomMove(rng: Rng, shape: number[]): Move {
   return { op: 'RESHAPE', arg: shape[d] === 1 && rank > 1 ? [...shape.slice(0, d), ...shape.slice(d + 1)] : [...shape.slice(0, d), 1, ...shape.slice(d)] };
 }
 
-function shapeAfter(shape: number[], m: Move): number[] {
-  return refMove({ shape, data: new Array(numel(shape)).fill(0) }, m).shape;
-}
-
 describe('views: index arithmetic against direct index math', () => {
   test('random chains of movement ops on random shapes', () => {
     const rng = new Rng(12345);
