@@ -109,10 +109,15 @@ interface FloatFormat {
 const F16: FloatFormat = { mant: 10, minExp: -14, maxExp: 15 };
 const BF16: FloatFormat = { mant: 7, minExp: -126, maxExp: 127 };
 
-// Scratch view to read a double's exponent bits (a buffer, not state: no value survives a call).
+// Scratch views to read a double's exponent bits and a float32's bits (buffers, not state:
+// no value survives a call).
 const scratchF64 = new Float64Array(1);
 const scratchU32 = new Uint32Array(scratchF64.buffer);
 const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0; // high word index
+const scratchF32 = new Float32Array(1);
+const scratchF32Bits = new Uint32Array(scratchF32.buffer);
+// 2^k for k in [-1100, 1100]: exact powers without Math.pow in the hot loops.
+const POW2 = Float64Array.from({ length: 2201 }, (_, i) => 2 ** (i - 1100));
 
 /** Unbiased exponent of a positive finite double (subnormal doubles report -1023). */
 function exponentOf(a: number): number {
@@ -121,16 +126,16 @@ function exponentOf(a: number): number {
 }
 
 function roundFormat(x: number, f: FloatFormat): number {
-  if (x !== x || x === 0 || x === Infinity || x === -Infinity) return x;
-  const a = Math.abs(x);
+  const a = x < 0 ? -x : x;
+  if (!(a > 0) || a === Infinity) return x; // NaN, ±0, ±inf are their own rounding
   let e = exponentOf(a);
   if (e > f.maxExp) return x > 0 ? Infinity : -Infinity;
   if (e < f.minExp) e = f.minExp; // subnormal range: fixed quantum
-  const q = 2 ** (e - f.mant); // spacing of representable values around a
-  // Adding c = q·2^52 makes the FPU (round-to-nearest-even) drop every bit below q; a < c.
-  const c = q * 4503599627370496;
+  // Adding c = q·2^52 (q: spacing of representable values near a; a < c) makes the FPU,
+  // which rounds to nearest even, drop every bit below q.
+  const c = POW2[e - f.mant + 52 + 1100];
   const r = a + c - c;
-  if (r >= 2 ** (f.maxExp + 1)) return x > 0 ? Infinity : -Infinity;
+  if (r >= POW2[f.maxExp + 1 + 1100]) return x > 0 ? Infinity : -Infinity;
   return x < 0 ? -r : r;
 }
 
@@ -192,19 +197,6 @@ export function roundArray(dtype: DType, a: Float64Array): Float64Array {
   return a;
 }
 
-function toBits(x: number, f: FloatFormat, expBits: number, nanBits: number): number {
-  const r = roundFormat(x, f);
-  if (r !== r) return nanBits;
-  const sign = r < 0 || Object.is(r, -0) ? 1 << (expBits + f.mant) : 0;
-  const a = Math.abs(r);
-  const expMask = (1 << expBits) - 1;
-  if (a === Infinity) return sign | (expMask << f.mant);
-  if (a < 2 ** f.minExp) return sign | (a / 2 ** (f.minExp - f.mant)); // subnormal or zero
-  const e = exponentOf(a);
-  const m = a / 2 ** (e - f.mant) - 2 ** f.mant;
-  return sign | ((e - f.minExp + 1) << f.mant) | m;
-}
-
 function fromBits(bits: number, f: FloatFormat, expBits: number): number {
   const expMask = (1 << expBits) - 1;
   const sign = (bits >>> (expBits + f.mant)) & 1 ? -1 : 1;
@@ -217,7 +209,16 @@ function fromBits(bits: number, f: FloatFormat, expBits: number): number {
 
 /** float16 bit pattern of `x` (rounded nearest-even). NaN encodes as 0x7e00. */
 export function f16Bits(x: number): number {
-  return toBits(x, F16, 5, 0x7e00);
+  const r = roundFormat(x, F16);
+  if (r !== r) return 0x7e00;
+  // r is exact in float32, whose bits map onto float16's field by field.
+  scratchF32[0] = r;
+  const b = scratchF32Bits[0];
+  const sign = (b >>> 16) & 0x8000;
+  const e = (b >>> 23) & 0xff;
+  if (e === 0xff) return sign | 0x7c00;
+  if (e >= 113) return sign | ((e - 112) << 10) | ((b & 0x7fffff) >>> 13); // normal: e-127+15 ≥ 1
+  return sign | ((r < 0 ? -r : r) * 16777216); // subnormal or zero: a multiple of 2^-24
 }
 /** Value of a float16 bit pattern. */
 export function f16FromBits(bits: number): number {
@@ -225,7 +226,10 @@ export function f16FromBits(bits: number): number {
 }
 /** bfloat16 bit pattern of `x` (rounded nearest-even). NaN encodes as 0x7fc0. */
 export function bf16Bits(x: number): number {
-  return toBits(x, BF16, 8, 0x7fc0);
+  const r = roundFormat(x, BF16);
+  if (r !== r) return 0x7fc0;
+  scratchF32[0] = r; // exact: bfloat16 is float32 with the low 16 bits zero
+  return scratchF32Bits[0] >>> 16;
 }
 /** Value of a bfloat16 bit pattern. */
 export function bf16FromBits(bits: number): number {

@@ -139,6 +139,16 @@ function tracerOf(values: readonly Impl[]): Tracer | undefined {
 }
 
 /**
+ * The values in one mode: when any is traced, concrete ones become constants of that
+ * trace, so that ops on them (reshapes, broadcasts to symbolic shapes) are traced too.
+ */
+export function lift(values: readonly Impl[]): Impl[] {
+  const tracer = tracerOf(values);
+  if (!tracer) return [...values];
+  return values.map((v) => (v.kind === 'traced' ? v : new TracedImpl(tracer.capture(v), tracer, v.device)));
+}
+
+/**
  * Apply a primitive op. `like` gives the mode (eager or the trace) and device when there
  * are no sources (CONST). Throws ShapeError for invalid operands, in both modes.
  */

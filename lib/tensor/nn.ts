@@ -18,7 +18,7 @@ import {
   type DType,
   type PadRange,
 } from '../ir';
-import { apply, type Impl } from './impl';
+import { apply, lift, type Impl } from './impl';
 import { binary, cast, expandTo, full, matmul, maxmin, mean, normDim, rsqrt, sum, toFloat, transpose, upcast, type Operand } from './ops';
 
 function bad(code: string, msg: string): never {
@@ -96,6 +96,7 @@ function normDType(name: string, ...xs: (Impl | undefined)[]): DType {
   return dt;
 }
 
+/** y · weight + bias; binary ops lift concrete weights into a trace. */
 function affine(y: Impl, weight: Impl | undefined, bias: Impl | undefined): Impl {
   let out = y;
   if (weight) out = mul(out, cast(weight, y.dtype));
@@ -130,6 +131,10 @@ export function where(cond: Impl, a: Operand, b: Operand): Impl {
   for (const v of [a, b]) {
     if (typeof v !== 'object' && typeof v !== 'number' && typeof v !== 'boolean') bad('KILN_BAD_ARGUMENT', `where: values must be tensors or numbers, got ${typeof v}`);
   }
+  const lifted = lift([cond, ...[a, b].filter((v): v is Impl => typeof v === 'object')]);
+  cond = lifted[0];
+  if (typeof a === 'object') a = lifted[1];
+  if (typeof b === 'object') b = lifted[lifted.length - 1];
   const dtype = resultType([a, b].map((v) => (typeof v === 'object' ? v.dtype : v)));
   const shape = broadcastShapes('where', cond.shape, ...[a, b].filter((v): v is Impl => typeof v === 'object').map((v) => v.shape));
   const [x, y] = [a, b].map((v) => (typeof v === 'object' ? expandTo(cast(v, dtype), shape) : full(v, dtype, shape, cond)));
@@ -140,7 +145,8 @@ export function where(cond: Impl, a: Operand, b: Operand): Impl {
 export function embedding(ids: Impl, table: Impl): Impl {
   if (ids.dtype !== 'int32') bad('KILN_DTYPE', `embedding: ids must be int32, got ${ids.dtype}`);
   if (table.shape.length !== 2) bad('KILN_SHAPE_MISMATCH', `embedding: table must be 2-D [rows, dim], got ${shapeStr(table.shape)}`);
-  return apply('GATHER', [table, ids], null);
+  const [t, i] = lift([table, ids]);
+  return apply('GATHER', [t, i], null);
 }
 
 /** A bool tensor of `shape` that is true inside and false in the padding. */
@@ -162,7 +168,7 @@ export function cat(xs: readonly Impl[], dim = 0): Impl {
     if (!same) bad('KILN_SHAPE_MISMATCH', `cat: shapes ${xs.map((t) => shapeStr(t.shape)).join(', ')} differ outside dim ${d}`);
   }
   const dtype = xs.map((x) => x.dtype).reduce(promoteTypes);
-  const parts = xs.map((x) => cast(x, dtype));
+  const parts = lift(xs).map((x) => cast(x, dtype));
   if (parts.length === 1) return parts[0];
   const total = parts.reduce<Dim>((acc, x) => dimAdd(acc, x.shape[d]), 0);
   let offset: Dim = 0;
@@ -224,7 +230,7 @@ export function scaledDotProductAttention(q: Impl, k: Impl, v: Impl, opts: Atten
     if (typeof headDim !== 'number') bad('KILN_BAD_ARGUMENT', 'scaledDotProductAttention: a dynamic head dim needs an explicit scale');
     scale = 1 / Math.sqrt(headDim);
   }
-  const [fq, fk, fv] = [q, k, v].map((t) => upcast(cast(t, dt)));
+  const [fq, fk, fv] = lift([q, k, v]).map((t) => upcast(cast(t, dt)));
   let scores = mul(matmul(fq, transpose(fk, -2, -1)), scale);
   if (opts.causal) {
     const [lq, lk] = scores.shape.slice(-2);

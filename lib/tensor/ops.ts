@@ -22,7 +22,7 @@ import {
   type Op,
   type ShrinkRange,
 } from '../ir';
-import { apply, type Impl } from './impl';
+import { apply, lift, type Impl } from './impl';
 
 /** An operand of a binary op: a tensor value or a JS scalar. */
 export type Operand = Impl | number | boolean;
@@ -88,8 +88,12 @@ function checkScalar(name: string, x: Operand): void {
 }
 
 /** Operands promoted to `dtype` and broadcast to one shape. */
-export function prepare(name: string, xs: readonly Operand[], dtype: DType): Impl[] {
+export function prepare(name: string, operands: readonly Operand[], dtype: DType): Impl[] {
+  let xs = operands;
   xs.forEach((x) => checkScalar(name, x));
+  firstImpl(name, xs);
+  const lifted = lift(xs.filter(isImpl));
+  xs = xs.map((x) => (isImpl(x) ? (lifted.shift() as Impl) : x));
   const like = firstImpl(name, xs);
   const shape = broadcastShapes(name, ...xs.filter(isImpl).map((x) => x.shape));
   return xs.map((x) => (isImpl(x) ? expandTo(cast(x, dtype), shape) : full(x, dtype, shape, like)));
@@ -316,8 +320,9 @@ export function matmul(a: Impl, b: Impl): Impl {
   if (a.shape.length === 0 || b.shape.length === 0) bad('KILN_SHAPE_MISMATCH', 'matmul: both operands need at least one dim');
   const dtype = resultType([a.dtype, b.dtype]);
   if (dtype === 'bool') bad('KILN_DTYPE', 'matmul: is not defined for bool tensors');
-  let x = cast(a, dtype);
-  let y = cast(b, dtype);
+  const [la, lb] = lift([a, b]);
+  let x = cast(la, dtype);
+  let y = cast(lb, dtype);
   const vecA = x.shape.length === 1;
   const vecB = y.shape.length === 1;
   if (vecA) x = apply('RESHAPE', [x], [1, x.shape[0]]);

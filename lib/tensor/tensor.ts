@@ -22,8 +22,9 @@ function label(e: unknown, name: string): unknown {
   if (!(e instanceof KilnError) || (e as unknown as Record<symbol, boolean>)[LABELLED]) return e;
   const site = callSite();
   const old = e.message;
+  const stack = e.stack; // read first: V8 formats the stack lazily, from the message at first access
   e.message = `${name}: ${old.startsWith(`${name}: `) ? old.slice(name.length + 2) : old}${site ? ` (at ${siteStr(site)})` : ''}`;
-  if (e.stack) e.stack = e.stack.replace(old, e.message);
+  if (stack) e.stack = stack.replace(old, e.message);
   Object.defineProperty(e, LABELLED, { value: true });
   return e;
 }
