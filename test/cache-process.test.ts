@@ -145,6 +145,19 @@ describe('key lock', () => {
     expect(Date.now() - t0).toBeLessThan(2000);
   });
 
+  test('an invalid bundle being replaced does not end the wait; its replacement does', async () => {
+    const cacheDir = fresh();
+    const s = sample();
+    const cache = openCache({ cacheDir, env: {} });
+    const { dir } = cache.publish(s.key, s.namespace, s.files, s.fields) as { dir: string };
+    writeFileSync(join(dir, 'kernels.so'), 'corrupt');
+    foreignLock(cacheDir, s.key, { pid: process.pid, hostname: hostname() });
+    expect(await cache.withKeyLock(s.key, async (o) => o, { namespace: s.namespace, maxWaitMs: 300 })).toBe('timeout');
+    setTimeout(() => cache.publish(s.key, s.namespace, s.files, s.fields), 100);
+    expect(await cache.withKeyLock(s.key, async (o) => o, { namespace: s.namespace, maxWaitMs: 10_000 })).toBe('ready');
+    expect(cache.lookup(s.key, s.namespace).status).toBe('hit');
+  });
+
   test('the holder keeps its lock fresh while it works, and callers in one process take turns', async () => {
     const cacheDir = fresh();
     const s = sample();

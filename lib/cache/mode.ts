@@ -21,7 +21,7 @@ import { withFileLock, type LockOptions, type LockOutcome } from './lock';
 import { type ToolchainFingerprint } from './key';
 import { lockFile, prepareCacheDir, type StoreConfig } from './layout';
 import {
-  bundleExists,
+  bundleIdentity,
   lookupBundle,
   publishBundle,
   resolveToolchain,
@@ -92,8 +92,9 @@ export interface Cache {
   publish(key: string, namespace: string, files: readonly PublishFile[], fields: ManifestFields): PublishResult;
   /**
    * Runs `fn` holding the per-key lock so concurrent cold processes compile once. With
-   * `namespace`, waiters stop waiting when the bundle appears; `fn` should look up again
-   * first. Without a writable cache, `fn` just runs.
+   * `namespace`, waiters stop waiting when a new bundle is published for the key (not when
+   * the invalid one being replaced is still there); `fn` should look up again first.
+   * Without a writable cache, `fn` just runs.
    */
   withKeyLock<T>(key: string, fn: (outcome: LockOutcome) => Promise<T>, opts?: LockOptions & { namespace?: string }): Promise<T>;
   /** Toolchain fingerprint from a stat, probing the version once per toolchain install (see store.ts). */
@@ -171,7 +172,14 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
         return fn('unavailable');
       }
       const ns = lockOpts.namespace;
-      const ready = lockOpts.ready ?? (ns !== undefined ? () => bundleExists(cfg, key, ns) : undefined);
+      let ready = lockOpts.ready;
+      if (!ready && ns !== undefined) {
+        const before = bundleIdentity(cfg, key, ns);
+        ready = () => {
+          const now = bundleIdentity(cfg, key, ns);
+          return now !== undefined && now !== before;
+        };
+      }
       return withFileLock(lockFile(dir, key), fn, { ...lockOpts, ready });
     },
     toolchain(path, probe, flags) {

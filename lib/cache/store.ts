@@ -242,15 +242,20 @@ function existsDir(p: string): boolean {
   }
 }
 
-/** True when a manifest exists for the key in any root (cheap; no verification). */
-export function bundleExists(cfg: StoreConfig, key: string, namespace: string): boolean {
-  return [...cfg.bundlePath, cfg.cacheDir].some((root) => {
-    try {
-      return statSync(join(bundlePath(root, namespace, key), MANIFEST_NAME)).isFile();
-    } catch {
-      return false;
-    }
-  });
+/**
+ * device:inode of the cache's bundle dir for the key when it holds a manifest (cheap; no
+ * verification). Waiters on a key lock compare it with its value when they started
+ * waiting: an invalid bundle that is being replaced must not end the wait, a new one must.
+ */
+export function bundleIdentity(cfg: StoreConfig, key: string, namespace: string): string | undefined {
+  const dir = bundlePath(cfg.cacheDir, namespace, key);
+  try {
+    if (!statSync(join(dir, MANIFEST_NAME)).isFile()) return undefined;
+    const st = lstatSync(dir);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
 }
 
 const toolchainMemo = new Map<string, string>();
