@@ -246,6 +246,18 @@ describe('I/O faults only warn and leave the cache consistent', () => {
     expect(cache.lookup(s.key, s.namespace).status).toBe('hit');
   });
 
+  test('trouble after the rename (fsync of the parent, eviction) warns but the bundle stays published', async () => {
+    const cache = openCache({ cacheDir: fresh(), env: {} });
+    const s = sample();
+    process.env.KILN_TEST_FAULT = 'renamed:eacces';
+    const r = cache.publish(s.key, s.namespace, s.files, s.fields);
+    delete process.env.KILN_TEST_FAULT;
+    expect(r.status).toBe('published');
+    await nextTick();
+    expect(warnings).toEqual([expect.objectContaining({ code: 'KILN_CACHE_WRITE' })]);
+    expect(cache.lookup(s.key, s.namespace).status).toBe('hit');
+  });
+
   test('a real EACCES (a cache subdirectory we may not write) warns and the caller goes on', async () => {
     if (process.getuid?.() === 0) return; // root writes anyway; the uid-switching process test covers it
     const dir = fresh();

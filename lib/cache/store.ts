@@ -104,12 +104,7 @@ export function publishBundle(cfg: StoreConfig, key: string, namespace: string, 
     if (distrust) throw new CacheError('KILN_CACHE_INSECURE', distrust);
     const placed = place(cfg.cacheDir, staging, final, manifest);
     staging = undefined;
-    fsyncDir(dirname(final));
-    faultAt('renamed');
-    if (placed.status === 'published') {
-      touch(final);
-      if (cfg.maxBytes > 0) evictBundles(cfg, { maxBytes: cfg.maxBytes, keep: [final] });
-    }
+    afterPlace(cfg, placed, final);
     return placed;
   } catch (e) {
     if (staging) removeTree(staging);
@@ -120,6 +115,19 @@ export function publishBundle(cfg: StoreConfig, key: string, namespace: string, 
       `publish:${cfg.cacheDir}:${errno}`,
     );
     return { status: 'skipped', reason: 'io-error', error: e };
+  }
+}
+
+/** Durability of the rename, the LRU mark and eviction: trouble here warns, the bundle stays published. */
+function afterPlace(cfg: StoreConfig, placed: PublishResult, final: string): void {
+  try {
+    fsyncDir(dirname(final));
+    faultAt('renamed');
+    if (placed.status !== 'published') return;
+    touch(final);
+    if (cfg.maxBytes > 0) evictBundles(cfg, { maxBytes: cfg.maxBytes, keep: [final] });
+  } catch (e) {
+    warnOnce('KILN_CACHE_WRITE', `kiln: after publishing ${final}: ${(e as Error).message}`, `after:${cfg.cacheDir}:${errnoOf(e) ?? 'error'}`);
   }
 }
 
