@@ -177,26 +177,52 @@ function matmul(a: Value, b: Value, outShape: readonly number[], dtype: DType): 
   const [m, k, n] = [a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]];
   const batch = count(a.shape.slice(0, -2));
   const out = new Float64Array(count(outShape));
-  const row = new Float64Array(n);
   const ad = a.data;
-  const bd = b.data;
-  const intMul = dtype === 'int32';
+  const bt = new Float64Array(k * n); // one batch of b, transposed: dot products then read both operands contiguously
   for (let bi = 0; bi < batch; bi++) {
-    const aBase = bi * m * k;
     const bBase = bi * k * n;
-    for (let i = 0; i < m; i++) {
-      row.fill(0);
-      // i-k-j order: the inner loop walks both b and the output row contiguously.
-      for (let kk = 0; kk < k; kk++) {
-        const av = ad[aBase + i * k + kk];
-        const bo = bBase + kk * n;
-        if (intMul) for (let j = 0; j < n; j++) row[j] = (row[j] + Math.imul(av, bd[bo + j])) | 0;
-        else for (let j = 0; j < n; j++) row[j] += av * bd[bo + j];
-      }
-      out.set(row, (bi * m + i) * n);
-    }
+    for (let kk = 0; kk < k; kk++) for (let j = 0; j < n; j++) bt[j * k + kk] = b.data[bBase + kk * n + j];
+    if (dtype === 'int32') matmulInt(ad, bt, out, bi, m, k, n);
+    else matmulFloat(ad, bt, out, bi, m, k, n);
   }
   return out;
+}
+
+function matmulFloat(ad: Float64Array, bt: Float64Array, out: Float64Array, bi: number, m: number, k: number, n: number): void {
+  for (let i = 0; i < m; i++) {
+    const ao = (bi * m + i) * k;
+    const oo = (bi * m + i) * n;
+    for (let j = 0; j < n; j++) {
+      const bo = j * k;
+      // Four partial sums: independent additions pipeline well (float64 keeps the error tiny).
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      let kk = 0;
+      for (; kk + 3 < k; kk += 4) {
+        s0 += ad[ao + kk] * bt[bo + kk];
+        s1 += ad[ao + kk + 1] * bt[bo + kk + 1];
+        s2 += ad[ao + kk + 2] * bt[bo + kk + 2];
+        s3 += ad[ao + kk + 3] * bt[bo + kk + 3];
+      }
+      for (; kk < k; kk++) s0 += ad[ao + kk] * bt[bo + kk];
+      out[oo + j] = s0 + s1 + (s2 + s3);
+    }
+  }
+}
+
+function matmulInt(ad: Float64Array, bt: Float64Array, out: Float64Array, bi: number, m: number, k: number, n: number): void {
+  for (let i = 0; i < m; i++) {
+    const ao = (bi * m + i) * k;
+    const oo = (bi * m + i) * n;
+    for (let j = 0; j < n; j++) {
+      const bo = j * k;
+      let s = 0;
+      for (let kk = 0; kk < k; kk++) s = (s + Math.imul(ad[ao + kk], bt[bo + kk])) | 0; // int32 wraps exactly
+      out[oo + j] = s;
+    }
+  }
 }
 
 function gatherRows(table: Value, ids: Value): Float64Array {
