@@ -2,7 +2,7 @@
  * Bundle format v1 and verification: every way a bundle can be wrong is detected by
  * `verifyBundle` before anything is loaded, with a reason that names the cause.
  */
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from 'fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import {
@@ -132,6 +132,13 @@ describe('verifyBundle finds each fault and names it', () => {
     unlinkSync(join(dir, 'kernels.so'));
     symlinkSync(outside, join(dir, 'kernels.so'));
     expect(verifyBundle(dir)).toMatchObject({ ok: false, reason: 'untrusted' });
+  });
+
+  test('an artifact others could rewrite after verification is not trusted', () => {
+    const { dir } = published();
+    chmodSync(join(dir, 'kernels.so'), 0o666);
+    expect(verifyBundle(dir)).toMatchObject({ ok: false, reason: 'untrusted', detail: expect.stringContaining('kernels.so is writable by group or others') });
+    expect(verifyBundle(dir, { checkOwner: false }).ok).toBe(true); // shipped bundles: trusted like the package's code
   });
 
   test('unknown schema or format', () => {

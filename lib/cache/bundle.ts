@@ -12,7 +12,7 @@ import { sha256Hex } from '../util/hash';
 import { isKey, isNamespace, kilnVersion } from './key';
 import { MANIFEST_NAME, checkArtifactName, parseManifest, type Manifest } from './manifest';
 import { checkTarget, type Host } from './target';
-import { untrustedDir } from './trust';
+import { untrustedDir, untrustedFile } from './trust';
 
 /** Directory name of format v1 under a cache or shipped-bundle root. */
 export const LAYOUT_DIR = 'v1';
@@ -138,6 +138,8 @@ export function verifyBundle(dir: string, expect: VerifyExpect = {}): VerifyResu
     try {
       const ast = fstatSync(fd);
       if (!ast.isFile()) return bad('untrusted', `${a.name} is not a regular file`);
+      const fileDistrust = expect.checkOwner === false ? undefined : untrustedFile(a.name, ast);
+      if (fileDistrust) return bad('untrusted', fileDistrust);
       if (ast.size !== a.size) return bad('artifact-size', `${a.name} is ${ast.size} bytes, the manifest says ${a.size}; the file is truncated or was replaced`);
       if (hashFd(fd, ast.size) !== a.sha256) return bad('artifact-checksum', `${a.name} does not match its sha256; the file is corrupted`);
     } finally {
@@ -161,7 +163,7 @@ function hashFd(fd: number, size: number): string {
 }
 
 function readSmallFile(file: string, max: number): Buffer {
-  const fd = openSync(file, 'r');
+  const fd = openSync(file, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0));
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new FormatError('KILN_BUNDLE_MANIFEST', `${file} is not a regular file`);

@@ -37,6 +37,15 @@ export function untrustedDir(path: string, st: Stats): string | undefined {
   return undefined;
 }
 
+/** Why a bundle file (an fstat) could be changed by someone else after verification, if it could. */
+export function untrustedFile(name: string, st: Stats): string | undefined {
+  const me = uid();
+  if (me === undefined) return undefined;
+  if (st.uid !== me && st.uid !== 0) return `${name} is owned by uid ${st.uid}, not by this user (uid ${me})`;
+  if (st.mode & 0o022) return `${name} is writable by group or others (mode ${mode(st)})`;
+  return undefined;
+}
+
 const trustedRoots = new Set<string>();
 
 /**
