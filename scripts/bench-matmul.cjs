@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// Matmul throughput of kiln's generated C++ (lib/codegen/gemm.ts): compiles a few matmul
+// programs into one shared object, times them at 1 and all threads, prints GFLOP/s next to
+// the CPU's FMA peak (cores × SIMD FLOP/cycle × the clock /proc/cpuinfo reports), and
+// writes bench-results/matmul.json. Usage: node scripts/bench-matmul.cjs [--iters N]
+require('../test/fixtures/native/ts-register.cjs');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { cppFlags, renderCppUnit } = require('../lib/codegen');
+const { lower } = require('../lib/passes');
+const { trace } = require('../lib/tensor/trace');
+const { encodeStorage, allocStorage } = require('../lib/ir');
+const { cpuLoad } = require('../lib/runtime/native');
+
+const iters = Number(process.argv[process.argv.indexOf('--iters') + 1]) || 20;
+const cases = [
+  { name: '64x1024x1024 f32', m: 64, n: 1024, k: 1024, dtype: 'float32' },
+  { name: '256x1024x1024 f32', m: 256, n: 1024, k: 1024, dtype: 'float32' },
+  { name: '512x512x512 f32', m: 512, n: 512, k: 512, dtype: 'float32' },
+  { name: '64x1024x1024 f32 +bias+gelu', m: 64, n: 1024, k: 1024, dtype: 'float32', epilogue: true },
+  { name: '64x1024x1024 f16', m: 64, n: 1024, k: 1024, dtype: 'float16' },
+];
+
+const programs = cases.map((c) => {
+  const specs = [{ shape: [c.m, c.k], dtype: c.dtype }, { shape: [c.k, c.n], dtype: c.dtype }, ...(c.epilogue ? [{ shape: [c.n], dtype: c.dtype }] : [])];
+  const fn = c.epilogue ? (x, w, b) => x.matmul(w).add(b).gelu() : (x, w) => x.matmul(w);
+  return lower(trace(fn, specs));
+});
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-mm-'));
+const src = path.join(dir, 'mm.cpp');
+const so = path.join(dir, 'mm.so');
+fs.writeFileSync(src, renderCppUnit(programs.map((program, i) => ({ program, entry: `mm${i}` }))));
+execFileSync('g++', [...cppFlags(), '-o', so, src]);
+const lib = cpuLoad(so);
+
+const cpu = fs.readFileSync('/proc/cpuinfo', 'utf8');
+const model = /model name\s*:\s*(.*)/.exec(cpu)?.[1] ?? 'unknown';
+const mhz = Number(/cpu MHz\s*:\s*([\d.]+)/.exec(cpu)?.[1] ?? 0);
+const flags = /flags\s*:\s*(.*)/.exec(cpu)?.[1].split(' ') ?? [];
+const lanes = flags.includes('avx512f') ? 16 : flags.includes('avx2') ? 8 : 4;
+const fmaUnits = 2; // FMA pipes per core on current x86 server cores
+const cores = os.cpus().length;
+const peakPerCore = (mhz / 1000) * lanes * 2 * fmaUnits;
+
+const rows = [];
+cases.forEach((c, i) => {
+  const p = programs[i];
+  const rnd = (n) => Array.from({ length: n }, () => Math.random() * 2 - 1);
+  const bufs = p.plan.buffers.map((b) => {
+    const n = Number(b.elems);
+    return b.role === 'input' ? encodeStorage(b.dtype, rnd(n)) : allocStorage(b.dtype, n);
+  });
+  const flops = 2 * c.m * c.n * c.k;
+  for (const threads of [1, cores]) {
+    lib.call('kiln_set_threads', [], [threads]);
+    for (let w = 0; w < 3; w++) lib.call(`mm${i}`, bufs, []);
+    const times = [];
+    for (let it = 0; it < iters; it++) {
+      const t0 = process.hrtime.bigint();
+      lib.call(`mm${i}`, bufs, []);
+      times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    times.sort((a, b) => a - b);
+    const best = times[0];
+    const median = times[times.length >> 1];
+    const gflops = flops / median / 1e9;
+    const bestGflops = flops / best / 1e9;
+    rows.push({ case: c.name, kernels: p.kernels.map((k) => k.name).join(' '), threads, medianMs: median * 1e3, bestMs: best * 1e3, gflops, bestGflops, peakGflops: peakPerCore * threads, ofPeak: bestGflops / (peakPerCore * threads) });
+  }
+});
+
+console.log(`CPU: ${model}, ${cores} cores, ${mhz} MHz, ${lanes}-lane FMA; peak ${peakPerCore.toFixed(1)} GFLOP/s per core`);
+console.log('| case | kernels | threads | median ms | best ms | GFLOP/s (median) | GFLOP/s (best) | of peak (best) |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.case} | ${r.kernels} | ${r.threads} | ${r.medianMs.toFixed(2)} | ${r.bestMs.toFixed(2)} | ${r.gflops.toFixed(1)} | ${r.bestGflops.toFixed(1)} | ${(100 * r.ofPeak).toFixed(0)}% |`);
+fs.mkdirSync('bench-results', { recursive: true });
+fs.writeFileSync('bench-results/matmul.json', JSON.stringify({ cpu: model, cores, mhz, lanes, date: new Date().toISOString(), rows }, null, 2));
