@@ -1,6 +1,7 @@
 /**
  * The `kiln` command. Each subcommand has a one-line summary and its own `--help`.
  */
+import { cacheCommand, cacheSummary, cacheUsage } from './cache';
 import { doctor } from './doctor';
 import { KilnError } from '../util/errors';
 import { ENV_VARS } from '../util/env';
@@ -16,6 +17,11 @@ const commands: Record<string, Command> = {
     summary: 'show what kiln found (addon, CUDA driver, GPUs, NVRTC, C++ compiler, cache) and the backend it would use',
     usage: 'kiln doctor [--json]\n\n  --json   print the report as JSON\n\nExit status 0 when a backend is usable, 1 otherwise.',
     run: doctor,
+  },
+  cache: {
+    summary: cacheSummary,
+    usage: cacheUsage,
+    run: cacheCommand,
   },
 };
 
@@ -44,7 +50,8 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`kiln: unknown command '${name}'. Commands: ${Object.keys(commands).join(', ')}. See \`kiln --help\`.`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  // `kiln cmd --help` is answered here; deeper help (`kiln cache prune --help`) by the command.
+  if (rest[0] === '--help' || rest[0] === '-h') {
     console.log(`${cmd.summary}\n\nUsage: ${cmd.usage}`);
     return 0;
   }
