@@ -82,7 +82,7 @@ const views: NumCase[] = [
   { name: 'reshape-permuted', fn: (x: T) => x.permute(1, 0).reshape(6, 4).add(1), specs: [f32(4, 6)] },
   { name: 'flatten-reshape-alias', fn: (x: T) => [x.reshape(12), x.exp().reshape(3, 4), x.flatten()], specs: [f32(2, 6)] },
   { name: 'identity-output', fn: (x: T) => x, specs: [f32(5)] },
-  { name: 'embedding', fn: (ids: T, t: T, pos: T) => F.embedding(ids, t).mul(2).add(pos), specs: [i32(3, 5), f32(11, 8), f32(5, 8)], gen: (i, d, n, r) => (i === 0 ? r.array(n, (g) => g.int(0, 11)) : r.array(n, (g) => g.normal())) },
+  { name: 'embedding', fn: (ids: T, t: T, pos: T) => F.embedding(ids, t).mul(2).add(pos), specs: [i32(3, 5), f32(11, 8), f32(5, 8)], gen: (i, _d, n, r) => (i === 0 ? r.array(n, (g) => g.int(0, 11)) : r.array(n, (g) => g.normal())) },
   { name: 'unsqueeze-expand-sum', fn: (x: T) => x.unsqueeze(1).expand(4, 3, 5).sum(0), specs: [f32(4, 5)] },
 ];
 

@@ -9,7 +9,7 @@
  */
 import { dimEq, dimProd, shapeEq, type Dim, type DType, type Node } from '../ir';
 import type { ElementwiseOp } from './simplify';
-import { contiguous, contiguousStrides, dependsOn, isContiguous, mergeDims, unmasked, viewOf, type Move, type ViewStack } from './view';
+import { contiguousStrides, dependsOn, isContiguous, maskDependsOn, mergeDims, unmasked, viewOf, type Move, type ViewStack } from './view';
 
 /** One SSA value of a kernel, evaluated at the current domain index. */
 export type KNode =
@@ -290,7 +290,7 @@ class Builder {
           after[i] = Math.max(-1, ...n.src.map((s) => after[s]));
           break;
         case 'guard':
-          deps[i] = or(deps[n.src], dependsOn(n.valid));
+          deps[i] = or(deps[n.src], maskDependsOn(n.valid));
           after[i] = after[n.src];
           break;
         case 'acc':
@@ -361,9 +361,4 @@ function remapViews(k: Kernel, d: number, merged: readonly ViewStack[]): Kernel 
     reduced: squash(k.reduced, (a) => a),
     deps: k.deps.map((ds) => squash(ds, (a, b) => a || b)),
   };
-}
-
-/** The contiguous view of a realized buffer (its store view in its own kernel). */
-export function bufferView(n: Node): ViewStack {
-  return contiguous(n.shape);
 }

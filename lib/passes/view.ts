@@ -261,6 +261,13 @@ export function dependsOn(stack: ViewStack): boolean[] {
   return top.shape.map((d, i) => !isOne(d) && (!dimEq(top.strides[i], 0) || !trivial(top, i)));
 }
 
+/** Dims of the top view whose index changes validity (a guard reads no memory, only masks). */
+export function maskDependsOn(stack: ViewStack): boolean[] {
+  const top = stack[stack.length - 1];
+  if (stack.length > 1) return dependsOn(stack);
+  return top.shape.map((_, i) => !trivial(top, i));
+}
+
 /**
  * Whether dims `d` and `d+1` of the top view can be indexed as one dim of size
  * `shape[d]*shape[d+1]` (for loop collapsing): returns the merged view or undefined.
