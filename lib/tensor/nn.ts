@@ -56,10 +56,11 @@ export function silu(x: Impl): Impl {
 export function gelu(x: Impl, approximate: 'none' | 'tanh' = 'none'): Impl {
   if (approximate !== 'none' && approximate !== 'tanh') bad('KILN_BAD_ARGUMENT', `gelu: approximate must be 'none' or 'tanh', got ${String(approximate)}`);
   return inFloat32(x, (f) => {
-    const half = mul(f, 0.5);
-    if (approximate === 'none') return mul(half, add(apply('ERF', [mul(f, Math.SQRT1_2)], null), 1));
-    const inner = mul(add(f, mul(mul(mul(f, f), f), 0.044715)), Math.sqrt(2 / Math.PI));
-    return mul(half, add(apply('TANH', [inner], null), 1));
+    if (approximate === 'none') return mul(mul(f, 0.5), add(apply('ERF', [mul(f, Math.SQRT1_2)], null), 1));
+    // 0.5·x·(1 + tanh(u)) = x·sigmoid(2u): the same function without the cancellation of
+    // 1 + tanh(u) for very negative u.
+    const twoU = mul(add(f, mul(mul(mul(f, f), f), 0.044715)), 2 * Math.sqrt(2 / Math.PI));
+    return mul(f, apply('RECIP', [add(exp(apply('NEG', [twoU], null)), 1)], null));
   });
 }
 

@@ -131,6 +131,13 @@ export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
   const { op, kind, swap } = BINARY[name];
   const t = resultType([dtypeOf(a), dtypeOf(b)]);
   const dtype = kind === 'div' ? (isFloat(t) ? t : 'float32') : kind === 'arith' && t === 'bool' ? 'int32' : t;
+  const half = dtype === 'float16' || dtype === 'bfloat16';
+  if (half && kind !== 'compare' && kind !== 'minmax' && (!isImpl(a) || !isImpl(b))) {
+    // A JS number keeps float32 precision in half arithmetic (PyTorch's opmath): x + 0.1
+    // is x + float32(0.1) rounded once, not x + float16(0.1).
+    const [x, y] = prepare(name, [a, b], 'float32');
+    return cast(apply(op, [x, y], null), dtype);
+  }
   const [x, y] = prepare(name, [a, b], dtype);
   return swap ? apply(op, [y, x], null) : apply(op, [x, y], null);
 }
