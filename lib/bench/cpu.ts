@@ -40,8 +40,8 @@ export interface ModelResult {
   /** max|kiln − ort| / max|ort| over the output. */
   relErr: number;
   agree: boolean;
-  kiln: Timing & { gflops: number };
-  ort: Timing & { gflops: number };
+  kiln: EngineResult;
+  ort: EngineResult;
   /** kiln median ÷ onnxruntime median (the target is ≤ 1.0). */
   ratio: number;
   /** kiln fastest ÷ onnxruntime fastest: the least noise-prone estimate on a busy machine. */
@@ -50,6 +50,17 @@ export interface ModelResult {
   kilnStats?: unknown;
   /** Time to create the onnxruntime session (parse, optimize, prepack), ms. */
   ortSessionMs: number;
+}
+
+/** Wall-clock latency of one engine, plus the CPU time its process spent per call. */
+export interface EngineResult extends Timing {
+  gflops: number;
+  /**
+   * Median CPU time (user + system, all threads of the process) per call, ms. With one
+   * thread it is the compute time itself, immune to the process being descheduled on a busy
+   * machine; with more it also counts worker threads that spin while waiting.
+   */
+  cpuMs: number;
 }
 
 type Runner = () => Promise<Float32Array>;
@@ -86,10 +97,10 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
         await runKiln();
         await runOrt();
       }
-      const kt: number[] = [];
-      const ot: number[] = [];
+      const kt: Samples = { wall: [], cpu: [] };
+      const ot: Samples = { wall: [], cpu: [] };
       for (let i = 0; i < opts.iters; i++) {
-        const pair: [Runner, number[]][] = [
+        const pair: [Runner, Samples][] = [
           [runKiln, kt],
           [runOrt, ot],
         ];
@@ -97,21 +108,24 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
         for (const [run, into] of pair) {
           // A short idle gap, untimed: lets the other engine's worker threads stop spinning.
           await new Promise((r) => setTimeout(r, 1));
+          const c = process.cpuUsage();
           const s = performance.now();
           await run();
-          into.push(performance.now() - s);
+          into.wall.push(performance.now() - s);
+          const cpu = process.cpuUsage(c);
+          into.cpu.push((cpu.user + cpu.system) / 1000);
         }
       }
-      const kiln = summarize(kt);
-      const ortT = summarize(ot);
+      const kiln = engineResult(kt, m.flops);
+      const ortT = engineResult(ot, m.flops);
       results.push({
         model: m.name,
         config: m.config,
         flops: m.flops,
         relErr,
         agree,
-        kiln: { ...kiln, gflops: m.flops / kiln.median / 1e6 },
-        ort: { ...ortT, gflops: m.flops / ortT.median / 1e6 },
+        kiln,
+        ort: ortT,
         ratio: kiln.median / ortT.median,
         ratioMin: kiln.min / ortT.min,
         kilnStats: stats(),
@@ -124,6 +138,16 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
     }
   }
   return results;
+}
+
+interface Samples {
+  wall: number[];
+  cpu: number[];
+}
+
+function engineResult(s: Samples, flops: number): EngineResult {
+  const wall = summarize(s.wall);
+  return { ...wall, gflops: flops / wall.median / 1e6, cpuMs: summarize(s.cpu).median };
 }
 
 /** The kiln side of one model: weights and input uploaded once, a runner, and cleanup. */
@@ -160,7 +184,7 @@ const gflops = (v: number) => (v >= 10 ? v.toFixed(1) : v.toPrecision(2));
 
 /** The results as an aligned text table. */
 export function formatTable(results: ModelResult[]): string {
-  const head = ['model', 'kiln ms', 'ort ms', 'kiln/ort', 'kiln GFLOP/s', 'ort GFLOP/s', 'kiln p10–p90', 'ort p10–p90', 'min kiln/ort', 'rel err'];
+  const head = ['model', 'kiln ms', 'ort ms', 'kiln/ort', 'kiln GFLOP/s', 'ort GFLOP/s', 'kiln p10–p90', 'ort p10–p90', 'min kiln/ort', 'cpu ms kiln/ort', 'rel err'];
   const rows = results.map((r) => [
     r.model,
     r.kiln.median.toFixed(3),
@@ -171,6 +195,7 @@ export function formatTable(results: ModelResult[]): string {
     `${r.kiln.p10.toFixed(2)}–${r.kiln.p90.toFixed(2)}`,
     `${r.ort.p10.toFixed(2)}–${r.ort.p90.toFixed(2)}`,
     `${r.ratioMin.toFixed(2)}×`,
+    `${r.kiln.cpuMs.toFixed(1)}/${r.ort.cpuMs.toFixed(1)}`,
     `${r.relErr.toExponential(1)}${r.agree ? '' : ' !'}`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
