@@ -7,8 +7,11 @@
       "sources": [
         "native/common.cc",
         "native/compile.cc",
+        "native/completion.cc",
         "native/cpu.cc",
         "native/driver.cc",
+        "native/executor.cc",
+        "native/graph.cc",
         "native/kiln.cc",
         "native/launch.cc",
         "native/memory.cc",

@@ -5,6 +5,9 @@
 #include <napi.h>
 
 #include <deque>
+#include <memory>
+
+#include "completion.h"
 
 namespace kiln {
 
@@ -32,6 +35,7 @@ class CompileQueue {
 class KilnAddon : public Napi::Addon<KilnAddon> {
  public:
   KilnAddon(Napi::Env env, Napi::Object exports);
+  ~KilnAddon();
   CompileQueue& compileQueue() { return compileQueue_; }
 
  private:
@@ -49,16 +53,25 @@ class KilnAddon : public Napi::Addon<KilnAddon> {
   Napi::Value MemFree(const Napi::CallbackInfo& info);
   Napi::Value MemInfo(const Napi::CallbackInfo& info);
   Napi::Value MemStats(const Napi::CallbackInfo& info);
+  Napi::Value MemTrim(const Napi::CallbackInfo& info);
   Napi::Value MemcpyHtoD(const Napi::CallbackInfo& info);
   Napi::Value MemcpyDtoH(const Napi::CallbackInfo& info);
+  Napi::Value MemcpyDtoD(const Napi::CallbackInfo& info);
+  Napi::Value MemsetD8(const Napi::CallbackInfo& info);
   // launch.cc
   Napi::Value ModuleLoad(const Napi::CallbackInfo& info);
   Napi::Value ModuleUnload(const Napi::CallbackInfo& info);
   Napi::Value ModuleGetFunction(const Napi::CallbackInfo& info);
   Napi::Value Launch(const Napi::CallbackInfo& info);
   Napi::Value Synchronize(const Napi::CallbackInfo& info);
+  // executor.cc
+  Napi::Value ExecCreate(const Napi::CallbackInfo& info);
+  Napi::Value ExecRun(const Napi::CallbackInfo& info);
+  Napi::Value ExecStats(const Napi::CallbackInfo& info);
+  Napi::Value ExecDispose(const Napi::CallbackInfo& info);
 
   CompileQueue compileQueue_;
+  std::shared_ptr<Completions> completions_;  // created on the first run
 };
 
 }  // namespace kiln

@@ -10,12 +10,14 @@ const napi_type_tag kCpuLibraryTag = {0x6b696c6e43505531ULL, 0x9d1c2e4fa0b3c5d7U
 const napi_type_tag kDeviceMemoryTag = {0x6b696c6e4d454d31ULL, 0x4e8a7b2c1d0f3e65ULL};
 const napi_type_tag kModuleTag = {0x6b696c6e4d4f4431ULL, 0x1f2e3d4c5b6a7988ULL};
 const napi_type_tag kFunctionTag = {0x6b696c6e46554e31ULL, 0x8877665544332211ULL};
+const napi_type_tag kExecutorTag = {0x6b696c6e45584531ULL, 0x5a3c9e1b7d2f4068ULL};
 
 Napi::Error MakeError(Napi::Env env, const ErrorInfo& info) {
   Napi::Error err = Napi::Error::New(env, info.message);
   err.Set("code", Napi::String::New(env, info.code));
   if (!info.cudaError.empty()) err.Set("cudaError", Napi::String::New(env, info.cudaError));
   if (!info.log.empty()) err.Set("log", Napi::String::New(env, info.log));
+  for (const auto& [key, value] : info.numbers) err.Set(key, Napi::Number::New(env, value));
   return err;
 }
 

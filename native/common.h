@@ -12,10 +12,14 @@ namespace kiln {
 
 /** What went wrong, in the shape lib/runtime/native.ts translates into typed errors. */
 struct ErrorInfo {
+  ErrorInfo() = default;
+  ErrorInfo(std::string c, std::string m, std::string cuda = "", std::string l = "")
+      : code(std::move(c)), message(std::move(m)), cudaError(std::move(cuda)), log(std::move(l)) {}
   std::string code;       // stable code, e.g. KILN_CUDA_UNAVAILABLE
   std::string message;
   std::string cudaError;  // CUDA result name when a driver call failed
   std::string log;        // compiler log for NVRTC failures
+  std::vector<std::pair<std::string, double>> numbers;  // extra numeric fields, e.g. bytes
 };
 
 /** Builds a JS Error carrying `code` (and `cudaError` / `log` when set). */
@@ -47,6 +51,7 @@ extern const napi_type_tag kCpuLibraryTag;
 extern const napi_type_tag kDeviceMemoryTag;
 extern const napi_type_tag kModuleTag;
 extern const napi_type_tag kFunctionTag;
+extern const napi_type_tag kExecutorTag;
 
 /** Wraps `ptr` in a tagged External whose finalizer deletes it (via Finalize(env, ptr)). */
 template <typename T>

@@ -69,7 +69,7 @@ class CompileWorker : public PromiseWorker {
     if (api_->nvrtcGetProgramLogSize(prog, &logSize) == 0 && logSize > 1) {
       log_.resize(logSize);
       api_->nvrtcGetProgramLog(prog, &log_[0]);
-      log_.resize(logSize - 1);  // the size counts the trailing NUL
+      while (!log_.empty() && log_.back() == '\0') log_.pop_back();  // NUL terminator(s)
     }
     if (r == 0) {
       size_t size = 0;

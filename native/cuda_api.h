@@ -15,13 +15,34 @@ typedef struct CUctx_st* CUcontext;
 typedef struct CUmod_st* CUmodule;
 typedef struct CUfunc_st* CUfunction;
 typedef struct CUstream_st* CUstream;
+typedef struct CUevent_st* CUevent;
+typedef struct CUgraph_st* CUgraph;
+typedef struct CUgraphExec_st* CUgraphExec;
 typedef unsigned long long CUdeviceptr;  // the _v2 ABI: 64-bit device addresses
 typedef uint64_t cuuint64_t;
 
 enum : int {
   KILN_CUDA_SUCCESS = 0,
+  KILN_CUDA_ERROR_INVALID_VALUE = 1,
+  KILN_CUDA_ERROR_OUT_OF_MEMORY = 2,
   KILN_CUDA_ERROR_NOT_INITIALIZED = 3,
   KILN_CUDA_ERROR_NO_DEVICE = 100,
+  KILN_CUDA_ERROR_NOT_READY = 600,
+};
+
+// Flags and modes kiln passes.
+enum : unsigned {
+  KILN_CU_STREAM_NON_BLOCKING = 0x1,      // no implicit sync with the legacy default stream
+  KILN_CU_EVENT_DISABLE_TIMING = 0x2,     // cheaper record/sync
+  KILN_CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1,
+};
+
+// CUfunction_attribute values kiln reads or sets.
+enum : int {
+  KILN_CU_FUNC_ATTR_MAX_THREADS_PER_BLOCK = 0,
+  KILN_CU_FUNC_ATTR_LOCAL_SIZE_BYTES = 3,
+  KILN_CU_FUNC_ATTR_NUM_REGS = 4,
+  KILN_CU_FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
 };
 
 // CUdevice_attribute values kiln reads.
@@ -66,6 +87,32 @@ typedef CUresult (*PFN_cuLaunchKernel)(CUfunction f, unsigned gridX, unsigned gr
                                        unsigned blockZ, unsigned sharedMemBytes, CUstream stream,
                                        void** kernelParams, void** extra);
 typedef CUresult (*PFN_cuStreamSynchronize)(CUstream stream);
+typedef CUresult (*PFN_cuStreamCreate)(CUstream* stream, unsigned flags);
+typedef CUresult (*PFN_cuStreamDestroy_v2)(CUstream stream);
+typedef CUresult (*PFN_cuEventCreate)(CUevent* event, unsigned flags);
+typedef CUresult (*PFN_cuEventDestroy_v2)(CUevent event);
+typedef CUresult (*PFN_cuEventRecord)(CUevent event, CUstream stream);
+typedef CUresult (*PFN_cuEventSynchronize)(CUevent event);
+typedef CUresult (*PFN_cuMemGetInfo_v2)(size_t* free, size_t* total);
+typedef CUresult (*PFN_cuMemcpyHtoDAsync_v2)(CUdeviceptr dst, const void* src, size_t bytes,
+                                             CUstream stream);
+typedef CUresult (*PFN_cuMemcpyDtoHAsync_v2)(void* dst, CUdeviceptr src, size_t bytes,
+                                             CUstream stream);
+typedef CUresult (*PFN_cuMemcpyDtoDAsync_v2)(CUdeviceptr dst, CUdeviceptr src, size_t bytes,
+                                             CUstream stream);
+typedef CUresult (*PFN_cuMemsetD8Async)(CUdeviceptr dst, unsigned char value, size_t n,
+                                        CUstream stream);
+typedef CUresult (*PFN_cuFuncGetAttribute)(int* value, int attrib, CUfunction fn);
+typedef CUresult (*PFN_cuFuncSetAttribute)(CUfunction fn, int attrib, int value);
+typedef CUresult (*PFN_cuFuncGetParamInfo)(CUfunction fn, size_t index, size_t* offset,
+                                           size_t* size);
+typedef CUresult (*PFN_cuStreamBeginCapture_v2)(CUstream stream, unsigned mode);
+typedef CUresult (*PFN_cuStreamEndCapture)(CUstream stream, CUgraph* graph);
+typedef CUresult (*PFN_cuGraphInstantiateWithFlags)(CUgraphExec* exec, CUgraph graph,
+                                                    unsigned long long flags);
+typedef CUresult (*PFN_cuGraphLaunch)(CUgraphExec exec, CUstream stream);
+typedef CUresult (*PFN_cuGraphExecDestroy)(CUgraphExec exec);
+typedef CUresult (*PFN_cuGraphDestroy)(CUgraph graph);
 
 // ---- NVRTC --------------------------------------------------------------------------
 typedef int nvrtcResult;  // NVRTC_SUCCESS = 0

@@ -21,6 +21,7 @@ Driver::Driver() { available_ = Load(); }
 bool Driver::Resolve(void* lib) {
   auto getProc = reinterpret_cast<PFN_cuGetProcAddress_v2>(dlsym(lib, "cuGetProcAddress_v2"));
   std::string missing;
+  bool optional = false;  // set around lookups that may fail on an older driver
   // With cuGetProcAddress_v2 a base name yields the variant of the pinned version; an
   // older driver lacks it, so the explicit _v2 names are looked up with dlsym instead.
   auto find = [&](const char* base, const char* versioned, auto& slot) {
@@ -31,7 +32,7 @@ bool Driver::Resolve(void* lib) {
         fn = nullptr;
     }
     if (fn == nullptr) fn = dlsym(lib, versioned);
-    if (fn == nullptr && missing.empty()) missing = versioned;
+    if (fn == nullptr && missing.empty() && !optional) missing = versioned;
     slot = reinterpret_cast<std::remove_reference_t<decltype(slot)>>(fn);
   };
   find("cuInit", "cuInit", api_.cuInit);
@@ -54,6 +55,29 @@ bool Driver::Resolve(void* lib) {
   find("cuModuleGetFunction", "cuModuleGetFunction", api_.cuModuleGetFunction);
   find("cuLaunchKernel", "cuLaunchKernel", api_.cuLaunchKernel);
   find("cuStreamSynchronize", "cuStreamSynchronize", api_.cuStreamSynchronize);
+  find("cuStreamCreate", "cuStreamCreate", api_.cuStreamCreate);
+  find("cuStreamDestroy", "cuStreamDestroy_v2", api_.cuStreamDestroy);
+  find("cuEventCreate", "cuEventCreate", api_.cuEventCreate);
+  find("cuEventDestroy", "cuEventDestroy_v2", api_.cuEventDestroy);
+  find("cuEventRecord", "cuEventRecord", api_.cuEventRecord);
+  find("cuEventSynchronize", "cuEventSynchronize", api_.cuEventSynchronize);
+  find("cuMemGetInfo", "cuMemGetInfo_v2", api_.cuMemGetInfo);
+  find("cuMemcpyHtoDAsync", "cuMemcpyHtoDAsync_v2", api_.cuMemcpyHtoDAsync);
+  find("cuMemcpyDtoHAsync", "cuMemcpyDtoHAsync_v2", api_.cuMemcpyDtoHAsync);
+  find("cuMemcpyDtoDAsync", "cuMemcpyDtoDAsync_v2", api_.cuMemcpyDtoDAsync);
+  find("cuMemsetD8Async", "cuMemsetD8Async", api_.cuMemsetD8Async);
+  find("cuFuncGetAttribute", "cuFuncGetAttribute", api_.cuFuncGetAttribute);
+  find("cuFuncSetAttribute", "cuFuncSetAttribute", api_.cuFuncSetAttribute);
+  find("cuStreamBeginCapture", "cuStreamBeginCapture_v2", api_.cuStreamBeginCapture);
+  find("cuStreamEndCapture", "cuStreamEndCapture", api_.cuStreamEndCapture);
+  find("cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags",
+       api_.cuGraphInstantiateWithFlags);
+  find("cuGraphLaunch", "cuGraphLaunch", api_.cuGraphLaunch);
+  find("cuGraphExecDestroy", "cuGraphExecDestroy", api_.cuGraphExecDestroy);
+  find("cuGraphDestroy", "cuGraphDestroy", api_.cuGraphDestroy);
+  optional = true;  // newer than the pinned version: only dlsym finds it
+  find("cuFuncGetParamInfo", "cuFuncGetParamInfo", api_.cuFuncGetParamInfo);
+  optional = false;
   if (!missing.empty()) {
     reason_ = "libcuda.so.1 lacks " + missing + ": the NVIDIA driver is too old for kiln";
     return false;
@@ -99,6 +123,7 @@ bool Driver::Load() {
     devices_.push_back(d);
   }
   contexts_.assign(devices_.size(), nullptr);
+  streams_.assign(devices_.size(), nullptr);
   return true;
 }
 
@@ -129,6 +154,16 @@ bool Driver::UseDevice(int ordinal, ErrorInfo* err) {
     ctx = contexts_[ordinal];
   }
   return Check(api_.cuCtxSetCurrent(ctx), "cuCtxSetCurrent", err);
+}
+
+CUstream Driver::Stream(int ordinal, ErrorInfo* err) {
+  if (!UseDevice(ordinal, err)) return nullptr;
+  std::lock_guard<std::mutex> lock(ctxMutex_);
+  if (streams_[ordinal] == nullptr &&
+      !Check(api_.cuStreamCreate(&streams_[ordinal], KILN_CU_STREAM_NON_BLOCKING),
+             "cuStreamCreate", err))
+    return nullptr;
+  return streams_[ordinal];
 }
 
 std::string Driver::Name(CUresult r) const {

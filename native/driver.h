@@ -33,6 +33,27 @@ struct DriverApi {
   PFN_cuModuleGetFunction cuModuleGetFunction = nullptr;
   PFN_cuLaunchKernel cuLaunchKernel = nullptr;
   PFN_cuStreamSynchronize cuStreamSynchronize = nullptr;
+  PFN_cuStreamCreate cuStreamCreate = nullptr;
+  PFN_cuStreamDestroy_v2 cuStreamDestroy = nullptr;
+  PFN_cuEventCreate cuEventCreate = nullptr;
+  PFN_cuEventDestroy_v2 cuEventDestroy = nullptr;
+  PFN_cuEventRecord cuEventRecord = nullptr;
+  PFN_cuEventSynchronize cuEventSynchronize = nullptr;
+  PFN_cuMemGetInfo_v2 cuMemGetInfo = nullptr;
+  PFN_cuMemcpyHtoDAsync_v2 cuMemcpyHtoDAsync = nullptr;
+  PFN_cuMemcpyDtoHAsync_v2 cuMemcpyDtoHAsync = nullptr;
+  PFN_cuMemcpyDtoDAsync_v2 cuMemcpyDtoDAsync = nullptr;
+  PFN_cuMemsetD8Async cuMemsetD8Async = nullptr;
+  PFN_cuFuncGetAttribute cuFuncGetAttribute = nullptr;
+  PFN_cuFuncSetAttribute cuFuncSetAttribute = nullptr;
+  PFN_cuStreamBeginCapture_v2 cuStreamBeginCapture = nullptr;
+  PFN_cuStreamEndCapture cuStreamEndCapture = nullptr;
+  PFN_cuGraphInstantiateWithFlags cuGraphInstantiateWithFlags = nullptr;
+  PFN_cuGraphLaunch cuGraphLaunch = nullptr;
+  PFN_cuGraphExecDestroy cuGraphExecDestroy = nullptr;
+  PFN_cuGraphDestroy cuGraphDestroy = nullptr;
+  // Optional (CUDA >= 12.4): lets a plan check each kernel's parameter list against its ABI.
+  PFN_cuFuncGetParamInfo cuFuncGetParamInfo = nullptr;
 };
 
 /** One CUDA device as `info()` reports it. */
@@ -63,6 +84,14 @@ class Driver {
    */
   bool UseDevice(int ordinal, ErrorInfo* err);
 
+  /**
+   * kiln's stream on device `ordinal` (created on first use, non-blocking, process-wide).
+   * Every copy, launch and graph replay of kiln runs on it, so work is ordered and a freed
+   * block the caching allocator hands out again is only reused after earlier work on it.
+   * Makes the device current. Returns nullptr and fills `err` on failure.
+   */
+  CUstream Stream(int ordinal, ErrorInfo* err);
+
   /** "CUDA_ERROR_X (description)" for a driver result. */
   std::string Describe(CUresult r) const;
   /** "CUDA_ERROR_X" for a driver result. */
@@ -82,6 +111,7 @@ class Driver {
   std::vector<DeviceInfo> devices_;
   std::mutex ctxMutex_;
   std::vector<CUcontext> contexts_;  // primary contexts by ordinal, retained lazily
+  std::vector<CUstream> streams_;    // kiln's stream per ordinal, created lazily
 };
 
 /** Throws KILN_CUDA_UNAVAILABLE unless the driver loaded and found a device. */

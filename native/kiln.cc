@@ -56,14 +56,25 @@ KilnAddon::KilnAddon(Napi::Env, Napi::Object exports) : compileQueue_(CompileJob
       InstanceMethod("memFree", &KilnAddon::MemFree),
       InstanceMethod("memInfo", &KilnAddon::MemInfo),
       InstanceMethod("memStats", &KilnAddon::MemStats),
+      InstanceMethod("memTrim", &KilnAddon::MemTrim),
       InstanceMethod("memcpyHtoD", &KilnAddon::MemcpyHtoD),
       InstanceMethod("memcpyDtoH", &KilnAddon::MemcpyDtoH),
+      InstanceMethod("memcpyDtoD", &KilnAddon::MemcpyDtoD),
+      InstanceMethod("memset", &KilnAddon::MemsetD8),
       InstanceMethod("moduleLoad", &KilnAddon::ModuleLoad),
       InstanceMethod("moduleUnload", &KilnAddon::ModuleUnload),
       InstanceMethod("moduleGetFunction", &KilnAddon::ModuleGetFunction),
       InstanceMethod("launch", &KilnAddon::Launch),
       InstanceMethod("synchronize", &KilnAddon::Synchronize),
+      InstanceMethod("execCreate", &KilnAddon::ExecCreate),
+      InstanceMethod("execRun", &KilnAddon::ExecRun),
+      InstanceMethod("execStats", &KilnAddon::ExecStats),
+      InstanceMethod("execDispose", &KilnAddon::ExecDispose),
   });
+}
+
+KilnAddon::~KilnAddon() {
+  if (completions_) completions_->Shutdown();  // waits for in-flight runs, stops the waiter
 }
 
 // info() loads the driver on first call (never at require time) and reports on it.

@@ -1,35 +1,19 @@
 // Modules (cubin or PTX images), their kernels, launches, and synchronizing.
-#include <memory>
-
 #include "addon.h"
-#include "common.h"
-#include "driver.h"
+#include "module.h"
 
 namespace kiln {
 
-/** A loaded CUmodule; unloaded explicitly, or when the last handle to it is collected. */
-struct ModuleState {
-  CUmodule module = nullptr;
-  int device = 0;
-  bool unloaded = false;
-  ~ModuleState() {
-    ErrorInfo ignored;
-    if (!unloaded && Driver::Get().UseDevice(device, &ignored))
-      Driver::Get().api().cuModuleUnload(module);
-  }
-};
-
-/** The JS-visible module handle. */
-struct ModuleHandle {
-  std::shared_ptr<ModuleState> state;
-};
-
-/** A kernel; it keeps its module's state alive so a launch can check it was not unloaded. */
-struct FunctionHandle {
-  std::shared_ptr<ModuleState> module;
-  CUfunction fn;
-  std::string name;
-};
+bool ModuleState::Unload(ErrorInfo* err) {
+  if (unloaded) return true;
+  Driver& d = Driver::Get();
+  CUstream s = d.Stream(device, err);
+  if (s == nullptr || !d.Check(d.api().cuStreamSynchronize(s), "cuStreamSynchronize", err) ||
+      !d.Check(d.api().cuModuleUnload(module), "cuModuleUnload", err))
+    return false;
+  unloaded = true;
+  return true;
+}
 
 void Finalize(Napi::Env, ModuleHandle* m) { delete m; }
 void Finalize(Napi::Env, FunctionHandle* f) { delete f; }
@@ -45,7 +29,7 @@ unsigned Dim(const Napi::Array& a, uint32_t i, const std::string& what) {
   return static_cast<unsigned>(v);
 }
 
-/** cuStreamSynchronize on the legacy default stream, off the JS thread. */
+/** Waits for kiln's stream on a device, off the JS thread. */
 class SyncWorker : public PromiseWorker {
  public:
   SyncWorker(Napi::Env env, int device) : PromiseWorker(env), device_(device) {}
@@ -54,8 +38,8 @@ class SyncWorker : public PromiseWorker {
   void Execute() override {
     Driver& d = Driver::Get();
     ErrorInfo err;
-    if (!d.UseDevice(device_, &err) ||
-        !d.Check(d.api().cuStreamSynchronize(nullptr), "cuStreamSynchronize", &err))
+    CUstream s = d.Stream(device_, &err);
+    if (s == nullptr || !d.Check(d.api().cuStreamSynchronize(s), "cuStreamSynchronize", &err))
       Fail(err);
   }
 
@@ -77,23 +61,18 @@ Napi::Value KilnAddon::ModuleLoad(const Napi::CallbackInfo& info) {
   auto state = std::make_shared<ModuleState>();
   state->device = device;
   if (!d.UseDevice(device, &err)) ThrowCuda(env, err);
-  if (!d.Check(d.api().cuModuleLoadData(&state->module, data.data()), "cuModuleLoadData", &err)) {
-    state->unloaded = true;  // nothing to unload
+  if (!d.Check(d.api().cuModuleLoadData(&state->module, data.data()), "cuModuleLoadData", &err))
     ThrowCuda(env, err);
-  }
+  state->unloaded = false;
   return WrapHandle(env, new ModuleHandle{state}, kModuleTag);
 }
 
 Napi::Value KilnAddon::ModuleUnload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Driver& d = RequireDriver(env);
+  RequireDriver(env);
   auto* m = UnwrapHandle<ModuleHandle>(info[0], kModuleTag, "module");
-  if (m->state->unloaded) return env.Undefined();
   ErrorInfo err;
-  if (!d.UseDevice(m->state->device, &err) ||
-      !d.Check(d.api().cuModuleUnload(m->state->module), "cuModuleUnload", &err))
-    ThrowCuda(env, err);
-  m->state->unloaded = true;
+  if (!m->state->Unload(&err)) ThrowCuda(env, err);
   return env.Undefined();
 }
 
@@ -128,11 +107,12 @@ Napi::Value KilnAddon::Launch(const Napi::CallbackInfo& info) {
   void* extra[] = {KILN_CU_LAUNCH_PARAM_BUFFER_POINTER, args.data, KILN_CU_LAUNCH_PARAM_BUFFER_SIZE,
                    &argSize, KILN_CU_LAUNCH_PARAM_END};
   ErrorInfo err;
-  if (!d.UseDevice(f->module->device, &err) ||
+  CUstream s = d.Stream(f->module->device, &err);
+  if (s == nullptr ||
       !d.Check(d.api().cuLaunchKernel(f->fn, Dim(grid, 0, "grid.x"), Dim(grid, 1, "grid.y"),
                                       Dim(grid, 2, "grid.z"), Dim(block, 0, "block.x"),
                                       Dim(block, 1, "block.y"), Dim(block, 2, "block.z"),
-                                      static_cast<unsigned>(shared), nullptr, nullptr,
+                                      static_cast<unsigned>(shared), s, nullptr,
                                       argSize > 0 ? extra : nullptr),
                "cuLaunchKernel(" + f->name + ")", &err))
     ThrowCuda(env, err);

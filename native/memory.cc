@@ -1,14 +1,17 @@
-// Device memory: explicit alloc/free handles (V8's GC cannot see GPU memory, so freeing is
-// the caller's job; the finalizer is only a safety net) and host<->device copies.
-#include <atomic>
+// Device memory through the caching allocator (pool.h): explicit alloc/free handles (V8's
+// GC cannot see GPU memory, so freeing is the caller's job; the finalizer is a safety net),
+// counters, trim, and copies ordered on kiln's stream.
+#include <cstdio>
+#include <memory>
 
 #include "addon.h"
 #include "common.h"
 #include "driver.h"
+#include "pool.h"
 
 namespace kiln {
 
-/** One cuMemAlloc'd block. */
+/** One block handed out by a device's pool. */
 struct DeviceMemory {
   CUdeviceptr ptr;
   size_t bytes;
@@ -18,26 +21,97 @@ struct DeviceMemory {
 
 namespace {
 
-// Process-wide counters so users (and leak tests) can see live GPU memory.
-std::atomic<int64_t> gLiveBytes{0};
-std::atomic<int64_t> gLiveAllocations{0};
+/** cuMemAlloc/cuMemFree on the current context; Sync waits for kiln's stream. */
+struct CudaBackend {
+  int device;
+  int Alloc(uint64_t* ptr, uint64_t bytes) {
+    CUdeviceptr p = 0;
+    CUresult r = Driver::Get().api().cuMemAlloc(&p, bytes);
+    *ptr = p;
+    return r;
+  }
+  int Free(uint64_t ptr) { return Driver::Get().api().cuMemFree(ptr); }
+  int Sync() {
+    ErrorInfo ignored;
+    CUstream s = Driver::Get().Stream(device, &ignored);
+    return s ? Driver::Get().api().cuStreamSynchronize(s) : 0;
+  }
+};
 
-bool FreeMemory(DeviceMemory* m, ErrorInfo* err) {
-  if (m->freed) return true;
+using DevicePool = BlockPool<CudaBackend>;
+
+/** One pool per device, process-wide: memory is a process resource, as the counters are. */
+DevicePool* PoolFor(int device) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<DevicePool>>* pools = new std::vector<std::unique_ptr<DevicePool>>();
+  std::lock_guard<std::mutex> lock(mu);
+  if (pools->size() <= static_cast<size_t>(device)) pools->resize(device + 1);
+  auto& p = (*pools)[device];
+  if (!p) p = std::make_unique<DevicePool>(CudaBackend{device});
+  return p.get();
+}
+
+ErrorInfo OutOfMemory(int device, const PoolFailure& f) {
   Driver& d = Driver::Get();
-  if (!d.UseDevice(m->device, err)) return false;
-  if (!d.Check(d.api().cuMemFree(m->ptr), "cuMemFree", err)) return false;
+  if (f.code != kPoolOutOfMemory) {
+    ErrorInfo err;
+    d.Check(f.code, "cuMemAlloc(" + std::to_string(f.requested) + " bytes)", &err);
+    return err;
+  }
+  size_t freeBytes = 0, total = 0;
+  d.api().cuMemGetInfo(&freeBytes, &total);
+  auto mib = [](uint64_t b) {  // e.g. "512 B", "3.5 MiB", "78.2 GiB"
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(b);
+    int u = 0;
+    while (v >= 1024 && u < 4) v /= 1024, u++;
+    char text[32];
+    std::snprintf(text, sizeof(text), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+    return std::string(text);
+  };
+  std::string msg = "out of GPU memory: allocating " + std::to_string(f.requested) +
+                    " bytes on device " + std::to_string(device) + " (" +
+                    d.devices()[device].name + ", " + mib(freeBytes) + " free of " +
+                    mib(total) + ") failed";
+  msg += f.retried ? " even after kiln released its " + mib(f.cachedBytes) + " of cached blocks"
+                   : " (kiln had no cached blocks to release)";
+  msg += "; kiln's live buffers hold " + mib(f.liveBytes) + " in " +
+         std::to_string(f.liveAllocations) +
+         " allocations. Dispose tensors you no longer need (tensor.dispose() or `using`), run "
+         "smaller batches, or look for other processes using the GPU with nvidia-smi.";
+  ErrorInfo err{"KILN_CUDA_OOM", msg, d.Name(f.code), ""};
+  err.numbers = {{"requestedBytes", static_cast<double>(f.requested)},
+                 {"liveBytes", static_cast<double>(f.liveBytes)},
+                 {"cachedBytes", static_cast<double>(f.cachedBytes)},
+                 {"freeBytes", static_cast<double>(freeBytes)},
+                 {"totalBytes", static_cast<double>(total)}};
+  return err;
+}
+
+bool FreeMemory(DeviceMemory* m) {
+  if (m->freed) return true;
   m->freed = true;
-  gLiveBytes -= static_cast<int64_t>(m->bytes);
-  gLiveAllocations--;
-  return true;
+  return PoolFor(m->device)->Free(m->ptr);  // stream-ordered: no sync needed (see pool.h)
 }
 
 int DeviceArg(const Napi::Value& v) {
   return v.IsUndefined() ? 0 : static_cast<int>(GetInt(v, "device"));
 }
 
-/** A blocking copy on libuv's pool; the host buffer and the handle stay referenced. */
+DeviceMemory* LiveMemory(const Napi::Value& v) {
+  auto* mem = UnwrapHandle<DeviceMemory>(v, kDeviceMemoryTag, "device memory");
+  if (mem->freed) ThrowArg(v.Env(), "device memory was already freed");
+  return mem;
+}
+
+void CheckRange(Napi::Env env, const DeviceMemory* m, int64_t offset, int64_t bytes) {
+  if (offset < 0 || bytes < 0 || static_cast<uint64_t>(offset + bytes) > m->bytes)
+    ThrowArg(env, "access of " + std::to_string(bytes) + " bytes at offset " +
+                      std::to_string(offset) + " overruns device memory of " +
+                      std::to_string(m->bytes) + " bytes");
+}
+
+/** A copy on kiln's stream, waited for on libuv's pool (pageable host memory is staged). */
 class CopyWorker : public PromiseWorker {
  public:
   CopyWorker(Napi::Env env, bool toDevice) : PromiseWorker(env), toDevice_(toDevice) {}
@@ -50,49 +124,67 @@ class CopyWorker : public PromiseWorker {
   void Execute() override {
     Driver& d = Driver::Get();
     ErrorInfo err;
-    if (!d.UseDevice(mem->device, &err)) return Fail(err);
-    CUresult r = toDevice_ ? d.api().cuMemcpyHtoD(mem->ptr + offset, host.data, host.size)
-                           : d.api().cuMemcpyDtoH(host.data, mem->ptr + offset, host.size);
-    if (!d.Check(r, toDevice_ ? "cuMemcpyHtoD" : "cuMemcpyDtoH", &err)) Fail(err);
+    CUstream s = d.Stream(mem->device, &err);
+    if (s == nullptr) return Fail(err);
+    CUresult r =
+        toDevice_ ? d.api().cuMemcpyHtoDAsync(mem->ptr + offset, host.data, host.size, s)
+                  : d.api().cuMemcpyDtoHAsync(host.data, mem->ptr + offset, host.size, s);
+    if (!d.Check(r, toDevice_ ? "cuMemcpyHtoDAsync" : "cuMemcpyDtoHAsync", &err) ||
+        !d.Check(d.api().cuStreamSynchronize(s), "cuStreamSynchronize", &err))
+      Fail(err);
   }
 
  private:
   bool toDevice_;
 };
 
-/** Shared by both copy directions: args are (device handle, offset, host bytes). */
 Napi::Value StartCopy(const Napi::CallbackInfo& info, bool toDevice, const Napi::Value& memArg,
                       const Napi::Value& offsetArg, const Napi::Value& hostArg) {
   Napi::Env env = info.Env();
   RequireDriver(env);
-  auto* mem = UnwrapHandle<DeviceMemory>(memArg, kDeviceMemoryTag, "device memory");
-  if (mem->freed) ThrowArg(env, "device memory was already freed");
+  DeviceMemory* mem = LiveMemory(memArg);
   int64_t offset = GetInt(offsetArg, "offset");
   Bytes host = GetBytes(hostArg, "host buffer");
-  if (offset < 0 || static_cast<size_t>(offset) + host.size > mem->bytes) {
-    ThrowArg(env, "copy of " + std::to_string(host.size) + " bytes at offset " +
-                      std::to_string(offset) + " overruns device memory of " +
-                      std::to_string(mem->bytes) + " bytes");
-  }
+  CheckRange(env, mem, offset, static_cast<int64_t>(host.size));
   auto* w = new CopyWorker(env, toDevice);
   w->mem = mem;
   w->offset = static_cast<size_t>(offset);
   w->host = host;
-  w->keep.Add(memArg);
+  w->keep.Add(memArg);  // the handle's finalizer must not run while the copy does
   w->keep.Add(hostArg);
   Napi::Promise promise = w->Promise();
   w->Queue();
   return promise;
 }
 
+Napi::Object StatsToJs(Napi::Env env, const PoolStats& s) {
+  auto o = Napi::Object::New(env);
+  auto set = [&](const char* k, uint64_t v) { o.Set(k, static_cast<double>(v)); };
+  set("liveBytes", s.liveBytes);
+  set("liveAllocations", s.liveAllocations);
+  set("requestedBytes", s.requestedBytes);
+  set("cachedBytes", s.cachedBytes);
+  set("cachedBlocks", s.cachedBlocks);
+  set("reservedBytes", s.liveBytes + s.cachedBytes);
+  set("peakLiveBytes", s.peakLiveBytes);
+  set("peakReservedBytes", s.peakReservedBytes);
+  set("allocations", s.allocations);
+  set("cacheHits", s.cacheHits);
+  set("driverAllocations", s.driverAllocations);
+  set("driverFrees", s.driverFrees);
+  set("oomRecoveries", s.oomRecoveries);
+  return o;
+}
+
 }  // namespace
 
 void Finalize(Napi::Env, DeviceMemory* m) {
-  ErrorInfo ignored;  // nowhere to report from a finalizer; explicit free() reports errors
-  if (!m->freed && Driver::Get().available()) FreeMemory(m, &ignored);
+  FreeMemory(m);  // back to the pool: no driver call, safe from a finalizer
   delete m;
 }
 
+// memAlloc(bytes, device?, ptrOut?: BigUint64Array) -> handle; the address goes to ptrOut[0]
+// (a typed array the caller reuses: cheaper than building an object per allocation)
 Napi::Value KilnAddon::MemAlloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Driver& d = RequireDriver(env);
@@ -100,13 +192,14 @@ Napi::Value KilnAddon::MemAlloc(const Napi::CallbackInfo& info) {
   if (bytes <= 0) ThrowArg(env, "bytes must be positive, got " + std::to_string(bytes));
   int device = DeviceArg(info[1]);
   ErrorInfo err;
-  CUdeviceptr ptr = 0;
-  if (!d.UseDevice(device, &err) ||
-      !d.Check(d.api().cuMemAlloc(&ptr, static_cast<size_t>(bytes)),
-               "cuMemAlloc(" + std::to_string(bytes) + " bytes)", &err))
-    throw MakeError(env, err);
-  gLiveBytes += bytes;
-  gLiveAllocations++;
+  if (!d.UseDevice(device, &err)) throw MakeError(env, err);
+  uint64_t ptr = 0;
+  PoolFailure failure;
+  if (PoolFor(device)->Alloc(static_cast<uint64_t>(bytes), &ptr, &failure) != 0)
+    throw MakeError(env, OutOfMemory(device, failure));
+  if (info[2].IsTypedArray() && info[2].As<Napi::TypedArray>().TypedArrayType() == napi_biguint64_array &&
+      info[2].As<Napi::TypedArray>().ElementLength() >= 1)
+    info[2].As<Napi::BigUint64Array>()[0] = ptr;
   return WrapHandle(env, new DeviceMemory{ptr, static_cast<size_t>(bytes), device, false},
                     kDeviceMemoryTag);
 }
@@ -114,9 +207,7 @@ Napi::Value KilnAddon::MemAlloc(const Napi::CallbackInfo& info) {
 Napi::Value KilnAddon::MemFree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   RequireDriver(env);
-  auto* mem = UnwrapHandle<DeviceMemory>(info[0], kDeviceMemoryTag, "device memory");
-  ErrorInfo err;
-  if (!FreeMemory(mem, &err)) throw MakeError(env, err);
+  FreeMemory(UnwrapHandle<DeviceMemory>(info[0], kDeviceMemoryTag, "device memory"));
   return env.Undefined();
 }
 
@@ -131,11 +222,24 @@ Napi::Value KilnAddon::MemInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// memStats(device?) -> the pool's counters (all zero where no GPU was ever used)
 Napi::Value KilnAddon::MemStats(const Napi::CallbackInfo& info) {
-  auto o = Napi::Object::New(info.Env());
-  o.Set("liveBytes", static_cast<double>(gLiveBytes.load()));
-  o.Set("liveAllocations", static_cast<double>(gLiveAllocations.load()));
-  return o;
+  Napi::Env env = info.Env();
+  int device = DeviceArg(info[0]);
+  Driver& d = Driver::Get();
+  if (!d.available() || device < 0 || device >= static_cast<int>(d.devices().size()))
+    return StatsToJs(env, PoolStats{});
+  return StatsToJs(env, PoolFor(device)->Stats());
+}
+
+// memTrim(device?) -> bytes given back to the driver
+Napi::Value KilnAddon::MemTrim(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Driver& d = RequireDriver(env);
+  int device = DeviceArg(info[0]);
+  ErrorInfo err;
+  if (!d.UseDevice(device, &err)) throw MakeError(env, err);
+  return Napi::Number::New(env, static_cast<double>(PoolFor(device)->Trim()));
 }
 
 Napi::Value KilnAddon::MemcpyHtoD(const Napi::CallbackInfo& info) {
@@ -144,6 +248,44 @@ Napi::Value KilnAddon::MemcpyHtoD(const Napi::CallbackInfo& info) {
 
 Napi::Value KilnAddon::MemcpyDtoH(const Napi::CallbackInfo& info) {
   return StartCopy(info, false, info[1], info[2], info[0]);  // (dst, src, srcOffset)
+}
+
+// memcpyDtoD(dst, dstOffset, src, srcOffset, bytes): queued on kiln's stream, returns at once
+Napi::Value KilnAddon::MemcpyDtoD(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Driver& d = RequireDriver(env);
+  DeviceMemory* dst = LiveMemory(info[0]);
+  DeviceMemory* src = LiveMemory(info[2]);
+  int64_t dstOff = GetInt(info[1], "dstOffset"), srcOff = GetInt(info[3], "srcOffset");
+  int64_t bytes = GetInt(info[4], "bytes");
+  CheckRange(env, dst, dstOff, bytes);
+  CheckRange(env, src, srcOff, bytes);
+  if (dst->device != src->device) ThrowArg(env, "copies between devices are not supported");
+  ErrorInfo err;
+  CUstream s = d.Stream(dst->device, &err);
+  if (s == nullptr ||
+      !d.Check(d.api().cuMemcpyDtoDAsync(dst->ptr + dstOff, src->ptr + srcOff, bytes, s),
+               "cuMemcpyDtoDAsync", &err))
+    throw MakeError(env, err);
+  return env.Undefined();
+}
+
+// memset(dst, offset, byteValue, bytes): queued on kiln's stream, returns at once
+Napi::Value KilnAddon::MemsetD8(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Driver& d = RequireDriver(env);
+  DeviceMemory* dst = LiveMemory(info[0]);
+  int64_t offset = GetInt(info[1], "offset"), value = GetInt(info[2], "value");
+  int64_t bytes = GetInt(info[3], "bytes");
+  CheckRange(env, dst, offset, bytes);
+  ErrorInfo err;
+  CUstream s = d.Stream(dst->device, &err);
+  if (s == nullptr ||
+      !d.Check(d.api().cuMemsetD8Async(dst->ptr + offset, static_cast<unsigned char>(value),
+                                       bytes, s),
+               "cuMemsetD8Async", &err))
+    throw MakeError(env, err);
+  return env.Undefined();
 }
 
 }  // namespace kiln

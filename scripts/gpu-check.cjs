@@ -1,141 +1,151 @@
 #!/usr/bin/env node
 /**
- * End-to-end GPU check of kiln's native layer, for GPU machines: NVRTC compiles a vector-add
- * kernel for the device's SM, then alloc, copy in, launch, copy back, verify. Needs only
- * Node, dist/ and the addon (no dev dependencies).
+ * kiln's GPU check, for GPU machines (see ../shared/device/README.md): runs every section in
+ * scripts/gpu-check/ (files named NN-name.cjs, in order) against the real driver and NVRTC.
+ * Needs only Node, dist/ and the addon (no dev dependencies).
  *
- *   node scripts/gpu-check.cjs [--out DIR]
+ *   node scripts/gpu-check.cjs [--out DIR] [--only name,name]
  *
- * Prints a table and a last line `N passed, N failed`; writes DIR/gpu-check.json. Without
- * a GPU it reports "skipped: <reason>" and exits 0, unless KILN_REQUIRE_GPU=1.
+ * A section exports { name, needs: 'gpu' | 'nvrtc' | undefined, run(ctx) } and reports
+ * through ctx.check(name, fn) (pass/fail, timed; fn may return a detail string) and
+ * ctx.metric(name, value, unit). Later sections (the op suite, benchmarks) are new files.
+ * Prints the checks and metrics tables last, then `N passed, N failed`; writes
+ * DIR/gpu-check.json. Without a GPU, GPU sections are skipped (exit 0) unless
+ * KILN_REQUIRE_GPU=1 makes that a failure.
  */
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
-const native = require('../dist/runtime/native.js');
 
-const outIdx = process.argv.indexOf('--out');
-const outDir = outIdx > 0 ? process.argv[outIdx + 1] : undefined;
+const dist = path.join(__dirname, '..', 'dist');
+const native = require(path.join(dist, 'runtime', 'native.js'));
+const drv = require(path.join(dist, 'runtime', 'cuda-driver.js'));
+const cuda = require(path.join(dist, 'runtime', 'cuda.js'));
+const arch = require(path.join(dist, 'runtime', 'cuda-arch.js'));
+
+const arg = (flag) => {
+  const i = process.argv.indexOf(flag);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const outDir = arg('--out');
+const only = arg('--only')?.split(',');
 const requireGpu = process.env.KILN_REQUIRE_GPU === '1';
 
 const checks = [];
-/** Runs one named step, timing it; a thrown error fails it and stops the dependent steps. */
-async function step(name, fn) {
-  const t0 = process.hrtime.bigint();
-  try {
-    const detail = (await fn()) || '';
-    checks.push({ name, status: 'pass', ms: Number(process.hrtime.bigint() - t0) / 1e6, detail });
-    return true;
-  } catch (e) {
-    const detail = `${e.code ? e.code + ': ' : ''}${e.message}`.split('\n')[0];
-    checks.push({ name, status: 'fail', ms: Number(process.hrtime.bigint() - t0) / 1e6, detail });
-    return false;
-  }
-}
+const metrics = [];
 
-const KERNEL = `
-extern "C" __global__ void vector_add(const float* a, const float* b, float* c, int n) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) c[i] = a[i] + b[i];
-}
-`;
-
-/** Picks a cubin target for the device, or PTX for the newest arch NVRTC knows if it is too new. */
-function targetFor(cc, archs) {
-  const sm = `sm_${cc[0]}${cc[1]}`;
-  if (archs.includes(sm)) return sm;
-  const newest = archs.map((a) => Number(a.slice(3))).sort((x, y) => x - y).pop();
-  return `compute_${newest}`;
-}
-
-async function gpuChecks(info) {
-  const dev = info.driver.devices[0];
-  const n = 1_000_003; // not a multiple of the block size: the bounds check must hold
-  const bytes = n * 4;
-  const a = new Float32Array(n).map((_, i) => i * 0.5);
-  const b = new Float32Array(n).map((_, i) => 1 - i);
-  const c = new Float32Array(n);
-  let binary;
-  let module;
-  let kernel;
-  const bufs = [];
-  const target = targetFor(dev.computeCapability, info.nvrtc.available ? info.nvrtc.archs : []);
-  const ok =
-    (await step(`nvrtc ${target}`, async () => {
-      if (!info.nvrtc.available) throw new Error(`NVRTC unavailable: ${info.nvrtc.reason}`);
-      const r = await native.nvrtcCompile({ source: KERNEL, name: 'vector_add.cu', target, options: ['--std=c++17'] });
-      binary = r.binary;
-      return `${r.kind}, ${r.binary.length} bytes`;
-    })) &&
-    (await step('module load', () => {
-      module = new native.CudaModule(binary, dev.index);
-      kernel = module.getFunction('vector_add');
-    })) &&
-    (await step('alloc + copy in', async () => {
-      for (let i = 0; i < 3; i++) bufs.push(new native.DeviceBuffer(bytes, dev.index));
-      await bufs[0].write(a);
-      await bufs[1].write(b);
-      return `3 x ${bytes} bytes`;
-    })) &&
-    (await step('launch + sync', async () => {
-      const block = 256;
-      kernel.launch([Math.ceil(n / block)], [block], [bufs[0], bufs[1], bufs[2], { i32: n }]);
-      await native.synchronize(dev.index);
-    })) &&
-    (await step('copy out + verify', async () => {
-      await bufs[2].read(c);
-      for (let i = 0; i < n; i++) {
-        const want = Math.fround(a[i] + b[i]);
-        if (c[i] !== want) throw new Error(`c[${i}] = ${c[i]}, expected ${want}`);
+/** What every section gets: the modules, the facts, and the reporting functions. */
+function makeContext(info) {
+  const dev = info.driver.available ? info.driver.devices[0] : undefined;
+  const ctx = {
+    native, drv, cuda, arch, info, device: dev, section: '', target: undefined, targetError: undefined,
+    /** Runs one named check, timed; a throw fails it. Returns whether it passed. */
+    async check(name, fn) {
+      const t0 = process.hrtime.bigint();
+      const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
+      try {
+        const detail = (await fn()) || '';
+        checks.push({ section: ctx.section, name, status: 'pass', ms: ms(), detail: String(detail) });
+        return true;
+      } catch (e) {
+        const detail = `${e && e.code ? e.code + ': ' : ''}${e && e.message ? e.message : String(e)}`.split('\n')[0];
+        checks.push({ section: ctx.section, name, status: 'fail', ms: ms(), detail });
+        return false;
       }
-      return `${n} elements`;
-    }));
-  await step('free', () => {
-    for (const buf of bufs) buf.free();
-    if (module) module.unload();
-    const stats = native.deviceMemoryStats();
-    if (stats.liveAllocations !== 0) throw new Error(`${stats.liveAllocations} allocations still live`);
-  });
-  return ok;
+    },
+    /** Records a number for the metrics table and the JSON. */
+    metric(name, value, unit, note = '') {
+      metrics.push({ section: ctx.section, name, value, unit, note });
+    },
+    /** NVRTC-compiles `source` for the device's target (cached by source). */
+    async compile(source, name, options = []) {
+      if (!ctx.target) throw ctx.targetError || new Error('no compile target');
+      const key = `${source}\0${options.join(' ')}`;
+      ctx.compiled ??= new Map();
+      if (!ctx.compiled.has(key)) {
+        const opts = ['--std=c++17', '--ptxas-options=-v', ...options];
+        ctx.compiled.set(key, native.nvrtcCompile({ source, name, target: ctx.target.target, options: opts }));
+      }
+      return ctx.compiled.get(key);
+    },
+  };
+  if (dev && info.nvrtc.available) {
+    try {
+      ctx.target = arch.selectCudaTarget({
+        computeCapability: dev.computeCapability,
+        nvrtcArchs: info.nvrtc.archs,
+        deviceName: dev.name,
+        nvrtcVersion: info.nvrtc.version,
+      });
+    } catch (e) {
+      ctx.targetError = e;
+    }
+  }
+  return ctx;
+}
+
+function loadSections() {
+  const dir = path.join(__dirname, 'gpu-check');
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^\d+-.+\.cjs$/.test(f))
+    .sort()
+    .map((f) => require(path.join(dir, f)))
+    .filter((s) => !only || only.includes(s.name));
+}
+
+function printTables() {
+  console.log('');
+  if (checks.length > 0) {
+    console.log(`${'section'.padEnd(12)} ${'check'.padEnd(34)} ${'result'.padEnd(6)} ${'ms'.padStart(9)}  detail`);
+    for (const c of checks) {
+      console.log(`${c.section.padEnd(12)} ${c.name.padEnd(34)} ${c.status.padEnd(6)} ${c.ms.toFixed(1).padStart(9)}  ${c.detail}`);
+    }
+  }
+  if (metrics.length > 0) {
+    console.log('');
+    console.log(`${'section'.padEnd(12)} ${'metric'.padEnd(44)} ${'value'.padStart(12)}  unit`);
+    for (const m of metrics) {
+      const v = typeof m.value === 'number' ? (Number.isInteger(m.value) ? String(m.value) : m.value.toFixed(2)) : String(m.value);
+      console.log(`${m.section.padEnd(12)} ${m.name.padEnd(44)} ${v.padStart(12)}  ${m.unit}${m.note ? `  (${m.note})` : ''}`);
+    }
+  }
 }
 
 async function main() {
   const info = native.addonInfo();
-  console.log(`addon   ${info.addon.source}: ${info.addon.path}`);
-  console.log(
-    info.driver.available
-      ? `driver  ${info.driver.version}; ` +
-          info.driver.devices.map((d) => `#${d.index} ${d.name} sm_${d.computeCapability.join('')} ${d.smCount} SMs`).join(', ')
-      : `driver  unavailable: ${info.driver.reason}`,
-  );
-  console.log(
-    info.nvrtc.available
-      ? `nvrtc   ${info.nvrtc.version.join('.')} (${info.nvrtc.foundBy}) ${info.nvrtc.path}`
-      : `nvrtc   unavailable: ${info.nvrtc.reason}`,
-  );
-  let skipped;
-  if (info.driver.available && info.driver.devices.length > 0) {
-    await gpuChecks(info);
-  } else {
-    skipped = info.driver.available ? 'no CUDA device' : info.driver.reason;
-    if (requireGpu) checks.push({ name: 'gpu present', status: 'fail', ms: 0, detail: skipped });
+  const ctx = makeContext(info);
+  const gpu = info.driver.available && info.driver.devices.length > 0;
+  const skipped = [];
+  for (const s of loadSections()) {
+    ctx.section = s.name;
+    const missing =
+      (s.needs === 'gpu' || s.needs === 'nvrtc') && !gpu
+        ? info.driver.available ? 'no CUDA device' : info.driver.reason
+        : s.needs === 'nvrtc' && !ctx.target
+          ? (ctx.targetError && ctx.targetError.message) || (info.nvrtc.available ? 'no target' : info.nvrtc.reason)
+          : undefined;
+    if (missing !== undefined) {
+      skipped.push(`${s.name}: ${missing}`);
+      if (requireGpu) checks.push({ section: s.name, name: 'requirements', status: 'fail', ms: 0, detail: missing });
+      continue;
+    }
+    try {
+      await s.run(ctx);
+    } catch (e) {
+      checks.push({ section: s.name, name: '(section crashed)', status: 'fail', ms: 0, detail: String(e && e.stack ? e.stack : e).split('\n').slice(0, 2).join(' ') });
+    }
   }
   const passed = checks.filter((c) => c.status === 'pass').length;
   const failed = checks.filter((c) => c.status === 'fail').length;
-  console.log('');
-  if (checks.length > 0) {
-    console.log(`${'check'.padEnd(22)} ${'result'.padEnd(6)} ${'ms'.padStart(9)}  detail`);
-    for (const c of checks) {
-      console.log(`${c.name.padEnd(22)} ${c.status.padEnd(6)} ${c.ms.toFixed(1).padStart(9)}  ${c.detail}`);
-    }
-  }
-  if (skipped !== undefined) console.log(`skipped: ${skipped}`);
-  console.log(`${passed} passed, ${failed} failed`);
   if (outDir) {
     fs.mkdirSync(outDir, { recursive: true });
-    const report = { info, skipped: skipped ?? null, checks, passed, failed, node: process.version };
+    const report = { date: new Date().toISOString(), node: process.version, info, target: ctx.target ?? null, skipped, checks, metrics, passed, failed };
     fs.writeFileSync(path.join(outDir, 'gpu-check.json'), JSON.stringify(report, null, 2) + '\n');
   }
+  printTables();
+  for (const s of skipped) console.log(`skipped: ${s}`);
+  console.log(`${passed} passed, ${failed} failed`);
   process.exitCode = failed > 0 ? 1 : 0;
 }
 

@@ -11,13 +11,14 @@ import { Worker } from 'node:worker_threads';
 import {
   CudaModule,
   DeviceBuffer,
-  addonInfo,
-  cpuLoad,
   deviceMemoryStats,
   packKernelArgs,
   readCubinArch,
   synchronize,
-} from '../lib/runtime/native';
+  trimDeviceMemory,
+} from '../lib/runtime/cuda-driver';
+import { CudaProgram } from '../lib/runtime/cuda';
+import { addon, addonInfo, cpuLoad, type Handle } from '../lib/runtime/native';
 import { ArgumentError, CudaError, FormatError, KilnError } from '../lib/util/errors';
 import { repoRoot, runInChild, tsRegister } from './fixtures/native/run';
 
@@ -43,7 +44,36 @@ describe('addon', () => {
     expect(() => new CudaModule(Buffer.from('.version 8.0'))).toThrow(expect.objectContaining(unavailable));
     await expect(synchronize()).rejects.toBeInstanceOf(CudaError);
     await expect(synchronize()).rejects.toMatchObject(unavailable);
-    expect(deviceMemoryStats()).toEqual({ liveBytes: 0, liveAllocations: 0 });
+    expect(() => trimDeviceMemory()).toThrow(expect.objectContaining(unavailable));
+    const stats = deviceMemoryStats();
+    expect(stats).toMatchObject({ liveBytes: 0, liveAllocations: 0, cachedBytes: 0, reservedBytes: 0, jsLiveBuffers: 0 });
+    for (const v of Object.values(stats)) expect(v).toBe(0);
+  });
+
+  (noGpu ? it : it.skip)('reports the executor and copy entry points as KILN_CUDA_UNAVAILABLE, never crashing', async () => {
+    const raw = addon();
+    const bogus = {} as Handle; // the driver check comes before any handle is read
+    const calls: [string, () => unknown][] = [
+      ['memcpyDtoD', () => raw.memcpyDtoD(bogus, 0, bogus, 0, 4)],
+      ['memset', () => raw.memset(bogus, 0, 0, 4)],
+      ['execCreate', () => raw.execCreate(bogus, { numBuffers: 0, numSymbols: 0, kernels: [], steps: [] })],
+      ['execRun', () => raw.execRun(bogus, new BigUint64Array(0), new BigInt64Array(0), new Uint32Array(0), true)],
+      ['execStats', () => raw.execStats(bogus)],
+      ['execDispose', () => raw.execDispose(bogus)],
+    ];
+    for (const [name, call] of calls) {
+      let thrown: unknown;
+      try {
+        await call();
+      } catch (e) {
+        thrown = e;
+      }
+      expect({ name, code: (thrown as { code?: string } | undefined)?.code }).toEqual({ name, code: 'KILN_CUDA_UNAVAILABLE' });
+    }
+    const plan = { version: 1 as const, symbols: [], buffers: [], steps: [], outputs: [] };
+    const load = CudaProgram.load(Buffer.from('.version 8.0'), { plan, symbols: [], constants: new Map(), layout: () => ({ offsets: [], bytes: 0 }) });
+    await expect(load).rejects.toBeInstanceOf(CudaError);
+    await expect(load).rejects.toMatchObject({ code: 'KILN_CUDA_UNAVAILABLE' });
   });
 
   it('packs kernel arguments at their natural alignment', () => {

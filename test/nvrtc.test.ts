@@ -4,7 +4,8 @@
  * KILN_REQUIRE_NVRTC=1 makes that a failure.
  */
 import * as path from 'node:path';
-import { addonInfo, nvrtcCompile, readCubinArch } from '../lib/runtime/native';
+import { readCubinArch } from '../lib/runtime/cuda-driver';
+import { addonInfo, nvrtcCompile } from '../lib/runtime/native';
 import { NvrtcError } from '../lib/util/errors';
 import { runInChild } from './fixtures/native/run';
 

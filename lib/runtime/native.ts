@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AddonError, ArgumentError, CudaError, FormatError, KilnError, NvrtcError } from '../util/errors';
+import { AddonError, ArgumentError, CudaError, KilnError, NvrtcError } from '../util/errors';
 
 /** One CUDA device. */
 export interface DeviceInfo {
@@ -57,31 +57,131 @@ export interface CpuLibrary {
   callAsync(symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<void>;
 }
 
-type Handle = { readonly __kilnHandle: unique symbol };
+/** An opaque native handle (device memory, module, kernel, executor). */
+export type Handle = { readonly __kilnHandle: unique symbol };
 type NvrtcStatus =
   | { available: true; path: string; foundBy: string; version: [number, number]; archs: string[]; tried: string[] }
   | { available: false; code: string; reason: string; tried: string[] };
 
 /** The addon's raw surface (see native/kiln.cc). */
-interface RawAddon {
+export interface RawAddon {
   info(): { napiVersion: number; compileJobs: number; driver: NativeInfo['driver'] };
   nvrtcLoad(search: { envPath?: string; cudaHomes: string[]; siteDirs: string[] }): NvrtcStatus;
   nvrtcCompile(req: NvrtcRequest): Promise<NvrtcResult>;
   cpuLoad(path: string): Handle;
   cpuCall(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): void;
   cpuCallAsync(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<void>;
-  memAlloc(bytes: number, device: number): Handle;
+  memAlloc(bytes: number, device: number, ptrOut?: BigUint64Array): Handle;
   memFree(mem: Handle): void;
   memInfo(mem: Handle): { ptr: bigint; bytes: number; device: number; freed: boolean };
-  memStats(): { liveBytes: number; liveAllocations: number };
+  memStats(device: number): PoolStats;
+  memTrim(device: number): number;
   memcpyHtoD(dst: Handle, dstOffset: number, src: HostBuffer): Promise<void>;
   memcpyDtoH(dst: HostBuffer, src: Handle, srcOffset: number): Promise<void>;
+  memcpyDtoD(dst: Handle, dstOffset: number, src: Handle, srcOffset: number, bytes: number): void;
+  memset(dst: Handle, offset: number, value: number, bytes: number): void;
   moduleLoad(image: HostBuffer, device: number): Handle;
   moduleUnload(mod: Handle): void;
   moduleGetFunction(mod: Handle, name: string): Handle;
   launch(fn: Handle, grid: number[], block: number[], sharedMemBytes: number, args: HostBuffer): void;
   synchronize(device: number): Promise<void>;
+  execCreate(mod: Handle, spec: RawExecutorSpec): Handle;
+  execRun(exec: Handle, ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph: boolean): Promise<void>;
+  execStats(exec: Handle): ExecutorStats;
+  execDispose(exec: Handle): void;
 }
+
+/** Counters of a device's caching allocator (bytes are block sizes unless named "requested"). */
+export interface PoolStats {
+  /** In blocks handed out and not yet freed. */
+  liveBytes: number;
+  liveAllocations: number;
+  /** What the live allocations asked for, before rounding to size classes. */
+  requestedBytes: number;
+  /** Freed blocks kept for reuse (`trimDeviceMemory` gives them back). */
+  cachedBytes: number;
+  cachedBlocks: number;
+  /** live + cached: what the driver holds for kiln. */
+  reservedBytes: number;
+  peakLiveBytes: number;
+  peakReservedBytes: number;
+  /** Every successful allocation, and those served from the cache. */
+  allocations: number;
+  cacheHits: number;
+  /** Real cuMemAlloc / cuMemFree calls. */
+  driverAllocations: number;
+  driverFrees: number;
+  /** Allocations that succeeded only after the cache was released on out-of-memory. */
+  oomRecoveries: number;
+}
+
+/** A plan as the native executor takes it: kernels by index, buffers by plan id. */
+export interface RawExecutorSpec {
+  numBuffers: number;
+  numSymbols: number;
+  kernels: string[];
+  steps: { kernel: number; buffers: readonly number[]; block: readonly number[]; sharedBytes: number }[];
+}
+
+/** What an executor did, and what its kernels are. */
+export interface ExecutorStats {
+  runs: number;
+  /** Kernels launched one by one (runs without a graph). */
+  kernelLaunches: number;
+  /** Replays of a captured graph, and captures. */
+  graphLaunches: number;
+  graphCaptures: number;
+  graphEvictions: number;
+  graphsCached: number;
+  /** Host time spent inside the native run call, summed over runs, and of the last run. */
+  enqueueNs: number;
+  lastEnqueueNs: number;
+  /** Part of enqueueNs spent capturing and instantiating graphs. */
+  captureNs: number;
+  /** Why graph capture failed (graphs are then off for this executor). */
+  graphError?: string;
+  kernels: { name: string; registers: number; localBytes: number; maxThreadsPerBlock: number; params: number | null }[];
+}
+
+/** Out of GPU memory even after the caching allocator released its cache (KILN_CUDA_OOM). */
+export class CudaOomError extends CudaError {
+  readonly requestedBytes: number;
+  /** kiln's live buffers, and what it had cached (released before the retry). */
+  readonly liveBytes: number;
+  readonly cachedBytes: number;
+  /** The device's free and total memory when the retry failed. */
+  readonly freeBytes: number;
+  readonly totalBytes: number;
+  constructor(message: string, f: { requestedBytes: number; liveBytes: number; cachedBytes: number; freeBytes: number; totalBytes: number }) {
+    super('KILN_CUDA_OOM', message, 'CUDA_ERROR_OUT_OF_MEMORY');
+    this.requestedBytes = f.requestedBytes;
+    this.liveBytes = f.liveBytes;
+    this.cachedBytes = f.cachedBytes;
+    this.freeBytes = f.freeBytes;
+    this.totalBytes = f.totalBytes;
+  }
+}
+
+const FAULT =
+  'A kernel faulted: the CUDA context is now unusable, so restart the process. This is a kiln bug ' +
+  "if kiln generated the kernel: please report it with the bundle's kernels.cu";
+/** What to do about a driver error, appended to its message. */
+const CUDA_HINTS: Readonly<Record<string, string>> = {
+  CUDA_ERROR_ILLEGAL_ADDRESS: FAULT,
+  CUDA_ERROR_MISALIGNED_ADDRESS: FAULT,
+  CUDA_ERROR_ILLEGAL_INSTRUCTION: FAULT,
+  CUDA_ERROR_LAUNCH_FAILED: FAULT,
+  CUDA_ERROR_HARDWARE_STACK_ERROR: FAULT,
+  CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: 'The kernel needs more registers or shared memory than its block size allows: launch it with a smaller block',
+  CUDA_ERROR_NO_BINARY_FOR_GPU: "The binary was built for another GPU: rebuild it (or the bundle) for this device's sm_XY",
+  CUDA_ERROR_INVALID_IMAGE: 'The cubin is corrupt or for another GPU: delete the bundle so that it is rebuilt',
+  CUDA_ERROR_UNSUPPORTED_PTX_VERSION:
+    "NVRTC is newer than the NVIDIA driver: update the driver, or set KILN_NVRTC_PATH to an NVRTC no newer than the driver's CUDA version",
+  CUDA_ERROR_INVALID_PTX: 'The driver rejected the PTX: check that NVRTC and the driver are compatible (see `kiln doctor`)',
+  CUDA_ERROR_NOT_FOUND: 'The module lacks a kernel the plan names: the bundle is inconsistent; delete it so that it is rebuilt',
+  CUDA_ERROR_OUT_OF_MEMORY: 'Free GPU memory (dispose tensors you no longer need) or use smaller inputs',
+  CUDA_ERROR_INVALID_VALUE: 'The driver rejected an argument: this is a kiln bug, please report it with this message',
+};
 
 /** Turns an error thrown by the addon (which carries `code`) into kiln's typed error. */
 export function translateNativeError(e: unknown): KilnError {
@@ -90,8 +190,19 @@ export function translateNativeError(e: unknown): KilnError {
   const code = typeof err.code === 'string' ? err.code : 'KILN_NATIVE';
   const message = typeof err.message === 'string' ? err.message : String(e);
   let out: KilnError;
-  if (code.startsWith('KILN_CUDA')) {
-    out = new CudaError(code, message, typeof err.cudaError === 'string' ? err.cudaError : undefined);
+  if (code === 'KILN_CUDA_OOM') {
+    const n = (k: string): number => Number((e as Record<string, unknown>)[k] ?? NaN);
+    out = new CudaOomError(message, {
+      requestedBytes: n('requestedBytes'),
+      liveBytes: n('liveBytes'),
+      cachedBytes: n('cachedBytes'),
+      freeBytes: n('freeBytes'),
+      totalBytes: n('totalBytes'),
+    });
+  } else if (code.startsWith('KILN_CUDA')) {
+    const cudaError = typeof err.cudaError === 'string' ? err.cudaError : undefined;
+    const hint = cudaError ? CUDA_HINTS[cudaError] : undefined;
+    out = new CudaError(code, hint ? `${message}. ${hint}` : message, cudaError);
   } else if (code.startsWith('KILN_NVRTC')) {
     out = new NvrtcError(code, message, typeof err.log === 'string' ? err.log : '');
   } else if (code === 'KILN_ARGUMENT') {
@@ -104,7 +215,8 @@ export function translateNativeError(e: unknown): KilnError {
   return out;
 }
 
-function guard<T>(fn: () => T): T {
+/** Runs a native call, translating what it throws. */
+export function guard<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
@@ -112,7 +224,8 @@ function guard<T>(fn: () => T): T {
   }
 }
 
-async function guardAsync<T>(fn: () => Promise<T>): Promise<T> {
+/** Awaits a native call's Promise, translating a rejection or throw. */
+export async function guardAsync<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
@@ -137,11 +250,13 @@ function packageRoot(): string {
   }
 }
 
-function addon(): RawAddon {
+/** The raw addon, loaded on first use; throws AddonError when it cannot load. */
+export function addon(): RawAddon {
   if (loaded) return loaded.addon;
   const root = packageRoot();
   let file: string;
   try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded lazily, on first use
     const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
     file = nodeGypBuild.resolve(root);
   } catch (e) {
@@ -153,6 +268,7 @@ function addon(): RawAddon {
     );
   }
   try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node file found at run time
     const raw = require(file) as RawAddon;
     const source = file.split(path.sep).includes('prebuilds') ? 'prebuild' : 'build';
     loaded = { addon: raw, path: file, source };
@@ -261,148 +377,4 @@ export function cpuLoad(file: string): CpuLibrary {
     call: (symbol, buffers, ints) => guard(() => raw.cpuCall(lib, symbol, buffers, ints)),
     callAsync: (symbol, buffers, ints) => guardAsync(() => raw.cpuCallAsync(lib, symbol, buffers, ints)),
   };
-}
-
-// ---- GPU primitives (CUDA driver) ------------------------------------------------------
-
-/** Live device memory, counted process-wide (GPU memory is invisible to V8's GC). */
-export function deviceMemoryStats(): { liveBytes: number; liveAllocations: number } {
-  const raw = addon();
-  return guard(() => raw.memStats());
-}
-
-/** A block of device memory. Free it explicitly (`free()` or `using`); GC only backs that up. */
-export class DeviceBuffer {
-  readonly #raw: RawAddon;
-  readonly #handle: Handle;
-  /** Size in bytes. */
-  readonly bytes: number;
-  /** CUDA device ordinal. */
-  readonly device: number;
-
-  /** Allocates `bytes` on `device`; throws CudaError (KILN_CUDA_UNAVAILABLE without a GPU). */
-  constructor(bytes: number, device = 0) {
-    this.#raw = addon();
-    this.#handle = guard(() => this.#raw.memAlloc(bytes, device));
-    this.bytes = bytes;
-    this.device = device;
-  }
-  /** The device address, for packing into kernel arguments. */
-  get ptr(): bigint {
-    return guard(() => this.#raw.memInfo(this.#handle)).ptr;
-  }
-  get freed(): boolean {
-    return guard(() => this.#raw.memInfo(this.#handle)).freed;
-  }
-  /** Frees the memory; calling it again does nothing. */
-  free(): void {
-    guard(() => this.#raw.memFree(this.#handle));
-  }
-  [Symbol.dispose](): void {
-    this.free();
-  }
-  /** Copies `src` into this buffer at `offset` bytes, off the JS thread. */
-  write(src: HostBuffer, offset = 0): Promise<void> {
-    return guardAsync(() => this.#raw.memcpyHtoD(this.#handle, offset, src));
-  }
-  /** Copies from this buffer at `offset` bytes into `dst` (its whole length), off the JS thread. */
-  read(dst: HostBuffer, offset = 0): Promise<void> {
-    return guardAsync(() => this.#raw.memcpyDtoH(dst, this.#handle, offset));
-  }
-}
-
-/** A kernel argument: a device buffer (its address), or a scalar of the given C type. */
-export type KernelArg =
-  | DeviceBuffer
-  | { i32: number }
-  | { u32: number }
-  | { f32: number }
-  | { i64: bigint | number }
-  | { f64: number };
-
-/**
- * Packs kernel arguments the way cuLaunchKernel's packed-buffer form reads them: each at an
- * offset aligned to its own size, as the C ABI lays out a kernel's parameters.
- */
-export function packKernelArgs(args: KernelArg[]): Uint8Array {
-  const out = new DataView(new ArrayBuffer(8 * args.length + 8));
-  let at = 0;
-  const place = (size: number): number => {
-    at = Math.ceil(at / size) * size;
-    const start = at;
-    at += size;
-    return start;
-  };
-  for (const a of args) {
-    if (a instanceof DeviceBuffer) out.setBigUint64(place(8), a.ptr, true);
-    else if ('i32' in a) out.setInt32(place(4), a.i32, true);
-    else if ('u32' in a) out.setUint32(place(4), a.u32, true);
-    else if ('f32' in a) out.setFloat32(place(4), a.f32, true);
-    else if ('i64' in a) out.setBigInt64(place(8), BigInt(a.i64), true);
-    else out.setFloat64(place(8), a.f64, true);
-  }
-  return new Uint8Array(out.buffer, 0, at);
-}
-
-/** A kernel in a loaded module. */
-export class CudaKernel {
-  readonly #raw: RawAddon;
-  readonly #handle: Handle;
-  readonly name: string;
-  /** @internal made by CudaModule.getFunction */
-  constructor(raw: RawAddon, handle: Handle, name: string) {
-    this.#raw = raw;
-    this.#handle = handle;
-    this.name = name;
-  }
-  /** Launches on the default stream (asynchronous; `synchronize()` waits for it). */
-  launch(grid: number[], block: number[], args: Uint8Array | KernelArg[], sharedMemBytes = 0): void {
-    const packed = args instanceof Uint8Array ? args : packKernelArgs(args);
-    guard(() => this.#raw.launch(this.#handle, grid, block, sharedMemBytes, packed));
-  }
-}
-
-/** A module loaded from a cubin or PTX image (cuModuleLoadData). */
-export class CudaModule {
-  readonly #raw: RawAddon;
-  readonly #handle: Handle;
-  /** Loads `image` on `device`; throws CudaError (KILN_CUDA_UNAVAILABLE without a GPU). */
-  constructor(image: HostBuffer, device = 0) {
-    this.#raw = addon();
-    this.#handle = guard(() => this.#raw.moduleLoad(image, device));
-  }
-  /** Looks up an `extern "C"` kernel by name. */
-  getFunction(name: string): CudaKernel {
-    return new CudaKernel(this.#raw, guard(() => this.#raw.moduleGetFunction(this.#handle, name)), name);
-  }
-  /** Unloads the module; its kernels can no longer launch. Calling it again does nothing. */
-  unload(): void {
-    guard(() => this.#raw.moduleUnload(this.#handle));
-  }
-  [Symbol.dispose](): void {
-    this.unload();
-  }
-}
-
-/** Waits, off the JS thread, until all work queued on `device`'s default stream is done. */
-export function synchronize(device = 0): Promise<void> {
-  return guardAsync(async () => addon().synchronize(device));
-}
-
-// ---- cubin inspection ------------------------------------------------------------------
-
-/**
- * Reads the SM version a cubin was built for from its ELF header: EM_CUDA (190) machine,
- * and the SM in e_flags (bits 0-7 up to ELF ABI version 7; bits 8-15 from version 8, which
- * CUDA 12.8+/13 emit). Throws FormatError if `binary` is not a 64-bit CUDA ELF.
- */
-export function readCubinArch(binary: Uint8Array): { sm: number; abiVersion: number } {
-  const view = new DataView(binary.buffer, binary.byteOffset, binary.byteLength);
-  const isElf = binary.length >= 64 && view.getUint32(0, false) === 0x7f454c46;
-  if (!isElf || binary[4] !== 2 || view.getUint16(18, true) !== 190) {
-    throw new FormatError('KILN_BAD_CUBIN', 'not a 64-bit CUDA ELF (cubin): wrong magic, class or machine');
-  }
-  const abiVersion = binary[8]!;
-  const flags = view.getUint32(48, true);
-  return { sm: abiVersion >= 8 ? (flags >> 8) & 0xff : flags & 0xff, abiVersion };
 }

@@ -1,0 +1,374 @@
+/**
+ * The CUDA device: runs a compiled LaunchPlan (lib/ir/plan.ts) from one loaded module. The
+ * plan is data; this file binds it to device memory (inputs, fresh outputs, one temp arena
+ * per program, uploaded constants), resolves its symbolic dims for each call, and hands all
+ * launches to the native executor in one call, optionally as a replayed CUDA graph.
+ *
+ * ## Kernel parameter ABI (the contract with lib/codegen's CUDA renderer)
+ *
+ *     extern "C" __global__ void <step.kernel>(T0* b0, const T1* b1, ..., long long s0, long long s1, ...)
+ *
+ * - One pointer per entry of `step.buffers`, in that order (the same plan buffer may appear
+ *   twice). Element types follow the buffer's dtype: float32 `float`, float16 `__half` (or
+ *   its 16 bits as `unsigned short`), bfloat16 `__nv_bfloat16` (likewise), int32 `int`,
+ *   bool `unsigned char` (one byte, 0 or 1). `const` and `__restrict__` are the renderer's
+ *   choice; the ABI only sees 8-byte pointers.
+ * - Then one `long long` (int64) per plan symbol, for every symbol in `plan.symbols` order,
+ *   whether or not the kernel uses it, so that every kernel of a program has the same tail.
+ * - Every parameter is 8 bytes at offset 8*k; the runtime passes them as one packed buffer.
+ *   Where the driver can tell (CUDA >= 12.4) a mismatch fails at load with KILN_CUDA_ABI.
+ * - Names are `extern "C"` (unmangled) and equal `step.kernel`; all kernels of a program are
+ *   in one module (one NVRTC program).
+ * - Launch: grid = `step.grid` evaluated with the call's symbol values (missing dims are 1;
+ *   a 0 dim skips the launch, as for an empty tensor), block = `step.block`, dynamic shared
+ *   memory = `step.sharedBytes` (above 48 KiB the runtime opts the kernel in). A grid dim
+ *   is a DimJSON, or `cdiv(<dim text>,<int>)` for a ceiling division, since a dynamic
+ *   size rarely divides by the block (see `parseGridDim`).
+ * - Memory comes from a caching allocator: outputs and temps are NOT zeroed, so a kernel
+ *   must write every element it owns. Buffers start 256-byte aligned; temps sit in one
+ *   arena at the offsets `arenaLayout` gives (64-byte aligned).
+ */
+import { ITEMSIZE, allocStorage, isStorageOf, type DType } from '../ir/dtype';
+import type { Constant, SymbolBinding } from '../ir/graph';
+import type { LaunchPlan } from '../ir/plan';
+import { evalDim, parseDim, type Dim } from '../ir/sym';
+import { ArgumentError, KilnError, ShapeError } from '../util/errors';
+import type { ArenaLayout, ArenaLayoutFn, RawTensor } from './cpu';
+import { CudaModule, DeviceBuffer, PlanExecutor, type ExecutorStats } from './cuda-driver';
+
+export { deviceMemoryStats, trimDeviceMemory, type DeviceMemoryStats } from './cuda-driver';
+
+/** A tensor in device memory. Dispose it when done (`dispose()` or `using`). */
+export class DeviceTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly buffer: DeviceBuffer;
+  constructor(dtype: DType, shape: readonly number[], buffer: DeviceBuffer) {
+    this.dtype = dtype;
+    this.shape = shape;
+    this.buffer = buffer;
+  }
+  /** Number of elements. */
+  get size(): number {
+    return this.shape.reduce((a, d) => a * d, 1);
+  }
+  get device(): number {
+    return this.buffer.device;
+  }
+  get disposed(): boolean {
+    return this.buffer.freed;
+  }
+  /** Copies a host tensor to `device` (off the JS thread). */
+  static async fromHost(t: RawTensor, device = 0): Promise<DeviceTensor> {
+    const n = t.shape.reduce((a, d) => a * d, 1);
+    if (!isStorageOf(t.dtype, t.data) || t.data.length !== n) {
+      throw new ArgumentError('KILN_INPUT_DATA', `tensor data must be ${n} elements of ${t.dtype} storage, got ${t.data.constructor.name}(${t.data.length})`);
+    }
+    const buffer = new DeviceBuffer(Math.max(n * ITEMSIZE[t.dtype], 1), device);
+    try {
+      if (n > 0) await buffer.write(t.data);
+    } catch (e) {
+      buffer.dispose();
+      throw e;
+    }
+    return new DeviceTensor(t.dtype, [...t.shape], buffer);
+  }
+  /** Copies the tensor back to the host (f16/bf16 as raw 16-bit storage). */
+  async toHost(): Promise<RawTensor> {
+    const data = allocStorage(this.dtype, this.size);
+    if (data.length > 0) await this.buffer.read(data);
+    return { dtype: this.dtype, shape: [...this.shape], data };
+  }
+  dispose(): void {
+    this.buffer.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** An input of `CudaProgram.run`: already on the device, or host data to upload. */
+export type ProgramInput = DeviceTensor | RawTensor;
+
+export interface CudaProgramParts {
+  plan: LaunchPlan;
+  /** How each symbol binds to input dims (the graph's duck-sized bindings). */
+  symbols: readonly SymbolBinding[];
+  /** The graph's constant table (plan const buffers name their entry by `source`). */
+  constants: ReadonlyMap<string, Constant>;
+  /** Places temps for concrete symbol values (lib/passes' `arenaLayout`). */
+  layout: ArenaLayoutFn;
+  device?: number;
+  /** Replay CUDA graphs for repeated (pointers, symbols) keys; default true. */
+  graphs?: boolean;
+}
+
+/** Everything a call needs that depends only on the symbol values, cached per values. */
+interface Binding {
+  syms: BigInt64Array;
+  values: Record<string, number>;
+  elems: number[];
+  grids: Uint32Array;
+  layout: ArenaLayout;
+  outShapes: number[][];
+}
+
+/** A grid dim: a polynomial dim, or the ceiling of one divided by a positive integer. */
+export type GridDim = { dim: Dim; div: number };
+
+/**
+ * Parses a plan grid entry: a DimJSON (`1024`, `s0*12`) or `cdiv(<dim>,<n>)`, meaning
+ * ceil(dim / n). Throws ShapeError for anything else.
+ */
+export function parseGridDim(x: number | string): GridDim {
+  const m = typeof x === 'string' ? /^\s*cdiv\((.+),\s*(\d+)\s*\)\s*$/.exec(x) : null;
+  if (!m) return { dim: parseDim(x), div: 1 };
+  const div = Number(m[2]);
+  if (!(div >= 1)) throw new ShapeError('KILN_BAD_DIM', `grid dim ${x} divides by ${div}`);
+  return { dim: parseDim(m[1]), div };
+}
+
+/** The value of a grid dim for symbol values. */
+export function evalGridDim(g: GridDim, values: Readonly<Record<string, number>>): number {
+  return Math.ceil(evalDim(g.dim, values) / g.div);
+}
+
+const MAX_BINDINGS = 64;
+const offsetOf = (offsets: ArenaLayout['offsets'], id: number): number | undefined =>
+  offsets instanceof Map ? offsets.get(id) : (offsets as Record<number, number>)[id];
+
+/**
+ * A loaded CUDA program. `run` may be called concurrently: calls queue on one stream, each
+ * with its own outputs, sharing the temp arena in stream order.
+ */
+export class CudaProgram {
+  readonly plan: LaunchPlan;
+  readonly device: number;
+  readonly executor: PlanExecutor;
+  readonly #module: CudaModule;
+  readonly #symbols: readonly SymbolBinding[];
+  readonly #layout: ArenaLayoutFn;
+  readonly #elems: Dim[] = [];
+  readonly #grids: GridDim[][];
+  readonly #outShapes: Dim[][];
+  readonly #numBuffers: number;
+  readonly #consts = new Map<number, DeviceBuffer>();
+  readonly #bindings = new Map<string, Binding>();
+  readonly #graphs: boolean;
+  #arena: DeviceBuffer | undefined;
+  #disposed = false;
+
+  /** Loads `image` (cubin or PTX), checks the plan against it and uploads the constants. */
+  static async load(image: Uint8Array, parts: CudaProgramParts): Promise<CudaProgram> {
+    const program = new CudaProgram(image, parts);
+    try {
+      await program.#uploadConstants(parts.constants);
+    } catch (e) {
+      program.dispose();
+      throw e;
+    }
+    return program;
+  }
+
+  private constructor(image: Uint8Array, parts: CudaProgramParts) {
+    const plan = parts.plan;
+    this.plan = plan;
+    this.device = parts.device ?? 0;
+    this.#symbols = parts.symbols;
+    this.#layout = parts.layout;
+    this.#graphs = parts.graphs ?? true;
+    for (const name of plan.symbols) {
+      if (!parts.symbols.some((s) => s.name === name)) throw internal(`plan symbol ${name} has no binding to an input dim`);
+    }
+    for (const b of plan.buffers) this.#elems[b.id] = parseDim(b.elems);
+    this.#numBuffers = this.#elems.length;
+    this.#outShapes = plan.outputs.map((o) => o.shape.map(parseDim));
+    this.#grids = plan.steps.map((s, i) => {
+      if (!s.grid || !s.block) throw internal(`step ${i} (${s.kernel}) has no grid/block: was the plan scheduled for the CPU?`);
+      return s.grid.map(parseGridDim);
+    });
+    this.#module = new CudaModule(image, this.device);
+    try {
+      const steps = plan.steps.map((s) => ({ kernel: s.kernel, buffers: s.buffers, block: s.block ?? [], sharedBytes: s.sharedBytes ?? 0 }));
+      this.executor = new PlanExecutor(this.#module, { numBuffers: this.#numBuffers, numSymbols: plan.symbols.length, steps });
+    } catch (e) {
+      this.#module.unload();
+      throw e;
+    }
+  }
+
+  async #uploadConstants(constants: ReadonlyMap<string, Constant>): Promise<void> {
+    const uploads: Promise<void>[] = [];
+    for (const b of this.plan.buffers) {
+      if (b.role !== 'const') continue;
+      const c = constants.get(String(b.source));
+      const n = c ? c.shape.reduce((a, d) => a * d, 1) : -1;
+      if (!c || c.dtype !== b.dtype || !isStorageOf(c.dtype, c.data) || c.data.length !== n || this.#elems[b.id] !== n) {
+        throw internal(`constant ${String(b.source)} is missing or does not fit plan buffer ${b.id} (${b.dtype}, ${b.elems} elements)`);
+      }
+      const buf = new DeviceBuffer(Math.max(n * ITEMSIZE[b.dtype], 1), this.device);
+      this.#consts.set(b.id, buf);
+      if (n > 0) uploads.push(buf.write(c.data));
+    }
+    await Promise.all(uploads);
+  }
+
+  /** Counters of the executor: runs, graph captures and replays, host time per run. */
+  stats(): ExecutorStats {
+    return this.executor.stats();
+  }
+
+  /**
+   * Runs the plan; resolves when the GPU is done, with one DeviceTensor per plan output
+   * (the caller owns and disposes them). Host inputs are uploaded first and freed after.
+   */
+  async run(inputs: readonly ProgramInput[], opts: { graphs?: boolean } = {}): Promise<DeviceTensor[]> {
+    if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this CUDA program was disposed');
+    const b = this.#bind(inputs);
+    const ptrs = new BigUint64Array(this.#numBuffers);
+    const homes: { buf: DeviceBuffer; offset: number }[] = [];
+    const uploaded: DeviceBuffer[] = [];
+    const outputs: DeviceBuffer[] = [];
+    const place = (id: number, buf: DeviceBuffer, offset = 0): void => {
+      homes[id] = { buf, offset };
+      ptrs[id] = buf.ptr + BigInt(offset);
+    };
+    try {
+      const uploads: Promise<void>[] = [];
+      for (const pb of this.plan.buffers) {
+        const bytes = b.elems[pb.id] * ITEMSIZE[pb.dtype];
+        if (pb.role === 'input') {
+          const x = inputs[Number(pb.source)];
+          if (x instanceof DeviceTensor) {
+            if (x.device !== this.device) throw new ArgumentError('KILN_INPUT_DEVICE', `input ${String(pb.source)} is on device ${x.device}, the program on ${this.device}`);
+            place(pb.id, x.buffer);
+          } else {
+            const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
+            uploaded.push(buf);
+            if (bytes > 0) uploads.push(buf.write(x.data));
+            place(pb.id, buf);
+          }
+        } else if (pb.role === 'output') {
+          const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
+          outputs.push(buf);
+          place(pb.id, buf);
+        } else if (pb.role === 'const') {
+          place(pb.id, this.#consts.get(pb.id) as DeviceBuffer);
+        } else {
+          const offset = offsetOf(b.layout.offsets, pb.id);
+          if (offset === undefined || offset % 64 !== 0 || offset + bytes > b.layout.bytes) {
+            throw internal(`arena layout places temp buffer ${pb.id} (${bytes} bytes) at ${offset} in ${b.layout.bytes} bytes`);
+          }
+          place(pb.id, this.#arenaOf(b.layout.bytes), offset);
+        }
+      }
+      await Promise.all(uploads);
+      const done = this.executor.run(ptrs, b.syms, b.grids, opts.graphs ?? this.#graphs);
+      const result = this.#collect(b, homes, outputs);
+      // Stream order makes freeing now safe: a block is reused only by work queued later.
+      for (const buf of [...uploaded, ...outputs]) if (!result.some((t) => t.buffer === buf)) buf.dispose();
+      await done;
+      return result;
+    } catch (e) {
+      for (const buf of [...uploaded, ...outputs]) buf.dispose();
+      throw e;
+    }
+  }
+
+  /** One tensor per plan output; outputs that are not a fresh buffer of their own are copied. */
+  #collect(b: Binding, homes: { buf: DeviceBuffer; offset: number }[], fresh: DeviceBuffer[]): DeviceTensor[] {
+    const claimed = new Set<DeviceBuffer>();
+    return this.plan.outputs.map((o, i) => {
+      const shape = b.outShapes[i];
+      const home = homes[o.buffer];
+      if (fresh.includes(home.buf) && !claimed.has(home.buf)) {
+        claimed.add(home.buf);
+        return new DeviceTensor(o.dtype, shape, home.buf);
+      }
+      // An input, a constant, a temp, or a buffer two outputs share: the caller gets its own.
+      const bytes = shape.reduce((a, d) => a * d, 1) * ITEMSIZE[o.dtype];
+      const copy = new DeviceBuffer(Math.max(bytes, 1), this.device);
+      if (bytes > 0) copy.copyFrom(home.buf, bytes, 0, home.offset);
+      return new DeviceTensor(o.dtype, shape, copy);
+    });
+  }
+
+  /** The program's temp arena, grown when a call needs more. */
+  #arenaOf(bytes: number): DeviceBuffer {
+    if (!this.#arena || this.#arena.bytes < bytes) {
+      this.#arena?.dispose(); // stream order: runs already queued finish with it first
+      this.#arena = new DeviceBuffer(Math.max(bytes, 1), this.device);
+    }
+    return this.#arena;
+  }
+
+  /** Symbol values from the input shapes, checked, and what depends on them (cached). */
+  #bind(inputs: readonly ProgramInput[]): Binding {
+    const values: Record<string, number> = {};
+    for (const s of this.#symbols) {
+      let first: { input: number; dim: number; value: number } | undefined;
+      for (const { input, dim } of s.sources) {
+        const value = inputs[input]?.shape[dim];
+        if (value === undefined) throw new ShapeError('KILN_INPUT_SHAPE', `input ${input} has no dim ${dim}, which carries the dynamic size ${s.name}`);
+        if (!first) first = { input, dim, value };
+        else if (value !== first.value) {
+          throw new ShapeError('KILN_DYNAMIC_DIM_MISMATCH', `input ${input} dim ${dim} is ${value} but input ${first.input} dim ${first.dim} is ${first.value}; both are the dynamic size ${s.name}`);
+        }
+      }
+      if (first) values[s.name] = first.value;
+    }
+    const key = this.plan.symbols.map((n) => values[n]).join(',');
+    let b = this.#bindings.get(key);
+    if (!b) {
+      b = this.#resolve(values);
+      if (this.#bindings.size >= MAX_BINDINGS) this.#bindings.delete(this.#bindings.keys().next().value as string);
+      this.#bindings.set(key, b);
+    }
+    for (const pb of this.plan.buffers) {
+      if (pb.role !== 'input') continue;
+      const x = inputs[Number(pb.source)];
+      if (!x) throw new ArgumentError('KILN_INPUT_COUNT', `the program reads input ${String(pb.source)}, but only ${inputs.length} were given`);
+      const n = x.shape.reduce((a, d) => a * d, 1);
+      const hostOk = x instanceof DeviceTensor || (isStorageOf(pb.dtype, x.data) && x.data.length === n);
+      if (x.dtype !== pb.dtype || n !== b.elems[pb.id] || !hostOk) {
+        const data = x instanceof DeviceTensor ? '' : ` with ${x.data.constructor.name}(${x.data.length}) data`;
+        throw new ShapeError('KILN_INPUT_SHAPE', `input ${String(pb.source)} must be ${pb.dtype} with ${b.elems[pb.id]} elements; got ${x.dtype}[${x.shape.join(',')}]${data}`);
+      }
+    }
+    return b;
+  }
+
+  #resolve(values: Record<string, number>): Binding {
+    const elems = this.#elems.map((d) => (d === undefined ? 0 : evalDim(d, values)));
+    const grids = new Uint32Array(3 * this.plan.steps.length);
+    this.#grids.forEach((grid, i) => {
+      for (let j = 0; j < 3; j++) {
+        const v = j < grid.length ? evalGridDim(grid[j], values) : 1;
+        if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw internal(`step ${i}'s grid dim ${j} evaluates to ${v}`);
+        grids[3 * i + j] = v;
+      }
+    });
+    const hasTemps = this.plan.buffers.some((pb) => pb.role === 'temp');
+    const layout = hasTemps ? this.#layout(this.plan, values) : { offsets: [], bytes: 0 };
+    const syms = BigInt64Array.from(this.plan.symbols, (n) => BigInt(values[n]));
+    const outShapes = this.#outShapes.map((s) => s.map((d) => evalDim(d, values)));
+    return { syms, values, elems, grids, layout, outShapes };
+  }
+
+  /** Frees the constants, the arena and the cached graphs, and unloads the module. Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.executor?.dispose();
+    for (const buf of this.#consts.values()) buf.dispose();
+    this.#arena?.dispose();
+    this.#module.unload();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function internal(msg: string): KilnError {
+  return new KilnError('KILN_INTERNAL', `CUDA program: ${msg}`);
+}

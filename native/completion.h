@@ -1,0 +1,73 @@
+// Settling a Promise when the GPU work queued so far on a stream has finished.
+//
+// Why a waiter thread plus a thread-safe function, and not the two obvious alternatives:
+// - an AsyncWorker that calls cuEventSynchronize holds one of libuv's 4 pool threads for as
+//   long as the GPU runs, so a few in-flight programs would stall file I/O, copies and NVRTC
+//   compiles (the onnxruntime-node lesson);
+// - cuLaunchHostFunc + a thread-safe function holds no thread, but the driver never calls a
+//   host function after a context error, so a faulting kernel would leave the Promise pending
+//   forever.
+// One waiter thread per Node environment syncs on an event per run, in order, and hands the
+// result to the JS thread through one thread-safe function: no pool thread is held, errors
+// such as CUDA_ERROR_ILLEGAL_ADDRESS reject the Promise, and each run costs one event record,
+// one condition-variable notify and one uv_async wake-up.
+#pragma once
+
+#include <napi.h>
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+#include "cuda_api.h"
+
+namespace kiln {
+
+class Completions {
+ public:
+  /** Creates the queue of `env`, starting its waiter thread. */
+  static std::shared_ptr<Completions> Create(Napi::Env env);
+  ~Completions();
+
+  /**
+   * Records an event on `stream` (device `device` is current) and returns a Promise that
+   * resolves when the event completes, or rejects with the CUDA error that stopped it.
+   * Returns false and fills `err` if the event could not be recorded (nothing queued then).
+   */
+  bool Track(Napi::Env env, int device, CUstream stream, Napi::Promise* promise, ErrorInfo* err);
+
+  /** Called by the addon's destructor: finishes pending waits, stops the thread. */
+  void Shutdown();
+
+ private:
+  struct Item {
+    int device;
+    CUevent event;
+    napi_deferred deferred;
+    ErrorInfo err;
+    bool ok = true;
+  };
+  static void Deliver(Napi::Env env, Napi::Function fn, Completions* self, Item* item);
+  using Tsfn = Napi::TypedThreadSafeFunction<Completions, Item, Completions::Deliver>;
+
+  Completions() = default;
+  void Loop();
+  void Join();  // JS thread only
+
+  Tsfn tsfn_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item*> queue_;                              // guarded by mu_
+  std::vector<std::pair<int, CUevent>> spareEvents_;    // guarded by mu_
+  bool stop_ = false;                                    // guarded by mu_
+  bool sleeping_ = false;                                // guarded by mu_: waiter in cv_.wait
+  int pending_ = 0;      // JS thread only: while > 0 the TSFN keeps the event loop alive
+  bool closed_ = false;  // JS thread only: the TSFN was released or finalized
+};
+
+}  // namespace kiln
