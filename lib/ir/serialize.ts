@@ -40,8 +40,11 @@ export interface SerializedGraph {
   sites: [number, number, number, number][];
 }
 
-/** Little-endian bytes of a storage array. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Little-endian bytes of a storage array (a view, not a copy, on little-endian hosts). */
 export function storageBytes(dtype: DType, s: Storage): Uint8Array {
+  if (LITTLE_ENDIAN) return new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
   const size = ITEMSIZE[dtype];
   const out = new Uint8Array(s.length * size);
   const view = new DataView(out.buffer);
@@ -58,6 +61,10 @@ export function storageBytes(dtype: DType, s: Storage): Uint8Array {
 export function bytesStorage(dtype: DType, bytes: Uint8Array): Storage {
   const size = ITEMSIZE[dtype];
   const out = allocStorage(dtype, bytes.length / size);
+  if (LITTLE_ENDIAN) {
+    new Uint8Array(out.buffer).set(bytes); // copy: `bytes` may be unaligned for the element type
+    return out;
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < out.length; i++) {
     if (size === 1) out[i] = bytes[i];
@@ -79,6 +86,10 @@ export function constantKey(dtype: DType, shape: readonly number[], data: Storag
 
 /** The JSON-able form of a graph (nodes in canonical topological order). */
 export function serializeGraph(g: Graph): SerializedGraph {
+  return serialize(g, true);
+}
+
+function serialize(g: Graph, withData: boolean): SerializedGraph {
   const order = toposort(g);
   const index = new Map<Node, number>(order.map((n, i) => [n, i]));
   const nodes = order.map((n) => ({
@@ -92,7 +103,8 @@ export function serializeGraph(g: Graph): SerializedGraph {
   const constants = constKeys.map((key) => {
     const c = g.constants.get(key);
     if (!c) throw new FormatError('KILN_BAD_GRAPH', `graph has no data for constant ${key}`);
-    return { key, dtype: c.dtype, shape: [...c.shape], data: Buffer.from(storageBytes(c.dtype, c.data)).toString('base64') };
+    const data = withData ? Buffer.from(storageBytes(c.dtype, c.data)).toString('base64') : '';
+    return { key, dtype: c.dtype, shape: [...c.shape], data };
   });
   const siteList = order.flatMap((n) => {
     const s = g.sites.get(n);
@@ -118,7 +130,7 @@ export function serializeGraph(g: Graph): SerializedGraph {
  * and constant bytes (constants are named by their content hash already).
  */
 export function graphKey(g: Graph): string {
-  const { format, version, nodes, inputs, outputs, outputStructure, symbols, constants } = serializeGraph(g);
+  const { format, version, nodes, inputs, outputs, outputStructure, symbols, constants } = serialize(g, false);
   const consts = constants.map(({ key, dtype, shape }) => ({ key, dtype, shape }));
   return sha256Hex(JSON.stringify({ format, version, nodes, inputs, outputs, outputStructure, symbols, constants: consts }));
 }
