@@ -234,19 +234,32 @@ export class CudaProgram {
       ptrs[id] = buf.ptr + BigInt(offset);
     };
     try {
+      // Inputs first: uploads are awaited, and nothing else may be placed before that await
+      // (a concurrent call could grow the arena or recycle blocks meanwhile).
       const uploads: Promise<void>[] = [];
+      for (const pb of this.plan.buffers) {
+        if (pb.role !== 'input') continue;
+        const x = inputs[Number(pb.source)];
+        if (x instanceof DeviceTensor) {
+          if (x.device !== this.device) throw new ArgumentError('KILN_INPUT_DEVICE', `input ${String(pb.source)} is on device ${x.device}, the program on ${this.device}`);
+          continue;
+        }
+        const bytes = b.elems[pb.id] * ITEMSIZE[pb.dtype];
+        const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
+        uploaded.push(buf);
+        if (bytes > 0) uploads.push(buf.write(x.data));
+        place(pb.id, buf);
+      }
+      if (uploads.length > 0) await Promise.all(uploads);
+      if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this CUDA program was disposed during the call');
+      // From here to the executor call everything is synchronous.
       for (const pb of this.plan.buffers) {
         const bytes = b.elems[pb.id] * ITEMSIZE[pb.dtype];
         if (pb.role === 'input') {
           const x = inputs[Number(pb.source)];
           if (x instanceof DeviceTensor) {
-            if (x.device !== this.device) throw new ArgumentError('KILN_INPUT_DEVICE', `input ${String(pb.source)} is on device ${x.device}, the program on ${this.device}`);
+            if (x.disposed) throw new ArgumentError('KILN_DISPOSED', `input ${String(pb.source)} was disposed`);
             place(pb.id, x.buffer);
-          } else {
-            const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
-            uploaded.push(buf);
-            if (bytes > 0) uploads.push(buf.write(x.data));
-            place(pb.id, buf);
           }
         } else if (pb.role === 'output') {
           const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
@@ -262,7 +275,6 @@ export class CudaProgram {
           place(pb.id, this.#arenaOf(b.layout.bytes), offset);
         }
       }
-      await Promise.all(uploads);
       const done = this.executor.run(ptrs, b.syms, b.grids, opts.graphs ?? this.#graphs);
       const result = this.#collect(b, homes, outputs);
       // Stream order makes freeing now safe: a block is reused only by work queued later.
