@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { block, mlp, type BenchModel } from './models';
 import { formatTable, runCpuBench, type KilnMode } from './cpu';
+import { formatProfile, profileDir, profileModel } from './profile';
 
 export const BENCH_USAGE = `kiln bench [options]
 
@@ -23,6 +24,8 @@ thread count, in one process, and checks that both compute the same output.
   --full          full sizes even with --eager
   --ort-no-prepack  stop onnxruntime from pre-packing its constant weights (kiln receives
                   the weights as inputs; this shows what pre-packing is worth to onnxruntime)
+  --profile       instead of the side-by-side timing: per-kernel times of kiln's generated
+                  kernels and per-node times of onnxruntime's profiler (--iters repetitions)
   --tolerance X   accepted max|kiln − ort| / max|ort| (default 1e-4)
   --out PATH      JSON results (default bench-results/cpu.json)
 
@@ -36,6 +39,7 @@ interface Args {
   mode: KilnMode;
   small: boolean;
   ortPrepack: boolean;
+  profile: boolean;
   tolerance: number;
   out: string;
 }
@@ -52,6 +56,7 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
     mode: 'compiled',
     small: false,
     ortPrepack: true,
+    profile: false,
     tolerance: 1e-4,
     out: path.join('bench-results', 'cpu.json'),
   };
@@ -78,6 +83,7 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
       case '--small': a.small = true; break;
       case '--full': full = true; break;
       case '--ort-no-prepack': a.ortPrepack = false; break;
+      case '--profile': a.profile = true; break;
       default: throw new UsageError(`unknown option '${argv[i]}'`);
     }
   }
@@ -137,6 +143,8 @@ export async function bench(argv: string[], env: NodeJS.ProcessEnv = process.env
   // onnxruntime is given, so the two always run with the same threads.
   env.KILN_CPU_THREADS = String(args.threads);
 
+  if (args.profile) return runProfile(args);
+
   // Other processes on the machine skew the numbers; the load averages go into the report.
   const loadBefore = os.loadavg();
   const results = await runCpuBench({
@@ -180,6 +188,24 @@ export async function bench(argv: string[], env: NodeJS.ProcessEnv = process.env
   fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`\nwrote ${args.out}`);
   return results.every((r) => r.agree) ? 0 : 1;
+}
+
+async function runProfile(args: Args): Promise<number> {
+  const dir = profileDir();
+  const profiles = [];
+  for (const m of buildModels(args.models, args.small)) {
+    process.stderr.write(`[${m.name}] profiling kiln kernels and onnxruntime nodes, ${args.threads} thread(s)\n`);
+    const p = await profileModel(m, args.threads, args.iters, dir);
+    console.log(`\n${formatProfile(p)}`);
+    profiles.push(p);
+  }
+  const { model: cpu, simd } = cpuInfo();
+  const report = { benchmark: 'cpu-profile', date: new Date().toISOString(), cpu, simd, cores: os.availableParallelism(), threads: args.threads, reps: args.iters, loadAverage1m: os.loadavg()[0], profiles };
+  const out = args.out.endsWith('cpu.json') ? args.out.replace(/cpu\.json$/, 'cpu-profile.json') : args.out;
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  fs.writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(`\nwrote ${out} (build and profiler files in ${dir})`);
+  return 0;
 }
 
 if (require.main === module) {
