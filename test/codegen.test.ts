@@ -40,6 +40,12 @@ const elementwise: NumCase[] = [
   })),
   { name: 'log-sqrt-recip', fn: (x: T) => [x.log(), x.sqrt(), x.reciprocal(), x.rsqrt()], specs: [f32(300)], gen: special },
   { name: 'binary', fn: (x: T, y: T) => [x.add(y), x.sub(y), x.mul(y), x.div(y), x.maximum(y), x.minimum(y)], specs: [f32(129), f32(129)], gen: special },
+  {
+    name: 'exp-erf-tanh-sweep', // kiln's vectorized exp, erf and tanh over their whole ranges
+    fn: (x: T, y: T) => [x.exp(), y.erf(), y.tanh(), y.mul(0.01).exp()],
+    specs: [f32(4000), f32(4000)],
+    gen: (i, _d, n, r) => r.array(n, (g) => (i === 0 ? g.uniform(-110, 90) : g.uniform(-12, 12))),
+  },
   { name: 'pow', fn: (x: T, y: T) => x.pow(y), specs: [f32(200), f32(200)], gen: special },
   { name: 'compare-where', fn: (x: T, y: T) => [x.lt(y), x.le(y), x.eq(y), x.ne(y), F.where(x.gt(y), x, y.mul(2))], specs: [f32(150), f32(150)], gen: special },
   { name: 'int32', fn: (x: T, y: T) => [x.add(y), x.sub(y), x.mul(y), x.neg(), x.abs(), x.maximum(y), x.minimum(y), x.lt(y)], specs: [i32(300), i32(300)], gen: special },

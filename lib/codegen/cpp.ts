@@ -99,5 +99,6 @@ export function renderCpp(program: Program): string {
  * NaN, infinities and per-op rounding match the reference interpreter.
  */
 export function cppFlags(): string[] {
-  return ['-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-w'];
+  // -fno-trapping-math and -fno-math-errno change no value; they let GCC if-convert and vectorize.
+  return ['-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-w'];
 }
