@@ -6,6 +6,7 @@
  */
 import { buildAll, checkAll, type Built, type NumCase } from './codegen-harness';
 import * as F from '../lib/tensor/functional';
+import { tensor } from '../lib/tensor/tensor';
 import type { Tensor } from '../lib/tensor/tensor';
 import type { DType } from '../lib/ir';
 import type { Rng } from './helpers/ref';
@@ -87,6 +88,8 @@ const views: NumCase[] = [
   { name: 'cat-pad', fn: (x: T, y: T) => F.cat([x.exp(), y, x.mul(2)], 1), specs: [f32(4, 3), f32(4, 5)] },
   { name: 'reshape-permuted', fn: (x: T) => x.permute(1, 0).reshape(6, 4).add(1), specs: [f32(4, 6)] },
   { name: 'flatten-reshape-alias', fn: (x: T) => [x.reshape(12), x.exp().reshape(3, 4), x.flatten()], specs: [f32(2, 6)] },
+  { name: 'embedding-layerNorm', fn: (ids: T, t: T) => F.layerNorm(F.embedding(ids, t)), specs: [i32(7), f32(20, 32)], gen: (i, _d, n, r) => (i === 0 ? r.array(n, (g) => g.int(0, 20)) : r.array(n, (g) => g.normal())), atol: 1e-5 },
+  { name: 'captured-constant', fn: (x: T) => [x.add(tensor([1, 2, 3], [3])), tensor([4, 5], [2])], specs: [f32(2, 3)] },
   { name: 'identity-output', fn: (x: T) => x, specs: [f32(5)] },
   { name: 'embedding', fn: (ids: T, t: T, pos: T) => F.embedding(ids, t).mul(2).add(pos), specs: [i32(3, 5), f32(11, 8), f32(5, 8)], gen: (i, _d, n, r) => (i === 0 ? r.array(n, (g) => g.int(0, 11)) : r.array(n, (g) => g.normal())) },
   { name: 'unsqueeze-expand-sum', fn: (x: T) => x.unsqueeze(1).expand(4, 3, 5).sum(0), specs: [f32(4, 5)] },

@@ -75,6 +75,10 @@ describe('fusion: kernel counts', () => {
     const p = kernels((ids, t, pos) => F.embedding(ids, t).add(pos), [{ shape: [3, 5], dtype: 'int32' }, f32(11, 8), f32(5, 8)]);
     expect(names(p)).toEqual(['E_120']);
   });
+  test('embedding then layerNorm is one row kernel', () => {
+    const p = kernels((ids, t) => F.layerNorm(F.embedding(ids, t)), [{ shape: [7], dtype: 'int32' }, f32(20, 32)]);
+    expect(names(p)).toEqual(['R_7_32']);
+  });
   test('views are never kernels: a contiguous reshape of an input aliases it', () => {
     const p = kernels((x) => [x.reshape(12), x.flatten(), x], [f32(3, 4)]);
     expect(p.kernels).toHaveLength(0);
