@@ -5,8 +5,8 @@
  * steers the cache (vLLM once hashed its own force-load switch and split its cache).
  * docs/BUNDLES.md, "Key", explains each field.
  */
-import { readFileSync, realpathSync, statSync } from 'fs';
-import { join } from 'path';
+import { kilnVersion } from '../util/version';
+import { realpathSync, statSync } from 'fs';
 import { isDType, type DType } from '../ir/dtype';
 import { codeRelevantEnv } from '../util/env';
 import { ArgumentError } from '../util/errors';
@@ -16,13 +16,7 @@ import { parseTarget } from './target';
 /** Version of the key's field list; bump when a field is added, removed or re-encoded. */
 export const KEY_SCHEMA = 1;
 
-/** kiln's own version (package.json), read once. */
-export function kilnVersion(): string {
-  // lib/cache/key.ts and dist/cache/key.js both sit two levels below package.json.
-  versionMemo ??= (JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
-  return versionMemo;
-}
-let versionMemo: string | undefined;
+export { kilnVersion };
 
 /** One input of the compiled function: dtype, static shape, and which dims are dynamic. */
 export interface InputSignature {

@@ -5,6 +5,7 @@ import { cacheCommand, cacheSummary, cacheUsage } from './cache';
 import { doctor } from './doctor';
 import { KilnError } from '../util/errors';
 import { ENV_VARS } from '../util/env';
+import { kilnVersion } from '../util/version';
 
 interface Command {
   summary: string;
@@ -42,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
     return name === undefined ? 1 : 0;
   }
   if (name === '--version' || name === '-v') {
-    console.log(require('../../package.json').version);
+    console.log(kilnVersion());
     return 0;
   }
   const cmd = commands[name];

@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'child_process';
 import { accessSync, constants, readFileSync } from 'fs';
+import { cpus } from 'os';
 import { delimiter, isAbsolute, join } from 'path';
 import { readEnv } from '../util/env';
 
@@ -82,7 +83,6 @@ const FEATURES = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw',
 
 /** Reads the host CPU's model and the ISA features that change generated code. */
 export function cpuInfo(): CpuInfo {
-  const os = require('os') as typeof import('os');
   let text = '';
   try {
     text = readFileSync('/proc/cpuinfo', 'utf8');
@@ -91,6 +91,6 @@ export function cpuInfo(): CpuInfo {
   }
   const flagLine = /^(flags|Features)\s*:(.*)$/m.exec(text)?.[2] ?? '';
   const flags = new Set(flagLine.trim().split(/\s+/));
-  const model = /^model name\s*:(.*)$/m.exec(text)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
-  return { model, cores: os.cpus().length, features: FEATURES.filter((f) => flags.has(f)).sort(), arch: process.arch };
+  const model = /^model name\s*:(.*)$/m.exec(text)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
+  return { model, cores: cpus().length, features: FEATURES.filter((f) => flags.has(f)).sort(), arch: process.arch };
 }
