@@ -46,7 +46,7 @@ export interface ModelResult {
   ratio: number;
   /** kiln fastest ÷ onnxruntime fastest: the least noise-prone estimate on a busy machine. */
   ratioMin: number;
-  /** What kiln reported about its compiled function (absent in eager mode). */
+  /** What kiln reported after its first call: compiled now, or loaded from a bundle (absent in eager mode). */
   kilnStats?: unknown;
   /** Time to create the onnxruntime session (parse, optimize, prepack), ms. */
   ortSessionMs: number;
@@ -89,6 +89,8 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
     try {
       // The first kiln call traces and compiles (or loads a bundle); it is the agreement check too.
       const [k, o] = [await runKiln(), await runOrt()];
+      const firstCall = stats();
+      if (firstCall !== undefined) log(`[${m.name}] kiln first call: ${JSON.stringify(firstCall)}`);
       const relErr = relativeError(k, o);
       const agree = relErr <= opts.tolerance;
       log(`[${m.name}] max|kiln − ort| / max|ort| = ${relErr.toExponential(2)} (${agree ? 'agree' : 'DISAGREE'}, tolerance ${opts.tolerance})`);
@@ -128,7 +130,7 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
         ort: ortT,
         ratio: kiln.median / ortT.median,
         ratioMin: kiln.min / ortT.min,
-        kilnStats: stats(),
+        kilnStats: firstCall,
         ortSessionMs,
       });
       log(`[${m.name}] kiln ${kiln.median.toFixed(3)} ms, onnxruntime ${ortT.median.toFixed(3)} ms`);
