@@ -319,6 +319,21 @@ describe('dtype promotion', () => {
     }
   });
 
+  // PyTorch: a 0-d tensor takes part in promotion like a number — it can lift the category
+  // (int → float) but not the width within a category (float16 + 0-d float32 stays float16).
+  test.each<[DType, DType, DType]>([
+    ['float16', 'float32', 'float16'],
+    ['bfloat16', 'float32', 'bfloat16'],
+    ['float32', 'float16', 'float32'],
+    ['int32', 'float16', 'float16'],
+    ['int32', 'float32', 'float32'],
+    ['float16', 'int32', 'float16'],
+  ])('%s [3,50] with a 0-d %s tensor → %s', async (da, db, want) => {
+    const a = input([3, 50], da, genFor(da, normal(3), ints(-20, 20)));
+    const b = input([], db, genFor(db, normal(3), ints(-20, 20)));
+    await expectTensor(a.t.mul(b.t), R.map((x, y) => x * y, a.ref, b.ref), want);
+  });
+
   // PyTorch computes `half_tensor op number` in float32 with the number itself, not the number
   // first rounded to the half dtype (its CPU kernels read `original_scalar_value<opmath_t>`).
   // x = -fmt(0.1) makes the difference plain: x + 0.1 is tiny but not 0.
@@ -906,6 +921,9 @@ const VIEWS: View[] = [
   ['slice(1, -100, -1, 7) of [5,783]', [5, 783], (t) => t.slice(1, -100, -1, 7), (a) => R.slice(a, 1, -100, -1, 7)],
   ['slice(0, -3, 100): end past the size clamps', [10, 2], (t) => t.slice(0, -3, 100), (a) => R.slice(a, 0, -3, 100)],
   ['slice(-1, 1, 50, 2)', [3, 50], (t) => t.slice(-1, 1, 50, 2), (a) => R.slice(a, -1, 1, 50, 2)],
+  ['expand of a 0-d tensor → [2,3]', [], (t) => t.expand([2, 3]), (a) => R.expand(a, [2, 3])],
+  ['expand then reshape(-1) (stride-0 dims)', [3, 1], (t) => t.expand([3, 4]).reshape([-1]), (a) => R.expand(a, [3, 4]).reshape([12])],
+  ['expand then slice with step', [3, 1], (t) => t.expand([3, 4]).slice(1, 1, 4, 2), (a) => R.slice(R.expand(a, [3, 4]), 1, 1, 4, 2)],
   ['slice(0, 0, 10, 100): a step past the end', [10], (t) => t.slice(0, 0, 10, 100), (a) => R.slice(a, 0, 0, 10, 100)],
   ['slice(0, 4, 2): start past end gives an empty dim', [5, 3], (t) => t.slice(0, 4, 2), (a) => R.slice(a, 0, 4, 2)],
   ['flatten() of a 0-d tensor → [1]', [], (t) => t.flatten(), (a) => R.flatten(a)],
@@ -919,6 +937,8 @@ const VIEWS: View[] = [
   ['unsqueeze then broadcast add', [3, 4], (t) => t.unsqueeze(1).add(t), (a) => R.map((x, y) => x + y, R.unsqueeze(a, 1), a)],
   ['squeeze then flatten of a permuted tensor', [1, 3, 4], (t) => t.permute([2, 0, 1]).squeeze(1).flatten(), (a) => R.flatten(R.squeeze(R.permute(a, [2, 0, 1]), 1))],
   ['transposed matmul operand', [5, 3], (t) => t.transpose(0, 1).matmul(t), (a) => R.matmul(R.transpose(a, 0, 1), a).out],
+  ['matmul of an expanded and a transposed operand', [2, 3], (t) => t.slice(0, 0, 1).expand([4, 3]).matmul(t.transpose(0, 1)), (a) => R.matmul(R.expand(R.slice(a, 0, 0, 1), [4, 3]), R.transpose(a, 0, 1)).out],
+  ['sum over an expanded dim', [3, 1], (t) => t.expand([3, 4]).sum(1), (a) => R.reduce(R.expand(a, [3, 4]), 'sum', 1).out],
   ['sum over a permuted view', [2, 3, 4], (t) => t.permute([2, 1, 0]).sum(-1), (a) => R.reduce(R.permute(a, [2, 1, 0]), 'sum', -1).out],
   ['max over a sliced view', [4, 10], (t) => t.slice(1, 2, 9, 3).max(-1), (a) => R.reduce(R.slice(a, 1, 2, 9, 3), 'max', -1).out],
 ];
@@ -1052,5 +1072,73 @@ describe('large tensors', () => {
   test.each(['float16', 'bfloat16'] as const)('float32 [4096,64] → %s', async (to) => {
     const x = input(L, 'float32', normal(100));
     await expectTensor(x.t.to(to), R.map((v) => convert(v, to), x.ref), to, { exact: true });
+  });
+});
+
+// ─── Ops on views ─────────────────────────────────────────────────────────────────────────────
+
+// The composites read strided inputs as models do: heads split by reshape + permute, tables
+// and weights transposed, conditions expanded.
+describe('ops on views', () => {
+  test.each(FLOATS)('attention on heads split by reshape + permute, %s', async (dtype) => {
+    const [B, S, H, D] = [2, 5, 3, 8];
+    const split = (x: Input) => ({
+      t: x.t.reshape([B, S, H, D]).permute([0, 2, 1, 3]),
+      ref: R.permute(x.ref.reshape([B, S, H, D]), [0, 2, 1, 3]),
+    });
+    const [q, k, v] = [0, 1, 2].map(() => split(input([B, S, H * D], dtype)));
+    const { out, maxSpread, maxQk } = R.sdpa(q!.ref, k!.ref, v!.ref, { causal: true });
+    const maxV = Math.max(...Array.from(v!.ref.data, Math.abs));
+    const uh = dtype === 'float16' ? 2 ** -11 : dtype === 'bfloat16' ? 2 ** -8 : 0;
+    const ds = 2 * Math.sqrt(D) * U * maxQk + 2 * uh * maxQk; // as in the attention table
+    const bound = (2 * ds + U * (maxSpread + 4 * Math.sqrt(S) + 4) + 2 * uh) * maxV;
+    const got = kiln.scaledDotProductAttention(q!.t, k!.t, v!.t, { causal: true });
+    await expectTensor(got, out, dtype, { extra: () => bound });
+  });
+
+  test.each(FLOATS)('layerNorm and rmsNorm of a transposed input, %s', async (dtype) => {
+    const x = input([50, 3], dtype);
+    const xt = R.transpose(x.ref, 0, 1);
+    const extra = () => U * 4 * Math.sqrt(50) * 8; // the layerNorm bound with A, |ŷ| ≤ 4
+    await expectTensor(kiln.layerNorm(x.t.transpose(0, 1)), R.layerNorm(xt), dtype, { extra });
+    await expectTensor(kiln.rmsNorm(x.t.transpose(0, 1)), R.rmsNorm(xt), dtype, { extra });
+  });
+
+  test('embedding from a transposed table', async () => {
+    const table = input([4, 10], 'float32');
+    const ids = fromValues([0, 9, 3], [3], 'int32');
+    const want = R.embedding(ids.ref, R.transpose(table.ref, 0, 1));
+    await expectTensor(kiln.embedding(ids.t, table.t.transpose(0, 1)), want, 'float32', { exact: true });
+  });
+
+  test('where with a transposed condition and an expanded operand', async () => {
+    const cond = input([4, 3], 'bool');
+    const a = input([3, 4], 'float32');
+    const b = input([1, 4], 'float32');
+    const got = kiln.where(cond.t.transpose(0, 1), a.t, b.t.expand([3, 4]));
+    const want = R.map((c, x, y) => (c ? x : y), R.transpose(cond.ref, 0, 1), a.ref, b.ref);
+    await expectTensor(got, want, 'float32', { exact: true });
+  });
+
+  test.each(FLOATS)('to(int32) and to(float32) of a strided view, from %s', async (dtype) => {
+    const x = input([6, 4], dtype, normal(50));
+    const view = (a: Nd) => R.slice(R.transpose(a, 0, 1), 1, 1, 6, 2);
+    const vt = x.t.transpose(0, 1).slice(1, 1, 6, 2);
+    await expectTensor(vt.to('int32'), R.map(Math.trunc, view(x.ref)), 'int32');
+    await expectTensor(vt.to('float32'), view(x.ref), 'float32', { exact: true });
+  });
+
+  test.each(FLOATS)('binary ops and reductions on permuted, sliced operands, %s', async (dtype) => {
+    const a = input([5, 6, 7], dtype);
+    const b = input([7, 5], dtype);
+    const av = (x: Nd) => R.slice(R.permute(x, [2, 0, 1]), 2, 0, 6, 2); // [7,5,3]
+    const got = a.t.permute([2, 0, 1]).slice(2, 0, 6, 2).mul(b.t.unsqueeze(-1));
+    const want = R.map((x, y) => x * y, av(a.ref), R.unsqueeze(b.ref, -1));
+    await expectTensor(got, want, dtype);
+    const r = R.reduce(want, 'sum', [0, 2]);
+    // sum of the rounded products: for half dtypes the product is rounded first (two ops)
+    const prod = HALF_FORMAT[dtype] ? R.map((v) => R.roundTo(v, HALF_FORMAT[dtype]!), want) : want;
+    const rp = R.reduce(prod, 'sum', [0, 2]);
+    await expectTensor(got.sum([0, 2]), rp.out, dtype, { extra: sumBound(r.count, r.absSum) });
   });
 });
