@@ -131,6 +131,9 @@ export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
   const { op, kind, swap } = BINARY[name];
   const t = resultType([dtypeOf(a), dtypeOf(b)]);
   const dtype = kind === 'div' ? (isFloat(t) ? t : 'float32') : kind === 'arith' && t === 'bool' ? 'int32' : t;
+  if (name === 'pow' && dtype === 'int32' && typeof b === 'number' && b < 0) {
+    bad('KILN_DTYPE', `pow: integers to negative integer powers are not allowed (int32 base, exponent ${b}); convert with .to('float32')`);
+  }
   const half = dtype === 'float16' || dtype === 'bfloat16';
   if (half && kind !== 'compare' && kind !== 'minmax' && (!isImpl(a) || !isImpl(b))) {
     // A JS number keeps float32 precision in half arithmetic (PyTorch's opmath): x + 0.1
@@ -260,7 +263,7 @@ export function expand(x: Impl, shape: readonly Dim[]): Impl {
   if (lead < 0) bad('KILN_SHAPE_MISMATCH', `expand: cannot expand ${shapeStr(x.shape)} to fewer dims ${shapeStr(shape)}`);
   const out = shape.map((d, i) => {
     if (d !== -1) return d;
-    if (i < lead) bad('KILN_BAD_ARGUMENT', `expand: -1 is not allowed for the new leading dim ${i}`);
+    if (i < lead) bad('KILN_BAD_ARGUMENT', `expand: -1 is not allowed for the new leading dim ${i} when expanding ${shapeStr(x.shape)} to ${shapeStr(shape)}`);
     return x.shape[i - lead];
   });
   const y = lead > 0 ? apply('RESHAPE', [x], [...Array(lead).fill(1), ...x.shape]) : x;
