@@ -5,5 +5,6 @@ module.exports = {
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] },
   testTimeout: 60000,
+  setupFiles: ['<rootDir>/test/helpers/cache-env.cjs'],
   reporters: ['default', '<rootDir>/scripts/jest-summary.cjs'],
 };

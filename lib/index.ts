@@ -29,3 +29,4 @@ export {
 
 // Compilation.
 export { compile, counters, type CompileOptions, type CompileStats, type CompiledFunction } from './api/compile';
+export { build, type BuildOptions, type BuildResult, type ExampleInput } from './api/build';

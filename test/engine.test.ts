@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as kiln from '../lib';
-import { compileCount, compileGraph, getProgram, programKeyHash, run, type CompiledProgram, type ProgramKey } from '../lib/engine';
+import { compileCount, compileGraph, getProgram, run, type CompiledProgram, type ProgramRequest } from '../lib/engine';
 import type { Graph } from '../lib/ir/graph';
 import { interpret } from '../lib/runtime/interpreter';
 import { trace } from '../lib/tensor/trace';
@@ -68,18 +68,24 @@ describe('engine', () => {
     await expect(compileGraph(graph, { device: 'cuda' })).rejects.toMatchObject({ code: 'KILN_NO_CUDA_BACKEND' });
   });
 
-  it('gets programs through the store seam: builds on a miss, refuses in force-load', async () => {
-    const key: ProgramKey = { name: 'f', fnSource: 'x => x', signature: 'float32[?,3]', device: 'cpu' };
-    expect(programKeyHash(key)).toMatch(/^[0-9a-f]{64}$/);
-    expect(programKeyHash({ ...key, signature: 'float32[?,4]' })).not.toBe(programKeyHash(key));
-    const got = await getProgram(key, { mode: 'auto' }, async () => program);
-    expect(got).toEqual({ program, origin: 'compiled' });
-    let built = false;
-    const refused = getProgram(key, { mode: 'force-load' }, async () => {
-      built = true;
-      return program;
-    });
+  it('gets programs through the store seam: traces on a miss, refuses in force-load without tracing', async () => {
+    const req: ProgramRequest = {
+      name: 'seam',
+      fnSource: '(x, y) => [x.exp().sum(-1), x.mul(y).add(1), y]',
+      inputs: [{ dtype: 'float32', shape: [5, 3], dynamic: [0] }, { dtype: 'float32', shape: [5, 3], dynamic: [0] }],
+      device: 'cpu',
+    };
+    let traced = 0;
+    const got = await getProgram(req, { mode: 'off', cacheDir: dir }, () => (traced++, graph));
+    expect(got).toMatchObject({ origin: 'compiled', key: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(got.bundleDir).toBeUndefined();
+    expect(traced).toBe(1);
+    // The same key again in this process: from memory, no trace.
+    const again = await getProgram(req, { mode: 'off', cacheDir: dir }, () => (traced++, graph));
+    expect(again).toMatchObject({ origin: 'memory', key: got.key, program: got.program });
+    expect(traced).toBe(1);
+    const refused = getProgram({ ...req, name: 'seam2' }, { mode: 'force-load', cacheDir: path.join(dir, 'empty-cache') }, () => (traced++, graph));
     await expect(refused).rejects.toMatchObject({ code: 'KILN_BUNDLE_MISSING' });
-    expect(built).toBe(false);
+    expect(traced).toBe(1);
   });
 });

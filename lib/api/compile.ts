@@ -10,22 +10,17 @@
  */
 import { rebuildStructure } from '../ir/graph';
 import type { DType } from '../ir/dtype';
-import { isNamespace } from '../cache/key';
+import { isNamespace, type InputSignature } from '../cache/key';
 import { CACHE_MODES, resolveCacheMode, resolveFailOnRecompile, type CacheMode } from '../cache/mode';
-import {
-  backendMissing,
-  compileCount,
-  compileGraph,
-  ENGINE_BACKENDS,
-  getProgram,
-  run,
-  type CompiledProgram,
-  type ProgramKey,
-  type RawTensor,
-} from '../engine';
+// The engine's warm-path modules only: the passes, renderer and compiler load on a compile.
+import { packageRootOf } from '../engine/bundle';
+import { bundleBackend, cxxFacts } from '../engine/bundle-target';
+import type { CompiledProgram, RawTensor } from '../engine/program';
+import { run } from '../engine/run';
+import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
 import { chooseBackend, requireBackend, type Backend } from '../runtime/select';
-import { findCxx } from '../runtime/toolchain';
-import { ArgumentError, CacheError, ShapeError } from '../util/errors';
+import { callSite } from '../tensor/site';
+import { ArgumentError, ShapeError } from '../util/errors';
 import { rawInput, tensorFromRaw, traceGraph, type Tensor } from './tensors';
 
 /** Options of `kiln.compile`. */
@@ -75,7 +70,8 @@ export function counters(): { traces: number; compiles: number } {
 const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile'] as const;
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 
-interface Settings {
+/** `kiln.compile`'s options, checked and resolved. */
+export interface Settings {
   name: string;
   device: (typeof DEVICES)[number];
   dynamic: Map<number, number[]>;
@@ -90,7 +86,7 @@ function badOption(msg: string): never {
 
 const list = (xs: readonly string[]): string => xs.map((x) => `'${x}'`).join(', ');
 
-function readOptions(fn: unknown, opts: unknown): Settings {
+export function readOptions(fn: unknown, opts: unknown): Settings {
   if (typeof fn !== 'function') throw new ArgumentError('KILN_BAD_ARGUMENT', `kiln.compile: fn must be a function, got ${typeof fn}`);
   if (opts === undefined || opts === null) opts = {};
   if (typeof opts !== 'object' || Array.isArray(opts)) badOption(`options must be an object, got ${Array.isArray(opts) ? 'an array' : typeof opts}`);
@@ -119,7 +115,7 @@ function readOptions(fn: unknown, opts: unknown): Settings {
   };
 }
 
-function readDynamic(d: unknown): Map<number, number[]> {
+export function readDynamic(d: unknown): Map<number, number[]> {
   const out = new Map<number, number[]>();
   if (d === undefined) return out;
   const form = 'dynamic must map input indices to arrays of dims, e.g. { 0: [0] }';
@@ -133,7 +129,7 @@ function readDynamic(d: unknown): Map<number, number[]> {
 }
 
 /** One input's dtype and dims; `null` marks a dynamic dim. */
-interface InputSpec {
+export interface InputSpec {
   dtype: DType;
   dims: (number | null)[];
 }
@@ -141,7 +137,7 @@ interface InputSpec {
 const specText = (s: InputSpec): string => `${s.dtype}[${s.dims.map((d) => d ?? '?').join(',')}]`;
 
 /** The signature of the first call; negative dynamic dims are normalized against its ranks. */
-function signatureOf(inputs: readonly RawTensor[], dynamic: ReadonlyMap<number, number[]>): InputSpec[] {
+export function signatureOf(inputs: readonly Pick<RawTensor, 'shape' | 'dtype'>[], dynamic: ReadonlyMap<number, number[]>): InputSpec[] {
   for (const [i, dims] of dynamic) {
     if (i >= inputs.length) badOption(`dynamic names input ${i}, but the function was called with ${inputs.length} input${inputs.length === 1 ? '' : 's'}`);
     const rank = inputs[i].shape.length;
@@ -154,7 +150,7 @@ function signatureOf(inputs: readonly RawTensor[], dynamic: ReadonlyMap<number, 
 }
 
 /** The dynamic dims of a signature, normalized, by input index. */
-function dynamicDims(signature: readonly InputSpec[]): Map<number, number[]> {
+export function dynamicDims(signature: readonly InputSpec[]): Map<number, number[]> {
   const out = new Map<number, number[]>();
   signature.forEach((s, i) => {
     const dims = s.dims.flatMap((d, j) => (d === null ? [j] : []));
@@ -188,15 +184,35 @@ function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly 
   });
 }
 
-/** The backend a device option resolves to on this machine. */
-function resolveDevice(device: Settings['device']): Backend {
-  if (device !== 'auto') {
-    if (!ENGINE_BACKENDS.includes(device)) throw backendMissing(device);
-    return device;
-  }
+/**
+ * The backend a device option resolves to on this machine. `auto` looks for the compiler
+ * on PATH without running it: a warm start must not exec the compiler.
+ */
+export function resolveDevice(device: Settings['device']): Backend {
+  if (device !== 'auto') return bundleBackend(device).device; // KILN_NO_CUDA_BACKEND for 'cuda' (for now)
   const noCuda = { available: false as const, reason: "kiln's CUDA backend is not available in this build yet" };
-  return requireBackend(chooseBackend({ driver: noCuda, nvrtc: noCuda, cxx: findCxx() }));
+  return requireBackend(chooseBackend({ driver: noCuda, nvrtc: noCuda, cxx: cxxFacts() }));
 }
+
+/** The key inputs of a signature: each input's example shape and its dynamic dims. */
+export function keySignature(signature: readonly InputSpec[], examples: readonly Pick<RawTensor, 'shape'>[]): InputSignature[] {
+  return signature.map((s, i) => ({ dtype: s.dtype, shape: [...examples[i].shape], dynamic: s.dims.flatMap((d, j) => (d === null ? [j] : [])) }));
+}
+
+/** The package root of the user code that called kiln (base of relative source guards). */
+export function callerRoot(): () => string | undefined {
+  const site = callSite();
+  return () => (site ? packageRootOf(site.file) : undefined);
+}
+
+/** What `kiln.build` needs to build the same bundle a compiled function would load. */
+export interface CompileSpec {
+  fn: (...args: Tensor[]) => unknown;
+  settings: Settings;
+}
+
+/** Compiled functions carry their spec under this symbol (read by `kiln.build` and `kiln build`). */
+export const COMPILE_SPEC: unique symbol = Symbol.for('kiln.compileSpec') as never;
 
 interface Ready {
   program: CompiledProgram;
@@ -219,34 +235,26 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
   let entry: Entry | undefined;
   let stats: CompileStats | undefined;
 
+  const root = callerRoot();
+
   const build = async (signature: InputSpec[], examples: readonly RawTensor[]): Promise<Ready> => {
     const device = resolveDevice(settings.device);
-    const key: ProgramKey = { name, fnSource: fn.toString(), signature: signature.map(specText).join(';'), device };
-    let traceMs = 0;
-    const { program, origin, bundleDir } = await getProgram(key, { mode: settings.cache, ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}) }, async () => {
-      if (settings.failOnRecompile) {
-        throw new CacheError(
-          'KILN_RECOMPILE',
-          `${name}: failOnRecompile is set, but inputs ${key.signature} need a trace and a compile (no program in memory or in a bundle). ` +
-            'Unset KILN_FAIL_ON_RECOMPILE (or the failOnRecompile option) to allow it.',
-        );
-      }
+    const sourceRoot = root();
+    const request: ProgramRequest = { name, fnSource: fn.toString(), inputs: keySignature(signature, examples), device, ...(sourceRoot ? { sourceRoot } : {}) };
+    const store = { mode: settings.cache, failOnRecompile: settings.failOnRecompile, ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}) };
+    const got = await getProgram(request, store, () => {
       traces++;
-      const t0 = performance.now();
-      const graph = traceGraph(fn as (...args: Tensor[]) => unknown, examples, dynamicDims(signature));
-      traceMs = performance.now() - t0;
-      return compileGraph(graph, { device });
+      return traceGraph(fn as (...args: Tensor[]) => unknown, examples, dynamicDims(signature));
     });
-    const t = program.times;
     return {
-      program,
+      program: got.program,
       stats: {
-        source: origin,
-        traceMs,
-        compileMs: t.lowerMs + t.renderMs + t.compileMs,
-        loadMs: t.loadMs,
-        kernels: program.kernels,
-        ...(bundleDir ? { bundleDir } : {}),
+        source: got.origin,
+        traceMs: got.traceMs,
+        compileMs: got.compileMs,
+        loadMs: got.loadMs,
+        kernels: got.program.kernels,
+        ...(got.bundleDir ? { bundleDir: got.bundleDir } : {}),
       },
     };
   };
@@ -269,11 +277,12 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
     const { program, stats: built } = await entry.ready;
     const outputs = await run(program, inputs);
     const tensors = outputs.map((o) => tensorFromRaw(o, program.device));
-    stats = fresh ? built : { source: 'memory', traceMs: 0, compileMs: 0, loadMs: 0, kernels: built.kernels };
+    stats = fresh ? built : { source: 'memory', traceMs: 0, compileMs: 0, loadMs: 0, kernels: built.kernels, ...(built.bundleDir ? { bundleDir: built.bundleDir } : {}) };
     return rebuildStructure(program.graph.outputStructure, tensors) as R;
   };
 
   Object.defineProperty(call, 'stats', { get: () => stats, enumerable: true });
   Object.defineProperty(call, 'name', { value: name });
+  Object.defineProperty(call, COMPILE_SPEC, { value: { fn: fn as (...args: Tensor[]) => unknown, settings } satisfies CompileSpec });
   return call as unknown as CompiledFunction<A, R>;
 }

@@ -1,9 +1,20 @@
 /**
- * kiln's engine: compile a traced graph for a device, get programs through the (future)
- * bundle store, and run them. It never imports the tensor front end: it takes graphs and
- * raw tensors.
+ * kiln's engine: compile a traced graph for a device, get programs through the bundle
+ * store (memory, bundle, or compile and publish), and run them. It never imports the
+ * tensor front end: it takes graphs and raw tensors.
  */
 export { backendMissing, compileCount, compileGraph, ENGINE_BACKENDS, type CompileGraphOptions } from './compile';
 export type { CompiledProgram, RawTensor, StageTimes } from './program';
 export { run } from './run';
-export { getProgram, programKeyHash, type ProgramKey, type ProgramOrigin, type StoreOptions } from './store';
+export {
+  ensureBundle,
+  getProgram,
+  type ObtainedProgram,
+  type ProgramOrigin,
+  type ProgramRequest,
+  type ProgramSignature,
+  type StoreOptions,
+  type TraceFn,
+} from './store';
+export { loadProgram, packageRootOf, programFiles, sourceGuards, PROGRAM_FORMAT, PROGRAM_VERSION, type ProgramDocument } from './bundle';
+export { bundleBackend, cxxFacts, cxxPath, dynamicGroups, keyInput, kilnBuild, type BundleBackend } from './bundle-target';

@@ -1,66 +1,248 @@
 /**
- * Where programs come from: the seam between "the API needs a program for this key" and
- * "compile one". Today every request builds; the bundle cache (docs: BRIEF.md, The bundle)
- * plugs in here: look the key up in shipped bundle dirs and the cache, verify guards, load;
- * on a miss build, publish atomically, and return. Callers never learn which happened
- * except through `origin`.
+ * Where programs come from: memory, a bundle, or a compile. `getProgram` is the engine's
+ * whole cache policy (docs/BUNDLES.md, "The engine's warm path"):
+ *
+ * 1. The bundle key from what is known before tracing: the function's name and source
+ *    text, the input signature, target, toolchain fingerprint, code-relevant env.
+ * 2. Memory: a program this process already has for the key is returned at once — no file
+ *    is touched.
+ * 3. Bundle: shipped roots, then the cache; every guard verified (checksums, source files,
+ *    ISA, toolchain); graph.json and kernels.so loaded. No trace, no passes, no compiler.
+ *    A verified bundle that fails to load is discarded and rebuilt once (force-load: error).
+ * 4. Compile, under the per-key lock so concurrent cold processes compile once: look up
+ *    again, trace, lower, render, compile, publish atomically, and run what was built.
+ *
+ * The tracer is the API layer's business (the engine never imports lib/tensor): callers
+ * pass `trace`, which runs only on step 4.
  */
-import type { CacheMode } from '../cache/mode';
+import { readFileSync } from 'fs';
+import { mkdtemp, rm } from 'fs/promises';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type ToolchainFingerprint, type VerifiedBundle } from '../cache';
+import { warnOnce } from '../cache/io';
+import type { Graph } from '../ir/graph';
 import type { Backend } from '../runtime/select';
-import { hashFields } from '../util/hash';
-import { CacheError } from '../util/errors';
+import { CacheError, KilnError } from '../util/errors';
+import { loadProgram, programFiles, sourceGuards } from './bundle';
+import { bundleBackend, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
 import type { CompiledProgram } from './program';
 
-/**
- * What identifies a program before tracing (so a warm start can skip the trace). The
- * bundle key adds the schema and kiln versions, the target and toolchain fingerprints and
- * the code-relevant environment to these fields.
- */
-export interface ProgramKey {
-  /** The compiled function's name (bundle namespace). */
-  readonly name: string;
-  /** The function's source text (`fn.toString()`). */
-  readonly fnSource: string;
-  /** Input signature: dtypes, static dims and which dims are dynamic. */
-  readonly signature: string;
+export type { ProgramSignature } from './bundle-target';
+
+/** What the API asks the engine for. */
+export interface ProgramRequest extends ProgramSignature {
   readonly device: Backend;
+  /**
+   * Base of relative source guards: the package root of the code that called kiln.compile
+   * (see `packageRootOf`). Undefined: guards are recorded as absolute paths.
+   */
+  readonly sourceRoot?: string;
 }
 
-/** How to look a program up and where. */
+/** How to look programs up and where. */
 export interface StoreOptions {
   readonly mode: CacheMode;
-  /** Cache directory override (option `cacheDir`); unused until the bundle cache lands. */
+  /** Cache directory (option `cacheDir`; default `KILN_CACHE_DIR`, else the user cache). */
   readonly cacheDir?: string;
-}
-
-/** sha256 over the key's labelled fields (in-memory identity today, the bundle key's core later). */
-export function programKeyHash(key: ProgramKey): string {
-  return hashFields([
-    ['name', key.name],
-    ['fn', key.fnSource],
-    ['signature', key.signature],
-    ['device', key.device],
-  ]);
+  /** Any trace or compile throws CacheError KILN_RECOMPILE (default `KILN_FAIL_ON_RECOMPILE`). */
+  readonly failOnRecompile?: boolean;
+  /** Shipped bundle roots (default `KILN_BUNDLE_PATH`). */
+  readonly bundlePath?: readonly string[];
 }
 
 /** Where a program came from. */
-export type ProgramOrigin = 'bundle' | 'compiled';
+export type ProgramOrigin = 'memory' | 'bundle' | 'compiled';
+
+export interface ObtainedProgram {
+  program: CompiledProgram;
+  origin: ProgramOrigin;
+  key: string;
+  /** The bundle it was loaded from or published to; absent when there is none (cache off, read-only, publish failed). */
+  bundleDir?: string;
+  traceMs: number;
+  /** Passes, rendering and the compiler. */
+  compileMs: number;
+  /** Looking up and verifying the bundle, reading graph.json, dlopen. */
+  loadMs: number;
+}
+
+/** Traces the user's function (called only when nothing can be loaded). */
+export type TraceFn = () => Graph;
+
+// Programs of this process by bundle key (pending ones too: concurrent first calls share).
+const memory = new Map<string, Promise<ObtainedProgram>>();
+
+/** How many programs this process compiled. */
+export function compileCount(): number {
+  return compiler().compileCount();
+}
+
+// The cold path's modules (passes, renderer, compiler driver) load on first compile only.
+let compileModule: typeof import('./compile') | undefined;
+function compiler(): typeof import('./compile') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: a warm start never pays for the passes and renderer
+  compileModule ??= require('./compile') as typeof import('./compile');
+  return compileModule;
+}
+
+/** Everything fixed once the key is known. */
+interface Context {
+  req: ProgramRequest;
+  backend: BundleBackend;
+  cache: Cache;
+  key: string;
+  keyFields: KeyFields;
+  target: string;
+  toolchain: ToolchainFingerprint;
+}
+
+/** The key and the cache (opened only when the key is not served from memory). */
+function prepare(req: ProgramRequest, store: StoreOptions, useMemory: boolean): { ctx?: Context; key: string; open(): Context } {
+  const backend = bundleBackend(req.device);
+  const target = backend.target();
+  let cache: Cache | undefined;
+  const openIt = (): Cache =>
+    (cache ??= openCache({
+      mode: store.mode,
+      ...(store.cacheDir !== undefined ? { cacheDir: store.cacheDir } : {}),
+      ...(store.failOnRecompile !== undefined ? { failOnRecompile: store.failOnRecompile } : {}),
+      ...(store.bundlePath !== undefined ? { bundlePath: store.bundlePath } : {}),
+    }));
+  // Known toolchain: the key costs no I/O, so a memory hit touches no file at all.
+  const toolchain = (useMemory ? backend.knownToolchain() : undefined) ?? backend.toolchain(openIt());
+  const { key, keyFields } = bundleKey(keyInput(req, target, toolchain.id));
+  return { key, open: () => ({ req, backend, cache: openIt(), key, keyFields, target, toolchain }) };
+}
 
 /**
- * A program for `key`: loaded from a bundle when one is valid (not yet: there is no bundle
- * store), else built by `build` (trace and compile). `force-load` without a bundle is an
- * error, as the mode promises.
+ * A program for `req`: from memory, from a bundle, or traced and compiled now (and then
+ * published). In force-load mode a missing or invalid bundle is a CacheError; with
+ * failOnRecompile any trace or compile is.
  */
-export async function getProgram(
-  key: ProgramKey,
-  store: StoreOptions,
-  build: () => Promise<CompiledProgram>,
-): Promise<{ program: CompiledProgram; origin: ProgramOrigin; bundleDir?: string }> {
-  if (store.mode === 'force-load') {
-    throw new CacheError(
-      'KILN_BUNDLE_MISSING',
-      `cache mode force-load: no bundle for ${key.name} (${programKeyHash(key).slice(0, 16)}); build one first, or use cache: 'auto'`,
-    );
+export async function getProgram(req: ProgramRequest, store: StoreOptions, trace: TraceFn): Promise<ObtainedProgram> {
+  const prep = prepare(req, store, true);
+  const known = memory.get(prep.key);
+  if (known) {
+    const got = await known;
+    return { ...got, origin: 'memory', traceMs: 0, compileMs: 0, loadMs: 0 };
   }
-  return { program: await build(), origin: 'compiled' };
+  const pending = obtain(prep.open(), trace);
+  memory.set(prep.key, pending);
+  pending.catch(() => {
+    if (memory.get(prep.key) === pending) memory.delete(prep.key); // a failure is retried by the next caller
+  });
+  return pending;
+}
+
+/**
+ * Makes sure a bundle for `req` exists in `cacheDir` (shipped roots are not consulted):
+ * verifies the one there, or traces, compiles and publishes. For offline builds (`kiln.build`).
+ * Throws CacheError KILN_CACHE_WRITE when the bundle could not be written.
+ */
+export async function ensureBundle(req: ProgramRequest, cacheDir: string | undefined, trace: TraceFn): Promise<ObtainedProgram> {
+  const ctx = prepare(req, { mode: 'auto', ...(cacheDir !== undefined ? { cacheDir } : {}), failOnRecompile: false, bundlePath: [] }, false).open();
+  if (ctx.cache.readOnly) throw new CacheError('KILN_CACHE_WRITE', `cannot build into ${ctx.cache.cacheDir}: it is not writable`);
+  const got = await obtain(ctx, trace);
+  if (!got.bundleDir) throw new CacheError('KILN_CACHE_WRITE', `the bundle for ${req.name} could not be written to ${ctx.cache.cacheDir} (see the warning above)`);
+  return got;
+}
+
+async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
+  const { cache, key, req } = ctx;
+  const expect = { host: ctx.backend.host(), toolchain: ctx.toolchain.id, ...(req.sourceRoot !== undefined ? { sourceRoot: req.sourceRoot } : {}) };
+  const t0 = performance.now();
+  const found = cache.lookup(key, req.name, expect); // force-load: throws when missing or invalid
+  if (found.status === 'hit') {
+    const loaded = tryLoad(ctx, found.bundle, t0);
+    if (loaded) return loaded;
+  }
+  const miss: CacheLookup = found.status === 'hit' ? { status: 'miss' } : found;
+  mayCompile(ctx, miss);
+  return cache.withKeyLock(
+    key,
+    async () => {
+      // Another process may have published it while we waited for the lock (not after a
+      // failed load: that bundle was discarded, or is a shipped one we must not retry).
+      if (found.status !== 'hit') {
+        const t1 = performance.now();
+        const again = cache.lookup(key, req.name, expect);
+        if (again.status === 'hit') {
+          const loaded = tryLoad(ctx, again.bundle, t1);
+          if (loaded) return loaded;
+        }
+      }
+      return compileAndPublish(ctx, trace);
+    },
+    { namespace: req.name },
+  );
+}
+
+/** Loads a verified bundle; on failure discards it (auto) or throws (force-load). */
+function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): ObtainedProgram | undefined {
+  try {
+    const program = loadProgram(bundle);
+    return { program, origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0, loadMs: performance.now() - t0 };
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    if (ctx.cache.mode === 'force-load') {
+      throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${bundle.dir} verified but could not be loaded: ${why}`, { cause: e });
+    }
+    const removed = ctx.cache.discard(bundle);
+    warnOnce(
+      'KILN_BUNDLE_LOAD',
+      `kiln: the bundle ${bundle.dir} verified but could not be loaded (${why}); ${removed ? 'it was removed and ' : ''}${ctx.req.name} is compiled once instead`,
+      `load:${bundle.dir}`,
+    );
+    return undefined;
+  }
+}
+
+/** failOnRecompile: the cache's KILN_RECOMPILE, led by the function and its signature. */
+function mayCompile(ctx: Context, miss: CacheLookup): void {
+  try {
+    ctx.cache.assertMayCompile(ctx.key, ctx.req.name, miss);
+  } catch (e) {
+    if (!(e instanceof KilnError)) throw e;
+    const sig = ctx.keyFields.inputs.join(', ');
+    throw new CacheError('KILN_RECOMPILE', `${ctx.req.name}: failOnRecompile is set, but inputs ${sig} need a trace and a compile — ${e.message}`, { cause: e });
+  }
+}
+
+async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
+  const { req, cache, key } = ctx;
+  const t0 = performance.now();
+  const graph = trace();
+  const traceMs = performance.now() - t0;
+  // Hashed right after the trace, so an edit during the compile fails the guard next time.
+  const sources = sourceGuards(graph.files, req.sourceRoot);
+  const workDir = await mkdtemp(join(tmpdir(), 'kiln-build-'));
+  // On a compile error the work dir stays: the error names kernels.cpp in it.
+  const program = await compiler().compileGraph(graph, { device: req.device, workDir });
+  const t = program.times;
+  let bundleDir: string | undefined;
+  try {
+    const files = programFiles(program, readFileSync(join(workDir, 'kernels.so')));
+    const published = cache.publish(key, req.name, files, {
+      keyFields: ctx.keyFields,
+      guards: {
+        sources,
+        target: ctx.target,
+        toolchain: { id: ctx.toolchain.id, ...(ctx.toolchain.version !== undefined ? { version: ctx.toolchain.version } : {}), path: ctx.toolchain.file.realpath },
+      },
+      info: { function: req.name, device: req.device, kernels: program.kernels, compileMs: Math.round(t.lowerMs + t.renderMs + t.compileMs) },
+    });
+    if (published.status !== 'skipped') bundleDir = published.dir;
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+  return {
+    program,
+    origin: 'compiled',
+    key,
+    ...(bundleDir !== undefined ? { bundleDir } : {}),
+    traceMs,
+    compileMs: t.lowerMs + t.renderMs + t.compileMs,
+    loadMs: t.loadMs,
+  };
 }
