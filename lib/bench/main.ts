@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { cpuInfo as hostCpu } from '../runtime/toolchain';
 import { block, mlp, type BenchModel } from './models';
 import { formatTable, runCpuBench, type KilnMode } from './cpu';
 import { formatProfile, profileDir, profileModel } from './profile';
@@ -102,18 +103,10 @@ function buildModels(names: string[], small: boolean): BenchModel[] {
   );
 }
 
-/** The CPU model as /proc/cpuinfo names it (os.cpus() elsewhere), and its SIMD flags. */
+/** The CPU model and its SIMD features, as kiln's toolchain probe reads them. */
 export function cpuInfo(): { model: string; simd: string[] } {
-  let text = '';
-  try {
-    text = fs.readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    // not Linux
-  }
-  const model = /^model name\s*:\s*(.+)$/m.exec(text)?.[1].trim() ?? os.cpus()[0]?.model ?? 'unknown';
-  const flags = new Set((/^flags\s*:\s*(.+)$/m.exec(text)?.[1] ?? '').split(/\s+/));
-  const simd = ['sse4_2', 'avx', 'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.has(f));
-  return { model, simd };
+  const cpu = hostCpu();
+  return { model: cpu.model, simd: cpu.features };
 }
 
 /** `version` of a package.json, by module specifier. */

@@ -19,12 +19,30 @@ const commands: Record<string, Command> = {
     usage: 'kiln doctor [--json]\n\n  --json   print the report as JSON\n\nExit status 0 when a backend is usable, 1 otherwise.',
     run: doctor,
   },
+  bench: {
+    summary: 'benchmark kiln against onnxruntime-node on the CPU (same model, weights and threads)',
+    usage: 'kiln bench [--threads N] [--models mlp,block] [--iters N] [--out PATH] (kiln bench --help lists all)',
+    run: runBench,
+  },
   cache: {
     summary: cacheSummary,
     usage: cacheUsage,
     run: cacheCommand,
   },
 };
+
+/** Loaded on demand: the benchmark needs onnxruntime-node, a development dependency. */
+async function runBench(args: string[]): Promise<number> {
+  let mod: typeof import('../bench/main');
+  try {
+    mod = await import('../bench/main');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND' || !String((e as Error).message).includes('onnxruntime-node')) throw e;
+    console.error('kiln bench compares against onnxruntime-node, which is not installed: npm install --no-save onnxruntime-node');
+    return 1;
+  }
+  return mod.bench(args);
+}
 
 function help(): string {
   const width = Math.max(...Object.keys(commands).map((c) => c.length)) + 2;
@@ -52,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   // `kiln cmd --help` is answered here; deeper help (`kiln cache prune --help`) by the command.
-  if (rest[0] === '--help' || rest[0] === '-h') {
+  if ((rest[0] === '--help' || rest[0] === '-h') && name !== 'bench') {
     console.log(`${cmd.summary}\n\nUsage: ${cmd.usage}`);
     return 0;
   }

@@ -79,7 +79,7 @@ export interface CpuInfo {
   arch: string;
 }
 
-const FEATURES = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'asimd', 'sve'];
+const FEATURES = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'asimd', 'sve'];
 
 /** Reads the host CPU's model and the ISA features that change generated code. */
 export function cpuInfo(): CpuInfo {
