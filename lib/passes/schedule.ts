@@ -8,7 +8,7 @@
  */
 import { KilnError } from '../util/errors';
 import { dimEq, dimProd, dimStr, toposort, type Dim, type Graph, type Node } from '../ir';
-import { canFuse, scoreFusion } from './fusion';
+import { canFuse, inlineRegion, scoreFusion } from './fusion';
 import { buildKernel, Irregular, viewBase, type Kernel } from './kernel';
 import { isContiguous, unmasked, viewOf } from './view';
 
@@ -63,7 +63,8 @@ export function schedule(graph: Graph): Schedule {
       if (!legal || scoreFusion(p, ctx, legal) <= 0) continue;
       realized.delete(p);
       changed = true;
-      refreshOwners(order, consumers, realized, owners);
+      // Only p and the producers inlined with it can change owners (ids: sources first).
+      for (const n of inlineRegion(p, isBuffer).sort((a, b) => b.id - a.id)) owners.set(n, ownersOf(n, consumers, owners));
     }
   }
 
