@@ -11,7 +11,7 @@
  */
 import { execFileSync } from 'child_process';
 import { readdirSync, readFileSync, statSync } from 'fs';
-import { dirname, join } from 'path';
+import { basename, dirname, join } from 'path';
 import { cpuTarget, type Cache, type Host, type InputSignature, type KeyInput, type ToolchainFingerprint } from '../cache';
 import type { Backend } from '../runtime/select';
 import { cpuInfo, whichSync } from '../runtime/toolchain';
@@ -183,23 +183,27 @@ export function keyInput(sig: ProgramSignature, target: string, toolchain: strin
 }
 
 // kiln's code that decides what is generated, how it is compiled and how bundles are
-// written: whole folders, and single files (by base name) of the others.
+// written: whole folders, and single files (path without extension) of the others.
 const CODE_DIRS = ['ir', 'passes', 'codegen'];
 const CODE_FILES = ['runtime/cpu', 'engine/compile', 'engine/bundle'];
 let buildMemo: string | null | undefined;
 
 /**
  * In a development checkout of kiln (a `.git` beside package.json) the version number does
- * not move when the code generator changes, so bundles built before a `git pull` would be
- * loaded after it. There, the key also carries a hash of the code that generates and
- * compiles programs (lib/ or dist/: ir, passes, codegen, the CPU runtime, the engine's
- * compile and bundle writer). A released
- * package has no `.git`: the field is absent and kilnVersion alone versions the code.
+ * not move when the code generator changes, so bundles built before a rebuild would be
+ * loaded after it. When kiln runs from its build output (dist/) there, the key also carries
+ * a hash of the built code that generates and compiles programs (ir, passes, codegen, the
+ * CPU runtime, the engine's compile and bundle writer): it changes exactly when
+ * `npm run build:ts` changes that code. Not when running from lib/ sources (tests, through
+ * swc): they use temporary caches, and a hash of sources that colleagues edit in the same
+ * checkout would change between a test's cold and warm processes. A released package has
+ * no `.git`: the field is absent and kilnVersion alone versions the code.
  */
 export function kilnBuild(): string | undefined {
   if (buildMemo !== undefined) return buildMemo ?? undefined;
   const codeRoot = join(__dirname, '..'); // lib/ or dist/
   try {
+    if (basename(codeRoot) !== 'dist') throw new Error('running from sources');
     statSync(join(dirname(codeRoot), '.git'));
   } catch {
     buildMemo = null;
@@ -209,19 +213,17 @@ export function kilnBuild(): string | undefined {
   for (const dir of CODE_DIRS) {
     let names: string[];
     try {
-      names = readdirSync(join(codeRoot, dir)).filter((n) => /\.(ts|js)$/.test(n) && !n.endsWith('.d.ts')).sort();
+      names = readdirSync(join(codeRoot, dir)).filter((n) => n.endsWith('.js')).sort();
     } catch {
       continue;
     }
     for (const n of names) fields.push([`${dir}/${n}`, readFileSync(join(codeRoot, dir, n))]);
   }
   for (const f of CODE_FILES) {
-    for (const ext of ['.ts', '.js']) {
-      try {
-        fields.push([f + ext, readFileSync(join(codeRoot, f + ext))]);
-      } catch {
-        // lib/ has .ts, dist/ has .js
-      }
+    try {
+      fields.push([f, readFileSync(join(codeRoot, `${f}.js`))]);
+    } catch {
+      // an older layout: the folders above still version the code
     }
   }
   buildMemo = 'dev-' + hashFields(fields).slice(0, 16);

@@ -73,9 +73,9 @@ export type TraceFn = () => Graph;
 // Programs of this process by bundle key (pending ones too: concurrent first calls share).
 const memory = new Map<string, Promise<ObtainedProgram>>();
 
-/** How many programs this process compiled. */
+/** How many programs this process compiled through the store (0 while the compiler was never loaded). */
 export function compileCount(): number {
-  return compiler().compileCount();
+  return compileModule?.compileCount() ?? 0;
 }
 
 // The cold path's modules (passes, renderer, compiler driver) load on first compile only.
