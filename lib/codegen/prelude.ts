@@ -130,7 +130,7 @@ static inline float kiln_erff(float x) {
   q = q * u + 0.02053586207330227f;
   q = q * u + 0.5617679357528687f;
   q = q * u + 0.00012107837392250076f;
-  const float big = a >= 4.0f ? 1.0f : 1.0f - kiln_expf(-t) * q;
+  const float big = a >= 4.0f ? 1.0f : 1.0f - kiln_expf(-(t < 16.0f ? t : 16.0f)) * q; /* no subnormal work past 4 */
   const float y = a < 1.0f ? x * p : (x < 0 ? -big : big);
   return x != x ? x : y;
 }
