@@ -2,7 +2,8 @@
  * Kernel-count tests of the fusion scheduler (no compiler needed): traced programs are
  * lowered and the kernels counted, as tinygrad's check_schedule does.
  */
-import { lower, type Program } from '../lib/passes';
+import { canFuse, lower, scoreFusion, type Program } from '../lib/passes';
+import { NodeTable, type Node } from '../lib/ir';
 import { trace } from '../lib/tensor/trace';
 import * as F from '../lib/tensor/functional';
 import type { Tensor } from '../lib/tensor/tensor';
@@ -95,6 +96,30 @@ describe('fusion: kernel counts', () => {
   test('kernel names are unique', () => {
     const p = kernels((x, y) => [x.exp(), y.exp(), x.add(y).transpose(0, 1)], [f32(4, 4), f32(4, 4)]);
     expect(names(p)).toEqual(['E_16', 'E_16_1', 'E_16_2']);
+  });
+});
+
+describe('fusion: legality and priority', () => {
+  const t = new NodeTable();
+  const x = t.make('INPUT', [], 0, { dtype: 'float32', shape: [8, 16] });
+  const r = t.make('REDUCE_SUM', [x], [1]);
+  const back = t.make('EXPAND', [r], [8, 16]);
+  const a = t.make('ADD', [x, back], null);
+  const b = t.make('MUL', [back, back], null);
+  const e = t.make('EXP', [x], null);
+  const isBuffer = (n: Node): boolean => n.op === 'INPUT' || n === a || n === b || n === r || n === e;
+
+  test('a reduction used by two kernels is not fused (it would run twice)', () => {
+    expect(canFuse(r, { isBuffer, owners: new Set([a, b]) })).toBeUndefined();
+    expect(canFuse(r, { isBuffer, owners: new Set([a]) })).toBeDefined();
+  });
+  test('an elementwise producer may be recomputed in two kernels; its score weighs the recompute', () => {
+    const c1 = t.make('ADD', [e, x], null);
+    const c2 = t.make('MUL', [e, x], null);
+    const ctx = { isBuffer: (n: Node) => isBuffer(n) || n === c1 || n === c2, owners: new Set([c1, c2]) };
+    const legal = canFuse(e, ctx);
+    expect(legal).toBeDefined();
+    expect(scoreFusion(e, ctx, legal!)).toBeGreaterThan(0);
   });
 });
 
