@@ -348,6 +348,56 @@ describe('dtype promotion', () => {
   });
 });
 
+// PyTorch: bool + bool is a logical or and bool · bool a logical and, both staying bool
+// (also with a bool number); a number of a higher category promotes; bool - bool is an error.
+describe('bool arithmetic', () => {
+  const or = (x: number, y: number) => (x || y ? 1 : 0);
+  const and = (x: number, y: number) => (x && y ? 1 : 0);
+  test.each<[string, number[], number[]]>([
+    ['[3,50] with [3,50]', [3, 50], [3, 50]],
+    ['[3,1] with [1,4] (broadcast)', [3, 1], [1, 4]],
+    ['[783] with a 0-d tensor', [783], []],
+  ])('add is or, mul is and: %s', async (_n, sa, sb) => {
+    const a = input(sa, 'bool');
+    const b = input(sb, 'bool');
+    await expectTensor(a.t.add(b.t), R.map(or, a.ref, b.ref), 'bool');
+    await expectTensor(a.t.mul(b.t), R.map(and, a.ref, b.ref), 'bool');
+    await expectTensor(kiln.add(b.t, a.t), R.map(or, b.ref, a.ref), 'bool');
+  });
+
+  test('with bool numbers the result stays bool; with integers it is int32', async () => {
+    const a = input([50], 'bool');
+    await expectTensor(a.t.add(true), R.map(() => 1, a.ref), 'bool');
+    await expectTensor(a.t.add(false), a.ref, 'bool');
+    await expectTensor(a.t.mul(false), R.map(() => 0, a.ref), 'bool');
+    await expectTensor(a.t.mul(true), a.ref, 'bool');
+    await expectTensor(a.t.add(1), R.map((x) => x + 1, a.ref), 'int32');
+    await expectTensor(a.t.add(a.t).add(a.t.to('int32')), R.map((x) => or(x, x) + x, a.ref), 'int32');
+  });
+
+  test.each<[string, (a: Tensor, b: Tensor) => Tensor]>([
+    ['two tensors', (a, b) => a.sub(b)],
+    ['a tensor and a bool number', (a) => a.sub(true)],
+    ['kiln.sub', (a, b) => kiln.sub(a, b)],
+  ])('sub of bools is a typed error naming the op and suggesting ne: %s', (_n, op) => {
+    const a = input([4], 'bool');
+    const b = input([4], 'bool');
+    let err: unknown;
+    try {
+      op(a.t, b.t);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(kiln.KilnError);
+    expect(err).toMatchObject({ code: 'KILN_DTYPE', message: expect.stringMatching(/^sub: .*bool.*\.ne\(/) });
+  });
+
+  test('sub of a bool tensor and an integer is int32', async () => {
+    const a = input([50], 'bool');
+    await expectTensor(a.t.sub(1), R.map((x) => x - 1, a.ref), 'int32');
+  });
+});
+
 // ─── Comparisons and where ────────────────────────────────────────────────────────────────────
 
 const COMPARE: Record<string, { op: BinaryFn; f: (a: number, b: number) => boolean }> = {

@@ -154,6 +154,9 @@ const CASES: ErrorCase[] = [
   // PyTorch: "Integers to negative integer powers are not allowed."
   { name: 'pow-int32-negative-exponent', kind: 'shape-or-argument', op: 'pow', dtype: 'int32',
     call: () => t([2, 3], 'int32').pow(-1) }, // site:pow-int32-negative-exponent
+  // PyTorch: "Subtraction, the `-` operator, with two bool tensors is not supported."
+  { name: 'sub-bool', kind: 'shape-or-argument', op: 'sub', dtype: 'bool',
+    call: () => t([2, 3], 'bool').sub(t([2, 3], 'bool')) }, // site:sub-bool
   { name: 'where-float-condition', kind: 'shape-or-argument', op: 'where', dtype: 'float32',
     call: () => kiln.where(t([3]), t([3]), t([3])) }, // site:where-float-condition
 ];

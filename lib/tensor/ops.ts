@@ -124,12 +124,26 @@ const BINARY: Record<string, { op: Op; kind: BinaryKind; swap?: boolean }> = {
 export type BinaryName = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum' | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
 
 /**
- * A public binary op with PyTorch's type promotion: bool arithmetic runs in int32,
- * division of ints is true division in float32, comparisons compare in the promoted type.
+ * bool ⊕ bool as PyTorch computes it: add is a logical or, mul a logical and. They lower to
+ * MAX and MIN, which every backend already defines on bool (ADD and MUL are not bool ops).
+ */
+const BOOL_ARITH: { readonly [N in BinaryName]?: Op } = { add: 'MAX', mul: 'MIN' };
+
+/**
+ * A public binary op with PyTorch's type promotion: bool + bool is bool (or), bool · bool is
+ * bool (and), bool - bool is an error; other bool arithmetic (pow) runs in int32; division
+ * of ints is true division in float32; comparisons compare in the promoted type.
  */
 export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
   const { op, kind, swap } = BINARY[name];
   const t = resultType([dtypeOf(a), dtypeOf(b)]);
+  if (kind === 'arith' && t === 'bool') {
+    const logical = BOOL_ARITH[name];
+    if (logical) return apply(logical, prepare(name, [a, b], 'bool'), null);
+    if (name === 'sub') {
+      bad('KILN_DTYPE', "sub: subtraction of bools is not supported (as in PyTorch); for a logical xor use a.ne(b), for a and-not use a.gt(b), or convert with .to('int32') first");
+    }
+  }
   const dtype = kind === 'div' ? (isFloat(t) ? t : 'float32') : kind === 'arith' && t === 'bool' ? 'int32' : t;
   if (name === 'pow' && dtype === 'int32' && typeof b === 'number' && b < 0) {
     bad('KILN_DTYPE', `pow: integers to negative integer powers are not allowed (int32 base, exponent ${b}); convert with .to('float32')`);
