@@ -12,10 +12,11 @@ const layers = {
   codegen: ['util', 'ir', 'passes'],
   runtime: ['util', 'ir'],
   cache: ['util', 'ir'],
+  io: ['util', 'ir'],
   engine: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache'],
-  cli: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor', 'api', 'bench'],
-  api: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor'],
-  bench: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'engine', 'tensor', 'api'],
+  cli: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'io', 'engine', 'tensor', 'api', 'bench'],
+  api: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'io', 'engine', 'tensor'],
+  bench: ['util', 'ir', 'passes', 'codegen', 'runtime', 'cache', 'io', 'engine', 'tensor', 'api'],
 };
 const all = Object.keys(layers);
 const zones = all.flatMap((layer) =>
@@ -42,7 +43,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['scripts/**/*.cjs', 'bin/**/*.js', '*.js', '*.cjs'],
+    files: ['scripts/**/*.cjs', 'bin/**/*.js', 'examples/**/*.js', '*.js', '*.cjs'],
     languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable', process: 'readonly', __dirname: 'readonly', console: 'readonly', Buffer: 'readonly' } },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },

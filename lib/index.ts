@@ -30,3 +30,6 @@ export {
 // Compilation.
 export { compile, counters, type CompileOptions, type CompileStats, type CompiledFunction } from './api/compile';
 export { build, type BuildOptions, type BuildResult, type ExampleInput } from './api/build';
+
+// Weights files.
+export { loadSafetensors, saveSafetensors, decodeSafetensors, encodeSafetensors, type Safetensors } from './api/weights';
