@@ -153,4 +153,26 @@ describe('promotion', () => {
     expect(resultType(['bool', 0.5])).toBe('float32');
     expect(resultType(['float16', 'int32', 1.5])).toBe('float16');
   });
+  it('ranks 0-d tensors between dimensioned tensors and numbers (torch.result_type)', () => {
+    const zero = (dtype: DType) => ({ dtype, ndim: 0 });
+    const dims = (dtype: DType) => ({ dtype, ndim: 2 });
+    // a 0-d tensor lifts the category only, never the width within one
+    expect(resultType([dims('float16'), zero('float32')])).toBe('float16');
+    expect(resultType([dims('bfloat16'), zero('float32')])).toBe('bfloat16');
+    expect(resultType([zero('float32'), dims('float16')])).toBe('float16');
+    expect(resultType([dims('int32'), zero('float32')])).toBe('float32');
+    expect(resultType([dims('int32'), zero('float16')])).toBe('float16'); // its own dtype, not the default
+    expect(resultType([dims('bool'), zero('int32')])).toBe('int32');
+    expect(resultType([dims('float32'), zero('int32')])).toBe('float32');
+    // among 0-d tensors (and against numbers) the usual rules apply
+    expect(resultType([zero('float16'), zero('float32')])).toBe('float32');
+    expect(resultType([zero('float16'), zero('bfloat16')])).toBe('float32');
+    expect(resultType([zero('int32'), 2.5])).toBe('float32');
+    expect(resultType([zero('float16'), 2.5])).toBe('float16');
+    expect(resultType([zero('bool'), 1])).toBe('int32');
+    // a 0-d float lifts int ahead of a float number; a plain DType is a dimensioned tensor
+    expect(resultType([dims('int32'), zero('float16'), 2.5])).toBe('float16');
+    expect(resultType(['int32', zero('float16')])).toBe('float16');
+    expect(resultType([{ dtype: 'float16', ndim: 1 }, zero('float32')])).toBe('float16');
+  });
 });

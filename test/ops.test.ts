@@ -335,6 +335,42 @@ describe('dtype promotion', () => {
     await expectTensor(a.t.mul(b.t), R.map((x, y) => x * y, a.ref, b.ref), want);
   });
 
+  test.each<[string, DType, number[], DType, number[], DType]>([
+    ['bool with a 0-d int32 → int32', 'bool', [3, 50], 'int32', [], 'int32'],
+    ['two 0-d tensors promote as tensors', 'float16', [], 'float32', [], 'float32'],
+    ['0-d float16 with 0-d bfloat16', 'float16', [], 'bfloat16', [], 'float32'],
+    ['[1] is dimensioned: float16 [1] with float32 [3,50]', 'float16', [1], 'float32', [3, 50], 'float32'],
+    ['0-d float32 on the left of a float16 tensor', 'float32', [], 'float16', [3, 50], 'float16'],
+  ])('%s', async (_n, da, sa, db, sb, want) => {
+    const a = input(sa, da, genFor(da, normal(3), ints(-20, 20)));
+    const b = input(sb, db, genFor(db, normal(3), ints(-20, 20)));
+    await expectTensor(a.t.add(b.t), R.map((x, y) => x + y, a.ref, b.ref), want);
+    await expectTensor(kiln.where(a.t.ne(0), a.t, b.t), R.map((x, y) => quantize(x !== 0 ? x : y, want), a.ref, b.ref), want, { exact: true });
+  });
+
+  test('a 0-d number tensor and a JS number meet as numbers do: int32 [] + 2.5 → float32', async () => {
+    const a = fromValues([7], [], 'int32');
+    await expectTensor(a.t.add(2.5), R.nd([], [9.5]), 'float32');
+    const h = fromValues([1.5], [], 'float16');
+    await expectTensor(h.t.mul(0.1), R.nd([], [0.15]), 'float16');
+  });
+
+  // PyTorch reads a 0-d operand of a half op in float32 (opmath): half ⊕ 0-d float32 is the
+  // float32 result rounded once, exactly as half ⊕ the same JS number.
+  test.each(['float16', 'bfloat16'] as const)('%s with a 0-d float32 tensor keeps its float32 precision', async (dtype) => {
+    const x = input([3, 50], dtype, normal(3));
+    const s = Math.fround(0.1);
+    const z = kiln.tensor([s], [], 'float32', DEVICE);
+    for (const [got, viaNumber, f] of [
+      [x.t.add(z), x.t.add(s), (v: number) => v + s],
+      [x.t.mul(z), x.t.mul(s), (v: number) => v * s],
+      [z.sub(x.t), x.t.neg().add(s), (v: number) => s - v],
+    ] as const) {
+      await expectTensor(got, R.map(f, x.ref), dtype);
+      expect(Array.from(await got.toArray())).toEqual(Array.from(await viaNumber.toArray()));
+    }
+  });
+
   // PyTorch computes `half_tensor op number` in float32 with the number itself, not the number
   // first rounded to the half dtype (its CPU kernels read `original_scalar_value<opmath_t>`).
   // x = -fmt(0.1) makes the difference plain: x + 0.1 is tiny but not 0.

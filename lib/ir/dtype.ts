@@ -75,25 +75,51 @@ export function scalarCategory(x: number | boolean): Category {
   return Number.isInteger(x) ? 1 : 2;
 }
 
+/** A tensor operand as promotion sees it: its dtype and its number of dims. */
+export interface TensorType {
+  readonly dtype: DType;
+  readonly ndim: number;
+}
+
+/** One operand of `resultType`: a dimensioned tensor's dtype, a tensor with its rank, or a JS number. */
+export type PromotionOperand = DType | TensorType | number | boolean;
+
+/** The default dtype of a JS number's category (PyTorch's wrapped numbers). */
+const SCALAR_DTYPE: readonly DType[] = ['bool', 'int32', 'float32'];
+
+/** `lower` (a lower-priority class of operands) only counts when its category is higher. */
+function combine(higher: DType | undefined, lower: DType | undefined): DType | undefined {
+  if (higher === undefined) return lower;
+  if (lower === undefined) return higher;
+  return category(lower) > category(higher) ? lower : higher;
+}
+
 /**
- * Result dtype of an op over tensors and scalars (torch.result_type): tensors' dtypes
- * promote among themselves; a scalar only matters when its category (bool < int < float)
- * is higher than every tensor's, and then it contributes the default dtype of its category
- * (int32 for ints, float32 for floats). So int32 + 2.5 → float32, float16 + 2.5 → float16.
+ * Result dtype of an op over tensors and scalars (torch.result_type). Operands form three
+ * priority classes — dimensioned tensors, zero-dim tensors, JS numbers — and each class
+ * promotes among itself (a number contributes the default dtype of its category: int32
+ * for integral values, float32 otherwise, bool for booleans). A lower class only matters
+ * when its category (bool < int < float) is higher than every higher class's, and then its
+ * own dtype wins: `int32 + 2.5 → float32`, `float16 + 2.5 → float16`, `float16[3] ·
+ * float32[] → float16`, `int32[3] + float16[] → float16`, `bool + 1 → int32`. A plain
+ * DType operand counts as a dimensioned tensor.
  */
-export function resultType(operands: readonly (DType | number | boolean)[]): DType {
-  let tensorType: DType | undefined;
-  let scalarCat: Category | -1 = -1;
+export function resultType(operands: readonly PromotionOperand[]): DType {
+  let dim: DType | undefined;
+  let zero: DType | undefined;
+  let wrapped: DType | undefined;
   for (const o of operands) {
-    if (typeof o === 'string') tensorType = tensorType === undefined ? o : promoteTypes(tensorType, o);
-    else scalarCat = Math.max(scalarCat, scalarCategory(o)) as Category;
+    if (typeof o === 'number' || typeof o === 'boolean') {
+      const d = SCALAR_DTYPE[scalarCategory(o)];
+      wrapped = wrapped === undefined ? d : promoteTypes(wrapped, d);
+    } else if (typeof o === 'string' || o.ndim > 0) {
+      const d = typeof o === 'string' ? o : o.dtype;
+      dim = dim === undefined ? d : promoteTypes(dim, d);
+    } else zero = zero === undefined ? o.dtype : promoteTypes(zero, o.dtype);
   }
-  if (tensorType === undefined) {
-    if (scalarCat < 0) throw new ArgumentError('KILN_BAD_ARGUMENT', 'resultType needs at least one operand');
-    return scalarCat === 2 ? 'float32' : scalarCat === 1 ? 'int32' : 'bool';
-  }
-  if (scalarCat > category(tensorType)) return scalarCat === 2 ? 'float32' : 'int32';
-  return tensorType;
+  const r = combine(dim, combine(zero, wrapped));
+  if (r === undefined) throw new ArgumentError('KILN_BAD_ARGUMENT', 'resultType needs at least one operand');
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------

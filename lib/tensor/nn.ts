@@ -19,7 +19,7 @@ import {
   type PadRange,
 } from '../ir';
 import { apply, lift, type Impl } from './impl';
-import { binary, cast, expandTo, full, matmul, maxmin, mean, normDim, rsqrt, sum, toFloat, transpose, upcast, type Operand } from './ops';
+import { binary, cast, expandTo, full, matmul, maxmin, mean, normDim, promotionOf, rsqrt, sum, toFloat, transpose, upcast, type Operand } from './ops';
 
 function bad(code: string, msg: string): never {
   throw new ShapeError(code, msg);
@@ -136,7 +136,7 @@ export function where(cond: Impl, a: Operand, b: Operand): Impl {
   cond = lifted[0];
   if (typeof a === 'object') a = lifted[1];
   if (typeof b === 'object') b = lifted[lifted.length - 1];
-  const dtype = resultType([a, b].map((v) => (typeof v === 'object' ? v.dtype : v)));
+  const dtype = resultType([a, b].map(promotionOf));
   const shape = broadcastShapes('where', cond.shape, ...[a, b].filter((v): v is Impl => typeof v === 'object').map((v) => v.shape));
   const [x, y] = [a, b].map((v) => (typeof v === 'object' ? expandTo(cast(v, dtype), shape) : full(v, dtype, shape, cond)));
   return apply('WHERE', [expandTo(cond, shape), x, y], null);

@@ -20,6 +20,7 @@ import {
   type Dim,
   type DType,
   type Op,
+  type PromotionOperand,
   type ShrinkRange,
 } from '../ir';
 import { apply, lift, type Impl } from './impl';
@@ -99,7 +100,11 @@ export function prepare(name: string, operands: readonly Operand[], dtype: DType
   return xs.map((x) => (isImpl(x) ? expandTo(cast(x, dtype), shape) : full(x, dtype, shape, like)));
 }
 
-const dtypeOf = (x: Operand): DType | number | boolean => (isImpl(x) ? x.dtype : x);
+/** An operand as type promotion sees it (a tensor's rank matters: 0-d tensors rank below others). */
+export const promotionOf = (x: Operand): PromotionOperand => (isImpl(x) ? { dtype: x.dtype, ndim: x.shape.length } : x);
+
+/** A number, or a 0-d tensor of another dtype than the result: it keeps its own precision. */
+const scalarLike = (x: Operand, dtype: DType): boolean => !isImpl(x) || (x.shape.length === 0 && x.dtype !== dtype);
 
 /** Kinds of binary ops, by how they type their operands. */
 type BinaryKind = 'arith' | 'div' | 'minmax' | 'compare';
@@ -136,7 +141,7 @@ const BOOL_ARITH: { readonly [N in BinaryName]?: Op } = { add: 'MAX', mul: 'MIN'
  */
 export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
   const { op, kind, swap } = BINARY[name];
-  const t = resultType([dtypeOf(a), dtypeOf(b)]);
+  const t = resultType([promotionOf(a), promotionOf(b)]);
   if (kind === 'arith' && t === 'bool') {
     const logical = BOOL_ARITH[name];
     if (logical) return apply(logical, prepare(name, [a, b], 'bool'), null);
@@ -149,9 +154,9 @@ export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
     bad('KILN_DTYPE', `pow: integers to negative integer powers are not allowed (int32 base, exponent ${b}); convert with .to('float32')`);
   }
   const half = dtype === 'float16' || dtype === 'bfloat16';
-  if (half && kind !== 'compare' && kind !== 'minmax' && (!isImpl(a) || !isImpl(b))) {
-    // A JS number keeps float32 precision in half arithmetic (PyTorch's opmath): x + 0.1
-    // is x + float32(0.1) rounded once, not x + float16(0.1).
+  if (half && kind !== 'compare' && kind !== 'minmax' && (scalarLike(a, dtype) || scalarLike(b, dtype))) {
+    // A JS number (or a 0-d tensor of a wider type) keeps float32 precision in half
+    // arithmetic (PyTorch's opmath): x + 0.1 is x + float32(0.1) rounded once, not x + float16(0.1).
     const [x, y] = prepare(name, [a, b], 'float32');
     return cast(apply(op, [x, y], null), dtype);
   }
