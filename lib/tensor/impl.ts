@@ -11,6 +11,7 @@ import {
   encodeStorage,
   inferOp,
   NodeTable,
+  shapeStr,
   type Constant,
   type Dim,
   type DType,
@@ -166,6 +167,15 @@ export function apply<O extends Op>(op: O, src: readonly Impl[], arg: OpArgs[O],
   const mismatch = eager.find((s) => s.device !== device);
   if (mismatch) throw new ShapeError('KILN_DEVICE_MISMATCH', `${op}: tensors on ${device} and ${mismatch.device} were mixed`);
   const info = inferOp(op, eager, arg, hint);
+  if (info.shape.some((d) => typeof d !== 'number')) {
+    // Only a traced operand ties an op to a trace: a concrete tensor alone cannot take a
+    // dynamic shape (e.g. capturedBias.expand(x.dims)).
+    throw new TraceError(
+      'KILN_SYMBOLIC_DIM',
+      `${op}: a concrete tensor of shape ${shapeStr(eager[0]?.shape ?? [])} cannot take the dynamic shape ${shapeStr(info.shape)} on its own; ` +
+        'combine it with a traced tensor instead (binary ops broadcast it: x.add(bias)), or pass it to the compiled function as an input',
+    );
+  }
   const shape = info.shape as readonly number[]; // eager shapes are always static
   if (op === 'RESHAPE') return new EagerImpl(info.dtype, shape, device, eager[0].storage); // views share storage
   const data = evalOp(op, arg, info.dtype, shape, eager.map((s) => ({ shape: s.shape, data: s.values() })));
