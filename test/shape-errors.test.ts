@@ -11,6 +11,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as kiln from '../lib';
 import { ArgumentError, KilnError, ShapeError } from '../lib/util/errors';
+import { api } from '../lib/tensor/tensor';
+import { trace } from '../lib/tensor/trace';
 
 type DType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'bool';
 const FILE = path.basename(__filename);
@@ -176,6 +178,43 @@ describe.each(CASES)('$name', (c) => {
     for (const s of c.shapes ?? []) expect(e.message).toMatch(shapePattern(s));
     if (c.dtype) expect(e.message).toContain(c.dtype);
     expect(e.message).toMatch(new RegExp(`${FILE.replace(/\./g, '\\.')}:${siteLine(c.name)}(\\D|$)`));
+    expectLabelledOnce(e, c.op, siteLine(c.name));
+  });
+});
+
+/** The op name leads the message once (not even as the primitive's upper-case name), the site ends it once. */
+function expectLabelledOnce(e: KilnError, op: string, line: number): void {
+  expect(e.message.startsWith(`${op}: `)).toBe(true);
+  expect(e.message.slice(op.length + 2).toLowerCase().startsWith(`${op.toLowerCase()}: `)).toBe(false);
+  expect(e.message.match(/\(at /g)).toHaveLength(1);
+  expect(e.message).toMatch(new RegExp(`\\(at [^()]*${FILE.replace(/\./g, '\\.')}:${line}:\\d+\\)$`));
+  expect(e.op).toBe(op);
+  expect(e.site).toMatch(new RegExp(`${FILE.replace(/\./g, '\\.')}:${line}:\\d+$`));
+  expect(e.stack).toContain(e.message);
+}
+
+describe('labels are added once', () => {
+  test('an op inside a traced function: the op and the site once', () => {
+    const err = thrown(() => trace((x: kiln.Tensor) => x.add(t([4, 3])), [{ shape: [2, 3] }], { dynamic: { 0: [0] } })); // site:traced-add
+    expect(err).toBeInstanceOf(ShapeError);
+    expectLabelledOnce(err as KilnError, 'add', siteLine('traced-add'));
+  });
+
+  test('a primitive error named like the public op (EXPAND under expand) is not named twice', () => {
+    const err = thrown(() => t([3, 2]).expand([4, 2])); // site:expand-primitive
+    expectLabelledOnce(err as KilnError, 'expand', siteLine('expand-primitive'));
+    expect((err as KilnError).message).toMatch(/^expand: cannot expand \[3,2\] to \[4,2\] \(at /);
+  });
+
+  test('nested public ops (kiln.softmax → Tensor.softmax) and a rethrow through another label', () => {
+    const err = thrown(() => api('sum', () => kiln.softmax(t([2, 3]), 5))); // site:nested
+    expectLabelledOnce(err as KilnError, 'softmax', siteLine('nested'));
+  });
+
+  test('a message that already carries the op name and a site (from another copy of kiln) is relabelled, not doubled', () => {
+    const err = thrown(() => api('add', () => { throw new ShapeError('KILN_SHAPE_MISMATCH', 'add: add: boom (at /elsewhere/x.js:1:2)'); })); // site:foreign
+    expectLabelledOnce(err as KilnError, 'add', siteLine('foreign'));
+    expect((err as KilnError).message).toMatch(/^add: boom \(at /);
   });
 });
 

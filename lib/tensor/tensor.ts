@@ -15,17 +15,31 @@ export type Scalar = number | boolean;
 /** What `toArray()` resolves to: Float32Array for float dtypes, Int32Array, Uint8Array for bool. */
 export type TensorArray = Float32Array | Int32Array | Uint8Array;
 
-const LABELLED = Symbol('kiln.labelled');
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** Prefix an op error with the public op name and the user's call site (once). */
+/**
+ * The message without labels: leading `name: ` prefixes (in any case, so the primitive's
+ * `EXPAND: ` goes with the public `expand`) and trailing ` (at file:line:col)` sites.
+ */
+function unlabelled(message: string, name: string): string {
+  const prefix = new RegExp(`^(?:${escape(name)}: )+`, 'i');
+  return message.replace(prefix, '').replace(/(?: \(at [^()]*:\d+:\d+\))+$/, '');
+}
+
+/**
+ * Label an op error with the public op name and the user's call site, exactly once: the
+ * innermost public op wins (kiln.softmax calling Tensor.softmax labels once), and the
+ * labels live on the error (`op`, `site`), so no path can add them twice.
+ */
 function label(e: unknown, name: string): unknown {
-  if (!(e instanceof KilnError) || (e as unknown as Record<symbol, boolean>)[LABELLED]) return e;
+  if (!(e instanceof KilnError) || e.op !== undefined) return e;
   const site = callSite();
   const old = e.message;
   const stack = e.stack; // read first: V8 formats the stack lazily, from the message at first access
-  e.message = `${name}: ${old.startsWith(`${name}: `) ? old.slice(name.length + 2) : old}${site ? ` (at ${siteStr(site)})` : ''}`;
+  e.op = name;
+  if (site) e.site = siteStr(site);
+  e.message = `${name}: ${unlabelled(old, name)}${e.site ? ` (at ${e.site})` : ''}`;
   if (stack) e.stack = stack.replace(old, e.message);
-  Object.defineProperty(e, LABELLED, { value: true });
   return e;
 }
 

@@ -7,6 +7,10 @@
 export class KilnError extends Error {
   /** Stable machine-readable code, e.g. `KILN_NVRTC_COMPILE`. */
   readonly code: string;
+  /** The public tensor op whose call raised it (set once, by the tensor API). */
+  op?: string;
+  /** The user's call site of that op, `file:line:col` (set once, with `op`). */
+  site?: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
