@@ -49,6 +49,8 @@ export interface StoreOptions {
   readonly failOnRecompile?: boolean;
   /** Shipped bundle roots (default `KILN_BUNDLE_PATH`). */
   readonly bundlePath?: readonly string[];
+  /** Size cap of the cache (default `KILN_CACHE_MAX_BYTES`, else 2 GiB; 0: none). */
+  readonly maxBytes?: number;
 }
 
 /** Where a program came from. */
@@ -108,6 +110,7 @@ function prepare(req: ProgramRequest, store: StoreOptions, useMemory: boolean): 
       ...(store.cacheDir !== undefined ? { cacheDir: store.cacheDir } : {}),
       ...(store.failOnRecompile !== undefined ? { failOnRecompile: store.failOnRecompile } : {}),
       ...(store.bundlePath !== undefined ? { bundlePath: store.bundlePath } : {}),
+      ...(store.maxBytes !== undefined ? { maxBytes: store.maxBytes } : {}),
     }));
   // Known toolchain: the key costs no I/O, so a memory hit touches no file at all.
   const toolchain = (useMemory ? backend.knownToolchain() : undefined) ?? backend.toolchain(openIt());
@@ -137,11 +140,13 @@ export async function getProgram(req: ProgramRequest, store: StoreOptions, trace
 
 /**
  * Makes sure a bundle for `req` exists in `cacheDir` (shipped roots are not consulted):
- * verifies the one there, or traces, compiles and publishes. For offline builds (`kiln.build`).
+ * verifies the one there, or traces, compiles and publishes. For offline builds (`kiln.build`):
+ * nothing is evicted from a directory being filled with bundles to ship.
  * Throws CacheError KILN_CACHE_WRITE when the bundle could not be written.
  */
 export async function ensureBundle(req: ProgramRequest, cacheDir: string | undefined, trace: TraceFn): Promise<ObtainedProgram> {
-  const ctx = prepare(req, { mode: 'auto', ...(cacheDir !== undefined ? { cacheDir } : {}), failOnRecompile: false, bundlePath: [] }, false).open();
+  const store: StoreOptions = { mode: 'auto', ...(cacheDir !== undefined ? { cacheDir } : {}), failOnRecompile: false, bundlePath: [], maxBytes: 0 };
+  const ctx = prepare(req, store, false).open();
   if (ctx.cache.readOnly) throw new CacheError('KILN_CACHE_WRITE', `cannot build into ${ctx.cache.cacheDir}: it is not writable`);
   const got = await obtain(ctx, trace);
   if (!got.bundleDir) throw new CacheError('KILN_CACHE_WRITE', `the bundle for ${req.name} could not be written to ${ctx.cache.cacheDir} (see the warning above)`);
