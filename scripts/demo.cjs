@@ -84,7 +84,8 @@ async function parent() {
     const labels = ['program from', 'trace', 'compile', 'load', 'first run', 'time to first token', '  from process start', 'later tokens, each'];
     const [c, w] = [col(cold), col(warm)];
     console.log('\ncold vs warm (time to first token: from kiln.compile() to the first generated character)');
-    console.log(table([['', 'run 1 (cold)', 'run 2 (warm)'], ...labels.map((l, i) => [l, c[i], w[i]]), ['warm ÷ cold', '', (warm.ttftMs / cold.ttftMs).toFixed(3)]]));
+    const head = (r, i) => `run ${i} (${r.source === 'compiled' ? 'cold' : 'warm'})`;
+    console.log(table([['', head(cold, 1), head(warm, 2)], ...labels.map((l, i) => [l, c[i], w[i]]), ['warm ÷ cold', '', (warm.ttftMs / cold.ttftMs).toFixed(3)]]));
     if (warm.source !== 'bundle') {
       console.log(`\nrun 2 did not load a bundle (source '${warm.source}'): is the cache off or read-only (KILN_CACHE=${process.env.KILN_CACHE ?? ''})? \`npx kiln doctor\` shows the cache directory.`);
     }
@@ -99,6 +100,7 @@ async function parent() {
 
 /** What the first call will compile: the kernel count and the compiler (kiln internals). */
 function coldPlan(model, example) {
+  const { compileOptions } = require('../examples/gpt.js');
   const { resolveDevice } = require('../dist/api/compile');
   const backend = resolveDevice('auto');
   if (backend !== 'cpu') {
@@ -109,7 +111,8 @@ function coldPlan(model, example) {
   const { traceGraph } = require('../dist/api/tensors');
   const { lower } = require('../dist/passes');
   const { findCxx } = require('../dist/runtime/toolchain');
-  const graph = traceGraph(model.forward, example.map((t) => ({ dtype: t.dtype, shape: t.shape })), new Map([[0, [1]], [1, [1]]]));
+  const dynamic = new Map(Object.entries(compileOptions(model.cfg).dynamic).map(([i, dims]) => [Number(i), dims]));
+  const graph = traceGraph(model.forward, example.map((t) => ({ dtype: t.dtype, shape: t.shape })), dynamic);
   const cxx = findCxx();
   return { what: `${lower(graph).kernels.length} kernels`, compiler: cxx.available ? cxx.version : 'the C++ compiler' };
 }
@@ -152,10 +155,22 @@ async function child(run) {
   } catch (e) {
     if (!(e instanceof kiln.CacheError) || (e.code !== 'KILN_BUNDLE_MISSING' && e.code !== 'KILN_BUNDLE_INVALID')) throw e;
     const plan = coldPlan(model, example);
-    say('bundle', `${e.code === 'KILN_BUNDLE_MISSING' ? 'none for this model yet' : 'the one on disk is out of date'}: compiling ${plan.what} with ${plan.compiler}…`);
+    const line = `  ${'bundle'.padEnd(9)} ${e.code === 'KILN_BUNDLE_MISSING' ? 'none for this model yet' : 'the one on disk is out of date'}: compiling ${plan.what} with ${plan.compiler}…`;
     t0 = performance.now();
-    f = kiln.compile(model.forward, opts);
-    first = await nextChar(f, model, PROMPT);
+    // On a terminal, a clock on the same line while the compiler runs (it runs off the JS thread).
+    const tty = process.stdout.isTTY;
+    const seconds = () => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
+    process.stdout.write(tty ? line : `${line}\n`);
+    const clock = tty ? setInterval(() => process.stdout.write(`\r${line} ${seconds()}`), 1000) : undefined;
+    try {
+      f = kiln.compile(model.forward, opts);
+      first = await nextChar(f, model, PROMPT);
+    } finally {
+      if (clock) {
+        clearInterval(clock);
+        process.stdout.write(`\r${line} done in ${seconds()}\n`);
+      }
+    }
   }
   const ttftMs = performance.now() - t0;
   const processTtftMs = performance.now(); // performance's time origin is the process start
@@ -183,7 +198,7 @@ async function child(run) {
   const after = f.stats;
   say('tokens', `${text.length - PROMPT.length} generated, ${ms(perTokenMs)} ms each (median); sequence lengths ${PROMPT.length}…${text.length - 1}, all from one program (last call: ${after.source})`);
 
-  process.send({ source: s.source, traceMs: s.traceMs, compileMs: s.compileMs, loadMs: s.loadMs, firstRunMs, ttftMs, processTtftMs, perTokenMs, text });
+  process.send?.({ source: s.source, traceMs: s.traceMs, compileMs: s.compileMs, loadMs: s.loadMs, firstRunMs, ttftMs, processTtftMs, perTokenMs, text });
 }
 
 if (process.argv[2] === '--child') {
