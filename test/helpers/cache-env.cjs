@@ -4,9 +4,9 @@
  * run leaves bundles behind or loads ones from an earlier run. Tests of the cache pass
  * their own options, or start children with their own environment (test/bundle-e2e*).
  */
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- jest loads setup files as CommonJS
+ 
 const { join } = require('path');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
+ 
 const { tmpdir } = require('os');
 
 process.env.KILN_CACHE = 'off';

@@ -3,7 +3,7 @@
  * the host realm's typed arrays, which fail `instanceof` checks against the sandbox's own
  * constructors. This environment hands the sandbox the host's typed-array constructors.
  */
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- jest loads environments as CommonJS
+ 
 const { TestEnvironment } = require('jest-environment-node');
 
 const SHARED = [
