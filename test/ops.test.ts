@@ -98,20 +98,19 @@ interface Input {
 }
 
 /** A kiln tensor and its float64 twin holding exactly the same values. */
-function fromValues(values: number[], shape: number[], dtype: DType): Input {
-  const q = values.map((v) => quantize(v, dtype));
-  return { t: kiln.tensor(q, shape, dtype, DEVICE), ref: R.nd(shape, q) };
+function fromValues(values: ArrayLike<number>, shape: number[], dtype: DType): Input {
+  const q = new Float64Array(values.length);
+  for (let i = 0; i < q.length; i++) q[i] = quantize(values[i]!, dtype);
+  return { t: kiln.tensor(q, shape, dtype, DEVICE), ref: new Nd([...shape], q.slice()) };
 }
 
 /** Random data of `shape`; bool tensors always get random 0/1. */
 function input(shape: number[], dtype: DType, gen: Gen = normal()): Input {
   const r = rng();
   if (dtype === 'bool') gen = bools;
-  return fromValues(
-    Array.from({ length: R.numel(shape) }, () => gen(r)),
-    shape,
-    dtype,
-  );
+  const values = new Float64Array(R.numel(shape)); // a plain loop: Array.from({ length }) is slow
+  for (let i = 0; i < values.length; i++) values[i] = gen(r);
+  return fromValues(values, shape, dtype);
 }
 
 /** Default data for a dtype: ints for int32, 0/1 for bool, `gen` for floats. */

@@ -5,6 +5,12 @@
  */
 import { ArgumentError } from '../util/errors';
 
+// Bound once: under Jest's vm sandbox every global lookup (Math, Infinity) costs about a
+// microsecond, which dominated the per-element rounding loops below.
+const { fround } = Math;
+const INF = Number.POSITIVE_INFINITY;
+const NAN = Number.NaN;
+
 /** The element types kiln supports. */
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'bool';
 
@@ -153,15 +159,15 @@ function exponentOf(a: number): number {
 
 function roundFormat(x: number, f: FloatFormat): number {
   const a = x < 0 ? -x : x;
-  if (!(a > 0) || a === Infinity) return x; // NaN, ±0, ±inf are their own rounding
+  if (!(a > 0) || a === INF) return x; // NaN, ±0, ±inf are their own rounding
   let e = exponentOf(a);
-  if (e > f.maxExp) return x > 0 ? Infinity : -Infinity;
+  if (e > f.maxExp) return x > 0 ? INF : -INF;
   if (e < f.minExp) e = f.minExp; // subnormal range: fixed quantum
   // Adding c = q·2^52 (q: spacing of representable values near a; a < c) makes the FPU,
   // which rounds to nearest even, drop every bit below q.
   const c = POW2[e - f.mant + 52 + 1100];
   const r = a + c - c;
-  if (r >= POW2[f.maxExp + 1 + 1100]) return x > 0 ? Infinity : -Infinity;
+  if (r >= POW2[f.maxExp + 1 + 1100]) return x > 0 ? INF : -INF;
   return x < 0 ? -r : r;
 }
 
@@ -184,7 +190,7 @@ export function roundI32(x: number): number {
 export function roundTo(dtype: DType, x: number): number {
   switch (dtype) {
     case 'float32':
-      return Math.fround(x);
+      return fround(x);
     case 'float16':
       return roundF16(x);
     case 'bfloat16':
@@ -203,7 +209,7 @@ export function roundArray(dtype: DType, a: Float64Array): Float64Array {
   const n = a.length;
   switch (dtype) {
     case 'float32':
-      for (let i = 0; i < n; i++) a[i] = Math.fround(a[i]);
+      for (let i = 0; i < n; i++) a[i] = fround(a[i]);
       break;
     case 'float16':
       for (let i = 0; i < n; i++) a[i] = roundFormat(a[i], F16);
@@ -228,7 +234,7 @@ function fromBits(bits: number, f: FloatFormat, expBits: number): number {
   const sign = (bits >>> (expBits + f.mant)) & 1 ? -1 : 1;
   const ef = (bits >>> f.mant) & expMask;
   const m = bits & ((1 << f.mant) - 1);
-  if (ef === expMask) return m ? NaN : sign * Infinity;
+  if (ef === expMask) return m ? NAN : sign * INF;
   if (ef === 0) return sign * m * 2 ** (f.minExp - f.mant);
   return sign * (2 ** f.mant + m) * 2 ** (ef - 1 + f.minExp - f.mant);
 }
@@ -265,9 +271,14 @@ export function bf16FromBits(bits: number): number {
 // Decoding tables for the 2-byte floats, built on first use (pure functions of the format).
 let f16Table: Float64Array | undefined;
 let bf16Table: Float64Array | undefined;
+function buildTable(decode: (bits: number) => number): Float64Array {
+  const t = new Float64Array(65536);
+  for (let i = 0; i < 65536; i++) t[i] = decode(i);
+  return t;
+}
 function table(dtype: 'float16' | 'bfloat16'): Float64Array {
-  if (dtype === 'float16') return (f16Table ??= Float64Array.from({ length: 65536 }, (_, i) => f16FromBits(i)));
-  return (bf16Table ??= Float64Array.from({ length: 65536 }, (_, i) => bf16FromBits(i)));
+  if (dtype === 'float16') return (f16Table ??= buildTable(f16FromBits));
+  return (bf16Table ??= buildTable(bf16FromBits));
 }
 
 /** A zero-filled storage array of `n` elements. */

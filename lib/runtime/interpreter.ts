@@ -4,7 +4,7 @@
  * even), so the value of each node is exactly defined. Views are materialized through
  * index arithmetic. Eager tensors use `evalOp`, the same per-op evaluation, so eager and
  * traced programs compute identical values. Clarity first; plain loops over Float64Array
- * keep it fast enough to check real models.
+ * (kernels.ts) keep it fast enough to check real models; special functions are in special.ts.
  */
 import { ArgumentError, ShapeError } from '../util/errors';
 import {
@@ -24,6 +24,9 @@ import {
   type ShrinkRange,
   type Storage,
 } from '../ir';
+import { count, gather, gatherRows, map1, map2, matmul, reduce, rowMajorStrides, select, stridedIndex } from './kernels';
+
+export { erf } from './special';
 
 /** Concrete values of one node: its shape and float64 elements in row-major order. */
 export interface Value {
@@ -36,206 +39,6 @@ export interface TensorData {
   readonly dtype: DType;
   readonly shape: readonly number[];
   readonly data: Storage;
-}
-
-const count = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
-
-function rowMajorStrides(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
-}
-
-/** For each element of `shape` in row-major order, `offset + Σ index_i · strides_i`. */
-function stridedIndex(shape: readonly number[], strides: readonly number[], offset: number): Float64Array {
-  const n = count(shape);
-  const out = new Float64Array(n);
-  if (n === 0) return out;
-  const rank = shape.length;
-  if (rank === 0) {
-    out[0] = offset;
-    return out;
-  }
-  const inner = shape[rank - 1];
-  const innerStride = strides[rank - 1];
-  const ctr = new Array<number>(rank).fill(0);
-  let pos = offset;
-  for (let w = 0; w < n; ) {
-    for (let j = 0, p = pos; j < inner; j++, p += innerStride) out[w++] = p;
-    // Odometer over the outer dims.
-    for (let d = rank - 2; d >= 0; d--) {
-      ctr[d]++;
-      pos += strides[d];
-      if (ctr[d] < shape[d]) break;
-      pos -= strides[d] * shape[d];
-      ctr[d] = 0;
-    }
-  }
-  return out;
-}
-
-function gather(src: Float64Array, outShape: readonly number[], strides: readonly number[], offset: number): Float64Array {
-  const idx = stridedIndex(outShape, strides, offset);
-  const out = new Float64Array(idx.length);
-  for (let i = 0; i < idx.length; i++) out[i] = src[idx[i]];
-  return out;
-}
-
-const TWO_OVER_SQRT_PI = 1.1283791670955126;
-const ONE_OVER_SQRT_PI = 0.5641895835477563;
-
-/**
- * The error function to float64 accuracy (JavaScript has none). Below 2.5 it sums the
- * series erf(x) = 2/√π·e^(−x²)·Σ 2ⁿx^(2n+1)/(1·3·…·(2n+1)), whose terms are all positive
- * (no cancellation); above, 1 − erfc(x) with erfc's continued fraction, evaluated bottom-up.
- */
-export function erf(x: number): number {
-  if (x !== x || x === 0) return x; // keeps NaN and the sign of zero
-  const a = Math.abs(x);
-  let r: number;
-  if (a < 2.5) {
-    let term = a;
-    let sum = a;
-    const x2 = 2 * a * a;
-    for (let n = 1; n < 200 && term > sum * 1e-17; n++) {
-      term *= x2 / (2 * n + 1);
-      sum += term;
-    }
-    r = TWO_OVER_SQRT_PI * Math.exp(-a * a) * sum;
-  } else if (a < 6) {
-    let f = a;
-    for (let k = 60; k >= 1; k--) f = a + k / 2 / f;
-    r = 1 - (ONE_OVER_SQRT_PI * Math.exp(-a * a)) / f;
-  } else r = 1; // erfc(6) < 2.2e-17: erf is 1 in float64
-  return x < 0 ? -r : r;
-}
-
-type Fn1 = (x: number) => number;
-type Fn2 = (a: number, b: number) => number;
-
-const UNARY: { readonly [O in 'NEG' | 'EXP' | 'LOG' | 'SQRT' | 'RECIP' | 'SIN' | 'COS' | 'TANH' | 'ERF' | 'ABS' | 'CAST']: Fn1 } = {
-  NEG: (x) => -x,
-  EXP: Math.exp,
-  LOG: Math.log,
-  SQRT: Math.sqrt,
-  RECIP: (x) => 1 / x,
-  SIN: Math.sin,
-  COS: Math.cos,
-  TANH: Math.tanh,
-  ERF: erf,
-  ABS: Math.abs,
-  CAST: (x) => x, // the final rounding to the node's dtype performs the conversion
-};
-
-const BINARY: { readonly [O in 'ADD' | 'SUB' | 'MUL' | 'DIV' | 'POW' | 'MAX' | 'MIN' | 'CMPEQ' | 'CMPNE' | 'CMPLT' | 'CMPLE']: Fn2 } = {
-  ADD: (a, b) => a + b,
-  SUB: (a, b) => a - b,
-  MUL: (a, b) => a * b,
-  DIV: (a, b) => a / b,
-  POW: Math.pow,
-  MAX: Math.max, // propagates NaN, as torch.maximum does
-  MIN: Math.min,
-  CMPEQ: (a, b) => (a === b ? 1 : 0),
-  CMPNE: (a, b) => (a !== b ? 1 : 0),
-  CMPLT: (a, b) => (a < b ? 1 : 0),
-  CMPLE: (a, b) => (a <= b ? 1 : 0),
-};
-
-function map1(x: Float64Array, f: Fn1): Float64Array {
-  const out = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = f(x[i]);
-  return out;
-}
-
-function map2(a: Float64Array, b: Float64Array, f: Fn2): Float64Array {
-  const out = new Float64Array(a.length);
-  for (let i = 0; i < a.length; i++) out[i] = f(a[i], b[i]);
-  return out;
-}
-
-function reduce(x: Value, axes: readonly number[], outShape: readonly number[], kind: 'sum' | 'max'): Float64Array {
-  const outStrides = rowMajorStrides(outShape).map((s, i) => (axes.includes(i) ? 0 : s));
-  const idx = stridedIndex(x.shape, outStrides, 0);
-  const out = new Float64Array(count(outShape)).fill(kind === 'sum' ? 0 : -Infinity);
-  const d = x.data;
-  if (kind === 'sum') for (let i = 0; i < d.length; i++) out[idx[i]] += d[i];
-  else {
-    for (let i = 0; i < d.length; i++) {
-      const v = d[i];
-      if (v > out[idx[i]] || v !== v) out[idx[i]] = v; // NaN wins and then stays (NaN > v is false)
-    }
-  }
-  return out;
-}
-
-function matmul(a: Value, b: Value, outShape: readonly number[], dtype: DType): Float64Array {
-  const r = a.shape.length;
-  const [m, k, n] = [a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]];
-  const batch = count(a.shape.slice(0, -2));
-  const out = new Float64Array(count(outShape));
-  const ad = a.data;
-  const bt = new Float64Array(k * n); // one batch of b, transposed: dot products then read both operands contiguously
-  for (let bi = 0; bi < batch; bi++) {
-    const bBase = bi * k * n;
-    for (let kk = 0; kk < k; kk++) for (let j = 0; j < n; j++) bt[j * k + kk] = b.data[bBase + kk * n + j];
-    if (dtype === 'int32') matmulInt(ad, bt, out, bi, m, k, n);
-    else matmulFloat(ad, bt, out, bi, m, k, n);
-  }
-  return out;
-}
-
-function matmulFloat(ad: Float64Array, bt: Float64Array, out: Float64Array, bi: number, m: number, k: number, n: number): void {
-  for (let i = 0; i < m; i++) {
-    const ao = (bi * m + i) * k;
-    const oo = (bi * m + i) * n;
-    for (let j = 0; j < n; j++) {
-      const bo = j * k;
-      // Four partial sums: independent additions pipeline well (float64 keeps the error tiny).
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      let kk = 0;
-      for (; kk + 3 < k; kk += 4) {
-        s0 += ad[ao + kk] * bt[bo + kk];
-        s1 += ad[ao + kk + 1] * bt[bo + kk + 1];
-        s2 += ad[ao + kk + 2] * bt[bo + kk + 2];
-        s3 += ad[ao + kk + 3] * bt[bo + kk + 3];
-      }
-      for (; kk < k; kk++) s0 += ad[ao + kk] * bt[bo + kk];
-      out[oo + j] = s0 + s1 + (s2 + s3);
-    }
-  }
-}
-
-function matmulInt(ad: Float64Array, bt: Float64Array, out: Float64Array, bi: number, m: number, k: number, n: number): void {
-  for (let i = 0; i < m; i++) {
-    const ao = (bi * m + i) * k;
-    const oo = (bi * m + i) * n;
-    for (let j = 0; j < n; j++) {
-      const bo = j * k;
-      let s = 0;
-      for (let kk = 0; kk < k; kk++) s = (s + Math.imul(ad[ao + kk], bt[bo + kk])) | 0; // int32 wraps exactly
-      out[oo + j] = s;
-    }
-  }
-}
-
-function gatherRows(table: Value, ids: Value): Float64Array {
-  const [v, d] = table.shape;
-  const out = new Float64Array(ids.data.length * d);
-  for (let i = 0; i < ids.data.length; i++) {
-    const id = ids.data[i];
-    if (id < 0 || id >= v) {
-      throw new ArgumentError('KILN_INDEX_OUT_OF_RANGE', `embedding index ${id} is out of range for a table of ${v} rows`);
-    }
-    out.set(table.data.subarray(id * d, id * d + d), i * d);
-  }
-  return out;
 }
 
 /**
@@ -253,9 +56,6 @@ export function evalOp(op: Op, arg: Arg, dtype: DType, shape: readonly number[],
       throw new ArgumentError('KILN_INTERNAL', `${op} has no evaluation; its value is supplied by the caller`);
     case 'CONST':
       return roundArray(dtype, new Float64Array([arg as number]));
-    case 'MUL':
-      if (dtype === 'int32') return map2(x.data, y.data, Math.imul); // int32 products wrap exactly
-      return roundArray(dtype, map2(x.data, y.data, BINARY.MUL));
     case 'NEG':
     case 'EXP':
     case 'LOG':
@@ -267,9 +67,10 @@ export function evalOp(op: Op, arg: Arg, dtype: DType, shape: readonly number[],
     case 'ERF':
     case 'ABS':
     case 'CAST':
-      return roundArray(dtype, map1(x.data, UNARY[op]));
+      return roundArray(dtype, map1(op, x.data));
     case 'ADD':
     case 'SUB':
+    case 'MUL':
     case 'DIV':
     case 'POW':
     case 'MAX':
@@ -278,16 +79,13 @@ export function evalOp(op: Op, arg: Arg, dtype: DType, shape: readonly number[],
     case 'CMPNE':
     case 'CMPLT':
     case 'CMPLE':
-      return roundArray(dtype, map2(x.data, y.data, BINARY[op]));
-    case 'WHERE': {
-      const out = new Float64Array(x.data.length);
-      for (let i = 0; i < out.length; i++) out[i] = x.data[i] !== 0 ? y.data[i] : z.data[i];
-      return out;
-    }
+      return roundArray(dtype, map2(op, x.data, y.data, dtype));
+    case 'WHERE':
+      return select(x.data, y.data, z.data);
     case 'REDUCE_SUM':
-      return roundArray(dtype, reduce(x, arg as readonly number[], shape, 'sum'));
+      return roundArray(dtype, reduce(x.data, x.shape, arg as readonly number[], shape, 'sum'));
     case 'REDUCE_MAX':
-      return reduce(x, arg as readonly number[], shape, 'max');
+      return reduce(x.data, x.shape, arg as readonly number[], shape, 'max');
     case 'RESHAPE':
       return x.data;
     case 'PERMUTE': {
@@ -313,9 +111,9 @@ export function evalOp(op: Op, arg: Arg, dtype: DType, shape: readonly number[],
       return out;
     }
     case 'MATMUL':
-      return roundArray(dtype, matmul(x, y, shape, dtype));
+      return roundArray(dtype, matmul(x.data, x.shape, y.data, y.shape, dtype));
     case 'GATHER':
-      return gatherRows(x, y);
+      return gatherRows(x.data, x.shape, y.data);
     default:
       return op satisfies never;
   }

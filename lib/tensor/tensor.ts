@@ -244,7 +244,14 @@ export function tensor(data: ArrayLike<number | boolean>, shape: readonly number
     if (data.length !== n) {
       throw new ArgumentError('KILN_BAD_SHAPE', `data has ${data.length} elements but shape [${shape.join(',')}] needs ${n}`);
     }
-    const values = ArrayBuffer.isView(data) ? (data as ArrayLike<number>) : Float64Array.from(data as ArrayLike<number | boolean>, Number);
+    let values: ArrayLike<number>;
+    if (ArrayBuffer.isView(data)) values = data as ArrayLike<number>;
+    else {
+      // A plain loop: Float64Array.from(data, Number) calls a global per element (slow under Jest).
+      const f = new Float64Array(n);
+      for (let i = 0; i < n; i++) f[i] = +data[i];
+      values = f;
+    }
     return wrap(new EagerImpl(dt, [...shape], device, encodeStorage(dt, values)));
   });
 }

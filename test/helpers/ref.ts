@@ -119,6 +119,14 @@ export function map(fn: (...v: number[]) => number, ...args: Operand[]): Nd {
   const idx = arrs.map((a) => broadcastIndex(a.shape, shape));
   const n = numel(shape);
   const out = new Float64Array(n);
+  if (arrs.length <= 2) {
+    // the common arities without a spread call per element
+    const [a, b] = [arrs[0]!.data, arrs[1]?.data];
+    const [ia, ib] = [idx[0]!, idx[1]];
+    if (b && ib) for (let i = 0; i < n; i++) out[i] = fn(a[ia[i]!]!, b[ib[i]!]!);
+    else for (let i = 0; i < n; i++) out[i] = fn(a[ia[i]!]!);
+    return new Nd(shape, out);
+  }
   const v = new Array<number>(arrs.length);
   for (let i = 0; i < n; i++) {
     for (let k = 0; k < arrs.length; k++) v[k] = arrs[k]!.data[idx[k]![i]!]!;
