@@ -220,6 +220,17 @@ test('kiln build --target cpu --out DIR; another copy of the app loads it read-o
   expect(cuda.stderr).toMatch(/fixture-mlp → sm_90: failed: .*CUDA backend is not available.*\[KILN_NO_CUDA_BACKEND\]/);
 });
 
+test('three cold processes started together compile once: the others wait on the key lock and load the bundle', async () => {
+  const c = join(tmp, 'race-cache');
+  const runs = await Promise.all([0, 1, 2].map(() => app(proj, { options: { cacheDir: c }, batches: [4] })));
+  for (const r of runs) expect(r.error).toBeUndefined();
+  expect(runs.map((r) => r.stats!.source).sort()).toEqual(['bundle', 'bundle', 'compiled']);
+  expect(runs.reduce((a, r) => a + r.counters!.compiles, 0)).toBe(1);
+  expect(runs.reduce((a, r) => a + r.counters!.traces, 0)).toBe(1);
+  for (const r of runs) expect(r.outputs[0].bytes).toBe(cold.outputs[0].bytes);
+  expect(listBundles({ cacheDir: c, bundlePath: [] })).toHaveLength(1);
+});
+
 test('force-load with no bundle is KILN_BUNDLE_MISSING, and nothing is traced', async () => {
   const r = await app(proj, { options: { cacheDir: join(tmp, 'empty-cache'), cache: 'force-load' }, batches: [4] });
   expect(r.error).toMatchObject({ name: 'CacheError', code: 'KILN_BUNDLE_MISSING' });
