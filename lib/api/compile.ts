@@ -1,8 +1,10 @@
 /**
- * `kiln.compile(fn, opts)`: the public entry point. On the first call it traces `fn` for
- * the inputs' signature (dtypes and static dims; dims named in `dynamic` become symbols,
- * so one program serves every size), compiles it through the engine, and keeps the loaded
- * program in memory; later calls check their inputs against that signature and run it.
+ * `kiln.compile(fn, opts)`: the public entry point. On the first call it asks the engine
+ * for a program for the inputs' signature (dtypes and static dims; dims named in `dynamic`
+ * become symbols, so one program serves every size): one this process already holds, a
+ * verified bundle (no trace, no compile), or — only then — `fn` traced, compiled and
+ * published as a bundle (docs/BUNDLES.md, "The engine"). Later calls check their inputs
+ * against that signature and run the same program.
  *
  * The signature is fixed by the first call, as in ahead-of-time compilation: a call whose
  * dtypes or static dims differ is an error naming the input (make the dim dynamic, or
