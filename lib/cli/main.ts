@@ -1,6 +1,7 @@
 /**
  * The `kiln` command. Each subcommand has a one-line summary and its own `--help`.
  */
+import { buildCommand, buildSummary, buildUsage } from './build';
 import { cacheCommand, cacheSummary, cacheUsage } from './cache';
 import { doctor } from './doctor';
 import { KilnError } from '../util/errors';
@@ -19,9 +20,14 @@ const commands: Record<string, Command> = {
     usage: 'kiln doctor [--json]\n\n  --json   print the report as JSON\n\nExit status 0 when a backend is usable, 1 otherwise.',
     run: doctor,
   },
+  build: {
+    summary: buildSummary,
+    usage: buildUsage,
+    run: buildCommand,
+  },
   bench: {
-    summary: 'benchmark kiln against onnxruntime-node on the CPU (same model, weights and threads)',
-    usage: 'kiln bench [--threads N] [--models mlp,block] [--iters N] [--out PATH] (kiln bench --help lists all)',
+    summary: 'benchmarks: kiln vs onnxruntime-node on the CPU; `kiln bench startup`: cold vs warm start',
+    usage: 'kiln bench [--threads N] [--models mlp,block] [--iters N] [--out PATH]\n       kiln bench startup [options]\n(each lists all its options with --help)',
     run: runBench,
   },
   cache: {
@@ -33,6 +39,7 @@ const commands: Record<string, Command> = {
 
 /** Loaded on demand: the benchmark needs onnxruntime-node, a development dependency. */
 async function runBench(args: string[]): Promise<number> {
+  if (args[0] === 'startup') return (await import('../bench/startup')).startupBench(args.slice(1));
   let mod: typeof import('../bench/main');
   try {
     mod = await import('../bench/main');
