@@ -1,4 +1,4 @@
-import { erf } from '../lib/runtime/interpreter';
+import { erf, erfc } from '../lib/runtime/interpreter';
 
 describe('erf', () => {
   it('matches reference values to float64 accuracy', () => {
@@ -24,5 +24,35 @@ describe('erf', () => {
     expect(erf(Infinity)).toBe(1);
     expect(erf(-Infinity)).toBe(-1);
     expect(erf(NaN)).toBeNaN();
+  });
+});
+
+describe('erfc', () => {
+  it('is relatively accurate where it is tiny (no 1 - erf), and exact at the ends', () => {
+    // math.erfc of CPython (glibc), correctly rounded or within an ulp
+    const ref: [number, number][] = [
+      [-3, 1.9999779095030015],
+      [-0.5, 1.5204998778130465],
+      [0, 1],
+      [0.5, 0.4795001221869535],
+      [0.99, 0.1614919304446302],
+      [1, 0.15729920705028513],
+      [1.2, 0.08968602177036465],
+      [1.5, 0.033894853524689274],
+      [2, 0.004677734981047265],
+      [2.5, 0.0004069520174449589],
+      [3, 2.2090496998585438e-5],
+      [4, 1.541725790028002e-8],
+      [5, 1.5374597944280351e-12],
+      [6, 2.1519736712498916e-17],
+      [10, 2.088487583762545e-45],
+      [20, 5.3958656116079005e-176],
+      [26, 5.663192408856143e-296],
+    ];
+    for (const [x, y] of ref) expect(Math.abs(erfc(x) - y)).toBeLessThanOrEqual(8e-16 * y);
+    expect(erfc(Infinity)).toBe(0);
+    expect(erfc(-Infinity)).toBe(2);
+    expect(erfc(30)).toBe(0);
+    expect(erfc(NaN)).toBeNaN();
   });
 });

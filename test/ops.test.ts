@@ -526,6 +526,8 @@ interface UnarySpec {
   /** float32 floor: 1 where the output can be near 0 while the float32 error scales with the input. */
   floor?: number;
   exact?: boolean;
+  /** half types: the floor is for float32 only; the half result is held to one ulp, nothing added. */
+  strictHalf?: boolean;
   /** What int32 input gives: the same dtype (exact), or float32 like PyTorch's int → float ops. */
   int?: { dtype: DType; gen: Gen };
 }
@@ -544,10 +546,13 @@ const UNARY: Record<string, UnarySpec> = {
   // float32 tanh kernels (rational approximations) are accurate to a few ulps of 1, not of x near 0
   tanh: { op: (a) => a.tanh(), f: Math.tanh, gen: normal(3), floor: 1, int: { dtype: 'float32', gen: ints(-5, 5) } },
   sigmoid: { op: (a) => a.sigmoid(), f: R.sigmoid, gen: normal(4), int: { dtype: 'float32', gen: ints(-10, 10) } },
-  // gelu(x) = x·Φ(x); for x < 0, Φ comes from 1 + erf(·), which cancels: absolute error ≈ u·|x|
-  gelu: { op: (a) => a.gelu(), f: R.geluExact, gen: normal(3), floor: 1 },
-  'gelu none': { op: (a) => a.gelu('none'), f: R.geluExact, gen: normal(3), floor: 1 },
-  'gelu tanh': { op: (a) => a.gelu('tanh'), f: R.geluTanh, gen: normal(3), floor: 1 },
+  // gelu(x) = x·Φ(x) = 0.5·x·erfc(-x/√2): for x < 0 the float32 error of erfc's argument grows
+  // by 2t² (t = x/√2), a relative ~x²·u on small outputs, so float32 is checked absolutely
+  // (floor 1); there is no cancellation, so half results are held to one ulp (see 'gelu tails').
+  gelu: { op: (a) => a.gelu(), f: R.geluExact, gen: normal(3), floor: 1, strictHalf: true },
+  'gelu none': { op: (a) => a.gelu('none'), f: R.geluExact, gen: normal(3), floor: 1, strictHalf: true },
+  // x·sigmoid(2u): the error of 2u (a cubic) grows by |2u| in exp, likewise small and absolute
+  'gelu tanh': { op: (a) => a.gelu('tanh'), f: R.geluTanh, gen: normal(3), floor: 1, strictHalf: true },
   silu: { op: (a) => a.silu(), f: R.silu, gen: normal(3) },
   reciprocal: { op: (a) => a.reciprocal(), f: (x) => 1 / x, gen: nonzero(0.1, 10), int: { dtype: 'float32', gen: nonzeroInts } },
 };
@@ -558,9 +563,9 @@ async function checkUnary(name: string, shape: number[], dtype: DType): Promise<
   const x = input(shape, dtype, spec.gen);
   const want = R.map(spec.f, x.ref);
   // A half result is the float32 computation rounded once. Where that float32 result may carry
-  // an absolute error (the ops with a floor, e.g. gelu's cancellation for x < 0, which leaves
-  // tiny outputs as 0 or a few float32 ulps of |x|), that error is allowed on top of the ulp.
-  const extra = spec.floor && HALF_FORMAT[dtype] ? (i: number) => 1e-6 * Math.max(Math.abs(want.data[i]!), spec.floor!) : undefined;
+  // an absolute error (the ops with a floor, e.g. sin near its zeros), that error is allowed on
+  // top of the ulp, unless the op is strict for halves.
+  const extra = spec.floor && HALF_FORMAT[dtype] && !spec.strictHalf ? (i: number) => 1e-6 * Math.max(Math.abs(want.data[i]!), spec.floor!) : undefined;
   await expectTensor(spec.op(x.t), want, dtype, { exact: spec.exact, floor: spec.floor, extra });
 }
 
@@ -583,6 +588,33 @@ test('gelu: the exact and tanh forms are different functions', async () => {
   let maxDiff = 0;
   for (let i = 0; i < exact.length; i++) maxDiff = Math.max(maxDiff, Math.abs(exact[i]! - approx[i]!));
   expect(maxDiff).toBeGreaterThan(1e-4);
+});
+
+// The GELU tails, x from -10 to -4: tiny outputs (down to ~1e-22) that the textbook forms get
+// wrong — a float32 1 + erf(x/√2) cancels (about 2 half ulps off, or 0), as does 1 + tanh(u).
+// kiln computes 0.5·x·erfc(-x/√2) and x·sigmoid(2u): half results within one ulp, float32
+// within the error its rounded argument causes (computed per element).
+describe('gelu tails below -4', () => {
+  test.each(FLOATS)('exact gelu, %s', async (dtype) => {
+    const x = input([783], dtype, uniform(-10, -4));
+    const want = R.map(R.geluExact, x.ref);
+    // erfc(t), t = -x/√2 rounded twice (the constant, the product): d ln erfc / dt ≈ -2t, so a
+    // relative 4t²·u = 2x²·u, plus a few roundings.
+    const extra = dtype === 'float32' ? (i: number) => U * (2 * x.ref.data[i]! ** 2 + 4) * Math.abs(want.data[i]!) : undefined;
+    await expectTensor(x.t.gelu(), want, dtype, { extra });
+    if (dtype !== 'float16') expect(Array.from(await x.t.gelu().toArray()).every((v) => v < 0)).toBe(true); // no flush to 0
+  });
+
+  test.each(FLOATS)('tanh gelu, %s', async (dtype) => {
+    const x = input([783], dtype, uniform(-10, -4));
+    const want = R.map(R.geluTanh, x.ref);
+    // sigmoid(2u) ≈ e^(2u): 2u (a cubic, no cancellation for x < 0) carries ~7 roundings,
+    // which exp turns into a relative 7|2u|·u; then a few roundings more.
+    const twoU = (v: number) => 2 * Math.sqrt(2 / Math.PI) * Math.abs(v + 0.044715 * v * v * v);
+    const extra = dtype === 'float32' ? (i: number) => U * (8 * twoU(x.ref.data[i]!) + 8) * Math.abs(want.data[i]!) : undefined;
+    await expectTensor(x.t.gelu('tanh'), want, dtype, { extra });
+    if (dtype !== 'float16') expect(Array.from(await x.t.gelu('tanh').toArray()).every((v) => v < 0)).toBe(true);
+  });
 });
 
 // Special values, float32 (and int32 division): IEEE results as PyTorch gives them.

@@ -96,6 +96,32 @@ describe('reference: math', () => {
     expect(Math.abs(R.erf(x) - want)).toBeLessThan(2e-15);
   });
 
+  // erfc must stay relatively accurate where it is tiny (the GELU tails rely on it)
+  test.each([
+    [-3, 1.9999779095030015],
+    [0.5, 0.4795001221869535],
+    [1.99, 0.004888586800383003],
+    [2, 0.004677734981047265],
+    [3, 2.2090496998585438e-5],
+    [5, 1.5374597944280351e-12],
+    [10, 2.088487583762545e-45],
+    [20, 5.3958656116079005e-176],
+  ])('erfc(%p) = %p (relative)', (x, want) => {
+    expect(Math.abs(R.erfc(x) - want)).toBeLessThanOrEqual(3e-13 * want); // 1 - erf below 2 loses up to ~2.3 digits
+  });
+
+  test('the GELU forms equal their textbook definitions where those do not cancel', () => {
+    for (let x = -3; x <= 3; x += 0.25) {
+      const u = Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3);
+      expect(R.geluTanh(x)).toBeCloseTo(0.5 * x * (1 + Math.tanh(u)), 14);
+      expect(R.geluExact(x)).toBeCloseTo(0.5 * x * (1 + R.erf(x / Math.SQRT2)), 14);
+    }
+    // and keep tiny tails the textbook forms lose: 1 + tanh(u) is exactly 0 in float64 here
+    expect(1 + Math.tanh(Math.sqrt(2 / Math.PI) * (-9 + 0.044715 * -729))).toBe(0);
+    expect(R.geluTanh(-9)).toBeLessThan(0);
+    expect(R.geluExact(-9) / (-9 * 1.1285884059538422e-19)).toBeCloseTo(1, 12); // Φ(-9)
+  });
+
   test('broadcast map, reduce, permute, slice, cat', () => {
     const a = R.nd([2, 1, 3], [1, 2, 3, 4, 5, 6]);
     const b = R.nd([2, 1], [10, 20]);

@@ -43,6 +43,7 @@ export const CODE_FOR_OP: { readonly [O in Op]: OpCode } = {
   COS: unaryMath('COS'),
   TANH: unaryMath('TANH'),
   ERF: unaryMath('ERF'),
+  ERFC: unaryMath('ERFC'),
   ABS: (r, [a], dt) => (isInt(dt) ? `kiln_iabs(${a})` : `${r.math.ABS}(${a})`),
   CAST: (r, [a], dt, [from]) => r.cast(from, dt, a),
   ADD: arith('+', 'kiln_iadd'),
@@ -75,7 +76,7 @@ export abstract class CStyleRenderer {
   /** Type values are computed in. */
   readonly compute: { readonly [D in DType]: string } = { float32: 'float', float16: 'float', bfloat16: 'float', int32: 'int32_t', bool: 'bool' };
   /** Math function names for float compute. */
-  readonly math = { EXP: 'kiln_expf', LOG: 'logf', SQRT: 'sqrtf', SIN: 'sinf', COS: 'cosf', TANH: 'kiln_tanhf', ERF: 'kiln_erff', ABS: 'fabsf' };
+  readonly math = { EXP: 'kiln_expf', LOG: 'logf', SQRT: 'sqrtf', SIN: 'sinf', COS: 'cosf', TANH: 'kiln_tanhf', ERF: 'kiln_erff', ERFC: 'erfcf', ABS: 'fabsf' };
   /** The op table (a subclass may override entries). */
   readonly code: { readonly [O in Op]: OpCode } = CODE_FOR_OP;
   /** Pointer qualifier for non-aliasing buffers. */

@@ -111,6 +111,7 @@ const RULES: { readonly [O in Op]: Rule<O> } = {
   COS: unary('float'),
   TANH: unary('float'),
   ERF: unary('float'),
+  ERFC: unary('float'),
   ABS: unary('numeric'),
   CAST: (op, [x], _arg, hint) => ({ dtype: needDType(op, hint), shape: x.shape }),
   ADD: binary('numeric'),

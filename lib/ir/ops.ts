@@ -21,6 +21,7 @@ export const Ops = {
   COS: 'COS',
   TANH: 'TANH',
   ERF: 'ERF',
+  ERFC: 'ERFC',
   ABS: 'ABS',
   CAST: 'CAST',
   // Binary (elementwise, equal shapes and dtypes)
@@ -85,6 +86,7 @@ export interface OpArgs {
   COS: null;
   TANH: null;
   ERF: null;
+  ERFC: null;
   ABS: null;
   CAST: null;
   ADD: null;
@@ -127,6 +129,7 @@ export const ARITY: { readonly [O in Op]: number } = {
   COS: 1,
   TANH: 1,
   ERF: 1,
+  ERFC: 1,
   ABS: 1,
   CAST: 1,
   ADD: 2,
@@ -157,7 +160,7 @@ const set = (...ops: Op[]): ReadonlySet<Op> => new Set(ops);
 /** Graph inputs and constants. */
 export const SOURCE_OPS = set('INPUT', 'CONST', 'TENSOR_CONST');
 /** Elementwise ops of one source. */
-export const UNARY_OPS = set('NEG', 'EXP', 'LOG', 'SQRT', 'RECIP', 'SIN', 'COS', 'TANH', 'ERF', 'ABS', 'CAST');
+export const UNARY_OPS = set('NEG', 'EXP', 'LOG', 'SQRT', 'RECIP', 'SIN', 'COS', 'TANH', 'ERF', 'ERFC', 'ABS', 'CAST');
 /** Elementwise ops of two sources (same shape, same dtype). */
 export const BINARY_OPS = set('ADD', 'SUB', 'MUL', 'DIV', 'POW', 'MAX', 'MIN', 'CMPEQ', 'CMPNE', 'CMPLT', 'CMPLE');
 /** Comparisons: bool result. */
@@ -171,4 +174,4 @@ export const REDUCE_OPS = set('REDUCE_SUM', 'REDUCE_MAX');
 /** Views: change shape metadata, never values. */
 export const MOVEMENT_OPS = set('RESHAPE', 'PERMUTE', 'EXPAND', 'SHRINK', 'PAD');
 /** Ops that need float inputs (transcendentals, division, reciprocal). */
-export const FLOAT_ONLY_OPS = set('EXP', 'LOG', 'SQRT', 'RECIP', 'SIN', 'COS', 'TANH', 'ERF', 'DIV');
+export const FLOAT_ONLY_OPS = set('EXP', 'LOG', 'SQRT', 'RECIP', 'SIN', 'COS', 'TANH', 'ERF', 'ERFC', 'DIV');

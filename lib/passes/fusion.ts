@@ -60,7 +60,7 @@ export function canFuse(p: Node, ctx: FusionContext): Legal | undefined {
 const OP_COST: { readonly [O in Op]: number } = {
   INPUT: 0, CONST: 0, TENSOR_CONST: 0,
   NEG: 1, ABS: 1, CAST: 1,
-  EXP: 8, LOG: 8, SIN: 8, COS: 8, TANH: 8, ERF: 8, POW: 8,
+  EXP: 8, LOG: 8, SIN: 8, COS: 8, TANH: 8, ERF: 8, ERFC: 8, POW: 8,
   SQRT: 4, RECIP: 4, DIV: 4,
   ADD: 1, SUB: 1, MUL: 1, MAX: 1, MIN: 1,
   CMPEQ: 1, CMPNE: 1, CMPLT: 1, CMPLE: 1, WHERE: 1,

@@ -26,7 +26,7 @@ import {
 } from '../ir';
 import { count, gather, gatherRows, map1, map2, matmul, reduce, rowMajorStrides, select, stridedIndex } from './kernels';
 
-export { erf } from './special';
+export { erf, erfc } from './special';
 
 /** Concrete values of one node: its shape and float64 elements in row-major order. */
 export interface Value {
@@ -65,6 +65,7 @@ export function evalOp(op: Op, arg: Arg, dtype: DType, shape: readonly number[],
     case 'COS':
     case 'TANH':
     case 'ERF':
+    case 'ERFC':
     case 'ABS':
     case 'CAST':
       return roundArray(dtype, map1(op, x.data));

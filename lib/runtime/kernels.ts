@@ -7,13 +7,13 @@
  */
 import { ArgumentError } from '../util/errors';
 import type { DType, Op } from '../ir';
-import { erf } from './special';
+import { erf, erfc } from './special';
 
 const { abs, cos, exp, imul, log, max, min, pow, sin, sqrt, tanh } = Math;
 const NEG_INF = Number.NEGATIVE_INFINITY;
 
 /** Elementwise ops of one source. */
-export type UnaryOp = Extract<Op, 'NEG' | 'EXP' | 'LOG' | 'SQRT' | 'RECIP' | 'SIN' | 'COS' | 'TANH' | 'ERF' | 'ABS' | 'CAST'>;
+export type UnaryOp = Extract<Op, 'NEG' | 'EXP' | 'LOG' | 'SQRT' | 'RECIP' | 'SIN' | 'COS' | 'TANH' | 'ERF' | 'ERFC' | 'ABS' | 'CAST'>;
 /** Elementwise ops of two sources. */
 export type BinaryOp = Extract<Op, 'ADD' | 'SUB' | 'MUL' | 'DIV' | 'POW' | 'MAX' | 'MIN' | 'CMPEQ' | 'CMPNE' | 'CMPLT' | 'CMPLE'>;
 
@@ -102,6 +102,9 @@ export function map1(op: UnaryOp, x: Float64Array): Float64Array {
       break;
     case 'ERF':
       for (let i = 0; i < n; i++) out[i] = erf(x[i]);
+      break;
+    case 'ERFC':
+      for (let i = 0; i < n; i++) out[i] = erfc(x[i]);
       break;
     case 'ABS':
       for (let i = 0; i < n; i++) out[i] = abs(x[i]);

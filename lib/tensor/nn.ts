@@ -52,11 +52,13 @@ export function silu(x: Impl): Impl {
   return inFloat32(x, (f) => mul(f, apply('RECIP', [add(exp(apply('NEG', [f], null)), 1)], null)));
 }
 
-/** GELU: exact (via erf) or the tanh approximation. */
+/** GELU: exact (via erfc) or the tanh approximation. */
 export function gelu(x: Impl, approximate: 'none' | 'tanh' = 'none'): Impl {
   if (approximate !== 'none' && approximate !== 'tanh') bad('KILN_BAD_ARGUMENT', `gelu: approximate must be 'none' or 'tanh', got ${String(approximate)}`);
   return inFloat32(x, (f) => {
-    if (approximate === 'none') return mul(mul(f, 0.5), add(apply('ERF', [mul(f, Math.SQRT1_2)], null), 1));
+    // 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(−x/√2): the same function without the cancellation
+    // of 1 + erf(·) for x below about −4, where it would leave tail values ~2 half ulps off.
+    if (approximate === 'none') return mul(mul(f, 0.5), apply('ERFC', [mul(f, -Math.SQRT1_2)], null));
     // 0.5·x·(1 + tanh(u)) = x·sigmoid(2u): the same function without the cancellation of
     // 1 + tanh(u) for very negative u.
     const twoU = mul(add(f, mul(mul(mul(f, f), f), 0.044715)), 2 * Math.sqrt(2 / Math.PI));

@@ -420,7 +420,7 @@ export function sdpa(
 
 /**
  * erf in float64 (JS has none): Maclaurin series for |x| < 2 (terms peak near 4, so about
- * 15 significant digits survive), Lentz continued fraction for erfc beyond.
+ * 15 significant digits survive), 1 − erfc beyond.
  */
 export function erf(x: number): number {
   if (Number.isNaN(x)) return NaN;
@@ -436,7 +436,14 @@ export function erf(x: number): number {
     }
     return Math.sign(x) * sum * (2 / Math.sqrt(Math.PI));
   }
-  // erfc(x) = exp(-x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + …)))))
+  return Math.sign(x) * (1 - erfcLentz(ax));
+}
+
+/**
+ * erfc(x) = exp(-x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + 2/(x + …))))) for x ≥ 2, by
+ * Lentz's method: relative accuracy near 1e-16 even where erfc is tiny.
+ */
+function erfcLentz(ax: number): number {
   const tiny = 1e-300;
   let f = ax;
   let C = ax;
@@ -451,14 +458,27 @@ export function erf(x: number): number {
     f *= delta;
     if (Math.abs(delta - 1) < 1e-16) break;
   }
-  const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
-  return Math.sign(x) * (1 - erfc);
+  return Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
+}
+
+/**
+ * erfc in float64 without cancellation where it is small: 1 − erf(x) below 2 (≥ 0.0047
+ * there, so at most about 2 digits cancel), the continued fraction above.
+ */
+export function erfc(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  return x < 2 ? 1 - erf(x) : erfcLentz(x);
 }
 
 export const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
-export const geluExact = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
-export const geluTanh = (x: number) =>
-  0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+/** Exact GELU x·Φ(x) = 0.5·x·erfc(−x/√2): the erfc form stays accurate for very negative x. */
+export const geluExact = (x: number) => 0.5 * x * erfc(-x / Math.SQRT2);
+/**
+ * tanh GELU 0.5·x·(1 + tanh u), u = √(2/π)(x + 0.044715x³), in its cancellation-free form
+ * x·sigmoid(2u) (identical mathematically; 1 + tanh u cancels to 0 in float64 for very
+ * negative x, which would make the reference, not kiln, wrong there).
+ */
+export const geluTanh = (x: number) => x * sigmoid(2 * Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x));
 export const silu = (x: number) => x * sigmoid(x);
 
 // ─── Floating-point formats ─────────────────────────────────────────────────────────────────
