@@ -3,14 +3,17 @@
  * NR-wide panels and the M×K operand into MR-tall panels (contiguous, 64-byte aligned,
  * f16/bf16 converted to float while packing, any strides or broadcast batch dims read
  * through the operand's view), and a 6×16 register-tiled micro-kernel (12 AVX2 FMA
- * accumulators) multiplies one panel pair. Blocks of KC×NC (B) and MC×KC (A) keep the
- * panels in L1/L2 (reading A in place instead of packing it measured 30% slower: its
- * rows, 4 KB apart for K = 1024, collide in L1 sets). Threads take (batch, N block,
- * M chunk) units. The fused elementwise epilogue runs on each finished C tile while it is hot in L1. int32 matmuls take a
+ * accumulators) multiplies one panel pair. A is packed once per call, before the threads
+ * split the work (packing it per N block read it from L3 again for every block). B panels
+ * are either packed per work unit and K block (an L2-sized block), or come pre-packed:
+ * a matmul whose B operand is a program input or constant gets a *pack slot*, and the
+ * runtime hands the same packed copy back while the same immutable tensor is passed (see
+ * lib/runtime/cpu.ts). Threads take (batch, N block, M chunk) units. The fused elementwise
+ * epilogue runs on each finished C tile while it is hot in L1. int32 matmuls take a
  * simple exact loop (wrapping products, like the interpreter's Math.imul).
  */
-import { dimProd, type Dim } from '../ir';
-import type { View } from '../passes';
+import { dimProd, isStatic, type Dim } from '../ir';
+import type { Kernel, View } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 import type { KernelExprs } from './loops';
 
@@ -19,15 +22,12 @@ export const GEMM_PRELUDE = String.raw`#include <immintrin.h>
 #define KILN_MR 6
 #define KILN_NR 16
 #define KILN_KC 256
-#define KILN_MC 72
-#define KILN_NC 256
 static inline int64_t kiln_min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* n contiguous elements of storage kind KIND (0 float32, 1 float16, 2 bfloat16) as floats. */
 static inline void kiln_row_f32(int kind, const void* src, float* __restrict__ dst, int64_t n) {
   if (kind == 0) {
-    const float* s = (const float*)src;
-    for (int64_t i = 0; i < n; i++) dst[i] = s[i];
+    memcpy(dst, src, (size_t)n * 4);
   } else if (kind == 1) {
     const uint16_t* s = (const uint16_t*)src;
     int64_t i = 0;
@@ -41,113 +41,189 @@ static inline void kiln_row_f32(int kind, const void* src, float* __restrict__ d
   }
 }
 
-/* C[MR x NR] (row stride ldc) = (first ? 0 : C) + A (MR rows of kc, row stride lda) . B panel (kc x NR). */
-static inline void kiln_micro(int64_t kc, const float* __restrict__ a, int64_t lda, const float* __restrict__ b, float* __restrict__ c, int64_t ldc, int first) {
+/* Grow-only, 64-byte aligned scratch memory of the calling thread (slot 0: A panels, 1: a B block, 2: C tiles). */
+struct kiln_scratch_t {
+  float* p[3] = {nullptr, nullptr, nullptr};
+  int64_t n[3] = {0, 0, 0};
+  ~kiln_scratch_t() { for (int i = 0; i < 3; i++) free(p[i]); }
+};
+static float* kiln_scratch(int slot, int64_t floats) {
+  static thread_local kiln_scratch_t s;
+  if (floats > s.n[slot]) {
+    free(s.p[slot]);
+    const int64_t n = (floats + 1023) & ~(int64_t)1023;
+    s.p[slot] = (float*)aligned_alloc(64, (size_t)n * 4);
+    s.n[slot] = n;
+  }
+  return s.p[slot];
+}
+
+/* C[R x NR] (row stride ldc, 32-byte aligned) = (first ? 0 : C) + A.B; A: R rows of kc floats (row stride kc), B: a kc x NR panel. */
+template <int R>
+static inline void kiln_micro(int64_t kc, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int64_t ldc, int first) {
 #if defined(__AVX2__) && defined(__FMA__)
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
-#define KILN_ROW(r) av = _mm256_broadcast_ss(a##r + p); c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+  __m256 acc0[R], acc1[R];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm256_setzero_ps();
 #pragma GCC unroll 4
   for (int64_t p = 0; p < kc; p++) {
     const __m256 b0 = _mm256_load_ps(b + p * KILN_NR), b1 = _mm256_load_ps(b + p * KILN_NR + 8);
-    __m256 av;
-    KILN_ROW(0) KILN_ROW(1) KILN_ROW(2) KILN_ROW(3) KILN_ROW(4) KILN_ROW(5)
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      const __m256 av = _mm256_broadcast_ss(a + r * kc + p);
+      acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+    }
   }
-#define KILN_STORE(r) \
-  if (!first) { c##r##0 = _mm256_add_ps(c##r##0, _mm256_loadu_ps(c + r * ldc)); c##r##1 = _mm256_add_ps(c##r##1, _mm256_loadu_ps(c + r * ldc + 8)); } \
-  _mm256_storeu_ps(c + r * ldc, c##r##0); _mm256_storeu_ps(c + r * ldc + 8, c##r##1);
-  KILN_STORE(0) KILN_STORE(1) KILN_STORE(2) KILN_STORE(3) KILN_STORE(4) KILN_STORE(5)
-#undef KILN_ROW
-#undef KILN_STORE
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++) {
+    if (!first) {
+      acc0[r] = _mm256_add_ps(acc0[r], _mm256_load_ps(c + r * ldc));
+      acc1[r] = _mm256_add_ps(acc1[r], _mm256_load_ps(c + r * ldc + 8));
+    }
+    _mm256_store_ps(c + r * ldc, acc0[r]);
+    _mm256_store_ps(c + r * ldc + 8, acc1[r]);
+  }
 #else
-  float acc[KILN_MR][KILN_NR] = {{0}};
+  float acc[R][KILN_NR] = {{0}};
   for (int64_t p = 0; p < kc; p++)
-    for (int r = 0; r < KILN_MR; r++)
-      for (int j = 0; j < KILN_NR; j++) acc[r][j] += a[r * lda + p] * b[p * KILN_NR + j];
-  for (int r = 0; r < KILN_MR; r++)
+    for (int r = 0; r < R; r++)
+      for (int j = 0; j < KILN_NR; j++) acc[r][j] += a[r * kc + p] * b[p * KILN_NR + j];
+  for (int r = 0; r < R; r++)
     for (int j = 0; j < KILN_NR; j++) c[r * ldc + j] = (first ? 0.0f : c[r * ldc + j]) + acc[r][j];
 #endif
+}
+
+/* The micro-kernel for the last, partial MR panel of M. */
+static void kiln_micro_tail(int rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int first) {
+  switch (rows) {
+    case 5: kiln_micro<5>(kc, a, b, c, ldc, first); break;
+    case 4: kiln_micro<4>(kc, a, b, c, ldc, first); break;
+    case 3: kiln_micro<3>(kc, a, b, c, ldc, first); break;
+    case 2: kiln_micro<2>(kc, a, b, c, ldc, first); break;
+    default: kiln_micro<1>(kc, a, b, c, ldc, first); break;
+  }
+}
+
+/* Packed B, per batch: K blocks of KC rows; in the block at row pc (kc rows), panel j (NR
+   columns, zero past N) is kc x NR floats at pc * NP + j * NR * kc, NP = NR * ceil(N / NR). */
+template <typename LB>
+static inline void kiln_pack_b_panel(float* __restrict__ dst, int64_t pc, int64_t kc, int64_t j0, int64_t N, LB& lb, int64_t b_rs, int64_t b_cs, int64_t ob,
+                                     const void* b_raw, int b_kind) {
+  const int64_t b_size = b_kind == 0 ? 4 : 2, nr = kiln_min(KILN_NR, N - j0);
+  if (b_cs == 1 && nr == KILN_NR) { /* rows contiguous: NR elements per k */
+    for (int64_t p = 0; p < kc; p++) kiln_row_f32(b_kind, (const char*)b_raw + b_size * (ob + (pc + p) * b_rs + j0), dst + p * KILN_NR, KILN_NR);
+  } else if (b_rs == 1) { /* columns contiguous along k (a transposed operand): one column at a time */
+    for (int64_t j = 0; j < KILN_NR; j++) {
+      const int64_t at = ob + (j0 + j) * b_cs + pc;
+      for (int64_t p = 0; p < kc; p++) dst[p * KILN_NR + j] = j < nr ? lb(at + p) : 0.0f;
+    }
+  } else {
+    for (int64_t p = 0; p < kc; p++) {
+      const int64_t at = ob + (pc + p) * b_rs + j0 * b_cs;
+      for (int64_t j = 0; j < KILN_NR; j++) dst[p * KILN_NR + j] = j < nr ? lb(at + j * b_cs) : 0.0f;
+    }
+  }
+}
+
+/* Packed A, per batch: K blocks; in the block at row pc, panel i (MR rows; rows past M are
+   not written and never read) is MR x kc floats, row-major, at pc * MP + i * MR * kc. */
+template <typename LA>
+static inline void kiln_pack_a_panel(float* __restrict__ dst, int64_t pc, int64_t kc, int64_t i0, int64_t M, LA& la, int64_t a_rs, int64_t a_cs, int64_t oa,
+                                     const void* a_raw, int a_kind) {
+  const int64_t a_size = a_kind == 0 ? 4 : 2, mr = kiln_min(KILN_MR, M - i0);
+  for (int64_t r = 0; r < mr; r++) {
+    const int64_t at = oa + (i0 + r) * a_rs + pc * a_cs;
+    if (a_cs == 1) kiln_row_f32(a_kind, (const char*)a_raw + a_size * at, dst + r * kc, kc);
+    else for (int64_t p = 0; p < kc; p++) dst[r * kc + p] = la(at + p * a_cs);
+  }
 }
 
 /*
  * Batched C = A.B; epi(batch, row, col0, ncols, const float* c) receives each finished tile row.
  * a_raw / b_raw are the operands' storage and a_kind / b_kind its kind (0 float32, 1 float16,
  * 2 bfloat16) for the contiguous fast paths; la / lb read any element otherwise.
+ * bpk: B pre-packed (nbb batches: 1 when B is the same for every batch, else nb), or null;
+ * bpk_state 1 packs B into bpk first (the first call with this B), 2 uses bpk as it is.
  */
 template <typename LA, typename OA, typename LB, typename OB, typename EPI>
 static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_t a_rs, int64_t a_cs, OA offa, const void* a_raw, int a_kind,
-                      LB lb, int64_t b_rs, int64_t b_cs, OB offb, const void* b_raw, int b_kind, EPI epi) {
-  const int64_t a_size = a_kind == 0 ? 4 : 2, b_size = b_kind == 0 ? 4 : 2;
+                      LB lb, int64_t b_rs, int64_t b_cs, OB offb, const void* b_raw, int b_kind, EPI epi,
+                      float* bpk = nullptr, int64_t bpk_state = 0, int64_t nbb = 1) {
   if (nb <= 0 || M <= 0 || N <= 0) return;
+  if (bpk_state != 1 && bpk_state != 2) bpk = nullptr;
+  else bpk = (float*)(((uintptr_t)bpk + 63) & ~(uintptr_t)63); /* the slot has 64 spare bytes */
   const int nt = kiln_nt();
-  /* N blocks small enough that batch x N blocks give each thread 4 units (dynamic balance under load), at least 4 panels wide. */
-  int64_t nc = KILN_NC;
-  while (nc > 4 * KILN_NR && nb * ((N + nc - 1) / nc) < 4 * nt) nc /= 2;
-  const int64_t nblk = (N + nc - 1) / nc, mblk = (M + KILN_MC - 1) / KILN_MC;
-  int64_t chunks = 1; /* then split M when threads are still idle */
-  while (chunks < mblk && nb * nblk * chunks < 2 * nt) chunks++;
-  const int64_t chunk_blocks = (mblk + chunks - 1) / chunks;
-  chunks = (mblk + chunk_blocks - 1) / chunk_blocks;
-  const int64_t units = nb * nblk * chunks, crow = chunk_blocks * KILN_MC;
-  const int64_t nk = K > 0 ? (K + KILN_KC - 1) / KILN_KC : 1;
+  const int64_t npan = (N + KILN_NR - 1) / KILN_NR, mpan = (M + KILN_MR - 1) / KILN_MR;
+  const int64_t NP = npan * KILN_NR, MP = mpan * KILN_MR, KK = K > 0 ? K : 1;
+  const int64_t nk = (KK + KILN_KC - 1) / KILN_KC;
+  /* Units: (batch, N block, M chunk). N blocks of 16 panels shrink (to 4) until each thread
+     has about four (dynamic balance when a thread is descheduled); M chunks of at most 24
+     panels (144 rows) keep a chunk's A block and C tiles in L2, more when threads are idle. */
+  int64_t ucols = 16;
+  while (ucols > 4 && nb * ((npan + ucols - 1) / ucols) < 4 * nt) ucols /= 2;
+  const int64_t nblk = (npan + ucols - 1) / ucols;
+  int64_t mch = (mpan + 23) / 24;
+  while (mch < mpan && nb * nblk * mch < 2 * nt) mch++;
+  const int64_t mcp = (mpan + mch - 1) / mch;
+  mch = (mpan + mcp - 1) / mcp;
+  const int64_t units = nb * nblk * mch;
   const double flops = 2.0 * (double)nb * (double)M * (double)N * (double)K;
-#pragma omp parallel num_threads(nt) if (units > 1 && flops > 4e6)
+  float* apk = kiln_scratch(0, nb * MP * KK); /* the caller's scratch, shared by the team */
+  const int64_t apanels = nb * nk * mpan, bpanels = bpk != nullptr && bpk_state == 1 ? nbb * nk * npan : 0;
+#pragma omp parallel num_threads(nt) if (nt > 1 && units > 1 && flops > 4e6)
   {
-    float* ap = (float*)aligned_alloc(64, sizeof(float) * KILN_MC * KILN_KC);
-    float* bp = (float*)aligned_alloc(64, sizeof(float) * KILN_KC * KILN_NC);
-    float* cc = (float*)aligned_alloc(64, sizeof(float) * crow * KILN_NC);
+#pragma omp for schedule(static) nowait
+    for (int64_t t = 0; t < apanels; t++) {
+      const int64_t bi = t / (nk * mpan), kb = (t / mpan) % nk, ip = t % mpan;
+      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+      kiln_pack_a_panel(apk + bi * MP * KK + pc * MP + ip * KILN_MR * kc, pc, kc, ip * KILN_MR, M, la, a_rs, a_cs, offa(bi), a_raw, a_kind);
+    }
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < bpanels; t++) {
+      const int64_t bi = t / (nk * npan), kb = (t / npan) % nk, jp = t % npan;
+      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+      kiln_pack_b_panel(bpk + bi * NP * KK + pc * NP + jp * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
+    }
+    const int64_t ldc = ucols * KILN_NR;
+    float* cc = kiln_scratch(2, mcp * KILN_MR * ldc);
+    float* bp = bpk != nullptr ? nullptr : kiln_scratch(1, KILN_KC * ldc);
 #pragma omp for schedule(dynamic)
     for (int64_t u = 0; u < units; u++) {
-      const int64_t bi = u / (nblk * chunks), rest = u % (nblk * chunks);
-      const int64_t jc = (rest / chunks) * nc, i_lo = (rest % chunks) * crow;
-      const int64_t i_hi = kiln_min(M, i_lo + crow), ncur = kiln_min(nc, N - jc);
-      const int64_t oa = offa(bi), ob = offb(bi);
+      const int64_t bi = u / (nblk * mch), jb = (u / mch) % nblk, mb = u % mch;
+      const int64_t jp0 = jb * ucols, jp1 = kiln_min(npan, jp0 + ucols);
+      const int64_t ip0 = mb * mcp, ip1 = kiln_min(mpan, ip0 + mcp);
+      const float* ab = apk + bi * MP * KK;
       for (int64_t kb = 0; kb < nk; kb++) {
         const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
-        /* Pack B[pc:pc+kc, jc:jc+ncur] into NR-wide panels, zero-padded; contiguous rows are read whole. */
-        const int64_t full = b_cs == 1 ? ncur - ncur % KILN_NR : 0;
-        for (int64_t p = 0; p < kc && full > 0; p++) {
-          const char* src = (const char*)b_raw + b_size * (ob + (pc + p) * b_rs + jc);
-          for (int64_t jr = 0; jr < full; jr += KILN_NR) kiln_row_f32(b_kind, src + b_size * jr, bp + jr * kc + p * KILN_NR, KILN_NR);
+        const float* bb;
+        if (bpk != nullptr) {
+          bb = bpk + (nbb > 1 ? bi : 0) * NP * KK + pc * NP + jp0 * KILN_NR * kc;
+        } else {
+          for (int64_t jp = jp0; jp < jp1; jp++)
+            kiln_pack_b_panel(bp + (jp - jp0) * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
+          bb = bp;
         }
-        for (int64_t jr = full; jr < ncur; jr += KILN_NR) {
-          float* dst = bp + jr * kc;
-          const int64_t nr = kiln_min(KILN_NR, ncur - jr);
-          for (int64_t p = 0; p < kc; p++) {
-            const int64_t at = ob + (pc + p) * b_rs + (jc + jr) * b_cs;
-            for (int64_t j = 0; j < KILN_NR; j++) dst[p * KILN_NR + j] = j < nr ? lb(at + j * b_cs) : 0.0f;
+        for (int64_t jp = jp0; jp < jp1; jp++) {
+          const float* bpan = bb + (jp - jp0) * KILN_NR * kc;
+          /* Prefetch the next B panel into L1 a slice per M panel, while this one is in use. */
+          const char* next = (const char*)(bpan + KILN_NR * kc);
+          const int64_t lines = jp + 1 < jp1 ? KILN_NR * kc / 16 : 0, step = (lines + (ip1 - ip0) - 1) / (ip1 - ip0);
+          for (int64_t ip = ip0; ip < ip1; ip++) {
+            for (int64_t l = (ip - ip0) * step, le = kiln_min(lines, l + step); l < le; l++) _mm_prefetch(next + l * 64, _MM_HINT_T0);
+            const int64_t mr = kiln_min(KILN_MR, M - ip * KILN_MR);
+            float* c = cc + (ip - ip0) * KILN_MR * ldc + (jp - jp0) * KILN_NR;
+            const float* apan = ab + pc * MP + ip * KILN_MR * kc;
+            if (mr == KILN_MR) kiln_micro<KILN_MR>(kc, apan, bpan, c, ldc, kb == 0);
+            else kiln_micro_tail((int)mr, kc, apan, bpan, c, ldc, kb == 0);
+            if (kb == nk - 1) {
+              const int64_t nr = kiln_min(KILN_NR, N - jp * KILN_NR);
+              for (int64_t r = 0; r < mr; r++) epi(bi, ip * KILN_MR + r, jp * KILN_NR, nr, (const float*)(c + r * ldc));
+            }
           }
-        }
-        for (int64_t ic = i_lo; ic < i_hi; ic += KILN_MC) {
-          const int64_t mc = kiln_min(KILN_MC, i_hi - ic);
-          /* Pack A[ic:ic+mc, pc:pc+kc] as MR-row panels, each row contiguous, zero rows past M. */
-          for (int64_t ir = 0; ir < mc; ir += KILN_MR)
-            for (int64_t r = 0; r < KILN_MR; r++) {
-              float* dst = ap + (ir + r) * kc;
-              const int64_t at = oa + (ic + ir + r) * a_rs + pc * a_cs;
-              if (ir + r < mc && a_cs == 1)
-                kiln_row_f32(a_kind, (const char*)a_raw + a_size * at, dst, kc);
-              else if (ir + r < mc)
-                for (int64_t p = 0; p < kc; p++) dst[p] = la(at + p * a_cs);
-              else
-                for (int64_t p = 0; p < kc; p++) dst[p] = 0.0f;
-            }
-          for (int64_t jr = 0; jr < ncur; jr += KILN_NR)
-            for (int64_t ir = 0; ir < mc; ir += KILN_MR) {
-              float* c = cc + (ic - i_lo + ir) * KILN_NC + jr;
-              kiln_micro(kc, ap + ir * kc, kc, bp + jr * kc, c, KILN_NC, kb == 0);
-              if (kb == nk - 1) {
-                const int64_t mr = kiln_min(KILN_MR, mc - ir), nr = kiln_min(KILN_NR, ncur - jr);
-                for (int64_t r = 0; r < mr; r++) epi(bi, ic + ir + r, jc + jr, nr, (const float*)(c + r * KILN_NC));
-              }
-            }
         }
       }
     }
-    free(ap);
-    free(bp);
-    free(cc);
   }
 }
 
@@ -180,8 +256,39 @@ function coord(r: CStyleRenderer, b: string, batch: readonly Dim[], d: number): 
   return d === 0 ? q : `(${q} % ${r.dim(batch[d])})`;
 }
 
-/** The body of a matmul kernel: operand views, the epilogue lambda, the driver call. */
-export function matmulBody(x: KernelExprs, simd: string): string[] {
+/**
+ * Where a matmul's packed B operand can be kept across calls: the B operand is a float
+ * buffer the program does not write (an input or a constant, `stable`) and every size is
+ * static. `batches` is 1 when B is the same for every batch (all batch strides 0).
+ */
+export interface PackSlotInfo {
+  readonly batches: number;
+  /** Bytes of the packed copy (float32 panels, zero-padded to 16 columns), plus 64 for alignment. */
+  readonly bytes: number;
+}
+
+/** The pack slot of matmul kernel `k`, or undefined (B is computed, int32, or has symbolic sizes). */
+export function packSlotOf(k: Kernel, stable: (buf: number) => boolean): PackSlotInfo | undefined {
+  const mm = k.matmul;
+  if (k.kind !== 'matmul' || !mm) return undefined;
+  const pb = k.params[mm.b.param];
+  if (pb.dtype === 'int32' || pb.dtype === 'bool' || !stable(pb.buf)) return undefined;
+  const rank = k.domain.length;
+  const dims = [...k.domain, mm.k];
+  if (!dims.every(isStatic)) return undefined;
+  const [n, kk] = [k.domain[rank - 1] as number, mm.k as number];
+  const view = mm.b.view[0];
+  const batches = view.strides.slice(0, rank - 2).every((s) => s === 0) ? 1 : (dimProd(k.domain.slice(0, rank - 2)) as number);
+  const bytes = batches * kk * Math.ceil(n / 16) * 16 * 4;
+  return bytes > 0 ? { batches, bytes: bytes + 64 } : undefined;
+}
+
+/**
+ * The body of a matmul kernel: operand views, the epilogue lambda, the driver call. With a
+ * pack slot the kernel has two more parameters, `float* pk` (the packed copy of B) and
+ * `int64_t pk_state` (0: no packed copy, 1: pack into pk, 2: pk holds B packed).
+ */
+export function matmulBody(x: KernelExprs, simd: string, slot?: PackSlotInfo): string[] {
   const { k, r } = x;
   const mm = k.matmul!;
   const rank = k.domain.length;
@@ -214,6 +321,6 @@ export function matmulBody(x: KernelExprs, simd: string): string[] {
     ...k.stores.map((s) => `    ${x.storeLine(s)}`),
     '  }',
     '};',
-    `${int ? 'kiln_gemm_i32' : 'kiln_gemm'}(NB, M, N, K, la, ${r.dim(a.strides[rank - 2])}, ${r.dim(a.strides[rank - 1])}, offa, ${raw(pa.dtype, mm.a.param)}, lb, ${r.dim(b.strides[rank - 2])}, ${r.dim(b.strides[rank - 1])}, offb, ${raw(pb.dtype, mm.b.param)}, epi);`,
+    `${int ? 'kiln_gemm_i32' : 'kiln_gemm'}(NB, M, N, K, la, ${r.dim(a.strides[rank - 2])}, ${r.dim(a.strides[rank - 1])}, offa, ${raw(pa.dtype, mm.a.param)}, lb, ${r.dim(b.strides[rank - 2])}, ${r.dim(b.strides[rank - 1])}, offb, ${raw(pb.dtype, mm.b.param)}, epi${slot ? `, pk, pk_state, ${slot.batches}` : ''});`,
   ];
 }

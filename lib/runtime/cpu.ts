@@ -7,6 +7,8 @@
  * The generated library's C ABI (rendered by lib/codegen's C++ renderer):
  *   extern "C" void kiln_run(void** bufs, const int64_t* syms);          bufs[i] = plan buffer i
  *   extern "C" void kiln_set_threads(void** bufs, const int64_t* ints);  optional, ints[0] = threads
+ *   extern "C" void kiln_run_pack_slots(void** out, const int64_t* cap); optional, see PackCache
+ *   extern "C" void kiln_run_packed(void** bufs, const int64_t* syms);   kiln_run + packed weights
  */
 import { execFile, type ExecFileException } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -170,6 +172,8 @@ export interface CpuProgramParts {
   layout: ArenaLayoutFn;
   /** Threads for the kernels (default: `$KILN_CPU_THREADS`, else all cores). */
   threads?: number;
+  /** Keep packed copies of matmul weights across calls (default true; see PackCache). */
+  prepack?: boolean;
 }
 
 const offsetOf = (offsets: ArenaLayout['offsets'], id: number): number | undefined =>
@@ -204,6 +208,7 @@ export class CpuProgram {
   #spareArena: ArrayBuffer | undefined;
   // Arena layouts by symbol values: placement is pure, and calls mostly repeat sizes.
   readonly #layouts = new Map<string, ArenaLayout>();
+  readonly #packs: PackCache | undefined;
 
   /** Loads `soPath` (dlopen) and checks the plan against the symbol bindings and constants. */
   static load(soPath: string, parts: CpuProgramParts): CpuProgram {
@@ -233,6 +238,8 @@ export class CpuProgram {
       this.#consts.set(b.id, c.data);
     }
     this.threads = this.#setThreads(parts.threads ?? cpuThreads());
+    const slots = parts.prepack === false ? [] : readPackSlots(lib, plan);
+    this.#packs = slots.length ? new PackCache(slots) : undefined;
   }
 
   /** Tells the library how many threads to use, if it exports kiln_set_threads. */
@@ -324,10 +331,21 @@ export class CpuProgram {
     }
     for (let i = 0; i < bufs.length; i++) bufs[i] ??= new ArrayBuffer(0); // ids the plan does not use
     const symValues = BigInt64Array.from(plan.symbols, (name) => BigInt(syms[name]));
+    const packs = this.#packs?.begin(bufs);
+    let ok = false;
     try {
-      await this.lib.callAsync('kiln_run', bufs, symValues);
+      if (packs) {
+        const ints = new BigInt64Array(symValues.length + packs.states.length);
+        ints.set(symValues);
+        ints.set(packs.states, symValues.length);
+        await this.lib.callAsync('kiln_run_packed', [...bufs, ...packs.buffers], ints);
+      } else {
+        await this.lib.callAsync('kiln_run', bufs, symValues);
+      }
+      ok = true;
     } finally {
       this.#spareArena = arena.buffer;
+      if (packs) this.#packs?.end(packs, ok);
     }
     return plan.outputs.map((o, i) => {
       const shape = this.#outShapes[i].map((d) => evalDim(d, syms));
@@ -361,6 +379,131 @@ export class CpuProgram {
     return { buffer: new ArrayBuffer(layout.bytes), layout };
   }
 }
+
+// ---- packed weights ---------------------------------------------------------------------
+
+/** A matmul B operand that the library can keep packed: plan buffer `buffer`, `bytes` packed. */
+interface PackSlot {
+  readonly buffer: number;
+  readonly bytes: number;
+}
+
+/** The library's pack slots (none when it predates them). */
+function readPackSlots(lib: CpuLibrary, plan: LaunchPlan): PackSlot[] {
+  const cap = 256;
+  const out = new BigInt64Array(1 + 3 * cap);
+  try {
+    lib.call('kiln_run_pack_slots', [out], [cap]);
+  } catch (e) {
+    if (e instanceof KilnError && e.code === 'KILN_DLOPEN' && /not found/.test(e.message)) return [];
+    throw e;
+  }
+  const n = Number(out[0]);
+  if (n > cap) return []; // never generated; the whole program then packs per call
+  const slots: PackSlot[] = [];
+  for (let s = 0; s < n; s++) {
+    const buffer = Number(out[1 + 3 * s]);
+    const role = plan.buffers[buffer]?.role;
+    if (role !== 'input' && role !== 'const') throw internal(`pack slot ${s} names buffer ${buffer} (${String(role)}), not an input or constant`);
+    slots.push({ buffer, bytes: Number(out[2 + 3 * s]) });
+  }
+  return slots;
+}
+
+/** One packed copy: of which storage, whether it is filled, whether a call is filling it. */
+interface PackEntry {
+  readonly key: WeakRef<object>;
+  buffer: ArrayBuffer | undefined;
+  state: 'seen' | 'packing' | 'ready';
+}
+
+/** What one call passes for the slots, and which entries it is filling. */
+interface PackCall {
+  readonly buffers: ArrayBuffer[];
+  readonly states: BigInt64Array;
+  readonly filling: PackEntry[];
+}
+
+/**
+ * Packed matmul weights kept across calls. A matmul whose B operand is a program input or a
+ * constant has a slot; while the same storage object is passed for it, the generated code
+ * reuses one packed copy instead of packing B again (onnxruntime pre-packs its constant
+ * initializers at session creation the same way).
+ *
+ * Why this is never stale: kiln tensors are immutable (no op writes into an existing
+ * tensor, `kiln.tensor` copies its data, outputs are fresh storage), so a storage object's
+ * contents never change. Entries are keyed by the storage *object* (identity, held weakly),
+ * never by its address: a new tensor is a new object, even where the allocator reuses the
+ * memory of a collected one. The packed bytes depend only on the data and on the slot's
+ * operand view, which the program fixes.
+ *
+ * Cost control: a storage is packed into a slot's cache on its second call (the first only
+ * records it), so operands that change every call never pay for a packed copy; each slot
+ * keeps at most SLOT_ENTRIES copies (least recently used evicted), so memory stays bounded
+ * by the program, not by how many distinct weights pass through it. A call that fails
+ * drops the copies it was filling; a copy another call is still filling is not used.
+ */
+class PackCache {
+  static readonly SLOT_ENTRIES = 2;
+  readonly #slots: readonly PackSlot[];
+  readonly #entries: PackEntry[][];
+
+  constructor(slots: readonly PackSlot[]) {
+    this.#slots = slots;
+    this.#entries = slots.map(() => []);
+  }
+
+  begin(bufs: readonly HostBuffer[]): PackCall {
+    const buffers: ArrayBuffer[] = [];
+    const states = new BigInt64Array(this.#slots.length);
+    const filling: PackEntry[] = [];
+    this.#slots.forEach((slot, s) => {
+      const key = bufs[slot.buffer] as object;
+      const list = this.#entries[s];
+      let i = list.findIndex((e) => e.key.deref() === key);
+      let e: PackEntry;
+      if (i < 0) {
+        e = { key: new WeakRef(key), buffer: undefined, state: 'seen' };
+        list.unshift(e);
+        i = 0;
+        for (let j = list.length - 1; j > 0 && list.length > PackCache.SLOT_ENTRIES; j--) if (list[j].state !== 'packing') list.splice(j, 1);
+      } else {
+        e = list[i];
+        list.splice(i, 1);
+        list.unshift(e);
+        if (e.state === 'seen') {
+          e.buffer = new ArrayBuffer(slot.bytes);
+          e.state = 'packing';
+          filling.push(e);
+          buffers.push(e.buffer);
+          states[s] = 1n;
+          return;
+        }
+      }
+      if (e.state === 'ready' && e.buffer) {
+        buffers.push(e.buffer);
+        states[s] = 2n;
+      } else {
+        buffers.push(EMPTY);
+        states[s] = 0n;
+      }
+    });
+    return { buffers, states, filling };
+  }
+
+  end(call: PackCall, ok: boolean): void {
+    for (const e of call.filling) {
+      if (ok) {
+        e.state = 'ready';
+      } else {
+        e.state = 'seen';
+        e.buffer = undefined;
+      }
+    }
+  }
+}
+
+const EMPTY = new ArrayBuffer(0);
 
 /** A fresh `dtype` storage holding the first `n` elements of `src`. */
 function copyStorage(dtype: DType, src: HostBuffer, n: number): Storage {

@@ -1,0 +1,80 @@
+/**
+ * Packed matmul weights on the CPU (lib/runtime/cpu.ts, PackCache): a matmul whose B operand
+ * is a program input or a constant keeps a packed copy while the same tensor is passed.
+ * Every call is checked against eager execution, through the first call (nothing packed),
+ * the second (packs while it runs), later ones (reuses), new tensors of the same shape (must
+ * never see the old panels), eviction, and concurrent calls.
+ */
+import * as kiln from '../lib';
+import { compile } from '../lib/api/compile';
+
+function values(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s / 2 ** 32 - 0.5) * 2 * scale;
+  });
+}
+let seed = 7;
+const rand = (shape: number[], scale = 1, dtype: kiln.DType = 'float32') =>
+  kiln.tensor(values(shape.reduce((a, b) => a * b, 1), seed++, scale), shape, dtype);
+
+async function relErr(got: kiln.Tensor, want: kiln.Tensor): Promise<number> {
+  expect(got.shape).toEqual(want.shape);
+  const [a, b] = [await got.toArray(), await want.toArray()];
+  let err = 0;
+  let mag = 0;
+  for (let i = 0; i < b.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    mag = Math.max(mag, Math.abs(b[i]));
+  }
+  return err / Math.max(mag, 1e-30);
+}
+
+// K = 300 spans two K blocks of the packed layout; N = 37 leaves a partial 16-column panel.
+const [M, K, N] = [13, 300, 37];
+const captured = rand([K, 20], 0.1); // a constant of the program (TENSOR_CONST)
+
+function model(x: kiln.Tensor, w: kiln.Tensor, b: kiln.Tensor, wt: kiln.Tensor, w3: kiln.Tensor, w16: kiln.Tensor) {
+  return {
+    dense: x.matmul(w).add(b).gelu(), // B as given, fused epilogue
+    transposed: x.matmul(wt.transpose(0, 1)), // B through a transposed view
+    batched: x.reshape([1, M, K]).expand([2, M, K]).matmul(w3), // one B per batch
+    broadcast: x.reshape([1, M, K]).expand([3, M, K]).matmul(w), // B shared by every batch
+    half: x.matmul(w16), // float16 B, converted while packing
+    constant: x.matmul(captured),
+  };
+}
+
+type Weights = [kiln.Tensor, kiln.Tensor, kiln.Tensor, kiln.Tensor, kiln.Tensor];
+const weightSet = (): Weights => [rand([K, N], 0.1), rand([N], 0.1), rand([N, K], 0.1), rand([2, K, N], 0.1), rand([K, N], 0.1, 'float16')];
+
+describe('packed matmul weights on the CPU', () => {
+  const f = compile(model, { device: 'cpu', cache: 'off' });
+  const x = rand([M, K]);
+
+  async function check(ws: Weights): Promise<void> {
+    const got = (await f(x, ...ws)) as Record<string, kiln.Tensor>;
+    const want = model(x, ...ws) as Record<string, kiln.Tensor>;
+    for (const name of Object.keys(want)) {
+      const e = await relErr(got[name], want[name]);
+      if (!(e < 1e-5)) throw new Error(`${name}: relative error ${e}`);
+    }
+  }
+
+  it('reuses packed weights while the same tensors are passed and never for new ones', async () => {
+    const a = weightSet();
+    for (let i = 0; i < 4; i++) await check(a); // unpacked, packing, packed, packed
+    const b = weightSet(); // same shapes, new data
+    for (let i = 0; i < 3; i++) await check(b);
+    await check(a); // both sets fit in a slot's cache
+    const c = weightSet(); // evicts the least recently used set (b)
+    for (let i = 0; i < 3; i++) await check(c);
+    for (let i = 0; i < 3; i++) await check(b);
+  }, 120_000);
+
+  it('gives correct results to concurrent calls with different and equal weights', async () => {
+    const sets = [weightSet(), weightSet(), weightSet()];
+    for (let round = 0; round < 3; round++) await Promise.all([...sets, ...sets].map((ws) => check(ws)));
+  }, 120_000);
+});
