@@ -76,7 +76,7 @@ export abstract class CStyleRenderer {
   /** Type values are computed in. */
   readonly compute: { readonly [D in DType]: string } = { float32: 'float', float16: 'float', bfloat16: 'float', int32: 'int32_t', bool: 'bool' };
   /** Math function names for float compute. */
-  readonly math = { EXP: 'kiln_expf', LOG: 'logf', SQRT: 'sqrtf', SIN: 'sinf', COS: 'cosf', TANH: 'kiln_tanhf', ERF: 'kiln_erff', ERFC: 'erfcf', ABS: 'fabsf' };
+  readonly math = { EXP: 'kiln_expf', LOG: 'logf', SQRT: 'sqrtf', SIN: 'sinf', COS: 'cosf', TANH: 'kiln_tanhf', ERF: 'kiln_erff', ERFC: 'kiln_erfcf', ABS: 'fabsf' };
   /** The op table (a subclass may override entries). */
   readonly code: { readonly [O in Op]: OpCode } = CODE_FOR_OP;
   /** Pointer qualifier for non-aliasing buffers. */
