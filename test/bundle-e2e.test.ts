@@ -231,10 +231,15 @@ test('three cold processes started together compile once: the others wait on the
   expect(listBundles({ cacheDir: c, bundlePath: [] })).toHaveLength(1);
 });
 
-test('force-load with no bundle is KILN_BUNDLE_MISSING, and nothing is traced', async () => {
+test('force-load with no bundle is KILN_BUNDLE_MISSING, and nothing is compiled', async () => {
   const r = await app(proj, { options: { cacheDir: join(tmp, 'empty-cache'), cache: 'force-load' }, batches: [4] });
   expect(r.error).toMatchObject({ name: 'CacheError', code: 'KILN_BUNDLE_MISSING' });
-  expect(r.counters).toEqual({ traces: 0, compiles: 0 });
+  // Traced once on this error path, only to tell a missing bundle from one that can never
+  // exist (a function that captures tensors; see below). failOnRecompile forbids even that.
+  expect(r.counters).toEqual({ traces: 1, compiles: 0 });
+  const strict = await app(proj, { options: { cacheDir: join(tmp, 'empty-cache'), cache: 'force-load', failOnRecompile: true }, batches: [4] });
+  expect(strict.error).toMatchObject({ name: 'CacheError', code: 'KILN_BUNDLE_MISSING' });
+  expect(strict.counters).toEqual({ traces: 0, compiles: 0 });
 });
 
 test('a corrupted kernels.so: force-load refuses it naming the cause; auto rebuilds it with a warning', async () => {
@@ -277,6 +282,136 @@ test('a bundle that verifies but fails to load (dlopen): force-load errors; auto
   const after = await app(proj, { options: { cacheDir: c, failOnRecompile: true }, batches: [4] });
   expect(after.error).toBeUndefined();
   expect(after.stats).toMatchObject({ source: 'bundle', bundleDir: dir });
+});
+
+describe('values captured from the closure', () => {
+  /** Runs scale-app.js (scale.js's model `by`, multiplying by `value`) in a fresh process. */
+  async function scaleApp(args: { by: string; value: number; second?: number; options?: object }, opts: { env?: NodeJS.ProcessEnv } = {}) {
+    const r = await spawnNode([join(proj, 'scale-app.js'), JSON.stringify({ kiln: KILN, ...args })], opts);
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    try {
+      return JSON.parse(line) as Pick<AppResult, 'stats' | 'counters' | 'warnings' | 'error'> & { values?: number[]; second?: { values: number[]; source: string } };
+    } catch {
+      throw new Error(`scale-app exited ${r.code} without a result:\n${r.stdout}\n${r.stderr}`);
+    }
+  }
+
+  test('a captured tensor: never published, so a process with another value computes with its own (no stale bundle)', async () => {
+    const c = join(tmp, 'captured-cache');
+    const one = await scaleApp({ by: 'tensor', value: 1, options: { cacheDir: c } });
+    expect(one.error).toBeUndefined();
+    expect(one.values).toEqual([2, 3, 4, 5]);
+    expect(one.stats).toMatchObject({ source: 'compiled' });
+    expect(one.stats!.bundleDir).toBeUndefined();
+    expect(one.warnings).toEqual([
+      {
+        code: 'KILN_CAPTURED_TENSORS',
+        message:
+          "kiln: scale captures a tensor from its closure (float32[4]); its value can't be part of a bundle key, so kiln keeps the compiled program in memory only. Pass it as an argument to enable warm starts.",
+      },
+    ]);
+    expect(listBundles({ cacheDir: c, bundlePath: [] })).toHaveLength(0);
+    const two = await scaleApp({ by: 'tensor', value: 2, options: { cacheDir: c } });
+    expect(two.error).toBeUndefined();
+    expect(two.values).toEqual([3, 5, 7, 9]);
+    expect(two.stats!.source).toBe('compiled');
+    expect(two.counters).toEqual({ traces: 1, compiles: 1 });
+  });
+
+  test('in one process, two compiled functions of the same source capturing different tensors each get their own program', async () => {
+    const r = await scaleApp({ by: 'tensor', value: 1, second: 3, options: { cacheDir: join(tmp, 'captured-memory') } });
+    expect(r.error).toBeUndefined();
+    expect(r.values).toEqual([2, 3, 4, 5]);
+    expect(r.second).toEqual({ values: [4, 7, 10, 13], source: 'compiled' });
+    expect(r.warnings.map((w) => w.code)).toEqual(['KILN_CAPTURED_TENSORS']); // once per function and process
+  });
+
+  test('a tensor derived inside fn from a captured one is captured too; a tensor fn makes itself is not', async () => {
+    const c = join(tmp, 'derived-cache');
+    const derived = await scaleApp({ by: 'derived', value: 1, options: { cacheDir: c } });
+    expect(derived.values).toEqual([4, 7, 10, 13]);
+    expect(derived.warnings.map((w) => w.message)).toEqual([expect.stringMatching(/^kiln: scaleDerived captures a tensor from its closure \(float32\[4\]\)/)]);
+    expect(listBundles({ cacheDir: c, bundlePath: [] })).toHaveLength(0);
+
+    const literal = await scaleApp({ by: 'literal', value: 1, options: { cacheDir: c } });
+    expect(literal.warnings).toEqual([]);
+    expect(literal.stats).toMatchObject({ source: 'compiled', bundleDir: expect.any(String) });
+    const warmLiteral = await scaleApp({ by: 'literal', value: 7, options: { cacheDir: c, failOnRecompile: true } });
+    expect(warmLiteral.error).toBeUndefined();
+    expect(warmLiteral.stats!.source).toBe('bundle');
+    expect(warmLiteral.values).toEqual([3, 5, 7, 9]);
+  });
+
+  test('force-load is a CacheError that says why no bundle exists; kiln build refuses the function', async () => {
+    const forced = await scaleApp({ by: 'tensor', value: 1, options: { cacheDir: join(tmp, 'captured-forced'), cache: 'force-load' } });
+    expect(forced.error).toMatchObject({
+      name: 'CacheError',
+      code: 'KILN_CAPTURED_TENSORS',
+      message: expect.stringMatching(/^force-load: scale captures a tensor from its closure \(float32\[4\]\).*never publishes a bundle.*Pass it as an argument/),
+    });
+    expect(forced.counters).toEqual({ traces: 1, compiles: 0 }); // traced to explain, never compiled
+    // With failOnRecompile nothing may be traced: the plain KILN_BUNDLE_MISSING.
+    const strict = await scaleApp({ by: 'tensor', value: 1, options: { cacheDir: join(tmp, 'captured-forced'), cache: 'force-load', failOnRecompile: true } });
+    expect(strict.error).toMatchObject({ code: 'KILN_BUNDLE_MISSING' });
+    expect(strict.counters).toEqual({ traces: 0, compiles: 0 });
+
+    // kiln.build (in process: it throws after the trace, before any compile).
+    const { model } = (await import(join(proj, 'scale.js'))) as { model: (k: typeof kiln, by: string, v: number) => (x: kiln.Tensor) => kiln.Tensor };
+    const before = kiln.counters().compiles;
+    const out = join(tmp, 'captured-build');
+    await expect(kiln.build(model(kiln, 'tensor', 1), [{ shape: [4] }], { target: 'cpu', cacheDir: out })).rejects.toMatchObject({
+      name: 'CacheError',
+      code: 'KILN_CAPTURED_TENSORS',
+      message: expect.stringMatching(/^cannot build a bundle: scale captures a tensor from its closure \(float32\[4\]\).*Pass it as an argument/),
+    });
+    expect(kiln.counters().compiles).toBe(before);
+    expect(listBundles({ cacheDir: out, bundlePath: [] })).toHaveLength(0);
+  });
+
+  test("the key option: a captured number's value is keyed when the app says so", async () => {
+    const c = join(tmp, 'number-cache');
+    const keyed = (value: number, extra: object = {}) => scaleApp({ by: 'number', value, options: { cacheDir: c, key: { value }, ...extra } });
+    const one = await keyed(1);
+    const two = await keyed(2);
+    expect([one.values, two.values]).toEqual([[2, 3, 4, 5], [3, 5, 7, 9]]);
+    expect([one.stats!.source, two.stats!.source]).toEqual(['compiled', 'compiled']);
+    expect(one.warnings).toEqual([]);
+    const bundles = listBundles({ cacheDir: c, bundlePath: [] });
+    expect(bundles).toHaveLength(2);
+    expect(bundles.map((b) => manifestOf(b.dir).keyFields.userKey).sort()).toEqual(['{"value":1}', '{"value":2}']);
+    const warm = await Promise.all([keyed(1, { failOnRecompile: true }), keyed(2, { failOnRecompile: true })]);
+    expect(warm.map((r) => [r.stats!.source, r.values])).toEqual([['bundle', [2, 3, 4, 5]], ['bundle', [3, 5, 7, 9]]]);
+  });
+
+  test('the key option must be JSON data: refused by kiln.compile and kiln.build, naming what is wrong', async () => {
+    const f = (x: kiln.Tensor) => x.mul(2);
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    const cases: [unknown, RegExp][] = [
+      [{ at: { n: Infinity } }, /key\.at\.n is Infinity; key fields must be finite numbers/],
+      [{ when: new Date(0) }, /key\.when is a Date object/],
+      [() => 1, /key is a function/],
+      [{ big: 1n }, /key\.big is a bigint/],
+      [cyclic, /key\.self refers back to an enclosing value/],
+    ];
+    for (const [key, why] of cases) {
+      let err: unknown;
+      try {
+        kiln.compile(f, { key });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({ name: 'ArgumentError', code: 'KILN_BAD_OPTION', message: expect.stringMatching(/^kiln\.compile: key must be JSON data/) });
+      expect((err as Error).message).toMatch(why);
+    }
+    await expect(kiln.build(f, [{ shape: [4] }], { target: 'cpu', key: { n: NaN } })).rejects.toMatchObject({ code: 'KILN_BAD_OPTION', message: expect.stringMatching(/key\.n is NaN/) });
+    // Equal data in another key order or with undefined members is the same key.
+    const a = kiln.compile(f, { key: { b: [1, 'x'], a: null } }) as unknown as Record<symbol, { settings: { key?: string } }>;
+    const b = kiln.compile(f, { key: { a: null, b: [1, 'x'], c: undefined } }) as unknown as Record<symbol, { settings: { key?: string } }>;
+    const spec = Symbol.for('kiln.compileSpec');
+    expect(a[spec].settings.key).toBe('{"a":null,"b":[1,"x"]}');
+    expect(b[spec].settings.key).toBe(a[spec].settings.key);
+  });
 });
 
 describe('kiln.build and kiln build arguments (in process, nothing compiled)', () => {

@@ -10,6 +10,7 @@ import {
   checkArtifactName,
   checkTarget,
   cpuTarget,
+  keyOf,
   openCache,
   parseManifest,
   readArtifact,
@@ -163,6 +164,23 @@ describe('verifyBundle finds each fault and names it', () => {
     writeFileSync(join(dir, 'manifest.json'), text);
     editManifest(dir, (m) => ((m.keyFields as { options: string }).options = '{"fastMath":true}'));
     expect(verifyBundle(dir)).toMatchObject({ ok: false, reason: 'manifest-invalid', detail: expect.stringContaining('do not hash to key') });
+  });
+
+  test('key fields of schema 1 (before userKey) still parse and verify; schema 2 requires userKey', () => {
+    const cache = openCache({ cacheDir: join(tmp, `c${n++}`), env: {} });
+    const s = sample({ seed: 'schema1' });
+    const v1 = { ...s.fields.keyFields, schema: 1 };
+    const key = keyOf(v1);
+    const r = cache.publish(key, s.namespace, s.files, { ...s.fields, keyFields: v1 });
+    if (r.status !== 'published') throw new Error(`publish: ${r.status}`);
+    editManifest(r.dir, (m) => delete (m.keyFields as { userKey?: string }).userKey);
+    const v = verifyBundle(r.dir, { key });
+    expect(v).toMatchObject({ ok: true });
+    expect(v.ok && v.manifest.keyFields.userKey).toBe('');
+
+    const { dir } = published();
+    editManifest(dir, (m) => delete (m.keyFields as { userKey?: string }).userKey);
+    expect(verifyBundle(dir)).toMatchObject({ ok: false, reason: 'manifest-invalid', detail: expect.stringContaining('keyFields.userKey is missing') });
   });
 
   test('a bundle under another key directory', () => {

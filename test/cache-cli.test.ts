@@ -73,7 +73,7 @@ test('show explains every key field, the guards and the artifacts', async () => 
   const { dir, s } = setup();
   expect(await cacheCommand(['show', s[1].key.slice(0, 10), '--cache-dir', dir])).toBe(0);
   const text = out.join('\n');
-  for (const f of ['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'target', 'toolchain', 'env']) expect(text).toMatch(new RegExp(`^  ${f}\\s`, 'm'));
+  for (const f of ['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'userKey', 'target', 'toolchain', 'env']) expect(text).toMatch(new RegExp(`^  ${f}\\s`, 'm'));
   expect(text).toContain('float32[?,8]');
   expect(text).toContain('CPU x64 with avx2, fma');
   expect(text).toMatch(/kernels\.so\s+19\.5 KiB\s+[0-9a-f]{64}/);

@@ -39,7 +39,9 @@ describe('bundle key', () => {
     expect(key).toMatch(/^[0-9a-f]{64}$/);
     expect(keyOfInput({ ...base })).toBe(key);
     expect(keyOf(keyFields)).toBe(key);
-    expect(Object.keys(keyFields)).toEqual(['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'target', 'toolchain', 'env']);
+    expect(Object.keys(keyFields)).toEqual(['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'userKey', 'target', 'toolchain', 'env']);
+    expect(keyFields.schema).toBe(2);
+    expect(keyFields.userKey).toBe('');
     expect(keyFields.inputs).toEqual(['float32[?,768]', 'float16[768,3072]']);
     expect(keyFields.env).toEqual({ CXX: '', KILN_CXXFLAGS: '' });
   });
@@ -55,6 +57,9 @@ describe('bundle key', () => {
     ['an option value', { options: { fastMath: true, tile: [16, 16] } }],
     ['a nested option', { options: { fastMath: false, tile: [16, 32] } }],
     ['an added option', { options: { fastMath: false, tile: [16, 16], unroll: 4 } }],
+    ['a user key', { userKey: '{"heads":12}' }],
+    ['a user key value', { userKey: '{"heads":16}' }],
+    ['a null user key (unlike none)', { userKey: 'null' }],
     ['the target arch', { target: 'sm_80' }],
     ['cubin vs PTX', { target: 'compute_90' }],
     ['the toolchain', { toolchain: 'ver:abd' }],
@@ -92,6 +97,21 @@ describe('bundle key', () => {
 
   test('canonical JSON sorts keys at every level', () => {
     expect(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: null } })).toBe('{"a":{"c":null,"d":[1,{"y":2,"z":1}]},"b":1}');
+  });
+
+  test('canonical JSON refuses cycles, but not a value repeated in two places', () => {
+    const shared = { n: 1 };
+    expect(canonicalJson({ a: shared, b: [shared] })).toBe('{"a":{"n":1},"b":[{"n":1}]}');
+    const loop: unknown[] = [1];
+    loop.push({ back: loop });
+    expect(() => canonicalJson(loop)).toThrow(/\$\[1\]\.back refers back to an enclosing value/);
+  });
+
+  test('schema 1 key fields (before userKey) still hash to their keys', () => {
+    const { keyFields } = bundleKey(base);
+    const v1 = { ...keyFields, schema: 1 };
+    expect(keyOf({ ...v1, userKey: 'ignored in schema 1' })).toBe(keyOf(v1));
+    expect(keyOf(v1)).not.toBe(keyOf(keyFields));
   });
 
   test('is the same in processes with another HOME, cwd, cache dir and unrelated or cache-behaviour variables', async () => {

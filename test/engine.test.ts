@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as kiln from '../lib';
-import { compileCount, compileGraph, getProgram, run, type CompiledProgram, type ProgramRequest } from '../lib/engine';
+import { compileCount, compileGraph, ensureBundle, getProgram, run, type CompiledProgram, type ProgramRequest } from '../lib/engine';
 import type { Graph } from '../lib/ir/graph';
 import { interpret } from '../lib/runtime/interpreter';
 import { trace } from '../lib/tensor/trace';
@@ -68,7 +68,7 @@ describe('engine', () => {
     await expect(compileGraph(graph, { device: 'cuda' })).rejects.toMatchObject({ code: 'KILN_NO_CUDA_BACKEND' });
   });
 
-  it('gets programs through the store seam: traces on a miss, refuses in force-load without tracing', async () => {
+  it('gets programs through the store seam: traces on a miss, refuses in force-load without compiling', async () => {
     const req: ProgramRequest = {
       name: 'seam',
       fnSource: '(x, y) => [x.exp().sum(-1), x.mul(y).add(1), y]',
@@ -84,8 +84,43 @@ describe('engine', () => {
     const again = await getProgram(req, { mode: 'off', cacheDir: dir }, () => (traced++, graph));
     expect(again).toMatchObject({ origin: 'memory', key: got.key, program: got.program });
     expect(traced).toBe(1);
+    const before = compileCount();
     const refused = getProgram({ ...req, name: 'seam2' }, { mode: 'force-load', cacheDir: path.join(dir, 'empty-cache') }, () => (traced++, graph));
     await expect(refused).rejects.toMatchObject({ code: 'KILN_BUNDLE_MISSING' });
-    expect(traced).toBe(1);
+    expect(traced).toBe(2); // traced to look for captured tensors (none), never compiled
+    expect(compileCount()).toBe(before);
+    const strict = getProgram({ ...req, name: 'seam2' }, { mode: 'force-load', cacheDir: path.join(dir, 'empty-cache'), failOnRecompile: true }, () => (traced++, graph));
+    await expect(strict).rejects.toMatchObject({ code: 'KILN_BUNDLE_MISSING' });
+    expect(traced).toBe(2);
+  });
+
+  it('a graph that captured tensors is compiled for its caller alone: not published, not shared by key, one warning', async () => {
+    const w = kiln.tensor([1, 2, 3], [3]);
+    const capturing = trace((x: kiln.Tensor) => x.mul(w), [{ shape: [5, 3] }], { dynamic: { 0: [0] } });
+    expect(capturing.captured).toEqual([{ dtype: 'float32', shape: [3], key: expect.any(String) }]);
+    const req: ProgramRequest = { name: 'seam-captured', fnSource: '(x) => x.mul(w)', inputs: [{ dtype: 'float32', shape: [5, 3], dynamic: [0] }], device: 'cpu' };
+    const cacheDir = path.join(dir, 'captured-cache');
+    const warnings: string[] = [];
+    // Observed at process.emitWarning: jest's sandboxed process does not relay 'warning' events.
+    const emit = jest.spyOn(process, 'emitWarning').mockImplementation(((message: string, opts?: { code?: string }) => {
+      warnings.push(`${opts?.code}: ${message}`);
+    }) as typeof process.emitWarning);
+    try {
+      let traced = 0;
+      const first = await getProgram(req, { mode: 'auto', cacheDir }, () => (traced++, capturing));
+      expect(first).toMatchObject({ origin: 'compiled', captured: ['float32[3]'] });
+      expect(first.bundleDir).toBeUndefined();
+      // Another function of the same source (same key) may capture other values: it traces its own.
+      const second = await getProgram(req, { mode: 'auto', cacheDir }, () => (traced++, capturing));
+      expect(second.origin).toBe('compiled');
+      expect(second.program).not.toBe(first.program);
+      expect(traced).toBe(2);
+      expect(warnings).toEqual([expect.stringMatching(/^KILN_CAPTURED_TENSORS: kiln: seam-captured captures a tensor from its closure \(float32\[3\]\)/)]);
+      const forced = getProgram({ ...req, name: 'seam-captured2' }, { mode: 'force-load', cacheDir }, () => capturing);
+      await expect(forced).rejects.toMatchObject({ name: 'CacheError', code: 'KILN_CAPTURED_TENSORS', cause: expect.objectContaining({ code: 'KILN_BUNDLE_MISSING' }) });
+      await expect(ensureBundle(req, cacheDir, () => capturing)).rejects.toMatchObject({ name: 'CacheError', code: 'KILN_CAPTURED_TENSORS' });
+    } finally {
+      emit.mockRestore();
+    }
   });
 });

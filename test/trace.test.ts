@@ -92,6 +92,36 @@ describe('trace', () => {
     expect(c && [...c.data]).toEqual([1, 2, 3, 4]);
   });
 
+  it('lists the constants captured from the closure: tensors older than the trace, and eager results derived from them', () => {
+    const w = kiln.tensor([1, 2, 3, 4], [2, 2]);
+    const b = kiln.tensor([1, 2], [2]);
+    const g = trace((x: T) => x.matmul(w).matmul(w).add(b.mul(2).reshape([1, 2])), [{ shape: [3, 2] }]);
+    expect(g.captured).toEqual([
+      { dtype: 'float32', shape: [2, 2], key: expect.any(String) },
+      { dtype: 'float32', shape: [1, 2], key: expect.any(String) }, // b.mul(2).reshape(...) ran eagerly, from b
+    ]);
+    for (const c of g.captured ?? []) expect(g.constants.has(c.key)).toBe(true);
+    // Returned as is, a captured tensor is captured too.
+    expect(trace(() => w, []).captured).toHaveLength(1);
+  });
+
+  it("captures nothing for tensors the function makes itself or kiln's own constants (masks, scalars)", () => {
+    const g = trace(
+      (q: T, k: T, v: T, ids: T) => {
+        const lit = kiln.tensor([0.5, 0.25, 2, 1], [4]).mul(2); // made inside fn: part of its source
+        const att = kiln.scaledDotProductAttention(q, k, v, { causal: true });
+        const both = kiln.cat([att, att.neg()], -1).gelu().softmax(-1);
+        const normed = kiln.layerNorm(both, undefined, undefined, 1e-5).add(kiln.rmsNorm(both));
+        const table = kiln.tensor(new Float32Array(10 * 8).fill(0.5), [10, 8]);
+        return [normed.mul(lit.sum()), kiln.embedding(ids, table), kiln.where(q.gt(0), q, 0)];
+      },
+      [{ shape: [2, 5, 4] }, { shape: [2, 5, 4] }, { shape: [2, 5, 4] }, { shape: [3], dtype: 'int32' }],
+      { dynamic: { 0: [1], 1: [1], 2: [1] } },
+    );
+    expect(g.constants.size).toBeGreaterThan(0); // lit and table are constants, yet not captured
+    expect(g.captured).toEqual([]);
+  });
+
   it('rebuilds arrays and objects of outputs', () => {
     const g = trace((x: T) => ({ a: x.neg(), b: [x.abs(), x] }), [{ shape: [2] }]);
     expect(g.outputStructure).toEqual({

@@ -32,6 +32,8 @@ export interface BuildOptions {
   name?: string;
   /** As in `kiln.compile`; must match the compiled function's. */
   dynamic?: CompileOptions['dynamic'];
+  /** As in `kiln.compile` (values the function depends on that its source and inputs don't show); must match. */
+  key?: unknown;
   /**
    * Base of relative source guards (default: the package root of the code calling build).
    * The bundle verifies where the same files sit under the root of the process loading it.
@@ -53,7 +55,7 @@ export interface BuildResult {
   compileMs: number;
 }
 
-const BUILD_KEYS = ['target', 'cacheDir', 'name', 'dynamic', 'sourceRoot'];
+const BUILD_KEYS = ['target', 'cacheDir', 'name', 'dynamic', 'key', 'sourceRoot'];
 
 function badOption(msg: string): never {
   throw new ArgumentError('KILN_BAD_OPTION', `kiln.build: ${msg}`);
@@ -88,7 +90,8 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
   const plain = spec?.fn ?? fn;
   const name = opts.name ?? spec?.settings.name;
   const dynamic = opts.dynamic ?? (spec ? Object.fromEntries(spec.settings.dynamic) : undefined);
-  const settings = readOptions(plain, { ...(name !== undefined ? { name } : {}), ...(dynamic !== undefined ? { dynamic } : {}) });
+  const key: unknown = opts.key !== undefined ? opts.key : spec?.settings.key !== undefined ? JSON.parse(spec.settings.key) : undefined;
+  const settings = readOptions(plain, { ...(name !== undefined ? { name } : {}), ...(dynamic !== undefined ? { dynamic } : {}), ...(key !== undefined ? { key } : {}) });
   const target = opts.target;
   if (typeof target !== 'string' || !(target === 'cpu' || /^(sm|compute)_\d+a?$/.test(target))) {
     throw new ArgumentError('KILN_BAD_TARGET', `kiln.build: target must be 'cpu' or a CUDA architecture such as 'sm_90'; got ${JSON.stringify(target)}`);
@@ -103,7 +106,14 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
   }
   const signature = signatureOf(examples, settings.dynamic);
   const sourceRoot = opts.sourceRoot ?? root();
-  const request: ProgramRequest = { name: settings.name, fnSource: plain.toString(), inputs: keySignature(signature, examples), device: backend.device, ...(sourceRoot ? { sourceRoot } : {}) };
+  const request: ProgramRequest = {
+    name: settings.name,
+    fnSource: plain.toString(),
+    inputs: keySignature(signature, examples),
+    device: backend.device,
+    ...(settings.key !== undefined ? { userKey: settings.key } : {}),
+    ...(sourceRoot ? { sourceRoot } : {}),
+  };
   const got = await ensureBundle(request, opts.cacheDir, () => traceGraph(plain, examples, dynamicDims(signature)));
   return {
     bundleDir: got.bundleDir as string,

@@ -12,7 +12,7 @@
  */
 import { rebuildStructure } from '../ir/graph';
 import type { DType } from '../ir/dtype';
-import { isNamespace, type InputSignature } from '../cache/key';
+import { canonicalJson, isNamespace, type InputSignature } from '../cache/key';
 import { CACHE_MODES, resolveCacheMode, resolveFailOnRecompile, type CacheMode } from '../cache/mode';
 // The engine's warm-path modules only: the passes, renderer and compiler load on a compile.
 import { packageRootOf } from '../engine/bundle';
@@ -39,6 +39,14 @@ export interface CompileOptions {
   cacheDir?: string;
   /** Make any trace or compile throw (KILN_RECOMPILE): proves a warm start compiles nothing. */
   failOnRecompile?: boolean;
+  /**
+   * Values the function depends on that its source text and inputs don't show — e.g.
+   * hyperparameters captured from the closure. Plain JSON data; its canonical JSON is part
+   * of the bundle key, so each value gets its own bundle. kiln cannot see numbers a
+   * function captures: without this, a warm start runs with the values the bundle was
+   * built with (docs/BUNDLES.md, "What the key does not see").
+   */
+  key?: unknown;
 }
 
 /** What the last call of a compiled function did. */
@@ -69,7 +77,7 @@ export function counters(): { traces: number; compiles: number } {
   return { traces, compiles: compileCount() };
 }
 
-const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile'] as const;
+const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile', 'key'] as const;
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 
 /** `kiln.compile`'s options, checked and resolved. */
@@ -80,6 +88,8 @@ export interface Settings {
   cache: CacheMode;
   cacheDir?: string;
   failOnRecompile: boolean;
+  /** The `key` option as canonical JSON, taken when `compile` is called (later mutation does not leak in). */
+  key?: string;
 }
 
 function badOption(msg: string): never {
@@ -107,6 +117,7 @@ export function readOptions(fn: unknown, opts: unknown): Settings {
   const cache = resolveCacheMode(o.cache as string | undefined);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) badOption(`cacheDir must be a non-empty string; got ${JSON.stringify(o.cacheDir)}`);
   if (o.failOnRecompile !== undefined && typeof o.failOnRecompile !== 'boolean') badOption(`failOnRecompile must be true or false; got ${JSON.stringify(o.failOnRecompile)}`);
+  const key = readKey(o.key);
   return {
     name,
     device: device as Settings['device'],
@@ -114,7 +125,19 @@ export function readOptions(fn: unknown, opts: unknown): Settings {
     cache,
     ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir as string } : {}),
     failOnRecompile: resolveFailOnRecompile(o.failOnRecompile as boolean | undefined),
+    ...(key !== undefined ? { key } : {}),
   };
+}
+
+/** The `key` option as canonical JSON; ArgumentError KILN_BAD_OPTION for anything but plain JSON data. */
+function readKey(key: unknown): string | undefined {
+  if (key === undefined) return undefined;
+  try {
+    return canonicalJson(key);
+  } catch (e) {
+    const why = (e as Error).message.replace(/^\$/, 'key');
+    return badOption(`key must be JSON data (objects, arrays, strings, finite numbers, booleans, null): ${why}`);
+  }
 }
 
 export function readDynamic(d: unknown): Map<number, number[]> {
@@ -242,7 +265,14 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
   const build = async (signature: InputSpec[], examples: readonly RawTensor[]): Promise<Ready> => {
     const device = resolveDevice(settings.device);
     const sourceRoot = root();
-    const request: ProgramRequest = { name, fnSource: fn.toString(), inputs: keySignature(signature, examples), device, ...(sourceRoot ? { sourceRoot } : {}) };
+    const request: ProgramRequest = {
+      name,
+      fnSource: fn.toString(),
+      inputs: keySignature(signature, examples),
+      device,
+      ...(settings.key !== undefined ? { userKey: settings.key } : {}),
+      ...(sourceRoot ? { sourceRoot } : {}),
+    };
     const store = { mode: settings.cache, failOnRecompile: settings.failOnRecompile, ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}) };
     const got = await getProgram(request, store, () => {
       traces++;

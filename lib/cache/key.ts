@@ -13,8 +13,11 @@ import { ArgumentError } from '../util/errors';
 import { hashFields, sha256Hex } from '../util/hash';
 import { parseTarget } from './target';
 
-/** Version of the key's field list; bump when a field is added, removed or re-encoded. */
-export const KEY_SCHEMA = 1;
+/**
+ * Version of the key's field list; bump when a field is added, removed or re-encoded.
+ * 2: `userKey` added (the `key` option).
+ */
+export const KEY_SCHEMA = 2;
 
 export { kilnVersion };
 
@@ -34,6 +37,11 @@ export interface KeyInput {
   inputs: readonly InputSignature[];
   /** Options that change generated code, as a plain JSON-able object. */
   options?: Readonly<Record<string, unknown>>;
+  /**
+   * The user's `key` option as canonical JSON (`canonicalJson`): values the function depends
+   * on that its source text and inputs don't show. Absent: none given.
+   */
+  userKey?: string;
   /** `cpu-<arch>+<features>`, `sm_XY` or `compute_XY` (see target.ts). */
   target: string;
   /** `ToolchainFingerprint.id` of the compiler that builds the code. */
@@ -52,6 +60,8 @@ export interface KeyFields {
   inputs: string[];
   /** Canonical JSON of the code-relevant options. */
   options: string;
+  /** Canonical JSON of the user's `key` option; '' when none was given (schema 1 manifests: always ''). */
+  userKey: string;
   target: string;
   toolchain: string;
   /** Code-relevant environment variables from the registry in lib/util/env.ts ('' when unset). */
@@ -82,6 +92,9 @@ export function bundleKey(input: KeyInput): { key: string; keyFields: KeyFields 
   if (typeof input.toolchain !== 'string' || input.toolchain === '') {
     throw new ArgumentError('KILN_BAD_KEY_FIELD', 'toolchain fingerprint must be a non-empty string');
   }
+  if (input.userKey !== undefined && typeof input.userKey !== 'string') {
+    throw new ArgumentError('KILN_BAD_KEY_FIELD', 'userKey must be canonical JSON text');
+  }
   const keyFields: KeyFields = {
     schema: KEY_SCHEMA,
     kilnVersion: kilnVersion(),
@@ -89,6 +102,7 @@ export function bundleKey(input: KeyInput): { key: string; keyFields: KeyFields 
     sourceSha256: sha256Hex(input.source),
     inputs: input.inputs.map(signatureText),
     options: canonicalJson(input.options ?? {}),
+    userKey: input.userKey ?? '',
     target: input.target,
     toolchain: input.toolchain,
     env: Object.fromEntries(codeRelevantEnv(input.env)),
@@ -96,7 +110,10 @@ export function bundleKey(input: KeyInput): { key: string; keyFields: KeyFields 
   return { key: keyOf(keyFields), keyFields };
 }
 
-/** The key of recorded fields; schema first, each field labelled and length-prefixed. */
+/**
+ * The key of recorded fields; schema first, each field labelled and length-prefixed. Keys
+ * of schema 1 manifests (no `userKey`) still recompute, so `kiln cache verify` accepts them.
+ */
 export function keyOf(f: KeyFields): string {
   return hashFields([
     ['schema', String(f.schema)],
@@ -105,6 +122,7 @@ export function keyOf(f: KeyFields): string {
     ['sourceSha256', f.sourceSha256],
     ['inputs', canonicalJson(f.inputs)],
     ['options', f.options],
+    ...(f.schema >= 2 ? [['userKey', f.userKey] as [string, string]] : []),
     ['target', f.target],
     ['toolchain', f.toolchain],
     ['env', canonicalJson(f.env)],
@@ -134,16 +152,18 @@ export function signatureText(sig: InputSignature): string {
  * instance in code-relevant options is a bug that would make the key lie.
  */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(canonical(value, '$'));
+  return JSON.stringify(canonical(value, '$', []));
 }
 
-function canonical(v: unknown, at: string): unknown {
+function canonical(v: unknown, at: string, parents: object[]): unknown {
   if (v === null || typeof v === 'string' || typeof v === 'boolean') return v;
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) throw new ArgumentError('KILN_BAD_KEY_FIELD', `${at} is ${v}; key fields must be finite numbers`);
     return v;
   }
-  if (Array.isArray(v)) return v.map((x, i) => canonical(x === undefined ? null : x, `${at}[${i}]`));
+  if (typeof v === 'object' && parents.includes(v)) throw new ArgumentError('KILN_BAD_KEY_FIELD', `${at} refers back to an enclosing value; key fields must be a tree of plain data`);
+  const inner = typeof v === 'object' ? [...parents, v] : parents;
+  if (Array.isArray(v)) return v.map((x, i) => canonical(x === undefined ? null : x, `${at}[${i}]`, inner));
   if (typeof v === 'object') {
     const proto = Object.getPrototypeOf(v);
     if (proto !== Object.prototype && proto !== null) {
@@ -152,7 +172,7 @@ function canonical(v: unknown, at: string): unknown {
     const out: Record<string, unknown> = {};
     for (const k of Object.keys(v as object).sort()) {
       const x = (v as Record<string, unknown>)[k];
-      if (x !== undefined) out[k] = canonical(x, `${at}.${k}`);
+      if (x !== undefined) out[k] = canonical(x, `${at}.${k}`, inner);
     }
     return out;
   }

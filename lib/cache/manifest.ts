@@ -95,7 +95,10 @@ function arr(v: unknown, at: string): unknown[] {
 }
 
 function parseKeyFields(v: unknown): KeyFields {
-  const o = obj(v, 'keyFields', ['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'target', 'toolchain', 'env']);
+  // Schema 1 key fields predate `userKey`; they still parse (and their keys recompute).
+  const schema1 = typeof v === 'object' && v !== null && (v as Obj).schema === 1;
+  const fields = ['schema', 'kilnVersion', 'namespace', 'sourceSha256', 'inputs', 'options', 'target', 'toolchain', 'env'];
+  const o = obj(v, 'keyFields', schema1 ? fields : [...fields, 'userKey'], schema1 ? ['userKey'] : []);
   if (!Number.isSafeInteger(o.schema)) fail('keyFields.schema must be an integer');
   if (!isNamespace(o.namespace)) fail(`keyFields.namespace ${JSON.stringify(o.namespace)} is not a valid namespace`);
   const env = obj(o.env, 'keyFields.env', Object.keys(o.env ?? {}));
@@ -107,6 +110,7 @@ function parseKeyFields(v: unknown): KeyFields {
     sourceSha256: str(o.sourceSha256, 'keyFields.sourceSha256', SHA_RE),
     inputs: arr(o.inputs, 'keyFields.inputs').map((x, i) => str(x, `keyFields.inputs[${i}]`)),
     options: str(o.options, 'keyFields.options'),
+    userKey: schema1 ? '' : str(o.userKey, 'keyFields.userKey'),
     target: str(o.target, 'keyFields.target'),
     toolchain: str(o.toolchain, 'keyFields.toolchain'),
     env: env as Record<string, string>,

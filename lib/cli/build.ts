@@ -34,19 +34,20 @@ The module exports one spec, an array of specs, or named exports that are specs 
   module.exports = {
     fn: mlp,                                    // the plain function, or what kiln.compile returned
     inputs: [{ shape: [64, 1024] }, { shape: [1024, 1024] }, { shape: [1024], dtype: 'float32' }],
-    options: { name: 'mlp', dynamic: { 0: [0] } },  // kiln.compile's name and dynamic (optional)
+    options: { name: 'mlp', dynamic: { 0: [0] } },  // kiln.compile's name, dynamic and key (optional)
   };
 
 Each spec builds the very bundle that kiln.compile(fn, options) loads when called with inputs
 of that signature (dims listed in dynamic may then take any size). A compiled function as fn
-brings its own name and dynamic dims. Inputs are shapes and dtypes ({ shape, dtype? }, dtype
+brings its own name, dynamic dims and key. A function that captures tensors from its closure
+cannot be built (KILN_CAPTURED_TENSORS): pass them as inputs. Inputs are shapes and dtypes ({ shape, dtype? }, dtype
 default float32) or example Tensors.`;
 
 /** One function to build, as found in the module. */
 export interface BuildSpec {
   fn: (...args: Tensor[]) => unknown;
   inputs: ExampleInput[];
-  options?: Pick<CompileOptions, 'name' | 'dynamic'>;
+  options?: Pick<CompileOptions, 'name' | 'dynamic' | 'key'>;
 }
 
 /** One (spec, target) build and how it went. */
@@ -197,6 +198,7 @@ export async function buildCommand(argv: string[]): Promise<number> {
           ...(out !== undefined ? { cacheDir: out } : {}),
           ...(spec.options?.name !== undefined ? { name: spec.options.name } : {}),
           ...(spec.options?.dynamic !== undefined ? { dynamic: spec.options.dynamic } : {}),
+          ...(spec.options?.key !== undefined ? { key: spec.options.key } : {}),
           ...(args.sourceRoot !== undefined ? { sourceRoot: args.sourceRoot } : {}),
         });
         Object.assign(job, { name: result.namespace, status: result.source === 'compiled' ? 'built' : 'exists', result });

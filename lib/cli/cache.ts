@@ -220,6 +220,7 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     `  sourceSha256  ${kf.sourceSha256}   (the traced function's source text)`,
     `  inputs        ${kf.inputs.join(', ') || '(none)'}   ('?' = dynamic dim)`,
     `  options       ${kf.options}`,
+    ...(kf.schema >= 2 ? [`  userKey       ${kf.userKey || '(none)'}   (the key option)`] : []),
     `  target        ${kf.target}`,
     `  toolchain     ${kf.toolchain}`,
     `  env           ${Object.entries(kf.env).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' ') || '(none)'}`,

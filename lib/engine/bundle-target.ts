@@ -145,6 +145,8 @@ export interface ProgramSignature {
   readonly fnSource: string;
   /** Each input's dtype and shape as first called, and which of its dims are dynamic. */
   readonly inputs: readonly InputSignature[];
+  /** The `key` option as canonical JSON; absent when none was given. */
+  readonly userKey?: string;
 }
 
 /**
@@ -168,7 +170,7 @@ export function dynamicGroups(inputs: readonly InputSignature[]): string[][] {
   return [...bySize.values()];
 }
 
-/** The key's input: namespace, source, signature, the options that change code, target, toolchain. */
+/** The key's input: namespace, source, signature, the options that change code, the user's key, target, toolchain. */
 export function keyInput(sig: ProgramSignature, target: string, toolchain: string): KeyInput {
   const groups = dynamicGroups(sig.inputs);
   const build = kilnBuild();
@@ -177,6 +179,7 @@ export function keyInput(sig: ProgramSignature, target: string, toolchain: strin
     source: sig.fnSource,
     inputs: sig.inputs,
     options: { ...(groups.length ? { dynamicGroups: groups } : {}), ...(build ? { kilnBuild: build } : {}) },
+    ...(sig.userKey !== undefined ? { userKey: sig.userKey } : {}),
     target,
     toolchain,
   };

@@ -60,6 +60,11 @@ export interface ObtainedProgram {
   program: CompiledProgram;
   origin: ProgramOrigin;
   key: string;
+  /**
+   * The traced function captures tensors from its closure (`dtype[dims]` of each): the
+   * program is this caller's alone — never published, never shared through memory by key.
+   */
+  captured?: readonly string[];
   /** The bundle it was loaded from or published to; absent when there is none (cache off, read-only, publish failed). */
   bundleDir?: string;
   traceMs: number;
@@ -90,6 +95,8 @@ function compiler(): typeof import('./compile') {
 
 /** Everything fixed once the key is known. */
 interface Context {
+  /** `run`: kiln.compile's first call; `build`: kiln.build (a bundle must come of it). */
+  purpose: 'run' | 'build';
   req: ProgramRequest;
   backend: BundleBackend;
   cache: Cache;
@@ -100,7 +107,7 @@ interface Context {
 }
 
 /** The key and the cache (opened only when the key is not served from memory). */
-function prepare(req: ProgramRequest, store: StoreOptions, useMemory: boolean): { ctx?: Context; key: string; open(): Context } {
+function prepare(req: ProgramRequest, store: StoreOptions, purpose: Context['purpose']): { key: string; open(): Context } {
   const backend = bundleBackend(req.device);
   const target = backend.target();
   let cache: Cache | undefined;
@@ -113,9 +120,9 @@ function prepare(req: ProgramRequest, store: StoreOptions, useMemory: boolean): 
       ...(store.maxBytes !== undefined ? { maxBytes: store.maxBytes } : {}),
     }));
   // Known toolchain: the key costs no I/O, so a memory hit touches no file at all.
-  const toolchain = (useMemory ? backend.knownToolchain() : undefined) ?? backend.toolchain(openIt());
+  const toolchain = (purpose === 'run' ? backend.knownToolchain() : undefined) ?? backend.toolchain(openIt());
   const { key, keyFields } = bundleKey(keyInput(req, target, toolchain.id));
-  return { key, open: () => ({ req, backend, cache: openIt(), key, keyFields, target, toolchain }) };
+  return { key, open: () => ({ purpose, req, backend, cache: openIt(), key, keyFields, target, toolchain }) };
 }
 
 /**
@@ -124,17 +131,21 @@ function prepare(req: ProgramRequest, store: StoreOptions, useMemory: boolean): 
  * failOnRecompile any trace or compile is.
  */
 export async function getProgram(req: ProgramRequest, store: StoreOptions, trace: TraceFn): Promise<ObtainedProgram> {
-  const prep = prepare(req, store, true);
+  const prep = prepare(req, store, 'run');
   const known = memory.get(prep.key);
   if (known) {
     const got = await known;
-    return { ...got, origin: 'memory', traceMs: 0, compileMs: 0, loadMs: 0 };
+    // A program that captured tensors belongs to the closure it was traced from: another
+    // function of the same source may capture other values, so it traces its own.
+    if (!got.captured) return { ...got, origin: 'memory', traceMs: 0, compileMs: 0, loadMs: 0 };
+    return obtain(prep.open(), trace);
   }
   const pending = obtain(prep.open(), trace);
   memory.set(prep.key, pending);
-  pending.catch(() => {
-    if (memory.get(prep.key) === pending) memory.delete(prep.key); // a failure is retried by the next caller
-  });
+  const forget = (): void => {
+    if (memory.get(prep.key) === pending) memory.delete(prep.key);
+  };
+  pending.then((got) => got.captured && forget(), forget); // a failure is retried by the next caller
   return pending;
 }
 
@@ -146,7 +157,7 @@ export async function getProgram(req: ProgramRequest, store: StoreOptions, trace
  */
 export async function ensureBundle(req: ProgramRequest, cacheDir: string | undefined, trace: TraceFn): Promise<ObtainedProgram> {
   const store: StoreOptions = { mode: 'auto', ...(cacheDir !== undefined ? { cacheDir } : {}), failOnRecompile: false, bundlePath: [], maxBytes: 0 };
-  const ctx = prepare(req, store, false).open();
+  const ctx = prepare(req, store, 'build').open();
   if (ctx.cache.readOnly) throw new CacheError('KILN_CACHE_WRITE', `cannot build into ${ctx.cache.cacheDir}: it is not writable`);
   const got = await obtain(ctx, trace);
   if (!got.bundleDir) throw new CacheError('KILN_CACHE_WRITE', `the bundle for ${req.name} could not be written to ${ctx.cache.cacheDir} (see the warning above)`);
@@ -157,7 +168,12 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
   const { cache, key, req } = ctx;
   const expect = { host: ctx.backend.host(), toolchain: ctx.toolchain.id, ...(req.sourceRoot !== undefined ? { sourceRoot: req.sourceRoot } : {}) };
   const t0 = performance.now();
-  const found = cache.lookup(key, req.name, expect); // force-load: throws when missing or invalid
+  let found: CacheLookup;
+  try {
+    found = cache.lookup(key, req.name, expect); // force-load: throws when missing or invalid
+  } catch (e) {
+    throw explainMissing(ctx, trace, e);
+  }
   if (found.status === 'hit') {
     const loaded = tryLoad(ctx, found.bundle, t0);
     if (loaded) return loaded;
@@ -214,11 +230,56 @@ function mayCompile(ctx: Context, miss: CacheLookup): void {
   }
 }
 
+// ---- tensors captured from the closure -------------------------------------------------
+
+/** `float32[1024,1024], float32[1024]` (the first few, then how many more). */
+function capturedList(captured: readonly string[]): string {
+  const shown = captured.slice(0, 4).join(', ');
+  return captured.length > 4 ? `${shown} and ${captured.length - 4} more` : shown;
+}
+
+/** What a function that captures tensors gives up, and what to do instead. */
+function capturedWhy(name: string, captured: readonly string[]): string {
+  const one = captured.length === 1;
+  return (
+    `${name} captures ${one ? 'a tensor' : `${captured.length} tensors`} from its closure (${capturedList(captured)}); ` +
+    `${one ? 'its value' : 'their values'} can't be part of a bundle key`
+  );
+}
+
+function capturedOf(graph: Graph): string[] {
+  return (graph.captured ?? []).map((c) => `${c.dtype}[${c.shape.join(',')}]`);
+}
+
+/**
+ * force-load found no bundle. When that is because the function captures tensors (kiln
+ * never publishes one for it), say so instead: a trace, no compile, and only on this error
+ * path (never with failOnRecompile, which forbids traces). Otherwise the original error.
+ */
+function explainMissing(ctx: Context, trace: TraceFn, e: unknown): unknown {
+  if (!(e instanceof KilnError) || e.code !== 'KILN_BUNDLE_MISSING' || ctx.cache.failOnRecompile) return e;
+  let captured: string[];
+  try {
+    captured = capturedOf(trace());
+  } catch {
+    return e; // the function's own trouble shows when it is compiled; the bundle is still missing
+  }
+  if (!captured.length) return e;
+  return new CacheError(
+    'KILN_CAPTURED_TENSORS',
+    `force-load: ${capturedWhy(ctx.req.name, captured)}, so kiln never publishes a bundle for it and force-load can never find one. ` +
+      `Pass ${captured.length === 1 ? 'it as an argument' : 'them as arguments'} to enable bundles and warm starts.`,
+    { cause: e },
+  );
+}
+
 async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
   const { req, cache, key } = ctx;
   const t0 = performance.now();
   const graph = trace();
   const traceMs = performance.now() - t0;
+  const captured = capturedOf(graph);
+  if (captured.length) return compileCaptured(ctx, graph, captured, traceMs);
   // Hashed right after the trace, so an edit during the compile fails the guard next time.
   const sources = sourceGuards(graph.files, req.sourceRoot);
   const workDir = await mkdtemp(join(tmpdir(), 'kiln-build-'));
@@ -250,4 +311,27 @@ async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<Obtained
     compileMs: t.lowerMs + t.renderMs + t.compileMs,
     loadMs: t.loadMs,
   };
+}
+
+/**
+ * A function whose graph captures tensors: compiled and run, but kept in memory only — a
+ * bundle keyed without those values would load stale results when they change. One warning
+ * per function and process; `kiln.build` refuses it.
+ */
+async function compileCaptured(ctx: Context, graph: Graph, captured: string[], traceMs: number): Promise<ObtainedProgram> {
+  const { req } = ctx;
+  const pass = captured.length === 1 ? 'it as an argument' : 'them as arguments';
+  if (ctx.purpose === 'build') {
+    throw new CacheError('KILN_CAPTURED_TENSORS', `cannot build a bundle: ${capturedWhy(req.name, captured)}. Pass ${pass} (and build with matching example inputs) instead.`);
+  }
+  if (ctx.cache.mode !== 'off') {
+    warnOnce(
+      'KILN_CAPTURED_TENSORS',
+      `kiln: ${capturedWhy(req.name, captured)}, so kiln keeps the compiled program in memory only. Pass ${pass} to enable warm starts.`,
+      `captured:${req.name}:${ctx.key}`,
+    );
+  }
+  const program = await compiler().compileGraph(graph, { device: req.device });
+  const t = program.times;
+  return { program, origin: 'compiled', key: ctx.key, captured, traceMs, compileMs: t.lowerMs + t.renderMs + t.compileMs, loadMs: t.loadMs };
 }

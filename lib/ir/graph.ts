@@ -31,6 +31,19 @@ export interface Constant {
   readonly data: Storage;
 }
 
+/**
+ * A constant that came from a tensor which existed before the trace began: captured from
+ * the traced function's closure (weights held in a variable, say), not made by its body.
+ * Its value is invisible to a key computed without tracing, so such graphs are never
+ * published as bundles (docs/BUNDLES.md, "What the key does not see").
+ */
+export interface CapturedTensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** Its entry in `Graph.constants`. */
+  readonly key: string;
+}
+
 /** Where a symbol's value comes from: input `input`, dim `dim`. */
 export interface DimSource {
   readonly input: number;
@@ -62,6 +75,8 @@ export interface Graph {
   readonly files: readonly string[];
   /** The table that interned the nodes; passes build rewritten nodes with it. */
   readonly table: NodeTable;
+  /** Set by the tracer: constants from tensors captured from the function's closure (see CapturedTensor). */
+  readonly captured?: readonly CapturedTensor[];
 }
 
 /**

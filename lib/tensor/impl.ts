@@ -7,6 +7,7 @@
 import { ArgumentError, ShapeError, TraceError } from '../util/errors';
 import {
   constantKey,
+  type CapturedTensor,
   decodeStorage,
   encodeStorage,
   inferOp,
@@ -28,9 +29,25 @@ import { callSite } from './site';
 /** Where a tensor's data lives (eager tensors are computed by the reference interpreter). */
 export type Device = 'cpu' | 'cuda';
 
+// Creation numbers of eager tensors: a count, not dispatch state. A trace notes the count
+// when it starts, so it can tell tensors captured from the traced function's closure (made
+// before) from tensors its body makes (docs/BUNDLES.md, "What the key does not see").
+let eagerCount = 0;
+
+/** The creation number the next new eager tensor gets. */
+export function nextEagerNumber(): number {
+  return eagerCount;
+}
+
 /** A concrete tensor: storage in its dtype's typed array. */
 export class EagerImpl {
   readonly kind = 'eager';
+  /**
+   * Creation number of the oldest tensor this value's data came from: a fresh number for a
+   * new tensor, the smallest of its operands' for an op's result (`w.transpose(0, 1)` inside
+   * a traced function is as old as `w`).
+   */
+  readonly born: number;
   #storage: Storage | null;
 
   constructor(
@@ -38,8 +55,10 @@ export class EagerImpl {
     readonly shape: readonly number[],
     readonly device: Device,
     storage: Storage,
+    born?: number,
   ) {
     this.#storage = storage;
+    this.born = born ?? eagerCount++;
   }
 
   /** The storage; throws if disposed. Treat as read-only: it may be shared by views. */
@@ -90,7 +109,11 @@ export class Tracer {
   readonly table = new NodeTable();
   readonly constants = new Map<string, Constant>();
   readonly sites = new Map<Node, Site>();
+  /** Constants from tensors older than the trace: captured from the closure, not made by the function. */
+  readonly captured: CapturedTensor[] = [];
   readonly #captured = new WeakMap<EagerImpl, Node>();
+  // Eager tensors numbered below this existed before the trace began.
+  readonly #start = nextEagerNumber();
   #closed = false;
 
   get closed(): boolean {
@@ -115,6 +138,7 @@ export class Tracer {
     if (!this.constants.has(key)) this.constants.set(key, { dtype: e.dtype, shape: [...e.shape], data });
     const node = this.table.make('TENSOR_CONST', [], key, { dtype: e.dtype, shape: e.shape });
     this.#captured.set(e, node);
+    if (e.born < this.#start) this.captured.push({ dtype: e.dtype, shape: [...e.shape], key });
     return node;
   }
 
@@ -177,7 +201,9 @@ export function apply<O extends Op>(op: O, src: readonly Impl[], arg: OpArgs[O],
     );
   }
   const shape = info.shape as readonly number[]; // eager shapes are always static
-  if (op === 'RESHAPE') return new EagerImpl(info.dtype, shape, device, eager[0].storage); // views share storage
+  // A result is as old as its oldest operand: derived from a captured tensor, it is captured too.
+  const born = eager.length ? Math.min(...eager.map((s) => s.born)) : undefined;
+  if (op === 'RESHAPE') return new EagerImpl(info.dtype, shape, device, eager[0].storage, born); // views share storage
   const data = evalOp(op, arg, info.dtype, shape, eager.map((s) => ({ shape: s.shape, data: s.values() })));
-  return new EagerImpl(info.dtype, shape, device, encodeStorage(info.dtype, data));
+  return new EagerImpl(info.dtype, shape, device, encodeStorage(info.dtype, data), born);
 }

@@ -90,7 +90,8 @@ function collect(value: unknown, tracer: Tracer, outputs: Node[]): OutputStructu
 /**
  * Trace `fn` on inputs described by `specs` and return its program as a Graph. The
  * function runs once, synchronously, on traced tensors: reading their values throws
- * TraceError; concrete tensors it uses become constants of the graph.
+ * TraceError; concrete tensors it uses become constants of the graph, and those that
+ * existed before the trace began (captured from the closure) are listed in `captured`.
  */
 export function trace(fn: TracedFn, specs: readonly InputSpec[], opts: TraceOptions = {}): Graph {
   if (typeof fn !== 'function') throw new ArgumentError('KILN_BAD_ARGUMENT', 'trace: fn must be a function');
@@ -114,6 +115,7 @@ export function trace(fn: TracedFn, specs: readonly InputSpec[], opts: TraceOpti
       sites: tracer.sites,
       files: siteFiles(tracer.sites),
       table: tracer.table,
+      captured: tracer.captured,
     };
   } finally {
     tracer.close();
