@@ -6,8 +6,8 @@
  * outputs in a final inner loop (see docs/FUSION.md, "Row kernels"). The innermost loop of
  * each nest is marked SIMD; the outermost runs in parallel when the kernel is large enough.
  */
-import { dimProd, type Dim, type DType } from '../ir';
-import { dependsOn, indexOf, ivar, type IExpr, type Kernel, type KNode } from '../passes';
+import { dimProd, isStatic, type Dim, type DType } from '../ir';
+import { dependsOn, indexOf, ivar, simplifyValid, type IExpr, type Kernel, type KNode } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 
 /** Loop constructs a C-like CPU backend provides. */
@@ -20,6 +20,9 @@ export interface LoopDialect {
 
 /** Work (domain elements) below which a kernel stays on one thread. */
 export const PARALLEL_MIN_WORK = 1 << 15;
+
+/** Longest row (elements) a row kernel keeps in stack arrays between its loops. */
+const ROW_CACHE_MAX = 4096;
 
 const domVar = (d: number): string => `i${d}`;
 const lastDep = (deps: readonly boolean[]): number => deps.lastIndexOf(true);
@@ -45,18 +48,24 @@ export class KernelExprs {
     return this.k.domain.map((_, d) => ivar(domVar(d)));
   }
 
+  /** Extents of the domain's loop variables that are static (for simplifying masks). */
+  ranges(): Map<string, number> {
+    return new Map(this.k.domain.flatMap((n, d) => (typeof n === 'number' ? [[domVar(d), n] as [string, number]] : [])));
+  }
+
   /** The defining expression of value `i`. */
   expr(i: number): string {
     const n: KNode = this.k.nodes[i];
     const r = this.r;
     switch (n.k) {
       case 'load': {
-        const { index, valid } = indexOf(n.view, this.idx());
+        const { index, valid: v0 } = indexOf(n.view, this.idx());
+        const valid = simplifyValid(v0, this.ranges());
         const v = r.load(n.dtype, `p${n.param}`, r.index(index));
         return valid.length ? `(${r.valid(valid)} ? ${v} : ${r.zero(n.dtype)})` : v;
       }
       case 'guard': {
-        const { valid } = indexOf(n.valid, this.idx());
+        const valid = simplifyValid(indexOf(n.valid, this.idx()).valid, this.ranges());
         return valid.length ? `(${r.valid(valid)} ? ${this.ref(n.src)} : ${r.zero(n.dtype)})` : this.ref(n.src);
       }
       case 'alu':
@@ -184,7 +193,6 @@ export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
     .filter((i) => !k.deps[i].some(Boolean) && k.after[i] < 0 && take(i))
     .flatMap((i) => x.statement(i));
   const outerValues = (roots: number[]): string[] => x.closure(roots).filter((i) => !inner(i) && take(i)).flatMap((i) => x.statement(i));
-  const innerValues = (roots: number[]): string[] => x.closure(roots).filter(inner).flatMap((i) => x.statement(i));
   const noOuter = outer.length === 0;
   const innerWork = dimProd(red.map((d) => k.domain[d]));
   const redLoops = (body: string[], clause = ''): string[] => {
@@ -199,19 +207,55 @@ export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
     }
     return lines;
   };
-  const row: string[] = [];
+  const isInnerStore = (s: Kernel['stores'][number]): boolean => inner(s.value) || red.some((d) => dependsOn(s.view)[d]);
+  const innerStores = k.stores.filter(isInnerStore);
+  // The row's inner loops: one per stage, then the output loop. An inner value that one
+  // loop computes and a later loop needs again is kept in a per-row array (stack, when the
+  // row is short and static) instead of being recomputed: softmax evaluates exp once per
+  // element, layerNorm reads and adds its inputs once.
+  const loopRoots = [...k.stages.map((s) => [s.src]), ...(innerStores.length ? [innerStores.map((s) => s.value)] : [])];
+  const rowLen = !noOuter && isStatic(innerWork) && innerWork <= ROW_CACHE_MAX ? innerWork : 0;
+  const first = new Map<number, number>(); // value -> the loop that computes it first
+  const computes: Set<number>[] = [];
+  const reads: Set<number>[] = [];
+  const cached = new Set<number>();
+  loopRoots.forEach((roots, l) => {
+    const comp = new Set<number>();
+    const rd = new Set<number>();
+    const visit = (i: number): void => {
+      if (!inner(i) || comp.has(i) || rd.has(i)) return;
+      const n = k.nodes[i];
+      if (rowLen > 0 && (first.get(i) ?? l) < l && n.k !== 'load' && n.k !== 'const') {
+        cached.add(i);
+        rd.add(i);
+        return;
+      }
+      comp.add(i);
+      if (n.k === 'alu') n.src.forEach(visit);
+      else if (n.k === 'guard') visit(n.src);
+      else if (n.k === 'gather') visit(n.row);
+    };
+    roots.forEach(visit);
+    for (const i of comp) if (!first.has(i)) first.set(i, l);
+    computes.push(comp);
+    reads.push(rd);
+  });
+  const ridx = red.reduce((acc, d, j) => (j === 0 ? domVar(d) : `(${acc})*${r.dim(k.domain[d])} + ${domVar(d)}`), '');
+  const loopBody = (l: number): string[] => [
+    ...[...reads[l]].sort((a, b) => a - b).map((i) => `const ${r.compute[k.nodes[i].dtype]} v${i} = rb${i}[${ridx}];`),
+    ...[...computes[l]].sort((a, b) => a - b).flatMap((i) => [...x.statement(i), ...(cached.has(i) && first.get(i) === l ? [`rb${i}[${ridx}] = v${i};`] : [])]),
+  ];
+  const row: string[] = [...[...cached].sort((a, b) => a - b).map((i) => `alignas(64) ${r.compute[k.nodes[i].dtype]} rb${i}[${rowLen}];`)];
   k.stages.forEach((s, j) => {
     const red0 = reduction(s.op, s.dtype, r);
     const acc = `acc${j}`;
     row.push(...outerValues([s.src]), `${red0.accType} ${acc} = ${red0.init};`, ...red0.extraDecl(acc));
-    row.push(...redLoops([...innerValues([s.src]), ...red0.update(acc, x.ref(s.src))], red0.clause(acc)));
+    row.push(...redLoops([...loopBody(j), ...red0.update(acc, x.ref(s.src))], red0.clause(acc)));
     row.push(`const ${r.compute[s.dtype]} a${j} = ${red0.result(acc)};`);
   });
-  const isInnerStore = (s: Kernel['stores'][number]): boolean => inner(s.value) || red.some((d) => dependsOn(s.view)[d]);
-  const innerStores = k.stores.filter(isInnerStore);
   row.push(...outerValues(k.stores.map((s) => s.value)));
   row.push(...k.stores.filter((s) => !isInnerStore(s)).map((s) => x.storeLine(s)));
-  if (innerStores.length) row.push(...redLoops([...innerValues(innerStores.map((s) => s.value)), ...innerStores.map((s) => x.storeLine(s))]));
+  if (innerStores.length) row.push(...redLoops([...loopBody(k.stages.length), ...innerStores.map((s) => x.storeLine(s))]));
   if (noOuter) return [...top, ...row];
   let lines = row;
   for (let j = outer.length - 1; j >= 0; j--) {

@@ -99,10 +99,15 @@ static inline float kiln_powf(float a, float b) {
 #else
 #define KILN_FMA(a, b, c) ((a) * (b) + (c))
 #endif
-/* e^(x + lo), x clamped to [-104, 89] and |lo| small: x + lo = n*ln2 + r, |r| <= ln2/2 (lo
-   joins r after the exact Cody-Waite step), e^r by degree-7 Taylor, 2^n applied in two halves
-   (subnormal results round once). */
+/* e^(x + lo), x <= 89 and |lo| small: x + lo = n*ln2 + r, |r| <= ln2/2 (lo joins r after the
+   exact Cody-Waite step), e^r by degree-7 Taylor, 2^n applied in two halves (subnormal
+   results round once). Below -104 the result is 0, computed from a harmless argument: lanes
+   whose product would underflow cost a microcode assist each (masked softmax lanes are
+   -inf: that was a third of a causal softmax's time). */
 static inline float kiln_exp_parts(float xc, float lo) {
+  const int under = xc + lo < -104.0f;
+  xc = under ? 0.0f : xc;
+  lo = under ? 0.0f : lo;
   const float n = rintf((xc + lo) * 1.44269504088896341f);
   const float r = ((xc - n * 0.693145751953125f) + lo) - n * 1.42860682030941723e-6f;
   float p = 1.98412698e-4f;
@@ -114,11 +119,12 @@ static inline float kiln_exp_parts(float xc, float lo) {
   p = KILN_FMA(p, r, 1.0f);
   p = KILN_FMA(p, r, 1.0f);
   const int32_t ni = (int32_t)n, n1 = ni >> 1, n2 = ni - n1;
-  return p * kiln_bits_f((uint32_t)(n1 + 127) << 23) * kiln_bits_f((uint32_t)(n2 + 127) << 23);
+  const float y = p * kiln_bits_f((uint32_t)(n1 + 127) << 23) * kiln_bits_f((uint32_t)(n2 + 127) << 23);
+  return under ? 0.0f : y;
 }
 /* e^x */
 static inline float kiln_expf(float x) {
-  const float xc = x != x ? 0.0f : (x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x));
+  const float xc = x != x ? 0.0f : (x > 89.0f ? 89.0f : x);
   const float y = kiln_exp_parts(xc, 0.0f);
   return x != x ? x : y;
 }

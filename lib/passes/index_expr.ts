@@ -135,3 +135,76 @@ export function substitute(e: IExpr, map: Readonly<Record<string, IExpr>>): IExp
       return e satisfies never;
   }
 }
+
+/** Σ coef·var + constant, when `e` is affine in its variables with static integer coefficients. */
+function affine(e: IExpr): { terms: Map<string, number>; c: number } | undefined {
+  switch (e.k) {
+    case 'dim':
+      return isStatic(e.d) ? { terms: new Map(), c: e.d } : undefined;
+    case 'var':
+      return { terms: new Map([[e.name, 1]]), c: 0 };
+    case 'add': {
+      const [a, b] = [affine(e.a), affine(e.b)];
+      if (!a || !b) return undefined;
+      for (const [v, k] of b.terms) a.terms.set(v, (a.terms.get(v) ?? 0) + k);
+      return { terms: a.terms, c: a.c + b.c };
+    }
+    case 'mul': {
+      const [a, b] = [affine(e.a), affine(e.b)];
+      if (!a || !b) return undefined;
+      const [f, k] = a.terms.size === 0 ? [b, a.c] : b.terms.size === 0 ? [a, b.c] : [undefined, 0];
+      if (!f) return undefined;
+      return { terms: new Map([...f.terms].map(([v, x]) => [v, x * k])), c: f.c * k };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Simplifies bounds `lo <= (a % m) < hi` where `a` is affine in loop variables of known
+ * ranges (`ranges[v]` = the variable's extent; it runs over 0..extent-1) and m is static.
+ * Such masks come from reshapes of padded tensors: torch.tril/triu as kiln builds them is
+ * a padded row of ones reshaped, which a causal-attention kernel then tests per element as
+ * `((i1*255 + i2) % 256) >= 1 && ... < 128`. Since a ≡ a' (mod m) with a' = a's
+ * coefficients reduced into (-m/2, m/2], and a' ranges over less than one period, a % m is
+ * a' or a' + m, and the bound becomes one comparison of a' — here `i2 - i1 >= 1`. The
+ * result may compare negative values; it is only ever compared, never divided. Bounds that
+ * do not have this form, or need two cases, are kept as they are.
+ */
+export function simplifyValid(valid: Valid, ranges: ReadonlyMap<string, number>): Bound[] {
+  return valid.flatMap((b): Bound[] => {
+    if (b.e.k !== 'mod' || !isStatic(b.lo) || !isStatic(b.hi)) return [b];
+    const m = num(b.e.b);
+    const a = affine(b.e.a);
+    if (m === undefined || m <= 0 || !a) return [b];
+    const red = (x: number): number => {
+      const r = ((x % m) + m) % m;
+      return r > m / 2 ? r - m : r;
+    };
+    let min = ((a.c % m) + m) % m;
+    let max = min;
+    const terms: IExpr[] = [];
+    for (const [v, k0] of a.terms) {
+      const k = red(k0);
+      const n = ranges.get(v);
+      if (n === undefined || n <= 0) return [b];
+      if (k === 0) continue;
+      min += Math.min(0, k * (n - 1));
+      max += Math.max(0, k * (n - 1));
+      terms.push(imul(ivar(v), idim(k)));
+    }
+    if (min < -m || max >= m) return [b];
+    // Case a' >= 0: a % m = a'; case a' < 0: a % m = a' + m. Each an interval of a'.
+    const pos: [number, number] = [Math.max(b.lo, 0, min), Math.min(b.hi, m, max + 1)];
+    const neg: [number, number] = [Math.max(b.lo - m, min), Math.min(b.hi - m, 0, max + 1)];
+    const live = [pos, neg].filter(([lo, hi]) => lo < hi);
+    if (live.length !== 1) return [b];
+    const [lo, hi] = live[0];
+    if (lo <= min && hi > max) return []; // always true
+    // Renderers drop a lower bound <= 0 (view coordinates are never negative); this one may
+    // be negative, so it is shifted to start at 1 unless every value satisfies it anyway.
+    const shift = lo <= min ? 0 : Math.max(0, 1 - lo);
+    return [{ e: iadd(isum(terms), idim((((a.c % m) + m) % m) + shift)), lo: lo + shift, hi: hi + shift }];
+  });
+}
