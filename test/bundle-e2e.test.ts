@@ -28,6 +28,7 @@ interface AppResult {
   medianMs?: number;
   coldModules: string[];
   memory?: { source: string; counters: { traces: number; compiles: number }; same: boolean; fsCalls: Record<string, number> };
+  compilerLookups?: string[];
   error?: { name: string; code: string; message: string };
 }
 
@@ -127,6 +128,10 @@ test('a cold process traces, compiles and publishes one bundle', () => {
   // The traced file is guarded relative to the app's package root; the app itself is not traced.
   expect(m.guards.sources.map((s) => s.path)).toEqual(['mlp.js']);
   expect(m.artifacts.map((a) => a.name).sort()).toEqual(['graph.json', 'kernels.cpp', 'kernels.so']);
+  // The key names what generates the code, not the compiler; the compiler is recorded as information.
+  expect(m.keyFields.toolchain).toMatch(/^cpp:kiln-[^:]+:march=native$/);
+  expect(m.keyFields.env).toEqual({ KILN_CXXFLAGS: '' });
+  expect(m.guards.toolchain).toEqual({ id: m.keyFields.toolchain, version: expect.stringMatching(/\d+\.\d+/), path: expect.stringMatching(/^\//) });
 });
 
 test('a warm process loads it: zero traces and compiles, bit-identical outputs at every dynamic size', () => {
@@ -155,6 +160,18 @@ test('HOME, the cwd, XDG_CACHE_HOME, cache-only and unrelated env vars keep the 
   expect(r.error).toBeUndefined();
   expect(r.stats).toMatchObject({ source: 'bundle', bundleDir: cold.stats!.bundleDir });
   expect(r.outputs[0].bytes).toBe(cold.outputs[0].bytes);
+});
+
+test('the compiler is not part of the key: CXX naming another compiler, even a missing one, loads the same bundle and runs nothing', async () => {
+  for (const CXX of ['clang++', '/nonexistent/bin/g++-99']) {
+    const r = await app(proj, { options: { cacheDir: cache, failOnRecompile: true }, batches: [4], watchCompiler: true }, { env: childEnv({ CXX }) });
+    expect(r.error).toBeUndefined();
+    expect(r.stats).toMatchObject({ source: 'bundle', bundleDir: cold.stats!.bundleDir });
+    expect(r.compilerLookups).toEqual([]);
+  }
+  // KILN_CXXFLAGS does change the code: another key, so failOnRecompile refuses.
+  const flags = await app(proj, { options: { cacheDir: cache, failOnRecompile: true }, batches: [4] }, { env: childEnv({ KILN_CXXFLAGS: '-O2' }) });
+  expect(flags.error).toMatchObject({ code: 'KILN_RECOMPILE' });
 });
 
 test('in one process, a second call and a second compiled function for the same key touch no file', async () => {
@@ -214,6 +231,27 @@ test('kiln build --target cpu --out DIR; another copy of the app loads it read-o
   expect(r.stats!.bundleDir!.startsWith(join(shipped, 'v1'))).toBe(true);
   expect(bytesOf(r)).toEqual(bytesOf(cold));
   expect(listBundles({ cacheDir: ownCache, bundlePath: [] })).toHaveLength(0);
+
+  // A machine with no C++ compiler (none on PATH, CXX unset) loads it too: kiln does not even
+  // look for a compiler unless it must compile.
+  const emptyBin = join(tmp, 'empty-bin');
+  mkdirSync(emptyBin, { recursive: true });
+  const noCompiler = childEnv({ KILN_BUNDLE_PATH: shipped, PATH: emptyBin });
+  delete noCompiler.CXX;
+  const bare = await app(project('no-compiler'), { options: { cacheDir: join(tmp, 'no-compiler-cache'), failOnRecompile: true }, watchCompiler: true }, { env: noCompiler });
+  expect(bare.error).toBeUndefined();
+  expect(bare.counters).toEqual({ traces: 0, compiles: 0 });
+  expect(bare.stats!.source).toBe('bundle');
+  expect(bytesOf(bare)).toEqual(bytesOf(cold));
+  expect(bare.compilerLookups).toEqual([]);
+  // Where a compile would be needed, it looks for one (which the watch above would have seen) and says so.
+  const needs = await app(project('no-compiler-miss'), { options: { cacheDir: join(tmp, 'no-compiler-cache') }, watchCompiler: true }, { env: { ...noCompiler, KILN_BUNDLE_PATH: '' } });
+  expect(needs.compilerLookups).toContain(`accessSync ${join(emptyBin, 'c++')}`);
+  expect(needs.error).toMatchObject({
+    name: 'CompilerError',
+    code: 'KILN_NO_CXX',
+    message: expect.stringMatching(/^fixture-mlp: no bundle matched inputs float32\[\?,32\], .*, and compiling one needs a C\+\+ compiler — .*no C\+\+ compiler found/),
+  });
 
   const cuda = await kilnBuild([join(proj, 'mlp.js'), '--target', 'sm_90', '--out', join(tmp, 'cuda-out')]);
   expect(cuda.code).toBe(1);

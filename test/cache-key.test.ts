@@ -43,7 +43,7 @@ describe('bundle key', () => {
     expect(keyFields.schema).toBe(2);
     expect(keyFields.userKey).toBe('');
     expect(keyFields.inputs).toEqual(['float32[?,768]', 'float16[768,3072]']);
-    expect(keyFields.env).toEqual({ CXX: '', KILN_CXXFLAGS: '' });
+    expect(keyFields.env).toEqual({ KILN_CXXFLAGS: '' });
   });
 
   const variants: [string, Partial<KeyInput>][] = [
@@ -63,7 +63,6 @@ describe('bundle key', () => {
     ['the target arch', { target: 'sm_80' }],
     ['cubin vs PTX', { target: 'compute_90' }],
     ['the toolchain', { toolchain: 'ver:abd' }],
-    ['CXX', { env: { CXX: 'clang++' } }],
     ['KILN_CXXFLAGS', { env: { KILN_CXXFLAGS: '-O3' } }],
   ];
   test.each(variants)('changes with %s', (_, change) => {
@@ -72,6 +71,11 @@ describe('bundle key', () => {
 
   test('every code-relevant registry variable is a key field', () => {
     for (const v of ENV_VARS.filter((v) => v.affectsCode)) expect(keyOfInput({ ...base, env: { [v.name]: 'x' } })).not.toBe(k0);
+  });
+
+  test('the compiler (CXX) is not a key field: any compiler builds an equivalent library', () => {
+    expect(keyOfInput({ ...base, env: { CXX: 'clang++' } })).toBe(k0);
+    expect(keyOfInput({ ...base, env: { CXX: '/opt/gcc-14/bin/g++' } })).toBe(k0);
   });
 
   test('no cache-behaviour or unrelated variable is a key field', () => {
@@ -124,12 +128,14 @@ describe('bundle key', () => {
         env: { ...clean, KILN_CACHE_DIR: join(tmp, 'c'), KILN_CACHE: 'force-load', KILN_FAIL_ON_RECOMPILE: '1', KILN_CACHE_MAX_BYTES: '1G', KILN_BUNDLE_PATH: tmp, KILN_CPU_THREADS: '3', UNRELATED: 'x' },
       }),
       runChild('key', { key: input }, { env: { ...clean, CXX: 'clang++' } }),
+      runChild('key', { key: input }, { env: { ...clean, KILN_CXXFLAGS: '-O2' } }),
     ]);
     const keys = runs.map((r) => r.out?.result?.key);
     expect(keys[0]).toMatch(/^[0-9a-f]{64}$/);
     expect(keys[1]).toBe(keys[0]);
     expect(keys[2]).toBe(keys[0]);
-    expect(keys[3]).not.toBe(keys[0]); // CXX changes generated code
+    expect(keys[3]).toBe(keys[0]); // the compiler is information, not identity
+    expect(keys[4]).not.toBe(keys[0]); // user flags change the code
   });
 });
 

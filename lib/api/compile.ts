@@ -16,7 +16,7 @@ import { canonicalJson, isNamespace, type InputSignature } from '../cache/key';
 import { CACHE_MODES, resolveCacheMode, resolveFailOnRecompile, type CacheMode } from '../cache/mode';
 // The engine's warm-path modules only: the passes, renderer and compiler load on a compile.
 import { packageRootOf } from '../engine/bundle';
-import { bundleBackend, cxxFacts } from '../engine/bundle-target';
+import { bundleBackend } from '../engine/bundle-target';
 import type { CompiledProgram, RawTensor } from '../engine/program';
 import { run } from '../engine/run';
 import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
@@ -210,13 +210,15 @@ function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly 
 }
 
 /**
- * The backend a device option resolves to on this machine. `auto` looks for the compiler
- * on PATH without running it: a warm start must not exec the compiler.
+ * The backend a device option resolves to on this machine. `auto` does not look for the C++
+ * compiler: the CPU backend runs bundles without one (shipped or built earlier), and a warm
+ * start must not even search PATH for it. Only a compile needs it (KILN_NO_CXX then).
  */
 export function resolveDevice(device: Settings['device']): Backend {
   if (device !== 'auto') return bundleBackend(device).device; // KILN_NO_CUDA_BACKEND for 'cuda' (for now)
   const noCuda = { available: false as const, reason: "kiln's CUDA backend is not available in this build yet" };
-  return requireBackend(chooseBackend({ driver: noCuda, nvrtc: noCuda, cxx: cxxFacts() }));
+  const cpu = { available: true as const, path: '(looked for only when a compile is needed)' };
+  return requireBackend(chooseBackend({ driver: noCuda, nvrtc: noCuda, cxx: cpu }));
 }
 
 /** The key inputs of a signature: each input's example shape and its dynamic dims. */

@@ -227,7 +227,7 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     '',
     'guards (checked at load):',
     `  target     ${m.guards.target}: ${targetRule(m.guards.target)}`,
-    `  toolchain  ${m.guards.toolchain.version ?? '(version unknown)'}${m.guards.toolchain.path ? ` at ${m.guards.toolchain.path}` : ''}`,
+    `  toolchain  ${m.guards.toolchain.id}   (code generation; the key's toolchain field)`,
     ...(m.guards.sources.length
       ? m.guards.sources.map((s) => `  source     ${s.path}  ${s.sha256.slice(0, 16)}  ${sourceState(s.path, s.sha256)}`)
       : ['  sources    (none recorded)']),
@@ -235,6 +235,8 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     'artifacts:',
     table(m.artifacts.map((a) => [`  ${a.name}`, human(a.size), a.sha256])),
   ];
+  const cc = m.guards.toolchain;
+  if (cc.version !== undefined || cc.path !== undefined) lines.push('', `built with  ${cc.version ?? '(version unknown)'}${cc.path ? ` at ${cc.path}` : ''}   (information: any compiler builds an equivalent library)`);
   if (m.info) lines.push('', 'info:', ...Object.entries(m.info).map(([k, v]) => `  ${k}: ${v}`));
   console.log(lines.join('\n'));
   return 0;

@@ -1,23 +1,22 @@
 /**
- * What a bundle key needs from the machine, computed without tracing and without running
- * the compiler: the target string, the toolchain fingerprint, and the code-relevant options.
- * One `BundleBackend` per device is the seam "target → renderer + compiler": the CPU one is
- * here; CUDA targets (`sm_XY`) report KILN_NO_CUDA_BACKEND until the CUDA renderer lands.
+ * What a bundle key needs from the machine, computed without tracing and without looking
+ * for a compiler: the target string and the code-generation identity. One `BundleBackend`
+ * per device is the seam "target → renderer + compiler": the CPU one is here; CUDA targets
+ * (`sm_XY`) report KILN_NO_CUDA_BACKEND until the CUDA renderer lands.
  *
- * Cost on a warm start (docs/BUNDLES.md, "The engine's warm path"): the compiler is found
- * by a PATH lookup (never `--version`), its version comes from the cache's toolchain memo
- * (one stat and one small read), /proc/cpuinfo is read once; all three are remembered for
- * the life of the process, so a second compiled function with the same key touches no file.
+ * The compiler is not part of a key (docs/BUNDLES.md, "Toolchain: code generation, not the
+ * compiler"): a CPU library computes the same whichever C++ compiler built it, so a machine
+ * without one loads shipped bundles. A warm start therefore never looks for the compiler,
+ * not even on PATH; it reads /proc/cpuinfo once per process for the target.
  */
-import { execFileSync } from 'child_process';
 import { readdirSync, readFileSync, statSync } from 'fs';
 import { basename, dirname, join } from 'path';
-import { cpuTarget, type Cache, type Host, type InputSignature, type KeyInput, type ToolchainFingerprint } from '../cache';
+import { cpuTarget, type Host, type InputSignature, type KeyInput } from '../cache';
 import type { Backend } from '../runtime/select';
-import { cpuInfo, whichSync } from '../runtime/toolchain';
-import { readEnv } from '../util/env';
-import { CompilerError, KilnError } from '../util/errors';
+import { cpuInfo } from '../runtime/toolchain';
+import { KilnError } from '../util/errors';
 import { hashFields } from '../util/hash';
+import { kilnVersion } from '../util/version';
 
 /** How a device builds and identifies bundles. */
 export interface BundleBackend {
@@ -26,10 +25,12 @@ export interface BundleBackend {
   target(): string;
   /** The machine about to run the code, for the target guard. */
   host(): Host;
-  /** The toolchain fingerprint when this process already knows it (no I/O); else undefined. */
-  knownToolchain(): ToolchainFingerprint | undefined;
-  /** The toolchain fingerprint, probing the version only when the cache has not remembered it. */
-  toolchain(cache: Cache): ToolchainFingerprint;
+  /**
+   * What generates the code, independent of the compiler that turns it into machine code:
+   * the key's `toolchain` field and `guards.toolchain.id`. No I/O (beyond the one-time
+   * hash of kiln's built code in a development checkout, see `kilnBuild`).
+   */
+  codegen(): string;
 }
 
 /**
@@ -60,79 +61,22 @@ function cpuHost(): { target: string; host: Host } {
   return hostMemo;
 }
 
-const cxxPathMemo = new Map<string, string | undefined>();
-
 /**
- * The C++ compiler's path as the CPU backend would pick it (`$CXX`, else c++, g++, clang++
- * on PATH), by PATH lookup only: unlike `findCxx` it never runs the compiler.
+ * The CPU code-generation identity, e.g. `cpp:kiln-0.1.0:march=native`: kiln's version
+ * (which versions the renderer and kiln's own compiler flags) plus, in a development
+ * checkout running from dist/, the hash of its built code generator. The ISA the code may
+ * use is the `target` key field; user flags (`KILN_CXXFLAGS`) are an `env` key field.
  */
-export function cxxPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const fromEnv = readEnv('CXX', env);
-  const memoKey = `${fromEnv ?? ''}\0${env.PATH ?? ''}`;
-  if (cxxPathMemo.has(memoKey)) return cxxPathMemo.get(memoKey);
-  let found: string | undefined;
-  for (const name of fromEnv ? [fromEnv] : ['c++', 'g++', 'clang++']) {
-    found = whichSync(name, env);
-    if (found) break;
-  }
-  cxxPathMemo.set(memoKey, found);
-  return found;
+export function cpuCodegen(): string {
+  const build = kilnBuild();
+  return `cpp:kiln-${kilnVersion()}${build ? `+${build}` : ''}:march=native`;
 }
-
-/** Whether a C++ compiler is there, by PATH lookup only (for choosing `device: 'auto'` on a warm start). */
-export function cxxFacts(env: NodeJS.ProcessEnv = process.env): { available: true; path: string } | { available: false; reason: string } {
-  const path = cxxPath(env);
-  return path !== undefined ? { available: true, path } : { available: false, reason: cxxMissing(env) };
-}
-
-function cxxMissing(env: NodeJS.ProcessEnv, hint = true): string {
-  const fromEnv = readEnv('CXX', env);
-  if (fromEnv) return `CXX=${fromEnv} was not found on PATH`;
-  return `no C++ compiler found (looked for c++, g++, clang++ on PATH)${hint ? '; install one (e.g. apt-get install g++) or set CXX' : ''}`;
-}
-
-function noCxx(): CompilerError {
-  const why = cxxMissing(process.env, false);
-  return new CompilerError(
-    'KILN_NO_CXX',
-    `the CPU backend needs a C++ compiler: ${why}. Its identity is part of every CPU bundle key, so bundles cannot be looked up without one either. ` +
-      'Install g++ or clang++ (e.g. `apt-get install g++`) or set CXX to one; `npx kiln doctor` shows what kiln finds.',
-  );
-}
-
-/** First line of `<cxx> --version`: what the toolchain memo remembers per compiler file. */
-function cxxVersion(path: string): string {
-  try {
-    return execFileSync(path, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10000, env: { ...process.env, LC_ALL: 'C' } })
-      .split('\n')[0]
-      .trim();
-  } catch (e) {
-    throw new CompilerError('KILN_NO_CXX', `the C++ compiler ${path} did not run (${(e as Error).message}); install g++ or clang++ or set CXX`);
-  }
-}
-
-const toolchainMemo = new Map<string, ToolchainFingerprint>();
 
 const CPU_BACKEND: BundleBackend = {
   device: 'cpu',
   target: () => cpuHost().target,
   host: () => cpuHost().host,
-  knownToolchain() {
-    const path = cxxPath();
-    return path === undefined ? undefined : toolchainMemo.get(path);
-  },
-  toolchain(cache) {
-    const path = cxxPath();
-    if (path === undefined) throw noCxx();
-    let tc = toolchainMemo.get(path);
-    if (!tc) {
-      // Compiler flags are kiln's own code (versioned with kiln, see kilnBuild below);
-      // user flags come from KILN_CXXFLAGS, a code-relevant env var of the key.
-      tc = cache.toolchain(path, () => cxxVersion(path));
-      toolchainMemo.set(path, tc);
-    }
-    return tc;
-  },
+  codegen: cpuCodegen,
 };
 
 // ---- key input -------------------------------------------------------------------------
@@ -170,18 +114,17 @@ export function dynamicGroups(inputs: readonly InputSignature[]): string[][] {
   return [...bySize.values()];
 }
 
-/** The key's input: namespace, source, signature, the options that change code, the user's key, target, toolchain. */
-export function keyInput(sig: ProgramSignature, target: string, toolchain: string): KeyInput {
+/** The key's input: namespace, source, signature, the options that change code, the user's key, target, code generation. */
+export function keyInput(sig: ProgramSignature, target: string, codegen: string): KeyInput {
   const groups = dynamicGroups(sig.inputs);
-  const build = kilnBuild();
   return {
     namespace: sig.name,
     source: sig.fnSource,
     inputs: sig.inputs,
-    options: { ...(groups.length ? { dynamicGroups: groups } : {}), ...(build ? { kilnBuild: build } : {}) },
+    options: groups.length ? { dynamicGroups: groups } : {},
     ...(sig.userKey !== undefined ? { userKey: sig.userKey } : {}),
     target,
-    toolchain,
+    toolchain: codegen,
   };
 }
 
@@ -194,8 +137,8 @@ let buildMemo: string | null | undefined;
 /**
  * In a development checkout of kiln (a `.git` beside package.json) the version number does
  * not move when the code generator changes, so bundles built before a rebuild would be
- * loaded after it. When kiln runs from its build output (dist/) there, the key also carries
- * a hash of the built code that generates and compiles programs (ir, passes, codegen, the
+ * loaded after it. When kiln runs from its build output (dist/) there, the code-generation
+ * identity (`cpuCodegen`, the key's toolchain field) also carries a hash of the built code that generates and compiles programs (ir, passes, codegen, the
  * CPU runtime, the engine's compile and bundle writer): it changes exactly when
  * `npm run build:ts` changes that code. Not when running from lib/ sources (tests, through
  * swc): they use temporary caches, and a hash of sources that colleagues edit in the same

@@ -79,6 +79,7 @@ async function compileCpu(graph: Graph, opts: CompileGraphOptions): Promise<Comp
     kernels: program.kernels.length,
     source,
     times: { lowerMs: t1 - t0, renderMs: t2 - t1, compileMs: t3 - t2, loadMs: t4 - t3 },
+    compiler: { path: so.cxx.path, version: so.cxx.version },
     execute: (inputs) => cpu.run(inputs),
   };
 }

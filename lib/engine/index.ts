@@ -17,4 +17,4 @@ export {
   type TraceFn,
 } from './store';
 export { loadProgram, packageRootOf, programFiles, sourceGuards, PROGRAM_FORMAT, PROGRAM_VERSION, type ProgramDocument } from './bundle';
-export { bundleBackend, cxxFacts, cxxPath, dynamicGroups, keyInput, kilnBuild, type BundleBackend } from './bundle-target';
+export { bundleBackend, cpuCodegen, dynamicGroups, keyInput, kilnBuild, type BundleBackend } from './bundle-target';

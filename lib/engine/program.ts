@@ -33,6 +33,8 @@ export interface CompiledProgram {
   /** Generated source (C++ or CUDA C), kept for debugging and for the bundle. */
   readonly source: string;
   readonly times: StageTimes;
+  /** The compiler that built it (compiled now; absent for a program loaded from a bundle). */
+  readonly compiler?: { readonly path: string; readonly version: string };
   /** Runs the plan on inputs already checked by the engine's `run`. */
   execute(inputs: readonly RawTensor[]): Promise<RawTensor[]>;
 }

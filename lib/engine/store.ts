@@ -3,11 +3,12 @@
  * whole cache policy (docs/BUNDLES.md, "The engine's warm path"):
  *
  * 1. The bundle key from what is known before tracing: the function's name and source
- *    text, the input signature, target, toolchain fingerprint, code-relevant env.
+ *    text, the input signature, the `key` option, target, code-generation identity,
+ *    code-relevant env. Never the compiler: it is looked for only when a compile is needed.
  * 2. Memory: a program this process already has for the key is returned at once — no file
  *    is touched.
  * 3. Bundle: shipped roots, then the cache; every guard verified (checksums, source files,
- *    ISA, toolchain); graph.json and kernels.so loaded. No trace, no passes, no compiler.
+ *    ISA); graph.json and kernels.so loaded. No trace, no passes, no compiler.
  *    A verified bundle that fails to load is discarded and rebuilt once (force-load: error).
  * 4. Compile, under the per-key lock so concurrent cold processes compile once: look up
  *    again, trace, lower, render, compile, publish atomically, and run what was built.
@@ -19,11 +20,12 @@ import { readFileSync } from 'fs';
 import { mkdtemp, rm } from 'fs/promises';
 import { tmpdir } from 'os';
 import { join } from 'path';
-import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type ToolchainFingerprint, type VerifiedBundle } from '../cache';
+import { realpathSync } from 'fs';
+import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type ToolchainIdentity, type VerifiedBundle } from '../cache';
 import { warnOnce } from '../cache/io';
 import type { Graph } from '../ir/graph';
 import type { Backend } from '../runtime/select';
-import { CacheError, KilnError } from '../util/errors';
+import { CacheError, CompilerError, KilnError } from '../util/errors';
 import { loadProgram, programFiles, sourceGuards } from './bundle';
 import { bundleBackend, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
 import type { CompiledProgram } from './program';
@@ -103,7 +105,8 @@ interface Context {
   key: string;
   keyFields: KeyFields;
   target: string;
-  toolchain: ToolchainFingerprint;
+  /** The code-generation identity (`BundleBackend.codegen`): the key's toolchain field. */
+  codegen: string;
 }
 
 /** The key and the cache (opened only when the key is not served from memory). */
@@ -119,10 +122,10 @@ function prepare(req: ProgramRequest, store: StoreOptions, purpose: Context['pur
       ...(store.bundlePath !== undefined ? { bundlePath: store.bundlePath } : {}),
       ...(store.maxBytes !== undefined ? { maxBytes: store.maxBytes } : {}),
     }));
-  // Known toolchain: the key costs no I/O, so a memory hit touches no file at all.
-  const toolchain = (purpose === 'run' ? backend.knownToolchain() : undefined) ?? backend.toolchain(openIt());
-  const { key, keyFields } = bundleKey(keyInput(req, target, toolchain.id));
-  return { key, open: () => ({ purpose, req, backend, cache: openIt(), key, keyFields, target, toolchain }) };
+  // The key costs no I/O (the target is read once per process), so a memory hit touches no file.
+  const codegen = backend.codegen();
+  const { key, keyFields } = bundleKey(keyInput(req, target, codegen));
+  return { key, open: () => ({ purpose, req, backend, cache: openIt(), key, keyFields, target, codegen }) };
 }
 
 /**
@@ -166,7 +169,7 @@ export async function ensureBundle(req: ProgramRequest, cacheDir: string | undef
 
 async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
   const { cache, key, req } = ctx;
-  const expect = { host: ctx.backend.host(), toolchain: ctx.toolchain.id, ...(req.sourceRoot !== undefined ? { sourceRoot: req.sourceRoot } : {}) };
+  const expect = { host: ctx.backend.host(), toolchain: ctx.codegen, ...(req.sourceRoot !== undefined ? { sourceRoot: req.sourceRoot } : {}) };
   const t0 = performance.now();
   let found: CacheLookup;
   try {
@@ -230,6 +233,38 @@ function mayCompile(ctx: Context, miss: CacheLookup): void {
   }
 }
 
+/**
+ * Compiles the traced graph. No compiler (KILN_NO_CXX) is said in the words of this call: the
+ * warm path never looks for one, so this is where a machine without a compiler learns that
+ * no bundle matched.
+ */
+async function compileOrExplain(ctx: Context, graph: Graph, workDir?: string): Promise<CompiledProgram> {
+  try {
+    return await compiler().compileGraph(graph, { device: ctx.req.device, ...(workDir !== undefined ? { workDir } : {}) });
+  } catch (e) {
+    if (!(e instanceof CompilerError) || e.code !== 'KILN_NO_CXX') throw e;
+    const why = ctx.purpose === 'build' ? 'building its bundle' : `no bundle matched inputs ${ctx.keyFields.inputs.join(', ')}, and compiling one`;
+    throw new CompilerError('KILN_NO_CXX', `${ctx.req.name}: ${why} needs a C++ compiler — ${e.message}`, e.log);
+  }
+}
+
+/**
+ * `guards.toolchain`: the code-generation identity (the key's toolchain field), and the
+ * compiler that built this library — recorded as information only: any compiler builds an
+ * equivalent library, so it is neither keyed nor checked at load.
+ */
+function toolchainIdentity(codegen: string, program: CompiledProgram): ToolchainIdentity {
+  const cc = program.compiler;
+  if (!cc) return { id: codegen };
+  let path = cc.path;
+  try {
+    path = realpathSync(cc.path); // /usr/bin/c++ → the compiler it stands for
+  } catch {
+    // keep the path it was run by
+  }
+  return { id: codegen, version: cc.version, path };
+}
+
 // ---- tensors captured from the closure -------------------------------------------------
 
 /** `float32[1024,1024], float32[1024]` (the first few, then how many more). */
@@ -284,18 +319,14 @@ async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<Obtained
   const sources = sourceGuards(graph.files, req.sourceRoot);
   const workDir = await mkdtemp(join(tmpdir(), 'kiln-build-'));
   // On a compile error the work dir stays: the error names kernels.cpp in it.
-  const program = await compiler().compileGraph(graph, { device: req.device, workDir });
+  const program = await compileOrExplain(ctx, graph, workDir);
   const t = program.times;
   let bundleDir: string | undefined;
   try {
     const files = programFiles(program, readFileSync(join(workDir, 'kernels.so')));
     const published = cache.publish(key, req.name, files, {
       keyFields: ctx.keyFields,
-      guards: {
-        sources,
-        target: ctx.target,
-        toolchain: { id: ctx.toolchain.id, ...(ctx.toolchain.version !== undefined ? { version: ctx.toolchain.version } : {}), path: ctx.toolchain.file.realpath },
-      },
+      guards: { sources, target: ctx.target, toolchain: toolchainIdentity(ctx.codegen, program) },
       info: { function: req.name, device: req.device, kernels: program.kernels, compileMs: Math.round(t.lowerMs + t.renderMs + t.compileMs) },
     });
     if (published.status !== 'skipped') bundleDir = published.dir;
@@ -331,7 +362,7 @@ async function compileCaptured(ctx: Context, graph: Graph, captured: string[], t
       `captured:${req.name}:${ctx.key}`,
     );
   }
-  const program = await compiler().compileGraph(graph, { device: req.device });
+  const program = await compileOrExplain(ctx, graph);
   const t = program.times;
   return { program, origin: 'compiled', key: ctx.key, captured, traceMs, compileMs: t.lowerMs + t.renderMs + t.compileMs, loadMs: t.loadMs };
 }

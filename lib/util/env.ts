@@ -21,7 +21,9 @@ const vars = [
   { name: 'KILN_REQUIRE_NVRTC', affectsCode: false, doc: 'Tests: when 1, a missing NVRTC fails instead of skipping.' },
   { name: 'KILN_REQUIRE_GPU', affectsCode: false, doc: 'Tests and gpu-check: when 1, a missing GPU fails instead of skipping.' },
   { name: 'KILN_DEVICE', affectsCode: false, doc: "Overrides device: 'auto' (cpu | cuda)." },
-  { name: 'CXX', affectsCode: true, doc: 'C++ compiler for the CPU backend (default: c++, g++, clang++).' },
+  // Not code-relevant: any C++ compiler builds an equivalent library from kiln's source, so
+  // which one did is recorded in a bundle's manifest but is not part of its key.
+  { name: 'CXX', affectsCode: false, doc: 'C++ compiler for the CPU backend (default: c++, g++, clang++); looked for only when kiln compiles.' },
   { name: 'KILN_CXXFLAGS', affectsCode: true, doc: 'Extra flags appended to the CPU backend compile.' },
   { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
   { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
