@@ -1,0 +1,367 @@
+/**
+ * Matmul kernels for the CUDA backend (see docs/CUDA.md, "Matmul"):
+ *
+ * - f16/bf16: tensor cores through `mma.sync.aligned.m16n8k16` (f32 accumulators). A block
+ *   computes a bm×bn tile with warpsM×warpsN warps; K advances in 32-wide tiles staged in
+ *   shared memory, rows padded by 8 elements so that `ldmatrix` (plain or `.trans`, by the
+ *   operand's layout) reads without bank conflicts. When both operands arrive in 16-byte
+ *   chunks (a contiguous, aligned K, M or N) tiles stream with `cp.async` through a
+ *   `stages`-deep ring; otherwise elements are loaded synchronously (any strides).
+ * - f32: CUDA cores, bm×bn tiles of 256 threads, each thread a (bm/16)×(bn/16) register
+ *   tile interleaved by 16 (conflict-free shared reads, coalesced epilogue), explicit fmaf.
+ * - int32: one thread per output, products and sums wrapping modulo 2^32.
+ *
+ * The fused elementwise epilogue (bias, activation, residual, casts) runs on each
+ * accumulator with the output coordinates bound, through the kernel's views.
+ */
+import type { DType } from '../ir';
+import { idim, indexOf, ivar, type View } from '../passes';
+import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, type GpuFacts, type MmaConfig, type SimtConfig } from '../passes/gpu';
+import { delinearize, indent, unroll, type CudaExprs } from './cuda-exprs';
+
+
+/** Shared prologue: sizes, batch coordinates, operand base pointers, tile origin. */
+function prologue(x: CudaExprs, cfg: { bm: number; bn: number }): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
+  const { k, r } = x;
+  const it = x.it;
+  const mm = k.matmul!;
+  const rank = k.domain.length;
+  const batch = k.domain.slice(0, rank - 2).map((_, d) => d);
+  const a = mm.a.view[0];
+  const b = mm.b.view[0];
+  const vars = [...batch.map((d) => ivar(`i${d}`)), idim(0), idim(0)];
+  const base = (v: View): string => r.index(indexOf([v], vars).index);
+  const pa = k.params[mm.a.param];
+  const pb = k.params[mm.b.param];
+  const lines = [
+    `const ${it} M = ${r.dim(k.domain[rank - 2])}, N = ${r.dim(k.domain[rank - 1])}, K = ${r.dim(mm.k)};`,
+    `const ${it} bz = blockIdx.z;`,
+    ...(batch.length ? delinearize(x, 'bz', batch) : ['(void)bz;']),
+    `const ${r.storage[pa.dtype]}* __restrict__ A = p${mm.a.param} + ${base(a)};`,
+    `const ${r.storage[pb.dtype]}* __restrict__ B = p${mm.b.param} + ${base(b)};`,
+    `const ${it} m0 = (${it})blockIdx.y * ${cfg.bm}, n0 = (${it})blockIdx.x * ${cfg.bn};`,
+  ];
+  return {
+    lines,
+    aStride: [r.dim(a.strides[rank - 2]), r.dim(a.strides[rank - 1])],
+    bStride: [r.dim(b.strides[rank - 2]), r.dim(b.strides[rank - 1])],
+  };
+}
+
+/** The epilogue for one accumulator `acc_e` at output (row, col), bounds-checked. */
+function epilogue(x: CudaExprs, row: string, col: string): string[] {
+  const { k } = x;
+  const rank = k.domain.length;
+  const values = x.closure(k.stores.map((s) => s.value));
+  return [
+    `const ${x.it} i${rank - 2} = ${row};`,
+    `const ${x.it} i${rank - 1} = ${col};`,
+    `if (i${rank - 2} < M && i${rank - 1} < N) {`,
+    ...indent([...values.flatMap((i) => x.statement(i)), ...k.stores.map((s) => x.storeLine(s))]),
+    '}',
+  ];
+}
+
+/**
+ * The epilogue over a bm×bn accumulator tile staged in shared memory (`sC`, row stride
+ * bn+4): consecutive threads take consecutive columns (coalesced loads and stores), and
+ * the epilogue's code appears once instead of once per register of the tile.
+ */
+function stagedEpilogue(x: CudaExprs, c: { bm: number; bn: number }, threads: number): string[] {
+  return [
+    '__syncthreads();',
+    '#pragma unroll 1',
+    `for (int e = threadIdx.x; e < ${c.bm * c.bn}; e += ${threads}) {`,
+    `  const float acc_e = sC[(e / ${c.bn}) * ${c.bn + 4} + e % ${c.bn}];`,
+    ...indent(epilogue(x, `m0 + e / ${c.bn}`, `n0 + e % ${c.bn}`)),
+    '}',
+  ];
+}
+
+/** The body and block size of a matmul kernel. */
+export function matmulKernel(x: CudaExprs, c: MmaConfig | SimtConfig, facts: GpuFacts): { body: string[]; threads: number } {
+  switch (c.variant) {
+    case 'mma':
+      return { body: mmaBody(x, c, facts), threads: matmulThreads(c) };
+    case 'simt':
+      return { body: simtBody(x, c), threads: matmulThreads(c) };
+    case 'int':
+      return { body: intBody(x, c), threads: matmulThreads(c) };
+    default:
+      return c satisfies never;
+  }
+}
+
+/** f16/bf16 on tensor cores. */
+function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
+  const { k } = x;
+  const it = x.it;
+  const layout = mmaLayout(k);
+  const dtype: DType = k.params[k.matmul!.a.param].dtype;
+  const mma = dtype === 'bfloat16' ? 'kiln_mma_bf16' : 'kiln_mma_f16';
+  const async = c.stages > 1;
+  if (async && (facts.arch < 80 || layout.a === 'scalar' || layout.b === 'scalar')) throw new Error('cuda: a cp.async matmul needs sm_80 and chunked operands');
+  const NT = matmulThreads(c);
+  const BK = MMA_BK;
+  const WTM = c.bm / c.warpsM;
+  const WTN = c.bn / c.warpsN;
+  const MI = WTM / 16;
+  const NI = WTN / 8;
+  // Shared tiles: A as [bm][BK+pad] (K-major) or [BK][bm+pad]; B as [bn][BK+pad] or [BK][bn+pad].
+  const ldA = layout.a === 'm' ? c.bm + MMA_PAD : BK + MMA_PAD;
+  const ldB = layout.b === 'n' ? c.bn + MMA_PAD : BK + MMA_PAD;
+  const aTile = layout.a === 'm' ? BK * ldA : c.bm * ldA;
+  const bTile = layout.b === 'n' ? BK * ldB : c.bn * ldB;
+  const { lines, aStride, bStride } = prologue(x, c);
+  const [sAm, sAk] = aStride;
+  const [sBk, sBn] = bStride;
+  lines.push(
+    'const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;',
+    `const int wm = warp / ${c.warpsN}, wn = warp % ${c.warpsN};`,
+    'KILN_DYNAMIC_SMEM(kiln_smem);',
+    `uint16_t* sA = reinterpret_cast<uint16_t*>(kiln_smem);`,
+    `uint16_t* sB = sA + ${c.stages * aTile};`,
+    `float acc[${MI}][${NI}][4];`,
+    unroll,
+    `for (int mi = 0; mi < ${MI}; mi++)`,
+    `  ${unroll}`,
+    `  for (int ni = 0; ni < ${NI}; ni++) acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.0f;`,
+  );
+  const chunkCopy = (dst: string, src: string, ok: string): string =>
+    async ? `kiln_cp_async16(${dst}, ${src}, ${ok});` : `{ const uint4 z = {0u, 0u, 0u, 0u}; *reinterpret_cast<uint4*>(${dst}) = ${ok} ? *reinterpret_cast<const uint4*>(${src}) : z; }`;
+  /** A loop over `count` work items, `NT` threads at a time. */
+  const spread = (count: number, body: string[]): string[] => [
+    unroll,
+    `for (int c0 = 0; c0 < ${count}; c0 += ${NT}) {`,
+    '  const int c = c0 + tid;',
+    ...(count % NT === 0 ? indent(body) : [`  if (c < ${count}) {`, ...indent(body, '    '), '  }']),
+    '}',
+  ];
+  // Tile loaders: (stage s, k origin k0).
+  const loadA: string[] = [`auto loadA = [&](int s, ${it} k0) {`, `  uint16_t* dst = sA + s * ${aTile};`];
+  if (layout.a === 'k') {
+    loadA.push(
+      ...indent(
+        spread(c.bm * (BK / 8), [
+          `const int row = c / ${BK / 8}, kc = (c % ${BK / 8}) * 8;`,
+          `const ${it} gm = m0 + row, gk = k0 + kc;`,
+          'const bool ok = gm < M && gk < K;',
+          chunkCopy(`dst + row * ${ldA} + kc`, `A + (ok ? gm * ${sAm} + gk : 0)`, 'ok'),
+        ]),
+      ),
+    );
+  } else if (layout.a === 'm') {
+    loadA.push(
+      ...indent(
+        spread(BK * (c.bm / 8), [
+          `const int kr = c / ${c.bm / 8}, mc = (c % ${c.bm / 8}) * 8;`,
+          `const ${it} gm = m0 + mc, gk = k0 + kr;`,
+          'const bool ok = gm < M && gk < K;',
+          chunkCopy(`dst + kr * ${ldA} + mc`, `A + (ok ? gm + gk * ${sAk} : 0)`, 'ok'),
+        ]),
+      ),
+    );
+  } else {
+    const mFast = sAm === '1';
+    loadA.push(
+      ...indent(
+        spread(c.bm * BK, [
+          mFast ? `const int row = c % ${c.bm}, kk = c / ${c.bm};` : `const int row = c / ${BK}, kk = c % ${BK};`,
+          `const ${it} gm = m0 + row, gk = k0 + kk;`,
+          `dst[row * ${ldA} + kk] = (gm < M && gk < K) ? A[gm * ${sAm} + gk * ${sAk}] : (uint16_t)0;`,
+        ]),
+      ),
+    );
+  }
+  loadA.push('};');
+  const loadB: string[] = [`auto loadB = [&](int s, ${it} k0) {`, `  uint16_t* dst = sB + s * ${bTile};`];
+  if (layout.b === 'n') {
+    loadB.push(
+      ...indent(
+        spread(BK * (c.bn / 8), [
+          `const int kr = c / ${c.bn / 8}, nc = (c % ${c.bn / 8}) * 8;`,
+          `const ${it} gk = k0 + kr, gn = n0 + nc;`,
+          'const bool ok = gk < K && gn < N;',
+          chunkCopy(`dst + kr * ${ldB} + nc`, `B + (ok ? gk * ${sBk} + gn : 0)`, 'ok'),
+        ]),
+      ),
+    );
+  } else if (layout.b === 'k') {
+    loadB.push(
+      ...indent(
+        spread(c.bn * (BK / 8), [
+          `const int nr = c / ${BK / 8}, kc = (c % ${BK / 8}) * 8;`,
+          `const ${it} gn = n0 + nr, gk = k0 + kc;`,
+          'const bool ok = gn < N && gk < K;',
+          chunkCopy(`dst + nr * ${ldB} + kc`, `B + (ok ? gn * ${sBn} + gk : 0)`, 'ok'),
+        ]),
+      ),
+    );
+  } else {
+    const nFast = sBn === '1';
+    loadB.push(
+      ...indent(
+        spread(c.bn * BK, [
+          nFast ? `const int nr = c % ${c.bn}, kk = c / ${c.bn};` : `const int nr = c / ${BK}, kk = c % ${BK};`,
+          `const ${it} gn = n0 + nr, gk = k0 + kk;`,
+          `dst[nr * ${ldB} + kk] = (gn < N && gk < K) ? B[gk * ${sBk} + gn * ${sBn}] : (uint16_t)0;`,
+        ]),
+      ),
+    );
+  }
+  loadB.push('};');
+  // One stage of MMAs: BK/16 k-steps, fragments by ldmatrix.
+  const aFrag =
+    layout.a === 'm'
+      ? `kiln_ldsm_x4_t(af[mi], a_s + (kk + (lane / 16) * 8 + lane % 8) * ${ldA} + mrow + ((lane / 8) % 2) * 8);`
+      : `kiln_ldsm_x4(af[mi], a_s + (mrow + lane % 16) * ${ldA} + kk + (lane / 16) * 8);`;
+  const bFrag =
+    layout.b === 'n'
+      ? `kiln_ldsm_x4_t(t4, b_s + (kk + ((lane / 8) % 2) * 8 + lane % 8) * ${ldB} + ncol + (lane / 16) * 8);`
+      : `kiln_ldsm_x4(t4, b_s + (ncol + (lane / 16) * 8 + lane % 8) * ${ldB} + kk + ((lane / 8) % 2) * 8);`;
+  const compute = [
+    'auto compute = [&](int s) {',
+    `  const uint16_t* a_s = sA + s * ${aTile};`,
+    `  const uint16_t* b_s = sB + s * ${bTile};`,
+    `  ${unroll}`,
+    `  for (int kk = 0; kk < ${BK}; kk += 16) {`,
+    `    uint32_t af[${MI}][4], bf[${NI}][2];`,
+    `    ${unroll}`,
+    `    for (int mi = 0; mi < ${MI}; mi++) {`,
+    `      const int mrow = wm * ${WTM} + mi * 16;`,
+    `      ${aFrag}`,
+    '    }',
+    `    ${unroll}`,
+    `    for (int ni = 0; ni < ${NI}; ni += 2) {`,
+    `      const int ncol = wn * ${WTN} + ni * 8;`,
+    '      uint32_t t4[4];',
+    `      ${bFrag}`,
+    '      bf[ni][0] = t4[0]; bf[ni][1] = t4[1]; bf[ni + 1][0] = t4[2]; bf[ni + 1][1] = t4[3];',
+    '    }',
+    `    ${unroll}`,
+    `    for (int mi = 0; mi < ${MI}; mi++)`,
+    `      ${unroll}`,
+    `      for (int ni = 0; ni < ${NI}; ni++) ${mma}(acc[mi][ni], af[mi], bf[ni]);`,
+    '  }',
+    '};',
+  ];
+  lines.push(...loadA, ...loadB, ...compute, `const ${it} KT = (K + ${BK - 1}) / ${BK};`);
+  if (async) {
+    const S = c.stages;
+    lines.push(
+      unroll,
+      `for (int s = 0; s < ${S - 1}; s++) {`,
+      `  if (s < KT) { loadA(s, (${it})s * ${BK}); loadB(s, (${it})s * ${BK}); }`,
+      '  kiln_cp_commit();',
+      '}',
+      `for (${it} kt = 0; kt < KT; kt++) {`,
+      `  kiln_cp_wait<${S - 2}>();`,
+      '  __syncthreads();',
+      `  const ${it} pf = kt + ${S - 1};`,
+      `  if (pf < KT) { loadA((int)(pf % ${S}), pf * ${BK}); loadB((int)(pf % ${S}), pf * ${BK}); }`,
+      '  kiln_cp_commit();',
+      `  compute((int)(kt % ${S}));`,
+      '}',
+      'kiln_cp_wait<0>();',
+    );
+  } else {
+    lines.push(`for (${it} kt = 0; kt < KT; kt++) {`, '  __syncthreads();', `  loadA(0, kt * ${BK}); loadB(0, kt * ${BK});`, '  __syncthreads();', '  compute(0);', '}');
+  }
+  lines.push(
+    '__syncthreads(); // every warp is done with the tiles: C is staged in the same shared memory',
+    'float* sC = reinterpret_cast<float*>(kiln_smem);',
+    'const int g = lane / 4, tq = lane % 4;',
+    unroll,
+    `for (int mi = 0; mi < ${MI}; mi++) {`,
+    `  ${unroll}`,
+    `  for (int ni = 0; ni < ${NI}; ni++) {`,
+    `    const int r0 = wm * ${WTM} + mi * 16 + g, c0 = wn * ${WTN} + ni * 8 + tq * 2;`,
+    `    sC[r0 * ${c.bn + 4} + c0] = acc[mi][ni][0]; sC[r0 * ${c.bn + 4} + c0 + 1] = acc[mi][ni][1];`,
+    `    sC[(r0 + 8) * ${c.bn + 4} + c0] = acc[mi][ni][2]; sC[(r0 + 8) * ${c.bn + 4} + c0 + 1] = acc[mi][ni][3];`,
+    '  }',
+    '}',
+    ...stagedEpilogue(x, c, NT),
+  );
+  return lines;
+}
+
+/** f32 on CUDA cores: shared tiles, an (bm/16)×(bn/16) register tile per thread, interleaved by 16. */
+function simtBody(x: CudaExprs, c: SimtConfig): string[] {
+  const { k, r } = x;
+  const it = x.it;
+  const TM = c.bm / 16;
+  const TN = c.bn / 16;
+  const BK = SIMT_BK;
+  const ldA = c.bm + 4;
+  const ldB = c.bn + 4;
+  const { lines, aStride, bStride } = prologue(x, c);
+  const [sAm, sAk] = aStride;
+  const [sBk, sBn] = bStride;
+  const pa = k.params[k.matmul!.a.param];
+  const pb = k.params[k.matmul!.b.param];
+  const tile = (n: number, body: string[]): string[] => [unroll, `for (int e0 = 0; e0 < ${n}; e0 += 256) {`, '  const int e = e0 + tid;', ...indent(body), '}'];
+  lines.push(
+    'const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;',
+    'KILN_DYNAMIC_SMEM(kiln_smem);',
+    'float* sA = reinterpret_cast<float*>(kiln_smem);',
+    `float* sB = sA + ${BK * ldA};`,
+    `float acc[${TM}][${TN}];`,
+    unroll,
+    `for (int i = 0; i < ${TM}; i++)`,
+    `  ${unroll}`,
+    `  for (int j = 0; j < ${TN}; j++) acc[i][j] = 0.0f;`,
+    `for (${it} k0 = 0; k0 < K; k0 += ${BK}) {`,
+    ...indent(
+      tile(c.bm * BK, [
+        sAm === '1' ? `const int mm = e % ${c.bm}, kk = e / ${c.bm};` : `const int mm = e / ${BK}, kk = e % ${BK};`,
+        `const ${it} gm = m0 + mm, gk = k0 + kk;`,
+        `sA[kk * ${ldA} + mm] = (gm < M && gk < K) ? ${r.load(pa.dtype, 'A', `gm * ${sAm} + gk * ${sAk}`)} : 0.0f;`,
+      ]),
+    ),
+    ...indent(
+      tile(c.bn * BK, [
+        sBn === '1' || sBk !== '1' ? `const int nn = e % ${c.bn}, kk = e / ${c.bn};` : `const int nn = e / ${BK}, kk = e % ${BK};`,
+        `const ${it} gn = n0 + nn, gk = k0 + kk;`,
+        `sB[kk * ${ldB} + nn] = (gn < N && gk < K) ? ${r.load(pb.dtype, 'B', `gk * ${sBk} + gn * ${sBn}`)} : 0.0f;`,
+      ]),
+    ),
+    '  __syncthreads();',
+    `  ${unroll}`,
+    `  for (int kk = 0; kk < ${BK}; kk++) {`,
+    `    float a[${TM}], b[${TN}];`,
+    `    ${unroll}`,
+    `    for (int i = 0; i < ${TM}; i++) a[i] = sA[kk * ${ldA} + ty + 16 * i];`,
+    `    ${unroll}`,
+    `    for (int j = 0; j < ${TN}; j++) b[j] = sB[kk * ${ldB} + tx + 16 * j];`,
+    `    ${unroll}`,
+    `    for (int i = 0; i < ${TM}; i++)`,
+    `      ${unroll}`,
+    `      for (int j = 0; j < ${TN}; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);`,
+    '  }',
+    '  __syncthreads();',
+    '}',
+    'float* sC = reinterpret_cast<float*>(kiln_smem);',
+    unroll,
+    `for (int i = 0; i < ${TM}; i++)`,
+    `  ${unroll}`,
+    `  for (int j = 0; j < ${TN}; j++) sC[(ty + 16 * i) * ${c.bn + 4} + tx + 16 * j] = acc[i][j];`,
+    ...stagedEpilogue(x, c, 256),
+  );
+  return lines;
+}
+
+/** int32: a thread per output, exact wrapping arithmetic. */
+function intBody(x: CudaExprs, c: SimtConfig): string[] {
+  const { lines, aStride, bStride } = prologue(x, c);
+  const [sAm, sAk] = aStride;
+  const [sBk, sBn] = bStride;
+  const it = x.it;
+  lines.push(
+    `const ${it} row = m0 + threadIdx.x / ${c.bn}, col = n0 + threadIdx.x % ${c.bn};`,
+    'unsigned int s = 0u;',
+    `if (row < M && col < N) for (${it} kk = 0; kk < K; kk++) s += (unsigned int)A[row * ${sAm} + kk * ${sAk}] * (unsigned int)B[kk * ${sBk} + col * ${sBn}];`,
+    'const int acc_e = (int)s;',
+    ...epilogue(x, 'row', 'col'),
+  );
+  return lines;
+}

@@ -1,0 +1,359 @@
+/**
+ * GPU launch decisions for the CUDA target: for each fused kernel, a small configuration
+ * (threads per block, lanes per thread, threads per row, matmul tiles), the launch
+ * geometry it implies (grid as dims or `cdiv(<dim>,<n>)`, block, dynamic shared memory),
+ * and the candidate configurations an autotuner may time. Pure functions of the Kernel, so
+ * the renderer (lib/codegen/cuda*.ts) and the plan agree by construction, and everything
+ * is tested without a GPU. Configurations are plain JSON: the tuner's choice is stored in
+ * the bundle and replayed on load. See docs/CUDA.md.
+ */
+import { dimProd, dimStr, ITEMSIZE, isStatic, type Dim, type DType } from '../ir';
+import type { DimJSON, LaunchPlan, PlanStep } from '../ir/plan';
+import type { Kernel } from './kernel';
+import { type ViewStack } from './view';
+
+/** What the decisions depend on besides the kernel. */
+export interface GpuFacts {
+  /** Architecture number (80 for sm_80): cp.async needs 80. */
+  readonly arch: number;
+  /** Streaming multiprocessors (for grid-filling heuristics); default 132 (H100). */
+  readonly smCount?: number;
+}
+
+/** Elementwise: one thread per `vec` consecutive elements of the last domain dim. */
+export interface ElementwiseConfig {
+  readonly kind: 'elementwise';
+  readonly block: number;
+  readonly vec: number;
+}
+
+/**
+ * Row kernel: `threads` per row (1: a thread per row, for reductions over leading dims;
+ * 32: a warp per row; more: the whole block), `vec` lanes per thread along the reduced last
+ * dim, and whether each thread keeps its part of the row in registers (`cache`).
+ */
+export interface RowConfig {
+  readonly kind: 'reduce';
+  readonly block: number;
+  readonly threads: number;
+  readonly vec: number;
+  readonly cache: boolean;
+}
+
+/** Matmul on tensor cores (f16/bf16, mma.sync m16n8k16, f32 accumulate). */
+export interface MmaConfig {
+  readonly kind: 'matmul';
+  readonly variant: 'mma';
+  readonly bm: number;
+  readonly bn: number;
+  readonly warpsM: number;
+  readonly warpsN: number;
+  /** Shared-memory pipeline depth (cp.async); 1 = synchronous loads. */
+  readonly stages: number;
+}
+
+/** Matmul on CUDA cores: f32 (shared-memory tiles, bm×bn per block of 256 threads) or exact int32. */
+export interface SimtConfig {
+  readonly kind: 'matmul';
+  readonly variant: 'simt' | 'int';
+  readonly bm: number;
+  readonly bn: number;
+}
+
+export type GpuConfig = ElementwiseConfig | RowConfig | MmaConfig | SimtConfig;
+
+/** One step's launch geometry. */
+export interface Geometry {
+  readonly grid: readonly DimJSON[];
+  readonly block: readonly number[];
+  readonly sharedBytes: number;
+}
+
+/** The K tile of the tensor-core kernel (two k16 steps). */
+export const MMA_BK = 32;
+/** The K tile of the f32 kernel. */
+export const SIMT_BK = 16;
+/** Shared-memory row padding (elements) that keeps ldmatrix rows conflict-free and 16-byte aligned. */
+export const MMA_PAD = 8;
+
+// ---- dim helpers ------------------------------------------------------------------------
+
+/** True when `d` is a multiple of `n` for every value of its symbols. */
+export function divisible(d: Dim, n: number): boolean {
+  if (isStatic(d)) return d % n === 0;
+  return d.terms.every((t) => t.coef % n === 0);
+}
+
+/** ceil(d / n) as a grid entry. */
+export function cdiv(d: Dim, n: number): DimJSON {
+  if (isStatic(d)) return Math.ceil(d / n);
+  return n === 1 ? dimStr(d) : `cdiv(${dimStr(d)},${n})`;
+}
+
+/** A size for heuristics: symbols guessed at 256. */
+function guess(d: Dim): number {
+  if (isStatic(d)) return d;
+  return d.terms.reduce((s, t) => s + t.coef * 256 ** t.vars.length, 0);
+}
+
+const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+// ---- access analysis ---------------------------------------------------------------------
+
+/** How a view is read across the lanes of one thread (consecutive indices of the last domain dim). */
+export type LaneAccess = 'vector' | 'broadcast' | 'scalar';
+
+/** `vector`: one aligned `vec`-element load; `broadcast`: the same element for every lane. */
+export function laneAccess(view: ViewStack, vec: number): LaneAccess {
+  if (view.length !== 1) return 'scalar';
+  const v = view[0];
+  const last = v.shape.length - 1;
+  if (last < 0 || v.mask) return 'scalar';
+  if (v.strides[last] === 0) return 'broadcast';
+  if (v.strides[last] !== 1) return 'scalar';
+  const aligned = divisible(v.offset, vec) && v.strides.slice(0, last).every((s) => divisible(s, vec));
+  return aligned ? 'vector' : 'scalar';
+}
+
+/** Every (view, dtype) a kernel reads or writes with domain coordinates. */
+function accesses(k: Kernel): { view: ViewStack; dtype: DType }[] {
+  const out = k.stores.map((s) => ({ view: s.view, dtype: k.params[s.param].dtype }));
+  for (const n of k.nodes) if (n.k === 'load') out.push({ view: n.view, dtype: n.dtype });
+  return out;
+}
+
+/**
+ * The widest lane count (≤ 8, at most 16 bytes per access) at which some access is a
+ * vector access, given that lanes must not cross the last dim (`tailOk`: a rank-1 domain,
+ * whose ragged end is handled apart). 1 when nothing vectorizes.
+ */
+function pickVec(k: Kernel, tailOk: boolean): number {
+  const last = k.domain[k.domain.length - 1];
+  if (last === undefined) return 1;
+  for (const vec of [8, 4, 2]) {
+    if (!tailOk && !(isStatic(last) && last % vec === 0)) continue;
+    const vector = accesses(k).filter((a) => laneAccess(a.view, vec) === 'vector');
+    if (vector.length === 0) continue;
+    if (Math.max(...vector.map((a) => ITEMSIZE[a.dtype])) * vec > 16) continue;
+    return vec;
+  }
+  return 1;
+}
+
+/** True when every index in the kernel fits int32 (all sizes static and below 2^31). */
+export function fitsInt32(k: Kernel): boolean {
+  const sizes = [dimProd(k.domain), ...k.params.map((p) => dimProd(p.node.shape))];
+  return sizes.every((s) => isStatic(s) && s < 2 ** 31 - 1024);
+}
+
+// ---- row kernels -------------------------------------------------------------------------
+
+/** Rows (kept dims) and row length (reduced dims) of a row kernel. */
+export function rowShape(k: Kernel): { rows: Dim; len: Dim } {
+  return { rows: dimProd(k.domain.filter((_, d) => !k.reduced[d])), len: dimProd(k.domain.filter((_, d) => k.reduced[d])) };
+}
+
+/** Loads of a row kernel read by reduction stages along reduced dims (the ones worth keeping). */
+export function stageLoads(k: Kernel): number[] {
+  const used = new Set<number>();
+  const walk = (i: number): void => {
+    const n = k.nodes[i];
+    if (used.has(i)) return;
+    used.add(i);
+    if (n.k === 'alu') n.src.forEach(walk);
+    else if (n.k === 'guard') walk(n.src);
+    else if (n.k === 'gather') walk(n.row);
+  };
+  k.stages.forEach((s) => walk(s.src));
+  return [...used].filter((i) => k.nodes[i].k === 'load' && k.reduced.some((r, d) => r && k.deps[i][d])).sort((a, b) => a - b);
+}
+
+/** Register budget (values per thread) for keeping rows in registers. */
+const rowBudget = (threads: number): number => (threads >= 512 ? 16 : 32);
+
+/** Whether the row fits in registers for `threads` and `vec`. */
+function canCache(k: Kernel, threads: number, vec: number): boolean {
+  const { len } = rowShape(k);
+  if (!isStatic(len) || threads < 2) return false;
+  const per = Math.ceil(len / (threads * vec)) * vec;
+  return per * stageLoads(k).length <= rowBudget(threads) && stageLoads(k).length > 0;
+}
+
+function rowConfig(k: Kernel, threads: number, block?: number): RowConfig {
+  const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
+  const vec = threads > 1 && lastReduced ? pickVec(k, false) : 1;
+  const b = block ?? (threads >= 64 ? threads : 256);
+  return { kind: 'reduce', block: b, threads, vec, cache: canCache(k, threads, vec) };
+}
+
+function defaultRow(k: Kernel): RowConfig {
+  const { len } = rowShape(k);
+  const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
+  // Reductions over leading dims: a thread per row reads coalesced along the kept last dim.
+  if (!lastReduced || (isStatic(len) && len <= 4)) return rowConfig(k, 1);
+  if (!isStatic(len)) return rowConfig(k, 128);
+  if (len <= 1024) return rowConfig(k, 32);
+  return rowConfig(k, Math.min(1024, Math.max(64, pow2ceil(len / 16))));
+}
+
+function rowCandidates(k: Kernel): RowConfig[] {
+  const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
+  if (!lastReduced) return [128, 256, 512].map((b) => rowConfig(k, 1, b));
+  const { len } = rowShape(k);
+  const out = [rowConfig(k, 32, 128), rowConfig(k, 32, 256)];
+  for (const t of [64, 128, 256, 512, 1024]) if (!isStatic(len) || len >= t) out.push(rowConfig(k, t));
+  return out;
+}
+
+// ---- matmul ------------------------------------------------------------------------------
+
+/** How each matmul operand reaches shared memory (see docs/CUDA.md, "Matmul"). */
+export interface MmaLayout {
+  /** `k`: A's K is contiguous (16-byte chunks along K); `m`: M is; `scalar`: element loads. */
+  readonly a: 'k' | 'm' | 'scalar';
+  /** `n`: B's N is contiguous; `k`: K is; `scalar`: element loads. */
+  readonly b: 'n' | 'k' | 'scalar';
+}
+
+/** The operand layouts of a matmul kernel for 16-byte (8 × 2-byte) chunks. */
+export function mmaLayout(k: Kernel): MmaLayout {
+  const mm = k.matmul!;
+  const r = k.domain.length;
+  const [M, N] = [k.domain[r - 2], k.domain[r - 1]];
+  const chunked = (v: ViewStack, contig: number, other: number, along: Dim): boolean => {
+    const s = v[0].strides;
+    const batchOk = s.slice(0, r - 2).every((x) => divisible(x, 8));
+    return s[contig] === 1 && divisible(s[other], 8) && batchOk && divisible(v[0].offset, 8) && divisible(along, 8);
+  };
+  const a = chunked(mm.a.view, r - 1, r - 2, mm.k) ? 'k' : chunked(mm.a.view, r - 2, r - 1, M) ? 'm' : 'scalar';
+  const b = chunked(mm.b.view, r - 1, r - 2, N) ? 'n' : chunked(mm.b.view, r - 2, r - 1, mm.k) ? 'k' : 'scalar';
+  return { a, b };
+}
+
+/** The matmul's operand dtype. */
+export function matmulDType(k: Kernel): DType {
+  return k.params[k.matmul!.a.param].dtype;
+}
+
+const MMA_TILES: readonly Omit<MmaConfig, 'stages'>[] = [
+  { kind: 'matmul', variant: 'mma', bm: 128, bn: 128, warpsM: 2, warpsN: 4 },
+  { kind: 'matmul', variant: 'mma', bm: 64, bn: 128, warpsM: 2, warpsN: 2 },
+  { kind: 'matmul', variant: 'mma', bm: 64, bn: 64, warpsM: 2, warpsN: 2 },
+  { kind: 'matmul', variant: 'mma', bm: 32, bn: 64, warpsM: 1, warpsN: 2 },
+];
+
+/** Whether the tensor-core kernel streams tiles with cp.async (both operands chunked, sm_80+). */
+export function mmaAsync(k: Kernel, facts: GpuFacts): boolean {
+  const l = mmaLayout(k);
+  return facts.arch >= 80 && l.a !== 'scalar' && l.b !== 'scalar';
+}
+
+function mmaConfig(k: Kernel, facts: GpuFacts, tile: Omit<MmaConfig, 'stages'>, stages = 3): MmaConfig {
+  return { ...tile, stages: mmaAsync(k, facts) ? stages : 1 };
+}
+
+/** Blocks a matmul launches with tiles bm × bn. */
+function ctas(k: Kernel, bm: number, bn: number): number {
+  const r = k.domain.length;
+  return Math.ceil(guess(k.domain[r - 2]) / bm) * Math.ceil(guess(k.domain[r - 1]) / bn) * guess(dimProd(k.domain.slice(0, r - 2)));
+}
+
+function defaultMatmul(k: Kernel, facts: GpuFacts): MmaConfig | SimtConfig {
+  const sms = facts.smCount ?? 132;
+  const dt = matmulDType(k);
+  if (dt === 'int32') return { kind: 'matmul', variant: 'int', bm: 16, bn: 16 };
+  if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };
+  const tile = MMA_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? MMA_TILES[MMA_TILES.length - 1];
+  return mmaConfig(k, facts, tile);
+}
+
+function matmulCandidates(k: Kernel, facts: GpuFacts): (MmaConfig | SimtConfig)[] {
+  const dt = matmulDType(k);
+  if (dt === 'int32') return [defaultMatmul(k, facts)];
+  if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
+  const out = MMA_TILES.map((t) => mmaConfig(k, facts, t));
+  if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
+  return out;
+}
+
+// ---- configs and geometry ----------------------------------------------------------------
+
+/** The heuristic configuration of a kernel (used when nothing was tuned). */
+export function defaultConfig(k: Kernel, facts: GpuFacts): GpuConfig {
+  switch (k.kind) {
+    case 'elementwise':
+      return { kind: 'elementwise', block: 256, vec: pickVec(k, k.domain.length <= 1) };
+    case 'reduce':
+      return defaultRow(k);
+    case 'matmul':
+      return defaultMatmul(k, facts);
+    default:
+      return k.kind satisfies never;
+  }
+}
+
+/** Configurations worth timing for a kernel (the default first, no duplicates). */
+export function candidateConfigs(k: Kernel, facts: GpuFacts): GpuConfig[] {
+  let all: GpuConfig[];
+  if (k.kind === 'elementwise') {
+    const vec = pickVec(k, k.domain.length <= 1);
+    all = [128, 256, 512].flatMap((block) => (vec > 1 ? [vec, 1] : [1]).map((v) => ({ kind: 'elementwise' as const, block, vec: v })));
+  } else if (k.kind === 'reduce') all = rowCandidates(k);
+  else all = matmulCandidates(k, facts);
+  const seen = new Set<string>();
+  return [defaultConfig(k, facts), ...all].filter((c) => {
+    const key = JSON.stringify(c);
+    return !seen.has(key) && seen.add(key) !== undefined;
+  });
+}
+
+/** Bytes of dynamic shared memory a matmul configuration uses. */
+export function matmulSharedBytes(k: Kernel, c: MmaConfig | SimtConfig): number {
+  if (c.variant === 'int') return 0;
+  const staged = 4 * c.bm * (c.bn + 4); // the C tile, staged for the epilogue
+  if (c.variant === 'simt') return Math.max(4 * SIMT_BK * (c.bm + 4 + c.bn + 4), staged);
+  const l = mmaLayout(k);
+  const stages = (c as MmaConfig).stages;
+  const aTile = l.a === 'm' ? MMA_BK * (c.bm + MMA_PAD) : c.bm * (MMA_BK + MMA_PAD);
+  const bTile = l.b === 'n' ? MMA_BK * (c.bn + MMA_PAD) : c.bn * (MMA_BK + MMA_PAD);
+  return Math.max(2 * stages * (aTile + bTile), staged);
+}
+
+/** Threads per block of a matmul configuration. */
+export function matmulThreads(c: MmaConfig | SimtConfig): number {
+  return c.variant === 'mma' ? 32 * c.warpsM * c.warpsN : 256;
+}
+
+/** The launch geometry a configuration implies. */
+export function geometry(k: Kernel, c: GpuConfig): Geometry {
+  switch (c.kind) {
+    case 'elementwise':
+      return { grid: [cdiv(dimProd(k.domain), c.block * c.vec)], block: [c.block], sharedBytes: 0 };
+    case 'reduce': {
+      const { rows } = rowShape(k);
+      return { grid: [cdiv(rows, c.threads >= 64 ? 1 : c.block / c.threads)], block: [c.block], sharedBytes: 0 };
+    }
+    case 'matmul': {
+      const r = k.domain.length;
+      const batch = dimProd(k.domain.slice(0, r - 2));
+      const grid = [cdiv(k.domain[r - 1], c.bn), cdiv(k.domain[r - 2], c.bm), cdiv(batch, 1)];
+      return { grid, block: [matmulThreads(c)], sharedBytes: matmulSharedBytes(k, c) };
+    }
+    default:
+      return c satisfies never;
+  }
+}
+
+/** True when `c` is a valid configuration for `k` (a tuning table from a bundle is data: check it). */
+export function configFits(k: Kernel, c: GpuConfig, facts: GpuFacts): boolean {
+  return candidateConfigs(k, facts).some((x) => JSON.stringify(x) === JSON.stringify(c));
+}
+
+/** The plan for the CUDA target: the CPU plan's steps with each kernel's geometry. */
+export function gpuPlan(plan: LaunchPlan, kernels: readonly Kernel[], configs: readonly GpuConfig[]): LaunchPlan {
+  const steps: PlanStep[] = plan.steps.map((s, i) => {
+    const g = geometry(kernels[i], configs[i]);
+    return { ...s, grid: g.grid, block: g.block, sharedBytes: g.sharedBytes };
+  });
+  return { ...plan, steps };
+}
