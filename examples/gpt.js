@@ -14,7 +14,8 @@
  * and all of them use the one program compiled on the first call.
  *
  * Run from a checkout after `npm install` (which builds dist/), or copy it into a project
- * that depends on kiln.
+ * that depends on kiln. This file is the model's one definition: the demo (npm start), the
+ * tests and the CPU benchmark (`kiln bench --models gpt`, lib/bench/gpt.ts) require it.
  */
 const path = require('node:path');
 const kiln = require('kiln'); // this package, by its own name (Node resolves a package's self-reference)

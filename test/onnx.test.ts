@@ -1,14 +1,20 @@
 /** @jest-environment ./test/helpers/host-typed-arrays-env.cjs */
 /**
  * The benchmark's ONNX writer: its bytes load into onnxruntime and compute what the graph
- * says (checked against values worked out here in float64), and the benchmark MLP's ONNX
- * graph agrees with kiln's eager interpreter on the same weights.
+ * says (checked against values worked out here in float64), and each benchmark model's ONNX
+ * graph (MLP, block, the example GPT on its example weights) agrees with kiln's eager
+ * interpreter on the same weights.
  */
 import * as ort from 'onnxruntime-node';
 import * as kiln from '../lib/index';
 import { OnnxGraph, float, varint } from '../lib/bench/onnx';
-import { block, mlp, type BenchModel } from '../lib/bench/models';
+import { block, inputDType, mlp, type BenchModel } from '../lib/bench/models';
+import { gpt } from '../lib/bench/gpt';
+import { ortFeeds } from '../lib/bench/cpu';
 import { relativeError } from '../lib/bench/stats';
+
+// examples/gpt.js requires 'kiln': here that is the TypeScript source, as in example-gpt.test.ts.
+jest.doMock('kiln', () => kiln, { virtual: true });
 
 async function runOnnx(bytes: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<ort.Tensor> {
   const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, logSeverityLevel: 3 });
@@ -95,12 +101,14 @@ describe('onnxruntime loads the writer output', () => {
 
 describe('benchmark models: ONNX graph against kiln eager', () => {
   async function eager(m: BenchModel): Promise<Float32Array> {
-    const x = kiln.tensor(m.x.data, m.x.shape);
+    const inputs = m.inputs.map((i) => kiln.tensor(i.data, i.shape, inputDType(i)));
     const ws = m.weights.map((w) => kiln.tensor(w.data, w.shape));
-    return (await m.kilnFn(x, ...ws).toArray()) as Float32Array;
+    return (await m.kilnFn(...inputs, ...ws).toArray()) as Float32Array;
   }
   async function onnx(m: BenchModel): Promise<Float32Array> {
-    return (await runOnnx(m.onnx(), { x: new ort.Tensor('float32', m.x.data, m.x.shape) })).data as Float32Array;
+    const y = await runOnnx(m.onnx(), ortFeeds(m));
+    expect(y.dims).toEqual(m.outShape);
+    return y.data as Float32Array;
   }
 
   test('MLP (4 layers of 48, batch 6)', async () => {
@@ -110,6 +118,15 @@ describe('benchmark models: ONNX graph against kiln eager', () => {
 
   test('transformer block (seq 8, d 32, 4 heads, batch 2)', async () => {
     const m = block({ batch: 2, seq: 8, d: 32, heads: 4 });
+    expect(relativeError(await eager(m), await onnx(m))).toBeLessThan(1e-4);
+  });
+
+  test('the example GPT on its example weights (examples/gpt.js, seq 12)', async () => {
+    const m = await gpt({ seq: 12 });
+    expect(m.inputs.map((i) => [i.name, inputDType(i)])).toEqual([
+      ['ids', 'int32'],
+      ['pos', 'int32'],
+    ]);
     expect(relativeError(await eager(m), await onnx(m))).toBeLessThan(1e-4);
   });
 });

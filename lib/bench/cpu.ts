@@ -10,7 +10,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import * as kiln from '../index';
-import type { BenchModel } from './models';
+import { inputDType, type BenchModel } from './models';
 import { relativeError, summarize, type Timing } from './stats';
 
 /** How the kiln side runs: compiled for the CPU backend, or eagerly (reference interpreter). */
@@ -81,7 +81,7 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
       ...(opts.ortPrepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
     });
     const ortSessionMs = performance.now() - t0;
-    const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', m.x.data, m.x.shape) };
+    const feeds = ortFeeds(m);
     const outName = session.outputNames[0];
     const runOrt: Runner = async () => (await session.run(feeds))[outName].data as Float32Array;
 
@@ -152,23 +152,27 @@ function engineResult(s: Samples, flops: number): EngineResult {
   return { ...wall, gflops: flops / wall.median / 1e6, cpuMs: summarize(s.cpu).median };
 }
 
+/** onnxruntime's feeds for a model's inputs, by name. */
+export function ortFeeds(m: BenchModel): Record<string, ort.Tensor> {
+  return Object.fromEntries(m.inputs.map((i) => [i.name, new ort.Tensor(inputDType(i), i.data, i.shape)]));
+}
+
 /** The kiln side of one model: weights and input uploaded once, a runner, and cleanup. */
 function prepareKiln(m: BenchModel, mode: KilnMode): { run: Runner; stats: () => unknown; dispose: () => void } {
-  const x = kiln.tensor(m.x.data, m.x.shape);
-  const ws = m.weights.map((w) => kiln.tensor(w.data, w.shape));
-  const dispose = () => [x, ...ws].forEach((t) => t.dispose());
+  const args = [...m.inputs.map((i) => kiln.tensor(i.data, i.shape, inputDType(i))), ...m.weights.map((w) => kiln.tensor(w.data, w.shape))];
+  const dispose = () => args.forEach((t) => t.dispose());
   if (mode === 'eager') {
     const run: Runner = async () => {
-      const y = m.kilnFn(x, ...ws);
+      const y = m.kilnFn(...args);
       const out = (await y.toArray()) as Float32Array;
       y.dispose();
       return out;
     };
     return { run, stats: () => undefined, dispose };
   }
-  const f = kiln.compile(m.kilnFn, { name: `bench-${m.name}`, device: 'cpu' });
+  const f = kiln.compile(m.kilnFn, { ...m.compileOptions, name: `bench-${m.compileOptions?.name ?? m.name}`, device: 'cpu' });
   const run: Runner = async () => {
-    const y = (await f(x, ...ws)) as kiln.Tensor;
+    const y = (await f(...args)) as kiln.Tensor;
     const out = (await y.toArray()) as Float32Array;
     y.dispose();
     return out;

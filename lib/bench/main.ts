@@ -7,21 +7,26 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { cpuInfo as hostCpu } from '../runtime/toolchain';
 import { block, mlp, type BenchModel } from './models';
+import { gpt } from './gpt';
 import { formatTable, runCpuBench, type KilnMode } from './cpu';
 import { formatProfile, profileDir, profileModel } from './profile';
+import { writeReport } from './report';
 
 export const BENCH_USAGE = `kiln bench [options]
 
 Times kiln's CPU backend against onnxruntime-node on the same models, weights, input and
-thread count, in one process, and checks that both compute the same output.
+thread count, in one process, and checks that both compute the same output. The models:
+mlp (4 Linear layers of 1024, GELU, batch 64), block (a GPT-2 transformer block, d 768,
+12 heads, seq 128) and gpt (the GPT-style character model of examples/gpt.js with its
+weights from examples/weights, on a full-length sequence; needs a kiln checkout).
 
   --threads N     threads for both engines (default: KILN_CPU_THREADS, else all cores)
-  --models LIST   comma-separated: mlp, block (default: mlp,block)
+  --models LIST   comma-separated: mlp, block, gpt (default: mlp,block,gpt)
   --iters N       timed iterations per engine (default 50)
   --warmup N      untimed iterations per engine first (default 5)
   --eager         run kiln eagerly (reference interpreter) instead of compiled: a correctness
                   check of the ONNX side; implies --small unless --full is given
-  --small         reduced sizes (mlp 8×128×4, block seq 16 d 64 4 heads)
+  --small         reduced sizes (mlp 8×128×4, block seq 16 d 64 4 heads, gpt seq 16)
   --full          full sizes even with --eager
   --ort-no-prepack  stop onnxruntime from pre-packing its constant weights (kiln receives
                   the weights as inputs; this shows what pre-packing is worth to onnxruntime)
@@ -29,6 +34,8 @@ thread count, in one process, and checks that both compute the same output.
                   kernels and per-node times of onnxruntime's profiler (--iters repetitions)
   --tolerance X   accepted max|kiln − ort| / max|ort| (default 1e-4)
   --out PATH      JSON results (default bench-results/cpu.json)
+  --report        then rewrite the CPU section and chart of docs/BENCHMARKS.md from the
+                  JSON (see \`kiln bench report --help\`)
 
 Exit status 0 when every model agrees within the tolerance, 1 otherwise.`;
 
@@ -43,6 +50,7 @@ interface Args {
   profile: boolean;
   tolerance: number;
   out: string;
+  report: boolean;
 }
 
 class UsageError extends Error {}
@@ -51,7 +59,7 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
   const envThreads = env.KILN_CPU_THREADS ? Number(env.KILN_CPU_THREADS) : undefined;
   const a: Args = {
     threads: envThreads ?? os.availableParallelism(),
-    models: ['mlp', 'block'],
+    models: [...MODELS],
     iters: 50,
     warmup: 5,
     mode: 'compiled',
@@ -60,6 +68,7 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
     profile: false,
     tolerance: 1e-4,
     out: path.join('bench-results', 'cpu.json'),
+    report: false,
   };
   let full = false;
   const value = (i: number) => {
@@ -85,22 +94,29 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
       case '--full': full = true; break;
       case '--ort-no-prepack': a.ortPrepack = false; break;
       case '--profile': a.profile = true; break;
+      case '--report': a.report = true; break;
       default: throw new UsageError(`unknown option '${argv[i]}'`);
     }
   }
   if (a.mode === 'eager' && !full) a.small = true;
   if (!Number.isInteger(a.threads) || a.threads < 1) throw new UsageError(`KILN_CPU_THREADS must be a positive integer`);
   if (!(a.tolerance > 0)) throw new UsageError('--tolerance must be a positive number');
-  for (const m of a.models) if (m !== 'mlp' && m !== 'block') throw new UsageError(`unknown model '${m}' (mlp, block)`);
+  for (const m of a.models) if (!(MODELS as readonly string[]).includes(m)) throw new UsageError(`unknown model '${m}' (${MODELS.join(', ')})`);
+  if (a.report && a.profile) throw new UsageError('--report reports the side-by-side timing, not --profile');
   return a;
 }
 
-function buildModels(names: string[], small: boolean): BenchModel[] {
-  return names.map((n) =>
-    n === 'mlp'
-      ? mlp(small ? { batch: 8, width: 128, layers: 4 } : undefined)
-      : block(small ? { batch: 1, seq: 16, d: 64, heads: 4 } : undefined),
-  );
+/** The benchmark models, by name. */
+export const MODELS = ['mlp', 'block', 'gpt'] as const;
+
+async function buildModels(names: string[], small: boolean): Promise<BenchModel[]> {
+  const out: BenchModel[] = [];
+  for (const n of names) {
+    if (n === 'mlp') out.push(mlp(small ? { batch: 8, width: 128, layers: 4 } : undefined));
+    else if (n === 'block') out.push(block(small ? { batch: 1, seq: 16, d: 64, heads: 4 } : undefined));
+    else out.push(await gpt(small ? { seq: 16 } : {}));
+  }
+  return out;
 }
 
 /** The CPU model and its SIMD features, as kiln's toolchain probe reads them. */
@@ -141,7 +157,7 @@ export async function bench(argv: string[], env: NodeJS.ProcessEnv = process.env
   // Other processes on the machine skew the numbers; the load averages go into the report.
   const loadBefore = os.loadavg();
   const results = await runCpuBench({
-    models: buildModels(args.models, args.small),
+    models: await buildModels(args.models, args.small),
     threads: args.threads,
     iters: args.iters,
     warmup: args.warmup,
@@ -180,13 +196,14 @@ export async function bench(argv: string[], env: NodeJS.ProcessEnv = process.env
   fs.mkdirSync(path.dirname(path.resolve(args.out)), { recursive: true });
   fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`\nwrote ${args.out}`);
+  if (args.report) for (const p of writeReport({ cpuJson: args.out })) console.log(`wrote ${p}`);
   return results.every((r) => r.agree) ? 0 : 1;
 }
 
 async function runProfile(args: Args): Promise<number> {
   const dir = profileDir();
   const profiles = [];
-  for (const m of buildModels(args.models, args.small)) {
+  for (const m of await buildModels(args.models, args.small)) {
     process.stderr.write(`[${m.name}] profiling kiln kernels and onnxruntime nodes, ${args.threads} thread(s)\n`);
     const p = await profileModel(m, args.threads, args.iters, dir);
     console.log(`\n${formatProfile(p)}`);

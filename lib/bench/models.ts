@@ -7,6 +7,8 @@
  * - `block`: one GPT-style pre-norm transformer block,
  *   `x + proj(sdpa_causal(qkv(layerNorm(x))))`, then `x + fc2(gelu(fc1(layerNorm(x))))`
  *   with a 4·d hidden layer and biases everywhere.
+ * - `gpt` (lib/bench/gpt.ts): the examples' GPT-style character model, its definition and
+ *   weights taken from examples/.
  */
 import * as kiln from '../index';
 import { OnnxGraph } from './onnx';
@@ -18,20 +20,35 @@ export interface Weight {
   data: Float32Array;
 }
 
+/** A data input of a model (float32 activations, or int32 token ids); the ONNX input of that name. */
+export interface Input {
+  name: string;
+  shape: number[];
+  data: Float32Array | Int32Array;
+}
+
 /** One benchmark model: its data, its FLOP count and both implementations. */
 export interface BenchModel {
   name: string;
   /** Human-readable sizes, for the table and the JSON. */
   config: Record<string, number>;
-  x: Weight;
+  /** The data inputs, in the order the kiln function takes them (before the weights). */
+  inputs: Input[];
   weights: Weight[];
   outShape: number[];
   /** Floating-point operations of one forward pass (2·M·N·K per matmul, attention included). */
   flops: number;
-  /** The model over kiln's public API: `(x, ...weights) => y`. */
-  kilnFn: (x: kiln.Tensor, ...ws: kiln.Tensor[]) => kiln.Tensor;
-  /** The same model as an ONNX graph with the weights as initializers and one input `x`. */
+  /** The model over kiln's public API: `(...inputs, ...weights) => y`. */
+  kilnFn: (...args: kiln.Tensor[]) => kiln.Tensor;
+  /** kiln.compile options the model is meant to be compiled with (name, dynamic dims); device and cache come from the benchmark. */
+  compileOptions?: Pick<kiln.CompileOptions, 'name' | 'dynamic'>;
+  /** The same model as an ONNX graph with the weights as initializers and `inputs` as its inputs. */
   onnx(): Uint8Array;
+}
+
+/** The kiln / ONNX element type of an input. */
+export function inputDType(i: Input): 'float32' | 'int32' {
+  return i.data instanceof Int32Array ? 'int32' : 'float32';
 }
 
 // ─── deterministic data ──────────────────────────────────────────────────────────────────────
@@ -113,7 +130,7 @@ export function mlp(cfg: MlpConfig = { batch: 64, width: 1024, layers: 4 }, seed
     return g.toBytes();
   };
 
-  return { name: 'mlp', config: { ...cfg }, x, weights, outShape: [batch, width], flops: layers * 2 * batch * width * width, kilnFn, onnx };
+  return { name: 'mlp', config: { ...cfg }, inputs: [x], weights, outShape: [batch, width], flops: layers * 2 * batch * width * width, kilnFn, onnx };
 }
 
 // ─── transformer block ───────────────────────────────────────────────────────────────────────
@@ -165,25 +182,7 @@ export function block(cfg: BlockConfig = { batch: 1, seq: 128, d: 768, heads: 12
     const w: Record<string, string> = {};
     for (const t of weights) w[t.name] = g.initializer(t.name, t.data, t.shape);
     const xin = g.input('x', 'float32', [B, T, D]);
-    const linear = (h: string, name: string) => g.node('Add', [g.node('MatMul', [h, w[`${name}_w`]]), w[`${name}_b`]]);
-    const layerNorm = (h: string, name: string) => g.node('LayerNormalization', [h, w[`${name}_w`], w[`${name}_b`]], { axis: -1, epsilon: 1e-5 });
-
-    const qkv = linear(layerNorm(xin, 'ln1'), 'qkv');
-    const [q, k, v] = g.nodeN('Split', [qkv], 3, { axis: -1, num_outputs: 3 });
-    const headShape = g.int64s([B, T, H, hd]);
-    const heads = (t: string, perm: number[]) => g.node('Transpose', [g.node('Reshape', [t, headShape])], { perm });
-    // Scores: q·kᵀ/√hd plus an additive causal mask (0 on and below the diagonal, -inf above).
-    const mask = new Float32Array(T * T);
-    for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) mask[i * T + j] = -Infinity;
-    const scores = g.node('Add', [
-      g.node('Mul', [g.node('MatMul', [heads(q, [0, 2, 1, 3]), heads(k, [0, 2, 3, 1])]), g.constant(1 / Math.sqrt(hd))]),
-      g.initializer('causal_mask', mask, [T, T]),
-    ]);
-    const probs = g.node('Softmax', [scores], { axis: -1 });
-    const att = g.node('Reshape', [g.node('Transpose', [g.node('MatMul', [probs, heads(v, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), g.int64s([B, T, D])]);
-    const x1 = g.node('Add', [xin, linear(att, 'proj')]);
-    const hidden = g.node('Gelu', [linear(layerNorm(x1, 'ln2'), 'fc1')], { approximate: 'none' });
-    const out = g.node('Add', [x1, linear(hidden, 'fc2')]);
+    const out = onnxBlock(g, xin, (role) => w[role], { batch: B, seq: T, d: D, heads: H }, onnxCausalMask(g, T));
     g.output(out, 'float32', [B, T, D]);
     return g.toBytes();
   };
@@ -191,5 +190,39 @@ export function block(cfg: BlockConfig = { batch: 1, seq: 128, d: 768, heads: 12
   const matmuls = 2 * B * T * D * (3 * D + D + 4 * D + 4 * D);
   // Attention counted in full (T×T scores and T×T·hd weighted sum per head), as is customary.
   const attention = 2 * (2 * B * H * T * T * hd);
-  return { name: 'block', config: { ...cfg }, x, weights, outShape: [B, T, D], flops: matmuls + attention, kilnFn, onnx };
+  return { name: 'block', config: { ...cfg }, inputs: [x], weights, outShape: [B, T, D], flops: matmuls + attention, kilnFn, onnx };
+}
+
+/** The weights of one transformer block, by the role names of `block`'s weights (`ln1_w`, `qkv_b`, …). */
+export type BlockRole = 'ln1_w' | 'ln1_b' | 'qkv_w' | 'qkv_b' | 'proj_w' | 'proj_b' | 'ln2_w' | 'ln2_b' | 'fc1_w' | 'fc1_b' | 'fc2_w' | 'fc2_b';
+
+/** An additive causal mask for ONNX attention scores: 0 on and below the diagonal, -inf above. */
+export function onnxCausalMask(g: OnnxGraph, T: number): string {
+  const mask = new Float32Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) mask[i * T + j] = -Infinity;
+  return g.initializer('causal_mask', mask, [T, T]);
+}
+
+/**
+ * One pre-norm transformer block as ONNX nodes (the computation of `block`'s kiln function):
+ * `x1 = x + proj(attention(qkv(LN1(x))))`, `x1 + fc2(Gelu(fc1(LN2(x1))))`. `w` names the
+ * value (initializer) of each weight role; `mask` is `onnxCausalMask(g, seq)`.
+ */
+export function onnxBlock(g: OnnxGraph, xin: string, w: (role: BlockRole) => string, cfg: BlockConfig, mask: string): string {
+  const { batch: B, seq: T, d: D, heads: H } = cfg;
+  const hd = D / H;
+  const linear = (h: string, name: 'qkv' | 'proj' | 'fc1' | 'fc2') => g.node('Add', [g.node('MatMul', [h, w(`${name}_w`)]), w(`${name}_b`)]);
+  const layerNorm = (h: string, name: 'ln1' | 'ln2') => g.node('LayerNormalization', [h, w(`${name}_w`), w(`${name}_b`)], { axis: -1, epsilon: 1e-5 });
+
+  const qkv = linear(layerNorm(xin, 'ln1'), 'qkv');
+  const [q, k, v] = g.nodeN('Split', [qkv], 3, { axis: -1, num_outputs: 3 });
+  const headShape = g.int64s([B, T, H, hd]);
+  const heads = (t: string, perm: number[]) => g.node('Transpose', [g.node('Reshape', [t, headShape])], { perm });
+  // Scores: q·kᵀ/√hd plus the additive causal mask.
+  const scores = g.node('Add', [g.node('Mul', [g.node('MatMul', [heads(q, [0, 2, 1, 3]), heads(k, [0, 2, 3, 1])]), g.constant(1 / Math.sqrt(hd))]), mask]);
+  const probs = g.node('Softmax', [scores], { axis: -1 });
+  const att = g.node('Reshape', [g.node('Transpose', [g.node('MatMul', [probs, heads(v, [0, 2, 1, 3])])], { perm: [0, 2, 1, 3] }), g.int64s([B, T, D])]);
+  const x1 = g.node('Add', [xin, linear(att, 'proj')]);
+  const hidden = g.node('Gelu', [linear(layerNorm(x1, 'ln2'), 'fc1')], { approximate: 'none' });
+  return g.node('Add', [x1, linear(hidden, 'fc2')]);
 }

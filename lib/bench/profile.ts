@@ -18,7 +18,8 @@ import { lower } from '../passes';
 import { cppFlags, renderCpp } from '../codegen';
 import { compileSharedObject } from '../runtime/cpu';
 import { cpuLoad, type HostBuffer } from '../runtime/native';
-import type { BenchModel } from './models';
+import { inputDType, type BenchModel } from './models';
+import { ortFeeds } from './cpu';
 import { summarize } from './stats';
 
 /** One kernel (kiln) or node (onnxruntime) and its time per call, ms. */
@@ -43,8 +44,8 @@ export async function profileModel(m: BenchModel, threads: number, reps: number,
 }
 
 async function profileKiln(m: BenchModel, threads: number, reps: number, workDir: string): Promise<{ kiln: KernelTime[]; sourcePath: string }> {
-  const inputs = [m.x, ...m.weights];
-  const graph = trace(m.kilnFn as TracedFn, inputs.map((w) => ({ shape: w.shape, dtype: 'float32' as const })));
+  const inputs = [...m.inputs, ...m.weights];
+  const graph = trace(m.kilnFn as TracedFn, inputs.map((w) => ({ shape: w.shape, dtype: inputDType(w) })));
   const program = lower(graph);
   const dir = path.join(workDir, `kiln-${m.name}`);
   const so = await compileSharedObject(renderCpp(program), cppFlags(), dir);
@@ -55,7 +56,7 @@ async function profileKiln(m: BenchModel, threads: number, reps: number, workDir
   const bufs: HostBuffer[] = [];
   for (const b of plan.buffers) {
     if (typeof b.elems !== 'number') throw new Error(`profile: buffer ${b.id} has a symbolic size (${b.elems}); profile static shapes only`);
-    if (b.dtype !== 'float32' && b.role !== 'const') throw new Error(`profile: buffer ${b.id} is ${b.dtype}; the benchmark models are float32`);
+    if (b.dtype !== 'float32' && b.role !== 'const' && b.role !== 'input') throw new Error(`profile: buffer ${b.id} is ${b.dtype}; the benchmark models compute in float32`);
     if (b.role === 'input') bufs[b.id] = inputs[Number(b.source)].data;
     else if (b.role === 'const') bufs[b.id] = program.graph.constants.get(String(b.source))!.data;
     else bufs[b.id] = new Float32Array(b.elems);
@@ -98,7 +99,7 @@ async function profileOrt(m: BenchModel, threads: number, reps: number, workDir:
     enableProfiling: true,
     profileFilePrefix: path.join(workDir, `ort-${m.name}`),
   });
-  const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', m.x.data, m.x.shape) };
+  const feeds = ortFeeds(m);
   const runs: number[] = [];
   await session.run(feeds);
   for (let r = 0; r < reps; r++) {

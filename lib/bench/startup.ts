@@ -17,7 +17,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cpuInfo } from '../runtime/toolchain';
+import { kilnVersion } from '../util/version';
+import { writeReport } from './report';
 import { summarize, type Timing } from './stats';
+import type { Weight } from './models';
 
 export const STARTUP_USAGE = `kiln bench startup [options]   (node dist/bench/startup.js, scripts/bench-startup.cjs)
 
@@ -30,6 +33,8 @@ steady-state time per call of each. Target: warm ÷ cold ≤ 0.05.
   --calls N       steady-state calls timed per process after the first (default 30)
   --threads N     KILN_CPU_THREADS of the children (default: KILN_CPU_THREADS, else all cores)
   --out PATH      JSON results (default bench-results/startup.json)
+  --report        then rewrite the startup section and chart of docs/BENCHMARKS.md from the
+                  JSON (see \`kiln bench report --help\`)
   --keep          keep the temporary caches and checkpoints (printed at the end)`;
 
 interface Args {
@@ -39,12 +44,13 @@ interface Args {
   threads: number;
   out: string;
   keep: boolean;
+  report: boolean;
 }
 
 class UsageError extends Error {}
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
-  const a: Args = { models: ['mlp', 'block'], reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: path.join('bench-results', 'startup.json'), keep: false };
+  const a: Args = { models: ['mlp', 'block'], reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: path.join('bench-results', 'startup.json'), keep: false, report: false };
   const count = (i: number, min: number): number => {
     const n = Number(argv[i + 1]);
     if (!Number.isInteger(n) || n < min) throw new UsageError(`${argv[i]} must be an integer ≥ ${min}, got '${argv[i + 1]}'`);
@@ -70,6 +76,9 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
         break;
       case '--keep':
         a.keep = true;
+        break;
+      case '--report':
+        a.report = true;
         break;
       default:
         throw new UsageError(`unknown option '${argv[i]}'`);
@@ -151,8 +160,7 @@ async function child(args: ChildArgs): Promise<void> {
   const m = withoutWeights(() => (args.model === 'mlp' ? models.mlp() : models.block()));
   const modelMs = performance.now();
   const f = kiln.compile(m.kilnFn, { name: `startup-${m.name}`, device: 'cpu', cacheDir: args.cacheDir });
-  const x = kiln.tensor(ckpt.data.x, ckpt.shapes.x);
-  const ws = m.weights.map((w) => kiln.tensor(ckpt.data[w.name], ckpt.shapes[w.name]));
+  const [x, ...ws] = [...m.inputs, ...m.weights].map((w) => kiln.tensor(ckpt.data[w.name], ckpt.shapes[w.name]));
   const y = await f(x, ...ws);
   await y.toArray();
   const first: FirstLine = { phase: 'first', importMs, checkpointMs, modelMs, firstMs: performance.now(), stats: { ...f.stats }, counters: kiln.counters() };
@@ -285,7 +293,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
     for (const name of args.models as ('mlp' | 'block')[]) {
       const m = name === 'mlp' ? models.mlp() : models.block();
       const checkpoint = path.join(tmp, `${name}.bin`);
-      writeCheckpoint(checkpoint, [m.x, ...m.weights]);
+      writeCheckpoint(checkpoint, [...(m.inputs as Weight[]), ...m.weights]); // mlp and block: one float32 input
       const runs: Run[] = [];
       for (let rep = 0; rep < args.reps; rep++) {
         const cacheDir = path.join(tmp, `cache-${name}-${rep}`);
@@ -330,6 +338,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
     cores: cpu.cores,
     threads: args.threads,
     node: process.version,
+    versions: { node: process.version, kiln: kilnVersion() },
     reps: args.reps,
     calls: args.calls,
     loadAverage1m: { before: loadBefore, after: loadAfter },
@@ -341,6 +350,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
   fs.mkdirSync(path.dirname(path.resolve(args.out)), { recursive: true });
   fs.writeFileSync(args.out, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`wrote ${args.out}`);
+  if (args.report) for (const p of writeReport({ startupJson: args.out })) console.log(`wrote ${p}`);
   return results.every((r) => r.warmFromBundle) ? 0 : 1;
 }
 

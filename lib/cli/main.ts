@@ -26,8 +26,9 @@ const commands: Record<string, Command> = {
     run: buildCommand,
   },
   bench: {
-    summary: 'benchmarks: kiln vs onnxruntime-node on the CPU; `kiln bench startup`: cold vs warm start',
-    usage: 'kiln bench [--threads N] [--models mlp,block] [--iters N] [--out PATH]\n       kiln bench startup [options]\n(each lists all its options with --help)',
+    summary: 'benchmarks: kiln vs onnxruntime-node on the CPU; `kiln bench startup`: cold vs warm start; `kiln bench report`: docs/BENCHMARKS.md',
+    usage:
+      'kiln bench [--threads N] [--models mlp,block,gpt] [--iters N] [--out PATH] [--report]\n       kiln bench startup [options]\n       kiln bench report [options]\n(each lists all its options with --help)',
     run: runBench,
   },
   cache: {
@@ -40,6 +41,7 @@ const commands: Record<string, Command> = {
 /** Loaded on demand: the benchmark needs onnxruntime-node, a development dependency. */
 async function runBench(args: string[]): Promise<number> {
   if (args[0] === 'startup') return (await import('../bench/startup')).startupBench(args.slice(1));
+  if (args[0] === 'report') return (await import('../bench/report')).reportCommand(args.slice(1));
   let mod: typeof import('../bench/main');
   try {
     mod = await import('../bench/main');
