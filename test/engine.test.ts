@@ -9,6 +9,7 @@ import * as kiln from '../lib';
 import { compileCount, compileGraph, ensureBundle, getProgram, run, type CompiledProgram, type ProgramRequest } from '../lib/engine';
 import type { Graph } from '../lib/ir/graph';
 import { interpret } from '../lib/runtime/interpreter';
+import { addonInfo } from '../lib/runtime/native';
 import { trace } from '../lib/tensor/trace';
 
 // Two inputs whose dim 0 is dynamic and duck-sized (equal example sizes share s0); outputs
@@ -64,8 +65,18 @@ describe('engine', () => {
     await expect(run(program, [short, input(4, 2)])).rejects.toMatchObject({ code: 'KILN_INPUT_DATA', message: expect.stringMatching(/input 0 data must be 12 elements/) });
   });
 
-  it("rejects device 'cuda' in this build", async () => {
-    await expect(compileGraph(graph, { device: 'cuda' })).rejects.toMatchObject({ code: 'KILN_NO_CUDA_BACKEND' });
+  it("compiles for device 'cuda' on a GPU, and says what is missing without one", async () => {
+    const info = addonInfo();
+    if (info.driver.available && info.driver.devices.length > 0 && info.nvrtc.available) {
+      const cuda = await compileGraph(graph, { device: 'cuda' });
+      expect(cuda.device).toBe('cuda');
+      const inputs = [input(4, 1), input(4, 2)];
+      const got = await run(cuda, inputs);
+      const want = interpret(graph, inputs);
+      got.forEach((t, i) => t.data.forEach((v, j) => expect(v).toBeCloseTo(want[i].data[j], 5)));
+    } else {
+      await expect(compileGraph(graph, { device: 'cuda' })).rejects.toMatchObject({ code: expect.stringMatching(/^KILN_(NO_CUDA_DEVICE|NVRTC_UNAVAILABLE)$/) });
+    }
   });
 
   it('gets programs through the store seam: traces on a miss, refuses in force-load without compiling', async () => {

@@ -17,6 +17,7 @@ import { CACHE_MODES, resolveCacheMode, resolveFailOnRecompile, type CacheMode }
 // The engine's warm-path modules only: the passes, renderer and compiler load on a compile.
 import { packageRootOf } from '../engine/bundle';
 import { bundleBackend } from '../engine/bundle-target';
+import { cudaFacts } from '../engine/cuda-facts';
 import type { CompiledProgram, RawTensor } from '../engine/program';
 import { run } from '../engine/run';
 import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
@@ -215,10 +216,9 @@ function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly 
  * start must not even search PATH for it. Only a compile needs it (KILN_NO_CXX then).
  */
 export function resolveDevice(device: Settings['device']): Backend {
-  if (device !== 'auto') return bundleBackend(device).device; // KILN_NO_CUDA_BACKEND for 'cuda' (for now)
-  const noCuda = { available: false as const, reason: "kiln's CUDA backend is not available in this build yet" };
+  if (device !== 'auto') return bundleBackend(device).device; // KILN_NO_CUDA_BACKEND while CUDA bundles are not wired
   const cpu = { available: true as const, path: '(looked for only when a compile is needed)' };
-  return requireBackend(chooseBackend({ driver: noCuda, nvrtc: noCuda, cxx: cpu }));
+  return requireBackend(chooseBackend({ ...cudaFacts(), cxx: cpu })); // CUDA when a GPU, NVRTC and CUDA bundles are there
 }
 
 /** The key inputs of a signature: each input's example shape and its dynamic dims. */

@@ -12,10 +12,11 @@ import { arenaLayout, lower } from '../passes';
 import { compileSharedObject, CpuProgram, requireCxx } from '../runtime/cpu';
 import type { Backend } from '../runtime/select';
 import { KilnError } from '../util/errors';
+import { compileGraphCuda } from './cuda';
 import type { CompiledProgram } from './program';
 
 /** Backends this build of kiln can compile for. */
-export const ENGINE_BACKENDS: readonly Backend[] = ['cpu'];
+export const ENGINE_BACKENDS: readonly Backend[] = ['cpu', 'cuda'];
 
 export interface CompileGraphOptions {
   device: Backend;
@@ -43,7 +44,8 @@ export async function compileGraph(graph: Graph, opts: CompileGraphOptions): Pro
     case 'cpu':
       return compileCpu(graph, opts);
     case 'cuda':
-      throw backendMissing('cuda');
+      compiles++;
+      return compileGraphCuda(graph); // this machine's GPU (lib/engine/cuda.ts)
     default:
       return opts.device satisfies never;
   }

@@ -1,0 +1,260 @@
+/**
+ * The CUDA cold path: graph → passes → launch decisions → CUDA C → NVRTC → CudaProgram.
+ *
+ * - `buildCuda(graph, target)` needs NVRTC only (no GPU): it lowers the graph, picks each
+ *   kernel's configuration (a stored tuning table, else the heuristic of lib/passes/gpu.ts),
+ *   renders one translation unit, compiles it to an `sm_XY` cubin (or `compute_XY` PTX) and
+ *   parses ptxas's report into per-kernel resources. `kiln build --target sm_90` uses it.
+ * - `compileGraphCuda(graph)` does the same for this machine's GPU (target from
+ *   `selectCudaTarget`), optionally autotunes first (cuda-tune.ts), and loads the result.
+ * - `loadCudaProgram(parts)` loads a built image (a bundle's kernels.cubin and plan).
+ *
+ * NVRTC options: `-default-device --std=c++17` (no host code), `--fmad=false` (every op
+ * rounds as the interpreter does; matmuls use fmaf explicitly), `--ptxas-options=-v` (the
+ * resource report). See docs/CUDA.md.
+ */
+import { renderCuda } from '../codegen/cuda';
+import type { Graph } from '../ir/graph';
+import type { LaunchPlan } from '../ir/plan';
+import { arenaLayout, lower, type Program } from '../passes';
+import { configFits, defaultConfig, gpuPlan, type GpuConfig, type GpuFacts } from '../passes/gpu';
+import { CudaProgram, type DeviceTensor, type ProgramInput } from '../runtime/cuda';
+import { parsePtxasLog, selectCudaTarget, type CudaTarget, type PtxasFunctionInfo } from '../runtime/cuda-arch';
+import { readCubinArch } from '../runtime/cuda-driver';
+import { addonInfo, nvrtcCompile } from '../runtime/native';
+import { CudaError, KilnError } from '../util/errors';
+import type { CompiledProgram, RawTensor } from './program';
+
+/** NVRTC options of every CUDA program (`--gpu-architecture` is added from the target). */
+export const CUDA_NVRTC_OPTIONS: readonly string[] = ['-default-device', '--std=c++17', '--fmad=false', '--ptxas-options=-v'];
+
+/** Each kernel's chosen configuration, by kernel name: the autotuner's result, stored in the bundle. */
+export type CudaTuning = Record<string, GpuConfig>;
+
+/** What ptxas reported for one kernel, with its launch shape. */
+export interface CudaKernelResources extends PtxasFunctionInfo {
+  readonly threads: number;
+  /** Dynamic shared memory per launch (static shared memory is `sharedBytes`). */
+  readonly dynamicSharedBytes: number;
+  readonly config: GpuConfig;
+}
+
+/** A compiled CUDA program that is not loaded yet (what a bundle stores). */
+export interface CudaBuild {
+  /** `sm_90` (cubin) or `compute_90` (PTX), its kind and number. */
+  readonly target: CudaTarget;
+  /** The lowered program: kernels, the CPU-form plan and the optimized graph. */
+  readonly program: Program;
+  /** The launch plan with each step's grid, block and dynamic shared memory. */
+  readonly plan: LaunchPlan;
+  /** Configuration per kernel, in step order, and the same by kernel name. */
+  readonly configs: readonly GpuConfig[];
+  readonly tuning: CudaTuning;
+  /** kernels.cu */
+  readonly source: string;
+  /** kernels.cubin (ELF) or PTX text. */
+  readonly image: Buffer;
+  /** NVRTC's log (warnings and ptxas's report). */
+  readonly log: string;
+  readonly resources: Record<string, CudaKernelResources>;
+  readonly times: { lowerMs: number; renderMs: number; compileMs: number };
+}
+
+/** Options of `buildCuda`. */
+export interface BuildCudaOptions {
+  /** Configurations to use by kernel name (entries that do not fit a kernel are ignored). */
+  tuning?: CudaTuning;
+  /** Streaming multiprocessors of the GPU to fill (heuristics); default 132. */
+  smCount?: number;
+  /** An already lowered program of `graph` (the autotuner lowers once). */
+  program?: Program;
+}
+
+/** Parses `sm_90` / `compute_90` into a CudaTarget. */
+export function cudaTarget(target: string | CudaTarget): CudaTarget {
+  if (typeof target !== 'string') return target;
+  const m = /^(sm|compute)_(\d+)a?$/.exec(target);
+  if (!m) throw new KilnError('KILN_BAD_TARGET', `CUDA target must be sm_XY or compute_XY, got ${JSON.stringify(target)}`);
+  return { target, kind: m[1] === 'sm' ? 'cubin' : 'ptx', arch: Number(m[2]) };
+}
+
+/** Kernel configurations for a program: tuned where the table fits, else the heuristic. */
+export function chooseConfigs(program: Program, facts: GpuFacts, tuning: CudaTuning = {}): GpuConfig[] {
+  return program.kernels.map((k) => {
+    const t = tuning[k.name];
+    return t && configFits(k, t, facts) ? t : defaultConfig(k, facts);
+  });
+}
+
+/**
+ * Builds the CUDA program of `graph` for `target` (`sm_90` or `compute_90`) without a GPU:
+ * NVRTC only. Throws NvrtcError (KILN_NVRTC_UNAVAILABLE, KILN_NVRTC_COMPILE with the log).
+ */
+export async function buildCuda(graph: Graph, target: string | CudaTarget, opts: BuildCudaOptions = {}): Promise<CudaBuild> {
+  const t = cudaTarget(target);
+  const facts: GpuFacts = { arch: t.arch, ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}) };
+  const t0 = performance.now();
+  const program = opts.program ?? lower(graph);
+  const configs = chooseConfigs(program, facts, opts.tuning);
+  const plan = gpuPlan(program.plan, program.kernels, configs);
+  const t1 = performance.now();
+  const source = renderCuda(program, facts, configs);
+  const t2 = performance.now();
+  const r = await nvrtcCompile({ source, name: 'kernels.cu', target: t.target, options: [...CUDA_NVRTC_OPTIONS] });
+  const t3 = performance.now();
+  const ptx = parsePtxasLog(r.log);
+  const resources: Record<string, CudaKernelResources> = {};
+  program.kernels.forEach((k, i) => {
+    const step = plan.steps[i];
+    const f = ptx[k.name] ?? { entry: true, registers: 0, sharedBytes: 0, spillStores: 0, spillLoads: 0, stackBytes: 0, barriers: 0 };
+    resources[k.name] = { ...f, threads: step.block?.[0] ?? 0, dynamicSharedBytes: step.sharedBytes ?? 0, config: configs[i] };
+  });
+  const spills = Object.entries(resources).filter(([, f]) => f.spillStores > 0 || f.spillLoads > 0);
+  if (spills.length) {
+    process.emitWarning(`kiln: CUDA kernels spill registers to local memory (slower): ${spills.map(([n, f]) => `${n} (${f.spillStores}B stores)`).join(', ')}`, { code: 'KILN_CUDA_SPILL' });
+  }
+  const tuning: CudaTuning = Object.fromEntries(program.kernels.map((k, i) => [k.name, configs[i]]));
+  return { target: t, program, plan, configs, tuning, source, image: r.binary, log: r.log, resources, times: { lowerMs: t1 - t0, renderMs: t2 - t1, compileMs: t3 - t2 } };
+}
+
+/** The first GPU and its compile target, or a CudaError saying what is missing. */
+export function localCudaTarget(device = 0): { target: CudaTarget; facts: GpuFacts; name: string } {
+  const info = addonInfo();
+  if (!info.driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver: ${info.driver.reason}. Use device: 'cpu' (or 'auto').`);
+  const dev = info.driver.devices[device];
+  if (!dev) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda': the CUDA driver reports ${info.driver.devices.length} GPU(s), so there is no device ${device}. Use device: 'cpu' (or 'auto').`);
+  if (!info.nvrtc.available) throw new CudaError('KILN_NVRTC_UNAVAILABLE', `device: 'cuda' needs NVRTC to compile kernels: ${info.nvrtc.reason}. \`npx kiln doctor\` shows where kiln looked.`);
+  const target = selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: info.nvrtc.archs, deviceName: dev.name, nvrtcVersion: info.nvrtc.version });
+  return { target, facts: { arch: target.arch, smCount: dev.smCount }, name: dev.name };
+}
+
+/** A loaded CUDA program: the engine's CompiledProgram plus the device-side handles. */
+export interface CudaCompiledProgram extends CompiledProgram {
+  readonly device: 'cuda';
+  readonly cuda: {
+    readonly program: CudaProgram;
+    readonly target: CudaTarget;
+    readonly tuning: CudaTuning;
+    readonly resources: Record<string, CudaKernelResources>;
+    readonly image: Buffer;
+    /** Runs with inputs on the device or host; outputs stay on the device (the caller disposes them). */
+    run(inputs: readonly ProgramInput[]): Promise<DeviceTensor[]>;
+  };
+}
+
+/** What loading needs: an image built for this GPU and the plan built with it. */
+export interface CudaLoadParts {
+  readonly image: Uint8Array;
+  readonly graph: Graph;
+  /** The CUDA plan (steps with grid and block). */
+  readonly plan: LaunchPlan;
+  readonly source?: string;
+  readonly kernels?: number;
+  readonly target?: CudaTarget;
+  readonly tuning?: CudaTuning;
+  readonly resources?: Record<string, CudaKernelResources>;
+  readonly device?: number;
+  /** Replay CUDA graphs for repeated calls (default true). */
+  readonly graphs?: boolean;
+}
+
+/**
+ * Loads a built CUDA program on `device` (uploads its constants). A cubin must be for this
+ * GPU's exact architecture: checked here so a mismatch is a clear error rather than the
+ * driver's CUDA_ERROR_NO_BINARY_FOR_GPU.
+ */
+export async function loadCudaProgram(parts: CudaLoadParts): Promise<CudaCompiledProgram> {
+  const t0 = performance.now();
+  const device = parts.device ?? 0;
+  const target = parts.target ?? (isElf(parts.image) ? cudaTarget(`sm_${readCubinArch(parts.image).sm}`) : cudaTarget('compute_75'));
+  if (isElf(parts.image)) {
+    const { sm } = readCubinArch(parts.image);
+    const info = addonInfo();
+    const dev = info.driver.available ? info.driver.devices[device] : undefined;
+    const cc = dev ? dev.computeCapability[0] * 10 + dev.computeCapability[1] : undefined;
+    if (cc !== undefined && cc !== sm) {
+      throw new CudaError('KILN_CUDA_ARCH_MISMATCH', `the CUDA program was built for sm_${sm}, but ${dev!.name} is sm_${cc}: rebuild it for sm_${cc}`);
+    }
+  }
+  const g = parts.graph;
+  const program = await CudaProgram.load(parts.image, { plan: parts.plan, symbols: g.symbols, constants: g.constants, layout: arenaLayout, device, graphs: parts.graphs ?? true });
+  const loadMs = performance.now() - t0;
+  const execute = async (inputs: readonly RawTensor[]): Promise<RawTensor[]> => {
+    const outs = await program.run(inputs);
+    try {
+      return await Promise.all(outs.map((t) => t.toHost()));
+    } finally {
+      for (const t of outs) t.dispose();
+    }
+  };
+  return {
+    device: 'cuda',
+    graph: g,
+    plan: parts.plan,
+    kernels: parts.kernels ?? parts.plan.steps.length,
+    source: parts.source ?? '',
+    times: { lowerMs: 0, renderMs: 0, compileMs: 0, loadMs },
+    execute,
+    cuda: {
+      program,
+      target,
+      tuning: parts.tuning ?? {},
+      resources: parts.resources ?? {},
+      image: Buffer.from(parts.image.buffer, parts.image.byteOffset, parts.image.byteLength),
+      run: (inputs) => program.run(inputs),
+    },
+  };
+}
+
+const isElf = (b: Uint8Array): boolean => b.length >= 4 && b[0] === 0x7f && b[1] === 0x45 && b[2] === 0x4c && b[3] === 0x46;
+
+/** Options of `compileGraphCuda`. */
+export interface CompileCudaOptions {
+  /** CUDA device ordinal (default 0). */
+  device?: number;
+  /** Time candidate configurations on the GPU first (default: `KILN_CUDA_TUNE` !== '0'). */
+  tune?: boolean;
+  /** Configurations to use instead of tuning (e.g. a bundle's table). */
+  tuning?: CudaTuning;
+  /** Symbol values the tuner measures at (default 256 for each). */
+  tuneSizes?: Readonly<Record<string, number>>;
+  graphs?: boolean;
+}
+
+/**
+ * Compiles `graph` for this machine's GPU and loads it: target from the device and NVRTC
+ * (`selectCudaTarget`), configurations tuned on the GPU (unless disabled or given), one
+ * NVRTC program. Throws CudaError KILN_NO_CUDA_DEVICE / KILN_NVRTC_UNAVAILABLE when there is
+ * no GPU or no NVRTC.
+ */
+export async function compileGraphCuda(graph: Graph, opts: CompileCudaOptions = {}): Promise<CudaCompiledProgram> {
+  const device = opts.device ?? 0;
+  const { target, facts } = localCudaTarget(device);
+  const t0 = performance.now();
+  const program = lower(graph);
+  const lowerMs = performance.now() - t0;
+  let tuning = opts.tuning;
+  let tuneMs = 0;
+  if (!tuning && (opts.tune ?? process.env.KILN_CUDA_TUNE !== '0')) {
+    const t1 = performance.now();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the tuner loads only when it runs
+    const { autotuneCuda } = require('./cuda-tune') as typeof import('./cuda-tune');
+    tuning = (await autotuneCuda(program, target, facts, { device, ...(opts.tuneSizes ? { sizes: opts.tuneSizes } : {}) })).tuning;
+    tuneMs = performance.now() - t1;
+  }
+  const built = await buildCuda(graph, target, { program, ...(tuning ? { tuning } : {}), ...(facts.smCount !== undefined ? { smCount: facts.smCount } : {}) });
+  const loaded = await loadCudaProgram({
+    image: built.image,
+    graph: program.graph,
+    plan: built.plan,
+    source: built.source,
+    kernels: program.kernels.length,
+    target,
+    tuning: built.tuning,
+    resources: built.resources,
+    device,
+    ...(opts.graphs !== undefined ? { graphs: opts.graphs } : {}),
+  });
+  const times = { lowerMs: lowerMs + built.times.lowerMs, renderMs: built.times.renderMs, compileMs: built.times.compileMs + tuneMs, loadMs: loaded.times.loadMs };
+  return { ...loaded, times };
+}

@@ -1,0 +1,96 @@
+/**
+ * The CUDA engine without a GPU: `buildCuda` (NVRTC only) gives a cubin whose ELF header
+ * says the requested SM, a plan whose every step has a grid and block, and a resource report
+ * per kernel; launch geometry for dynamic dims; tuning tables as data; the autotuner's
+ * choice logic. Skipped without NVRTC unless KILN_REQUIRE_NVRTC=1.
+ */
+import { buildCuda, chooseConfigs, cudaTarget } from '../lib/engine/cuda';
+import { pickFastest } from '../lib/engine/cuda-tune';
+import { lower } from '../lib/passes';
+import { candidateConfigs, defaultConfig, geometry, type GpuConfig } from '../lib/passes/gpu';
+import { parseGridDim } from '../lib/runtime/cuda';
+import { readCubinArch } from '../lib/runtime/cuda-driver';
+import { addonInfo } from '../lib/runtime/native';
+import * as F from '../lib/tensor/functional';
+import { trace } from '../lib/tensor/trace';
+import type { Tensor } from '../lib/tensor/tensor';
+
+type T = Tensor;
+const info = addonInfo();
+const nvrtcIt = info.nvrtc.available || process.env.KILN_REQUIRE_NVRTC === '1' ? it : it.skip;
+const f16 = (...shape: number[]) => ({ shape, dtype: 'float16' as const });
+
+const mlp = trace(
+  (x: T, g: T, w1: T, w2: T) => x.add(F.layerNorm(x, g).matmul(w1).gelu().matmul(w2)),
+  [f16(16, 64), f16(64), f16(64, 256), f16(256, 64)],
+  { dynamic: { 0: [0] } },
+);
+
+describe('buildCuda', () => {
+  for (const sm of [90, 80]) {
+    nvrtcIt(`builds an sm_${sm} cubin and a launch plan without a GPU`, async () => {
+      const b = await buildCuda(mlp, `sm_${sm}`);
+      expect(b.target).toEqual({ target: `sm_${sm}`, kind: 'cubin', arch: sm });
+      expect(readCubinArch(b.image).sm).toBe(sm);
+      expect(b.plan.steps.map((s) => s.kernel)).toEqual(b.program.kernels.map((k) => k.name));
+      for (const s of b.plan.steps) {
+        expect(s.grid!.length).toBeGreaterThan(0);
+        for (const g of s.grid!) expect(() => parseGridDim(g)).not.toThrow();
+        expect(s.block![0]).toBeGreaterThan(0);
+        expect(b.source).toContain(`__launch_bounds__(${s.block![0]}, 1) ${s.kernel}(`);
+      }
+      for (const k of b.program.kernels) {
+        const r = b.resources[k.name];
+        expect(r).toMatchObject({ entry: true, spillStores: 0, spillLoads: 0 });
+        expect(r.registers).toBeGreaterThan(0);
+      }
+      expect(Object.keys(b.tuning)).toEqual(b.program.kernels.map((k) => k.name));
+    }, 120_000);
+  }
+
+  nvrtcIt('builds PTX for compute_90', async () => {
+    const b = await buildCuda(mlp, 'compute_90');
+    expect(b.target.kind).toBe('ptx');
+    expect(b.image.toString('utf8')).toContain('.target sm_90');
+  }, 120_000);
+
+  it('parses targets', () => {
+    expect(cudaTarget('sm_86')).toEqual({ target: 'sm_86', kind: 'cubin', arch: 86 });
+    expect(() => cudaTarget('gfx90a')).toThrow(/sm_XY or compute_XY/);
+  });
+});
+
+describe('launch geometry and tuning tables', () => {
+  const p = lower(mlp);
+  const facts = { arch: 90 };
+
+  it('grids of dynamic dims are ceiling divisions the runtime parses', () => {
+    const grids = p.kernels.map((k) => geometry(k, defaultConfig(k, facts)).grid);
+    expect(grids.flat().some((g) => typeof g === 'string' && g.startsWith('cdiv(s0'))).toBe(true);
+    for (const g of grids.flat()) expect(() => parseGridDim(g)).not.toThrow();
+  });
+
+  it('a stored tuning table is used where it fits and ignored where it does not', () => {
+    const [k] = p.kernels;
+    const alt = candidateConfigs(k, facts)[1];
+    expect(chooseConfigs(p, facts, { [k.name]: alt })[0]).toEqual(alt);
+    const bogus = { kind: 'reduce', block: 96, threads: 3, vec: 1, cache: false } as GpuConfig;
+    expect(chooseConfigs(p, facts, { [k.name]: bogus })[0]).toEqual(defaultConfig(k, facts));
+  });
+
+  it('every candidate is a distinct configuration, the default first', () => {
+    for (const k of p.kernels) {
+      const c = candidateConfigs(k, facts);
+      expect(c[0]).toEqual(defaultConfig(k, facts));
+      expect(new Set(c.map((x) => JSON.stringify(x))).size).toBe(c.length);
+    }
+  });
+
+  it('the tuner keeps the default unless another candidate is 3% faster, and skips untimed ones', () => {
+    const c = (block: number): GpuConfig => ({ kind: 'elementwise', block, vec: 4 });
+    expect(pickFastest([{ kernel: 'E', config: c(256), us: 10 }, { kernel: 'E', config: c(128), us: 9.8 }]).E).toEqual(c(256));
+    expect(pickFastest([{ kernel: 'E', config: c(256), us: 10 }, { kernel: 'E', config: c(128), us: 9 }]).E).toEqual(c(128));
+    expect(pickFastest([{ kernel: 'E', config: c(256), us: null, why: 'spills' }, { kernel: 'E', config: c(512), us: 12 }]).E).toEqual(c(512));
+    expect(pickFastest([{ kernel: 'E', config: c(256), us: null }])).toEqual({});
+  });
+});
