@@ -8,8 +8,19 @@
 // against each other and against the next call. One caller thread means one team, kept hot
 // from call to call. Results reach JS through a thread-safe function per Node environment,
 // so no pool thread is held while kernels run (file I/O and compiles keep their threads).
+//
+// Kernel libraries generated since then parallelize through kiln's own pool (KernelPool
+// below, handed to each library at load by kiln_set_runtime) instead of OpenMP: the caller
+// runs chunks itself and waits only for chunks that workers have started, so a worker that
+// is not scheduled (a busy machine, another engine's threads) delays nothing; workers spin
+// briefly for the next region, then sleep.
 #include <dlfcn.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -230,6 +241,130 @@ void CpuQueue::Cleanup(void* arg) {
   self->tsfn_.Abort();  // pending deliveries are dropped; the queue object is leaked on purpose
 }
 
+
+/**
+ * The process-wide kernel thread pool. parallel_for(n, nt, fn, ctx) runs fn(ctx, i) for
+ * i in [0, n) on the calling thread and on up to nt - 1 workers. Chunks are claimed from
+ * an atomic counter; the caller claims them too, and when none is left it closes the job
+ * and waits only for workers inside it (`active_`), never for workers that have not
+ * arrived: a late worker sees the job closed (or a newer epoch) and leaves it alone. One
+ * parallel_for at a time: a second concurrent caller runs its loop serially.
+ */
+class KernelPool {
+ public:
+  static KernelPool& Get() {
+    static KernelPool* self = new KernelPool();  // never destroyed; workers are detached
+    return *self;
+  }
+
+  static int DefaultThreads() {
+    const unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<int>(n) : 1;
+  }
+
+  void ParallelFor(int64_t n, int nt, void (*fn)(void*, int64_t), void* ctx) {
+    if (nt > kMaxThreads) nt = kMaxThreads;
+    std::unique_lock<std::mutex> caller(callers_, std::try_to_lock);
+    if (n <= 1 || nt <= 1 || !caller.owns_lock()) {
+      for (int64_t i = 0; i < n; i++) fn(ctx, i);
+      return;
+    }
+    Ensure(nt - 1);
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    nt_ = nt;
+    next_.store(0, std::memory_order_relaxed);
+    epoch_.fetch_add(1, std::memory_order_seq_cst);  // publishes the fields above
+    open_.store(true, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      cv_.notify_all();
+    }
+    for (int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) fn(ctx, i);
+    open_.store(false, std::memory_order_seq_cst);
+    while (active_.load(std::memory_order_seq_cst) != 0) Relax();
+  }
+
+ private:
+  static constexpr int kMaxThreads = 256;
+  // How long an idle worker spins for the next parallel region before it sleeps: longer
+  // than the gap between the kernels of one call, short enough not to hold a core between
+  // calls (a spinning thread takes the core from whatever else the machine runs).
+  static constexpr std::chrono::microseconds kSpin{100};
+
+  static void Relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+  }
+
+  void Ensure(int workers) {
+    while (started_ < workers) {
+      const int index = started_++;
+      std::thread(&KernelPool::Worker, this, index).detach();
+    }
+  }
+
+  uint64_t WaitForEpoch(uint64_t seen) {
+    auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int k = 1;; k++) {
+      const uint64_t e = epoch_.load(std::memory_order_acquire);
+      if (e != seen) return e;
+      Relax();
+      if (k % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    uint64_t e;
+    cv_.wait(lock, [&] { return (e = epoch_.load(std::memory_order_seq_cst)) != seen; });
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return e;
+  }
+
+  void Worker(int index) {
+    uint64_t seen = epoch_.load(std::memory_order_acquire);
+    for (;;) {
+      const uint64_t e = seen = WaitForEpoch(seen);
+      if (index >= nt_ - 1) continue;  // this job asked for fewer threads
+      active_.fetch_add(1, std::memory_order_seq_cst);
+      if (open_.load(std::memory_order_seq_cst) && epoch_.load(std::memory_order_seq_cst) == e) {
+        const int64_t n = n_;
+        for (int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n;) fn_(ctx_, i);
+      }
+      active_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+
+  std::mutex callers_;  // held by the thread running a parallel_for
+  int started_ = 0;     // guarded by callers_
+  std::atomic<uint64_t> epoch_{0};
+  std::atomic<bool> open_{false};
+  std::atomic<int> active_{0};
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> sleepers_{0};
+  // The current job: written by the caller before it bumps epoch_, read by workers after.
+  void (*fn_)(void*, int64_t) = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int> nt_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+/** What a kernel library gets at load (kiln_set_runtime); the layout is part of the ABI. */
+struct KernelRuntimeV1 {
+  int32_t version;          // 1
+  int32_t threads;          // the default thread count (all cores)
+  void (*parallel_for)(int64_t n, int32_t nt, void (*fn)(void*, int64_t), void* ctx);
+};
+
+void PoolParallelFor(int64_t n, int32_t nt, void (*fn)(void*, int64_t), void* ctx) {
+  KernelPool::Get().ParallelFor(n, nt, fn, ctx);
+}
+
+const KernelRuntimeV1 kRuntime = {1, KernelPool::DefaultThreads(), &PoolParallelFor};
+
 /**
  * libgomp's idle workers spin GOMP_SPINCOUNT times before they sleep; its default (300000
  * when the process has no more threads than cores) is milliseconds of spinning after every
@@ -260,6 +395,9 @@ Napi::Value KilnAddon::CpuLoad(const Napi::CallbackInfo& info) {
     const char* why = dlerror();
     Throw(env, "KILN_DLOPEN", "cannot load CPU kernels " + path + ": " + (why ? why : "dlopen failed"));
   }
+  // Libraries with kiln's own thread pool take it here (older bundles use OpenMP).
+  using SetRuntime = void (*)(const void*);
+  if (auto set = reinterpret_cast<SetRuntime>(dlsym(handle, "kiln_set_runtime"))) set(&kRuntime);
   auto* lib = new CpuLibrary();
   lib->handle = handle;
   lib->path = path;

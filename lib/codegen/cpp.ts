@@ -1,17 +1,21 @@
 /**
- * The C++ backend: a small subclass of the C-style renderer (OpenMP pragmas for loops,
- * plain `static` kernels) and `renderCpp`, which writes one translation unit holding every
- * kernel, an exported entry per kernel, and `kiln_run`, which launches them in plan order.
+ * The C++ backend: a small subclass of the C-style renderer (parallel loops through kiln's
+ * thread pool, OpenMP SIMD pragmas, plain `static` kernels) and `renderCpp`, which writes
+ * one translation unit holding every kernel, an exported entry per kernel, and `kiln_run`,
+ * which launches them in plan order.
  */
-import { isStatic, type Dim } from '../ir';
+import { dimProd, isStatic, type Dim } from '../ir';
 import type { Program } from '../passes';
 import { CStyleRenderer, shapeText } from './cstyle';
 import { GEMM_PRELUDE, matmulBody, packSlotOf, type PackSlotInfo } from './gemm';
-import { elementwiseBody, KernelExprs, PARALLEL_MIN_WORK, rowBody, type LoopDialect } from './loops';
+import { elementwiseBody, KernelExprs, PARALLEL_MIN_WORK, rowBody, type LoopDialect, type LoopVar, type Reduction } from './loops';
 import { C_HELPERS } from './prelude';
 import type { Kernel } from '../passes';
 
-/** Renders kernels as C++17 functions with OpenMP loops. */
+/** Element-steps a parallel chunk does at least (half the threshold: 2 chunks pay). */
+const CHUNK_MIN_WORK = PARALLEL_MIN_WORK / 2;
+
+/** Renders kernels as C++17 functions; parallel loops run on kiln's thread pool (CPP_HEADER). */
 export class CppRenderer extends CStyleRenderer implements LoopDialect {
   readonly kernelPrefix = 'static void';
 
@@ -19,11 +23,59 @@ export class CppRenderer extends CStyleRenderer implements LoopDialect {
     super();
   }
 
-  parallelFor(work: Dim, collapse: number, extra = ''): string {
-    if (isStatic(work) && work < PARALLEL_MIN_WORK) return '';
-    const c = collapse > 1 ? ` collapse(${collapse})` : '';
-    const cond = isStatic(work) ? '' : ` if (${this.dim(work)} >= ${PARALLEL_MIN_WORK})`;
-    return `#pragma omp parallel for${extra.startsWith('simd') ? ' simd' : ''}${c} ${extra.replace(/^simd ?/, '')} num_threads(kiln_nt())${cond}`.replace(/ +/g, ' ');
+  /** Iterations of a loop whose iterations do `inner` element-steps each, for a chunk to pay. */
+  #minChunk(inner: Dim): string {
+    if (isStatic(inner)) return `${Math.max(1, Math.ceil(CHUNK_MIN_WORK / Math.max(1, inner)))}`;
+    return `kiln_max64(1, ${CHUNK_MIN_WORK} / kiln_max64(1, ${this.dim(inner)}))`;
+  }
+
+  parallelLoops(vars: readonly LoopVar[], inner: Dim, body: string[], simd: boolean): string[] {
+    const n = dimProd(vars.map((v) => v.extent));
+    const work = dimProd([n, inner]);
+    if (isStatic(work) && work < PARALLEL_MIN_WORK) {
+      let lines = body;
+      vars.forEach((_, j) => {
+        const d = vars.length - 1 - j;
+        const pragma = simd && d === vars.length - 1 ? [this.simd()] : [];
+        lines = [...pragma, `for (int64_t ${vars[d].name} = 0; ${vars[d].name} < ${this.dim(vars[d].extent)}; ${vars[d].name}++) {`, ...lines.map((l) => `  ${l}`), '}'];
+      });
+      return lines;
+    }
+    const head = `kiln_par_for(${this.dim(n)}, ${this.#minChunk(inner)}, [&](int64_t lo_, int64_t hi_) {`;
+    if (vars.length === 1) {
+      const v = vars[0].name;
+      return [head, ...(simd ? [`  ${this.simd()}`] : []), `  for (int64_t ${v} = lo_; ${v} < hi_; ${v}++) {`, ...body.map((l) => `    ${l}`), '  }', '});'];
+    }
+    // Several loops run as one flattened loop (as OpenMP's collapse did).
+    const coords: string[] = [];
+    let innerN: Dim = 1;
+    for (let d = vars.length - 1; d >= 0; d--) {
+      const q = innerN === 1 ? 'f_' : `(f_ / ${this.dim(innerN)})`;
+      coords.unshift(`    const int64_t ${vars[d].name} = ${d === 0 ? q : `${q} % ${this.dim(vars[d].extent)}`};`);
+      innerN = dimProd([innerN, vars[d].extent]);
+    }
+    return [head, '  for (int64_t f_ = lo_; f_ < hi_; f_++) {', ...coords, ...body.map((l) => `    ${l}`), '  }', '});'];
+  }
+
+  parallelReduce(v: LoopVar, inner: Dim, acc: string, red: Reduction, body: (lo: string, hi: string) => string[]): string[] | undefined {
+    const work = dimProd([v.extent, inner]);
+    if (isStatic(work) && work < PARALLEL_MIN_WORK) return undefined;
+    const vars = red.vars(acc);
+    const part = (name: string): string => `${name}_part[c_]`;
+    return [
+      '{',
+      `  const int64_t n_ = ${this.dim(v.extent)}, nch_ = kiln_reduce_chunks(n_, ${this.#minChunk(inner)});`,
+      ...vars.map(([t, name]) => `  ${t} ${name}_part[KILN_REDUCE_CHUNKS];`),
+      '  kiln_par_n(nch_, kiln_nt(), [&](int64_t c_) {',
+      ...vars.map(([t, name]) => `    ${t} ${name} = ${name === acc ? red.init : '0'};`),
+      ...body('c_ * n_ / nch_', '(c_ + 1) * n_ / nch_').map((l) => `    ${l}`),
+      ...vars.map(([, name]) => `    ${part(name)} = ${name};`),
+      '  });',
+      '  for (int64_t c_ = 0; c_ < nch_; c_++) {',
+      ...red.combine(acc, part).map((l) => `    ${l}`),
+      '  }',
+      '}',
+    ];
   }
 
   simd(extra = ''): string {
@@ -51,10 +103,53 @@ export class CppRenderer extends CStyleRenderer implements LoopDialect {
 }
 
 const CPP_HEADER = String.raw`// Generated by kiln. One translation unit: all kernels of a program and its entry points.
-#include <omp.h>
+#include <stdint.h>
+/* kiln's thread pool, handed over by the addon when it loads the library (native/cpu.cc):
+   parallel_for(n, nt, fn, ctx) runs fn(ctx, i) for every i < n on the calling thread and up
+   to nt - 1 workers, and waits only for chunks that workers started. Without it (the library
+   loaded by something else) everything runs on the calling thread. */
+struct kiln_runtime_v1 {
+  int32_t version, threads;
+  void (*parallel_for)(int64_t n, int32_t nt, void (*fn)(void*, int64_t), void* ctx);
+};
+static const kiln_runtime_v1* kiln_rt = 0;
+extern "C" void kiln_set_runtime(const void* rt) {
+  const kiln_runtime_v1* r = (const kiln_runtime_v1*)rt;
+  if (r != 0 && r->version >= 1) kiln_rt = r;
+}
 static int kiln_threads = 0;
-static inline int kiln_nt(void) { return kiln_threads > 0 ? kiln_threads : omp_get_max_threads(); }
+static inline int kiln_nt(void) { return kiln_threads > 0 ? kiln_threads : (kiln_rt ? kiln_rt->threads : 1); }
 static inline long long kiln_min64(long long a, long long b) { return a < b ? a : b; }
+static inline long long kiln_max64(long long a, long long b) { return a > b ? a : b; }
+/* f(i) for every i in [0, n), on up to nt threads. */
+template <typename F>
+static inline void kiln_par_n(int64_t n, int nt, F f) {
+  if (n <= 1 || nt <= 1 || kiln_rt == 0) {
+    for (int64_t i = 0; i < n; i++) f(i);
+    return;
+  }
+  kiln_rt->parallel_for(n, nt, [](void* c, int64_t i) { (*(F*)c)(i); }, (void*)&f);
+}
+/* f(lo, hi) over chunks of [0, n) of at least min_chunk (a multiple of 16 when larger), about four per thread. */
+template <typename F>
+static inline void kiln_par_for(int64_t n, int64_t min_chunk, F f) {
+  const int nt = kiln_nt();
+  if (nt <= 1 || kiln_rt == 0 || n < 2 * min_chunk) {
+    if (n > 0) f((int64_t)0, n);
+    return;
+  }
+  int64_t ch = (n + 4 * nt - 1) / (4 * nt);
+  if (ch < min_chunk) ch = min_chunk;
+  if (ch > 16) ch = (ch + 15) & ~(int64_t)15;
+  const int64_t nch = (n + ch - 1) / ch;
+  kiln_par_n(nch, nt, [&](int64_t c) { f(c * ch, c == nch - 1 ? n : (c + 1) * ch); });
+}
+/* Chunks of a whole-tensor reduction: from its size only, so the partial sums combine in
+   the same order at any thread count. */
+#define KILN_REDUCE_CHUNKS 64
+static inline int64_t kiln_reduce_chunks(int64_t n, int64_t min_chunk) {
+  return kiln_max64(1, kiln_min64(KILN_REDUCE_CHUNKS, n / kiln_max64(1, min_chunk)));
+}
 `;
 
 /** One program of a translation unit and the name of its run entry. */
@@ -133,11 +228,12 @@ export function renderCpp(program: Program): string {
 }
 
 /**
- * Compiler flags for the generated C++: optimized for the host CPU, OpenMP, position
- * independent, and strict IEEE arithmetic (no -ffast-math, no FMA contraction) so that
+ * Compiler flags for the generated C++: optimized for the host CPU, OpenMP SIMD pragmas,
+ * position independent, and strict IEEE arithmetic (no -ffast-math, no FMA contraction) so that
  * NaN, infinities and per-op rounding match the reference interpreter.
  */
 export function cppFlags(): string[] {
   // -fno-trapping-math and -fno-math-errno change no value; they let GCC if-convert and vectorize.
-  return ['-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-w'];
+  // -fopenmp-simd: the SIMD pragmas only; threads come from kiln's pool, not libgomp.
+  return ['-O3', '-march=native', '-fopenmp-simd', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-w'];
 }

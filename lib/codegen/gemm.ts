@@ -171,75 +171,72 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
   const double flops = 2.0 * (double)nb * (double)M * (double)N * (double)K;
   float* apk = kiln_scratch(0, nb * MP * KK); /* the caller's scratch, shared by the team */
   const int64_t apanels = nb * nk * mpan, bpanels = bpk != nullptr && bpk_state == 1 ? nbb * nk * npan : 0;
-#pragma omp parallel num_threads(nt) if (nt > 1 && units > 1 && flops > 4e6)
-  {
-#pragma omp for schedule(static) nowait
-    for (int64_t t = 0; t < apanels; t++) {
-      const int64_t bi = t / (nk * mpan), kb = (t / mpan) % nk, ip = t % mpan;
-      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
-      kiln_pack_a_panel(apk + bi * MP * KK + pc * MP + ip * KILN_MR * kc, pc, kc, ip * KILN_MR, M, la, a_rs, a_cs, offa(bi), a_raw, a_kind);
-    }
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < bpanels; t++) {
-      const int64_t bi = t / (nk * npan), kb = (t / npan) % nk, jp = t % npan;
-      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
-      kiln_pack_b_panel(bpk + bi * NP * KK + pc * NP + jp * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
-    }
-    const int64_t ldc = ucols * KILN_NR;
-    float* cc = kiln_scratch(2, mcp * KILN_MR * ldc);
+  const int pnt = nt > 1 && units > 1 && flops > 4e6 ? nt : 1; /* threads that pay */
+  /* Phase 1: A panels (and B into its pack slot on the slot's first call), then the units;
+     kiln_par_n returns when every chunk is done, so each phase sees the previous one's data. */
+  kiln_par_n(apanels, pnt, [&](int64_t t) {
+    const int64_t bi = t / (nk * mpan), kb = (t / mpan) % nk, ip = t % mpan;
+    const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+    kiln_pack_a_panel(apk + bi * MP * KK + pc * MP + ip * KILN_MR * kc, pc, kc, ip * KILN_MR, M, la, a_rs, a_cs, offa(bi), a_raw, a_kind);
+  });
+  kiln_par_n(bpanels, pnt, [&](int64_t t) {
+    const int64_t bi = t / (nk * npan), kb = (t / npan) % nk, jp = t % npan;
+    const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+    kiln_pack_b_panel(bpk + bi * NP * KK + pc * NP + jp * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
+  });
+  const int64_t ldc = ucols * KILN_NR;
+  kiln_par_n(units, pnt, [&](int64_t u) {
+    float* cc = kiln_scratch(2, mcp * KILN_MR * ldc); /* this thread's */
     float* bp = bpk != nullptr ? nullptr : kiln_scratch(1, KILN_KC * ldc);
-#pragma omp for schedule(dynamic)
-    for (int64_t u = 0; u < units; u++) {
-      const int64_t bi = u / (nblk * mch), jb = (u / mch) % nblk, mb = u % mch;
-      const int64_t jp0 = jb * ucols, jp1 = kiln_min(npan, jp0 + ucols);
-      const int64_t ip0 = mb * mcp, ip1 = kiln_min(mpan, ip0 + mcp);
-      const float* ab = apk + bi * MP * KK;
-      for (int64_t kb = 0; kb < nk; kb++) {
-        const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
-        const float* bb;
-        if (bpk != nullptr) {
-          bb = bpk + (nbb > 1 ? bi : 0) * NP * KK + pc * NP + jp0 * KILN_NR * kc;
-        } else {
-          for (int64_t jp = jp0; jp < jp1; jp++)
-            kiln_pack_b_panel(bp + (jp - jp0) * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
-          bb = bp;
-        }
-        for (int64_t jp = jp0; jp < jp1; jp++) {
-          const float* bpan = bb + (jp - jp0) * KILN_NR * kc;
-          /* Prefetch the next B panel into L1 a slice per M panel, while this one is in use. */
-          const char* next = (const char*)(bpan + KILN_NR * kc);
-          const int64_t lines = jp + 1 < jp1 ? KILN_NR * kc / 16 : 0, step = (lines + (ip1 - ip0) - 1) / (ip1 - ip0);
-          for (int64_t ip = ip0; ip < ip1; ip++) {
-            for (int64_t l = (ip - ip0) * step, le = kiln_min(lines, l + step); l < le; l++) _mm_prefetch(next + l * 64, _MM_HINT_T0);
-            const int64_t mr = kiln_min(KILN_MR, M - ip * KILN_MR);
-            float* c = cc + (ip - ip0) * KILN_MR * ldc + (jp - jp0) * KILN_NR;
-            const float* apan = ab + pc * MP + ip * KILN_MR * kc;
-            if (mr == KILN_MR) kiln_micro<KILN_MR>(kc, apan, bpan, c, ldc, kb == 0);
-            else kiln_micro_tail((int)mr, kc, apan, bpan, c, ldc, kb == 0);
-            if (kb == nk - 1) {
-              const int64_t nr = kiln_min(KILN_NR, N - jp * KILN_NR);
-              for (int64_t r = 0; r < mr; r++) epi(bi, ip * KILN_MR + r, jp * KILN_NR, nr, (const float*)(c + r * ldc));
-            }
+    const int64_t bi = u / (nblk * mch), jb = (u / mch) % nblk, mb = u % mch;
+    const int64_t jp0 = jb * ucols, jp1 = kiln_min(npan, jp0 + ucols);
+    const int64_t ip0 = mb * mcp, ip1 = kiln_min(mpan, ip0 + mcp);
+    const float* ab = apk + bi * MP * KK;
+    for (int64_t kb = 0; kb < nk; kb++) {
+      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+      const float* bb;
+      if (bpk != nullptr) {
+        bb = bpk + (nbb > 1 ? bi : 0) * NP * KK + pc * NP + jp0 * KILN_NR * kc;
+      } else {
+        for (int64_t jp = jp0; jp < jp1; jp++)
+          kiln_pack_b_panel(bp + (jp - jp0) * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
+        bb = bp;
+      }
+      for (int64_t jp = jp0; jp < jp1; jp++) {
+        const float* bpan = bb + (jp - jp0) * KILN_NR * kc;
+        /* Prefetch the next B panel into L1 a slice per M panel, while this one is in use. */
+        const char* next = (const char*)(bpan + KILN_NR * kc);
+        const int64_t lines = jp + 1 < jp1 ? KILN_NR * kc / 16 : 0, step = (lines + (ip1 - ip0) - 1) / (ip1 - ip0);
+        for (int64_t ip = ip0; ip < ip1; ip++) {
+          for (int64_t l = (ip - ip0) * step, le = kiln_min(lines, l + step); l < le; l++) _mm_prefetch(next + l * 64, _MM_HINT_T0);
+          const int64_t mr = kiln_min(KILN_MR, M - ip * KILN_MR);
+          float* c = cc + (ip - ip0) * KILN_MR * ldc + (jp - jp0) * KILN_NR;
+          const float* apan = ab + pc * MP + ip * KILN_MR * kc;
+          if (mr == KILN_MR) kiln_micro<KILN_MR>(kc, apan, bpan, c, ldc, kb == 0);
+          else kiln_micro_tail((int)mr, kc, apan, bpan, c, ldc, kb == 0);
+          if (kb == nk - 1) {
+            const int64_t nr = kiln_min(KILN_NR, N - jp * KILN_NR);
+            for (int64_t r = 0; r < mr; r++) epi(bi, ip * KILN_MR + r, jp * KILN_NR, nr, (const float*)(c + r * ldc));
           }
         }
       }
     }
-  }
+  });
 }
 
 /* Exact int32 matmul: products and sums wrap modulo 2^32. */
 template <typename LA, typename OA, typename LB, typename OB, typename EPI>
 static void kiln_gemm_i32(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_t a_rs, int64_t a_cs, OA offa, const void*, int,
                           LB lb, int64_t b_rs, int64_t b_cs, OB offb, const void*, int, EPI epi) {
-#pragma omp parallel for collapse(2) num_threads(kiln_nt()) if ((double)nb * M * N * K > 4e6)
-  for (int64_t bi = 0; bi < nb; bi++)
-    for (int64_t i = 0; i < M; i++)
-      for (int64_t j = 0; j < N; j++) {
-        uint32_t s = 0;
-        for (int64_t p = 0; p < K; p++) s += (uint32_t)la(offa(bi) + i * a_rs + p * a_cs) * (uint32_t)lb(offb(bi) + p * b_rs + j * b_cs);
-        const int32_t c = (int32_t)s;
-        epi(bi, i, j, 1, &c);
-      }
+  kiln_par_n(nb * M, (double)nb * M * N * K > 4e6 ? kiln_nt() : 1, [&](int64_t row) {
+    const int64_t bi = row / M, i = row % M;
+    for (int64_t j = 0; j < N; j++) {
+      uint32_t s = 0;
+      for (int64_t p = 0; p < K; p++) s += (uint32_t)la(offa(bi) + i * a_rs + p * a_cs) * (uint32_t)lb(offb(bi) + p * b_rs + j * b_cs);
+      const int32_t c = (int32_t)s;
+      epi(bi, i, j, 1, &c);
+    }
+  });
 }
 `;
 

@@ -4,16 +4,34 @@
  * motion: a broadcast row scale is computed once per row, not per element). Row kernels
  * loop over the outer index, run each reduction stage as an inner loop, then write the
  * outputs in a final inner loop (see docs/FUSION.md, "Row kernels"). The innermost loop of
- * each nest is marked SIMD; the outermost runs in parallel when the kernel is large enough.
+ * each nest is marked SIMD; the outermost is split across threads (the dialect's
+ * parallelLoops) when the kernel is large enough.
  */
 import { dimProd, isStatic, type Dim, type DType } from '../ir';
 import { dependsOn, indexOf, ivar, simplifyValid, type IExpr, type Kernel, type KNode } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 
+/** A loop: its variable and extent. */
+export interface LoopVar {
+  readonly name: string;
+  readonly extent: Dim;
+}
+
 /** Loop constructs a C-like CPU backend provides. */
 export interface LoopDialect {
-  /** Pragma for a parallel loop over `collapse` loops doing `work` element-steps ('' when too small to pay). */
-  parallelFor(work: Dim, collapse: number, extra?: string): string;
+  /**
+   * The loops `vars` (outermost first) around `body`, split across threads when the work
+   * (their iterations times `inner` element-steps each) is large enough to pay; the last
+   * loop gets the SIMD pragma when `simd`.
+   */
+  parallelLoops(vars: readonly LoopVar[], inner: Dim, body: string[], simd: boolean): string[];
+  /**
+   * A reduction over `v`'s range split into chunks that run in parallel when the work is
+   * large enough: `body(lo, hi)` is the loop over [lo, hi) that updates the accumulators
+   * of `red` named `acc`; the chunks' partial results are combined in chunk order (the
+   * same order for any thread count). Undefined: too small, loop as usual.
+   */
+  parallelReduce(v: LoopVar, inner: Dim, acc: string, red: Reduction, body: (lo: string, hi: string) => string[]): string[] | undefined;
   /** Pragma for a vectorizable innermost loop, with optional reduction clauses. */
   simd(extra?: string): string;
 }
@@ -129,19 +147,23 @@ export function elementwiseBody(x: KernelExprs, dialect: LoopDialect): string[] 
   // the second is not the SIMD loop.
   const collapse = rank >= 3 && body[1].length === 0 ? 2 : 1;
   let lines = body[rank];
-  for (let d = rank - 1; d >= 0; d--) {
-    let pragma = '';
-    if (d === 0) pragma = dialect.parallelFor(dimProd(k.domain), collapse, rank === 1 ? 'simd' : '') || (rank === 1 ? dialect.simd() : '');
-    else if (d === rank - 1) pragma = dialect.simd();
+  for (let d = rank - 1; d >= collapse; d--) {
+    const pragma = d === rank - 1 ? [dialect.simd()] : [];
     const head = `for (int64_t ${domVar(d)} = 0; ${domVar(d)} < ${r.dim(k.domain[d])}; ${domVar(d)}++) {`;
-    lines = [...body[d], ...(pragma ? [pragma] : []), head, ...indent(lines), '}'];
+    lines = [...body[d], ...pragma, head, ...indent(lines), '}'];
   }
-  return lines;
+  const vars = k.domain.slice(0, collapse).map((extent, d) => ({ name: domVar(d), extent }));
+  return [...body[0], ...dialect.parallelLoops(vars, dimProd(k.domain.slice(collapse)), lines, rank === collapse)];
 }
 
-interface Reduction {
+/** How one reduction stage accumulates (its accumulator is named `acc`). */
+export interface Reduction {
   init: string;
   accType: string;
+  /** Every accumulator variable (type, name): the value, and a NaN flag for float max. */
+  vars: (acc: string) => [string, string][];
+  /** Merge partial accumulators, named by `part(name)`, into the accumulators. */
+  combine: (acc: string, part: (name: string) => string) => string[];
   update: (acc: string, v: string) => string[];
   clause: (acc: string) => string;
   result: (acc: string) => string;
@@ -155,6 +177,8 @@ function reduction(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reductio
     return {
       init: float ? '0.0f' : '0u',
       accType,
+      vars: (acc) => [[accType, acc]],
+      combine: (acc, part) => [`${acc} += ${part(acc)};`],
       update: (acc, v) => [`${acc} += ${float ? v : `(uint32_t)${v}`};`],
       clause: (acc) => `reduction(+:${acc})`,
       result: (acc) => (float ? r.round(dtype, acc) : `(int32_t)${acc}`),
@@ -162,15 +186,38 @@ function reduction(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reductio
     };
   }
   if (dtype === 'bool') {
-    return { init: '0', accType: 'int', update: (acc, v) => [`${acc} |= (int)${v};`], clause: (acc) => `reduction(|:${acc})`, result: (acc) => `(${acc} != 0)`, extraDecl: () => [] };
+    return {
+      init: '0',
+      accType: 'int',
+      vars: (acc) => [['int', acc]],
+      combine: (acc, part) => [`${acc} |= ${part(acc)};`],
+      update: (acc, v) => [`${acc} |= (int)${v};`],
+      clause: (acc) => `reduction(|:${acc})`,
+      result: (acc) => `(${acc} != 0)`,
+      extraDecl: () => [],
+    };
   }
   if (!float) {
-    return { init: '(-2147483647 - 1)', accType: 'int32_t', update: (acc, v) => [`${acc} = ${v} > ${acc} ? ${v} : ${acc};`], clause: (acc) => `reduction(max:${acc})`, result: (acc) => acc, extraDecl: () => [] };
+    return {
+      init: '(-2147483647 - 1)',
+      accType: 'int32_t',
+      vars: (acc) => [['int32_t', acc]],
+      combine: (acc, part) => [`${acc} = ${part(acc)} > ${acc} ? ${part(acc)} : ${acc};`],
+      update: (acc, v) => [`${acc} = ${v} > ${acc} ? ${v} : ${acc};`],
+      clause: (acc) => `reduction(max:${acc})`,
+      result: (acc) => acc,
+      extraDecl: () => [],
+    };
   }
   // NaN is tracked apart so that the max itself stays an order-independent (vectorizable) reduction.
   return {
     init: '(-INFINITY)',
     accType: 'float',
+    vars: (acc) => [
+      ['float', acc],
+      ['int', `${acc}_nan`],
+    ],
+    combine: (acc, part) => [`${acc} = ${part(acc)} > ${acc} ? ${part(acc)} : ${acc};`, `${acc}_nan |= ${part(`${acc}_nan`)};`],
     update: (acc, v) => [`${acc} = ${v} > ${acc} ? ${v} : ${acc};`, `${acc}_nan |= (${v} != ${v});`],
     clause: (acc) => `reduction(max:${acc}) reduction(|:${acc}_nan)`,
     result: (acc) => `(${acc}_nan ? NAN : ${acc})`,
@@ -195,17 +242,31 @@ export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
   const outerValues = (roots: number[]): string[] => x.closure(roots).filter((i) => !inner(i) && take(i)).flatMap((i) => x.statement(i));
   const noOuter = outer.length === 0;
   const innerWork = dimProd(red.map((d) => k.domain[d]));
-  const redLoops = (body: string[], clause = ''): string[] => {
-    let lines = body;
-    for (let j = red.length - 1; j >= 0; j--) {
-      const innermost = j === red.length - 1;
-      // A whole-tensor reduction has no outer loop to parallelize: split the reduction itself.
-      const par = noOuter && j === 0 && clause ? dialect.parallelFor(innerWork, 1, `${innermost ? 'simd ' : ''}${clause}`) : '';
-      const pragma = par || (innermost ? dialect.simd(clause) : '');
-      const d = red[j];
-      lines = [...(pragma ? [pragma] : []), `for (int64_t ${domVar(d)} = 0; ${domVar(d)} < ${r.dim(k.domain[d])}; ${domVar(d)}++) {`, ...indent(lines), '}'];
+  // The reduced loops around `body`; the innermost is SIMD (with the stage's reduction
+  // clause). A whole-tensor reduction has no outer loop to parallelize: its first reduced
+  // loop is split into chunks with partial accumulators instead.
+  const redLoops = (body: string[], red0?: Reduction, acc?: string): string[] => {
+    const clause = red0 && acc ? red0.clause(acc) : '';
+    const loops = (from: number, lines: string[]): string[] => {
+      for (let j = red.length - 1; j >= from; j--) {
+        const d = red[j];
+        const pragma = j === red.length - 1 ? [dialect.simd(clause)] : [];
+        lines = [...pragma, `for (int64_t ${domVar(d)} = 0; ${domVar(d)} < ${r.dim(k.domain[d])}; ${domVar(d)}++) {`, ...indent(lines), '}'];
+      }
+      return lines;
+    };
+    if (noOuter && red0 && acc) {
+      const d = red[0];
+      const rest = loops(1, body);
+      const par = dialect.parallelReduce({ name: domVar(d), extent: k.domain[d] }, dimProd(red.slice(1).map((e) => k.domain[e])), acc, red0, (lo, hi) => [
+        ...(red.length === 1 ? [dialect.simd(clause)] : []),
+        `for (int64_t ${domVar(d)} = ${lo}; ${domVar(d)} < ${hi}; ${domVar(d)}++) {`,
+        ...indent(rest),
+        '}',
+      ]);
+      if (par) return par;
     }
-    return lines;
+    return loops(0, body);
   };
   const isInnerStore = (s: Kernel['stores'][number]): boolean => inner(s.value) || red.some((d) => dependsOn(s.view)[d]);
   const innerStores = k.stores.filter(isInnerStore);
@@ -250,18 +311,12 @@ export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
     const red0 = reduction(s.op, s.dtype, r);
     const acc = `acc${j}`;
     row.push(...outerValues([s.src]), `${red0.accType} ${acc} = ${red0.init};`, ...red0.extraDecl(acc));
-    row.push(...redLoops([...loopBody(j), ...red0.update(acc, x.ref(s.src))], red0.clause(acc)));
+    row.push(...redLoops([...loopBody(j), ...red0.update(acc, x.ref(s.src))], red0, acc));
     row.push(`const ${r.compute[s.dtype]} a${j} = ${red0.result(acc)};`);
   });
   row.push(...outerValues(k.stores.map((s) => s.value)));
   row.push(...k.stores.filter((s) => !isInnerStore(s)).map((s) => x.storeLine(s)));
   if (innerStores.length) row.push(...redLoops([...loopBody(k.stages.length), ...innerStores.map((s) => x.storeLine(s))]));
   if (noOuter) return [...top, ...row];
-  let lines = row;
-  for (let j = outer.length - 1; j >= 0; j--) {
-    const d = outer[j];
-    const pragma = j === 0 ? [dialect.parallelFor(dimProd(k.domain), outer.length)].filter(Boolean) : [];
-    lines = [...pragma, `for (int64_t ${domVar(d)} = 0; ${domVar(d)} < ${r.dim(k.domain[d])}; ${domVar(d)}++) {`, ...indent(lines), '}'];
-  }
-  return [...top, ...lines];
+  return [...top, ...dialect.parallelLoops(outer.map((d) => ({ name: domVar(d), extent: k.domain[d] })), innerWork, row, false)];
 }
