@@ -1,0 +1,125 @@
+/**
+ * The documentation cannot drift from the code:
+ * - docs/API.md is what `npm run docs:api` generates now from dist/index.d.ts (built by
+ *   `npm test`), and names every export of lib/index.ts, values and types;
+ * - README's environment table lists exactly the variables of lib/util/env.ts's registry,
+ *   each with the right "in the bundle key" answer;
+ * - `kiln --help` and every subcommand's `--help` say what the command does.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as ts from 'typescript';
+import * as kiln from '../lib/index';
+import { main } from '../lib/cli/main';
+import { ENV_VARS } from '../lib/util/env';
+
+const root = path.join(__dirname, '..');
+const read = (rel: string) => fs.readFileSync(path.join(root, rel), 'utf8');
+
+describe('docs/API.md', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a CommonJS script
+  const { generateApiDoc } = require('../scripts/api-docs.cjs') as { generateApiDoc(): string };
+  const committed = read('docs/API.md');
+
+  test('is up to date with the type declarations (npm run docs:api regenerates it)', () => {
+    const fresh = generateApiDoc();
+    if (fresh !== committed) {
+      const a = committed.split('\n');
+      const b = fresh.split('\n');
+      const at = a.findIndex((line, i) => line !== b[i]);
+      throw new Error(`docs/API.md is out of date: run \`npm run docs:api\` and commit it.\nFirst difference, line ${at + 1}:\n  committed: ${a[at]}\n  generated: ${b[at]}`);
+    }
+  }, 60000);
+
+  test('names every export of lib/index.ts, values and types', () => {
+    // Values at run time; type-only names from the entry's export declarations.
+    const names = new Set(Object.keys(kiln));
+    const sf = ts.createSourceFile('index.ts', read('lib/index.ts'), ts.ScriptTarget.ES2022, true);
+    for (const stmt of sf.statements) {
+      if (!ts.isExportDeclaration(stmt) || !stmt.exportClause || !ts.isNamedExports(stmt.exportClause)) continue;
+      for (const el of stmt.exportClause.elements) names.add(el.name.text);
+    }
+    expect(names.size).toBeGreaterThan(60);
+    const contents = committed.slice(committed.indexOf('## Contents'), committed.indexOf('\n## ', committed.indexOf('## Contents') + 1));
+    const missing = [...names].filter((n) => !contents.includes(`\`${n}\``));
+    expect(missing).toEqual([]);
+    // Each documented symbol has its section (op functions share one signature block).
+    for (const n of ['compile', 'build', 'tensor', 'Tensor', 'CompileOptions', 'CompileStats', 'KilnError', 'CacheError', 'DType', 'Safetensors']) {
+      expect(committed).toContain(`\n### ${n}\n`);
+    }
+    expect(committed).toContain('kiln.matmul(a: Tensor, b: Tensor): Tensor');
+  });
+});
+
+describe('README environment table', () => {
+  /** The table under "## Environment variables": each row's variable names and its key column. */
+  function readmeVars(): Map<string, string> {
+    const readme = read('README.md');
+    const section = readme.slice(readme.indexOf('## Environment variables'), readme.indexOf('\n## ', readme.indexOf('## Environment variables') + 1));
+    const vars = new Map<string, string>();
+    for (const row of section.split('\n').filter((l) => l.startsWith('| `'))) {
+      const cells = row.split(/(?<!\\)\|/).map((c) => c.trim());
+      for (const m of cells[1].matchAll(/`([A-Z_][A-Z0-9_]*)`/g)) vars.set(m[1], cells[cells.length - 2]);
+    }
+    return vars;
+  }
+
+  test('lists every variable of the registry, and nothing else', () => {
+    const documented = readmeVars();
+    expect([...documented.keys()].sort()).toEqual(ENV_VARS.map((v) => v.name).sort());
+  });
+
+  test('says which variables are part of the bundle key, as the registry does', () => {
+    const documented = readmeVars();
+    for (const v of ENV_VARS) expect([v.name, documented.get(v.name)]).toEqual([v.name, v.affectsCode ? 'yes' : 'no']);
+  });
+});
+
+describe('kiln --help and each command help', () => {
+  async function help(argv: string[]): Promise<{ code: number; out: string }> {
+    const lines: string[] = [];
+    const log = jest.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
+    const err = jest.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
+    try {
+      return { code: await main(argv), out: lines.join('\n') };
+    } finally {
+      log.mockRestore();
+      err.mockRestore();
+    }
+  }
+
+  test('kiln --help lists every command with what it does, and every environment variable', async () => {
+    const { code, out } = await help(['--help']);
+    expect(code).toBe(0);
+    for (const [cmd, does] of [
+      ['doctor', /show what kiln found/],
+      ['build', /build bundles ahead of time/],
+      ['bench', /benchmarks: kiln vs onnxruntime-node on the CPU.*cold vs warm start.*BENCHMARKS\.md/],
+      ['cache', /list, show, verify, prune and clear compiled bundles/],
+    ] as const) {
+      expect(out).toMatch(new RegExp(`^  ${cmd} +${does.source}`, 'm'));
+    }
+    for (const v of ENV_VARS) expect(out).toMatch(new RegExp(`^  ${v.name} +\\S`, 'm'));
+  });
+
+  // Each: the argv, a sentence that says what the command does, and an option it documents.
+  test.each([
+    [['doctor', '--help'], /show what kiln found \(addon, CUDA driver, GPUs, NVRTC, C\+\+ compiler, cache\) and the backend it would use/, '--json'],
+    [['build', '--help'], /build bundles ahead of time from a module of function specs/, '--target'],
+    [['bench', '--help'], /Times kiln's CPU backend against onnxruntime-node on the same models/, '--models'],
+    [['bench', 'startup', '--help'], /Times fresh processes from start to the first result of a compiled model: cold/, '--reps'],
+    [['bench', 'report', '--help'], /Rewrites the generated sections of the benchmark report/, '--doc'],
+    [['cache', '--help'], /list, show, verify, prune and clear compiled bundles|ls +list bundles/, '--cache-dir'],
+    [['cache', 'ls', '--help'], /Lists cached and shipped bundles/, '--json'],
+    [['cache', 'show', '--help'], /Explains one bundle's manifest/, '--json'],
+    [['cache', 'verify', '--help'], /Re-checks every artifact checksum/, '--no-sources'],
+    [['cache', 'prune', '--help'], /Evicts least-recently-used bundles/, '--max-bytes'],
+    [['cache', 'clear', '--help'], /Removes every bundle from the cache/, '--yes'],
+  ])('kiln %j', async (argv, does, option) => {
+    const { code, out } = await help(argv);
+    expect(code).toBe(0);
+    expect(out).toMatch(does);
+    expect(out).toContain(option);
+    expect(out).toContain(`kiln ${argv.slice(0, -1).join(' ')}`);
+  });
+});
