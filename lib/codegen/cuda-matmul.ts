@@ -131,7 +131,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
     async ? `kiln_cp_async16(${dst}, ${src}, ${ok});` : `{ const uint4 z = {0u, 0u, 0u, 0u}; *reinterpret_cast<uint4*>(${dst}) = ${ok} ? *reinterpret_cast<const uint4*>(${src}) : z; }`;
   /** A loop over `count` work items, `NT` threads at a time. */
   const spread = (count: number, body: string[]): string[] => [
-    unroll,
+    count / NT > 4 ? '#pragma unroll 4' : unroll, // element loaders: bounded register use
     `for (int c0 = 0; c0 < ${count}; c0 += ${NT}) {`,
     '  const int c = c0 + tid;',
     ...(count % NT === 0 ? indent(body) : [`  if (c < ${count}) {`, ...indent(body, '    '), '  }']),
