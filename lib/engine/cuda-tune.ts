@@ -10,7 +10,8 @@
  */
 import { renderCudaVariants, type KernelVariant } from '../codegen/cuda';
 import { ITEMSIZE } from '../ir/dtype';
-import { bufferElems, type Program } from '../passes';
+import { evalDim, isStatic, type Dim } from '../ir/sym';
+import { bufferElems, type Kernel, type Program } from '../passes';
 import { candidateConfigs, geometry, type GpuConfig, type GpuFacts } from '../passes/gpu';
 import { evalGridDim, parseGridDim } from '../runtime/cuda';
 import { parsePtxasLog, type CudaTarget } from '../runtime/cuda-arch';
@@ -34,6 +35,13 @@ export interface TuneOptions {
   /** Launches per timed graph (default 20) and timed replays (default 3). */
   reps?: number;
   replays?: number;
+}
+
+/** Kernels too small for their configuration to matter are not timed (launch cost dominates). */
+export function worthTuning(k: Kernel, sizes?: Readonly<Record<string, number>>): boolean {
+  const at = (d: Dim): number => (isStatic(d) ? d : evalDim(d, Object.fromEntries(d.vars.map((v) => [v, sizes?.[v] ?? 256]))));
+  const n = k.domain.reduce<number>((a, d) => a * at(d), 1);
+  return k.kind === 'matmul' ? 2 * n * at(k.matmul!.k) >= 2 ** 24 : n >= 2 ** 16;
 }
 
 /** Picks per kernel: the fastest measured candidate, the first (default) unless beaten by 3%. */
@@ -61,7 +69,7 @@ export async function autotuneCuda(program: Program, target: CudaTarget, facts: 
   const variants: (KernelVariant & { step: number })[] = [];
   program.kernels.forEach((k, step) => {
     const cands = candidateConfigs(k, facts);
-    if (cands.length > 1) cands.forEach((config, j) => variants.push({ kernel: k, config, name: `${k.name}__t${j}`, step }));
+    if (cands.length > 1 && worthTuning(k, opts.sizes)) cands.forEach((config, j) => variants.push({ kernel: k, config, name: `${k.name}__t${j}`, step }));
   });
   if (variants.length === 0) return { tuning: {}, measurements: [] };
   const source = renderCudaVariants(plan.symbols, facts, variants);

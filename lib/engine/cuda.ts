@@ -22,6 +22,7 @@ import { CudaProgram, type DeviceTensor, type ProgramInput } from '../runtime/cu
 import { parsePtxasLog, selectCudaTarget, type CudaTarget, type PtxasFunctionInfo } from '../runtime/cuda-arch';
 import { readCubinArch } from '../runtime/cuda-driver';
 import { addonInfo, nvrtcCompile } from '../runtime/native';
+import { readEnv } from '../util/env';
 import { CudaError, KilnError } from '../util/errors';
 import type { CompiledProgram, RawTensor } from './program';
 
@@ -235,7 +236,7 @@ export async function compileGraphCuda(graph: Graph, opts: CompileCudaOptions = 
   const lowerMs = performance.now() - t0;
   let tuning = opts.tuning;
   let tuneMs = 0;
-  if (!tuning && (opts.tune ?? process.env.KILN_CUDA_TUNE !== '0')) {
+  if (!tuning && (opts.tune ?? readEnv('KILN_CUDA_TUNE') !== '0')) {
     const t1 = performance.now();
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- the tuner loads only when it runs
     const { autotuneCuda } = require('./cuda-tune') as typeof import('./cuda-tune');

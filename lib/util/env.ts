@@ -25,6 +25,8 @@ const vars = [
   // which one did is recorded in a bundle's manifest but is not part of its key.
   { name: 'CXX', affectsCode: false, doc: 'C++ compiler for the CPU backend (default: c++, g++, clang++); looked for only when kiln compiles.' },
   { name: 'KILN_CXXFLAGS', affectsCode: true, doc: 'Extra flags appended to the CPU backend compile.' },
+  // Not code-relevant: tuned or not, a CUDA program computes the same; its bundle records the configurations it uses.
+  { name: 'KILN_CUDA_TUNE', affectsCode: false, doc: 'When 0, a CUDA compile skips timing candidate kernel configurations on the GPU (heuristic choices).' },
   { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
   { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
   { name: 'CUDA_HOME', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
