@@ -4,6 +4,7 @@
  * exact. Checked point by point against the original predicate, on the causal mask that
  * kiln's tril produces and on random affine forms.
  */
+import { dimAdd, dimMul, sym } from '../lib/ir';
 import { evalIExpr, evalValid, iadd, idim, imod, imul, isum, ivar, simplifyValid, type Bound } from '../lib/passes';
 
 function rng(seed: number): () => number {
@@ -47,6 +48,22 @@ describe('simplifyValid', () => {
     const out = same([{ e, lo: 1, hi: 128 }], ranges);
     expect(out).toHaveLength(1);
     expect(JSON.stringify(out[0].e)).not.toContain('mod');
+  });
+
+  it('does the same for a dynamic sequence length T: ((i1*(2T-1) + i2) % 2T) in [1, T)', () => {
+    const T = sym('s0');
+    const e = imod(iadd(imul(ivar('i1'), idim(dimAdd(dimMul(T, 2), -1))), ivar('i2')), idim(dimMul(T, 2)));
+    const valid: Bound[] = [{ e, lo: 1, hi: T }];
+    const out = simplifyValid(valid, new Map([['i1', T], ['i2', T]]));
+    expect(out).toHaveLength(1);
+    expect(JSON.stringify(out[0].e)).not.toContain('mod');
+    for (const n of [1, 2, 3, 7, 16, 33]) {
+      for (let i1 = 0; i1 < n; i1++)
+        for (let i2 = 0; i2 < n; i2++) {
+          const p = { i1, i2 };
+          expect([n, p, evalValid(out, p, { s0: n })]).toEqual([n, p, evalValid(valid, p, { s0: n })]);
+        }
+    }
   });
 
   it('keeps every point of random affine masks', () => {

@@ -39,7 +39,7 @@ export interface LoopDialect {
 /** Work (domain elements) below which a kernel stays on one thread. */
 export const PARALLEL_MIN_WORK = 1 << 15;
 
-/** Longest row (elements) a row kernel keeps in stack arrays between its loops. */
+/** Longest row (elements) a row kernel keeps in stack arrays between its loops (longer or dynamic rows: per-thread heap rows). */
 const ROW_CACHE_MAX = 4096;
 
 const domVar = (d: number): string => `i${d}`;
@@ -66,9 +66,9 @@ export class KernelExprs {
     return this.k.domain.map((_, d) => ivar(domVar(d)));
   }
 
-  /** Extents of the domain's loop variables that are static (for simplifying masks). */
-  ranges(): Map<string, number> {
-    return new Map(this.k.domain.flatMap((n, d) => (typeof n === 'number' ? [[domVar(d), n] as [string, number]] : [])));
+  /** Extents of the domain's loop variables (for simplifying masks). */
+  ranges(): Map<string, Dim> {
+    return new Map(this.k.domain.map((n, d) => [domVar(d), n]));
   }
 
   /** The defining expression of value `i`. */
@@ -275,38 +275,49 @@ export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
   // row is short and static) instead of being recomputed: softmax evaluates exp once per
   // element, layerNorm reads and adds its inputs once.
   const loopRoots = [...k.stages.map((s) => [s.src]), ...(innerStores.length ? [innerStores.map((s) => s.value)] : [])];
-  const rowLen = !noOuter && isStatic(innerWork) && innerWork <= ROW_CACHE_MAX ? innerWork : 0;
-  const first = new Map<number, number>(); // value -> the loop that computes it first
-  const computes: Set<number>[] = [];
-  const reads: Set<number>[] = [];
-  const cached = new Set<number>();
-  loopRoots.forEach((roots, l) => {
-    const comp = new Set<number>();
-    const rd = new Set<number>();
-    const visit = (i: number): void => {
-      if (!inner(i) || comp.has(i) || rd.has(i)) return;
-      const n = k.nodes[i];
-      if (rowLen > 0 && (first.get(i) ?? l) < l && n.k !== 'load' && n.k !== 'const') {
-        cached.add(i);
-        rd.add(i);
-        return;
-      }
-      comp.add(i);
-      if (n.k === 'alu') n.src.forEach(visit);
-      else if (n.k === 'guard') visit(n.src);
-      else if (n.k === 'gather') visit(n.row);
-    };
-    roots.forEach(visit);
-    for (const i of comp) if (!first.has(i)) first.set(i, l);
-    computes.push(comp);
-    reads.push(rd);
-  });
+  const rowLen = isStatic(innerWork) && innerWork <= ROW_CACHE_MAX ? innerWork : 0; // else per-thread heap rows
+  const plan = (cacheRows: boolean) => {
+    const first = new Map<number, number>(); // value -> the loop that computes it first
+    const computes: Set<number>[] = [];
+    const reads: Set<number>[] = [];
+    const cached = new Set<number>();
+    loopRoots.forEach((roots, l) => {
+      const comp = new Set<number>();
+      const rd = new Set<number>();
+      const visit = (i: number): void => {
+        if (!inner(i) || comp.has(i) || rd.has(i)) return;
+        const n = k.nodes[i];
+        if (cacheRows && (first.get(i) ?? l) < l && n.k !== 'load' && n.k !== 'const') {
+          cached.add(i);
+          rd.add(i);
+          return;
+        }
+        comp.add(i);
+        if (n.k === 'alu') n.src.forEach(visit);
+        else if (n.k === 'guard') visit(n.src);
+        else if (n.k === 'gather') visit(n.row);
+      };
+      roots.forEach(visit);
+      for (const i of comp) if (!first.has(i)) first.set(i, l);
+      computes.push(comp);
+      reads.push(rd);
+    });
+    return { first, computes, reads, cached };
+  };
+  let rows = plan(!noOuter);
+  if (!rowLen && rows.cached.size > 8) rows = plan(false); // kiln_rowbuf has 8 arrays per thread
+  const { first, computes, reads, cached } = rows;
   const ridx = red.reduce((acc, d, j) => (j === 0 ? domVar(d) : `(${acc})*${r.dim(k.domain[d])} + ${domVar(d)}`), '');
   const loopBody = (l: number): string[] => [
     ...[...reads[l]].sort((a, b) => a - b).map((i) => `const ${r.compute[k.nodes[i].dtype]} v${i} = rb${i}[${ridx}];`),
     ...[...computes[l]].sort((a, b) => a - b).flatMap((i) => [...x.statement(i), ...(cached.has(i) && first.get(i) === l ? [`rb${i}[${ridx}] = v${i};`] : [])]),
   ];
-  const row: string[] = [...[...cached].sort((a, b) => a - b).map((i) => `alignas(64) ${r.compute[k.nodes[i].dtype]} rb${i}[${rowLen}];`)];
+  const row: string[] = [...cached]
+    .sort((a, b) => a - b)
+    .map((i, slot) => {
+      const t = r.compute[k.nodes[i].dtype];
+      return rowLen ? `alignas(64) ${t} rb${i}[${rowLen}];` : `${t}* ${r.restrict} rb${i} = (${t}*)kiln_rowbuf(${slot}, ${r.dim(innerWork)} * sizeof(${t}));`;
+    });
   k.stages.forEach((s, j) => {
     const red0 = reduction(s.op, s.dtype, r);
     const acc = `acc${j}`;

@@ -4,7 +4,7 @@
  * constants and drop identities so that the common strided case prints as `i0*768+i1`.
  * All values are non-negative, so C's truncating `/` and `%` equal floor division.
  */
-import { dimAdd, dimMul, evalDim, isStatic, type Dim } from '../ir';
+import { dimAdd, dimMul, dimSub, evalDim, isStatic, type Dim } from '../ir';
 
 /** An integer index expression. `dim` leaves are static numbers or symbolic dims. */
 export type IExpr =
@@ -136,25 +136,25 @@ export function substitute(e: IExpr, map: Readonly<Record<string, IExpr>>): IExp
   }
 }
 
-/** Σ coef·var + constant, when `e` is affine in its variables with static integer coefficients. */
-function affine(e: IExpr): { terms: Map<string, number>; c: number } | undefined {
+/** Σ coef·var + constant, when `e` is affine in its variables (coefficients may be symbolic dims). */
+function affine(e: IExpr): { terms: Map<string, Dim>; c: Dim } | undefined {
   switch (e.k) {
     case 'dim':
-      return isStatic(e.d) ? { terms: new Map(), c: e.d } : undefined;
+      return { terms: new Map(), c: e.d };
     case 'var':
       return { terms: new Map([[e.name, 1]]), c: 0 };
     case 'add': {
       const [a, b] = [affine(e.a), affine(e.b)];
       if (!a || !b) return undefined;
-      for (const [v, k] of b.terms) a.terms.set(v, (a.terms.get(v) ?? 0) + k);
-      return { terms: a.terms, c: a.c + b.c };
+      for (const [v, k] of b.terms) a.terms.set(v, dimAdd(a.terms.get(v) ?? 0, k));
+      return { terms: a.terms, c: dimAdd(a.c, b.c) };
     }
     case 'mul': {
       const [a, b] = [affine(e.a), affine(e.b)];
       if (!a || !b) return undefined;
       const [f, k] = a.terms.size === 0 ? [b, a.c] : b.terms.size === 0 ? [a, b.c] : [undefined, 0];
       if (!f) return undefined;
-      return { terms: new Map([...f.terms].map(([v, x]) => [v, x * k])), c: f.c * k };
+      return { terms: new Map([...f.terms].map(([v, x]) => [v, dimMul(x, k)])), c: dimMul(f.c, k) };
     }
     default:
       return undefined;
@@ -162,49 +162,96 @@ function affine(e: IExpr): { terms: Map<string, number>; c: number } | undefined
 }
 
 /**
- * Simplifies bounds `lo <= (a % m) < hi` where `a` is affine in loop variables of known
- * ranges (`ranges[v]` = the variable's extent; it runs over 0..extent-1) and m is static.
- * Such masks come from reshapes of padded tensors: torch.tril/triu as kiln builds them is
- * a padded row of ones reshaped, which a causal-attention kernel then tests per element as
- * `((i1*255 + i2) % 256) >= 1 && ... < 128`. Since a ≡ a' (mod m) with a' = a's
- * coefficients reduced into (-m/2, m/2], and a' ranges over less than one period, a % m is
- * a' or a' + m, and the bound becomes one comparison of a' — here `i2 - i1 >= 1`. The
- * result may compare negative values; it is only ever compared, never divided. Bounds that
- * do not have this form, or need two cases, are kept as they are.
+ * True when `d` >= 0 for every value of its size variables, taken >= 1 (a symbol of 0 would
+ * make the tensors around it empty: no index is ever evaluated): after substituting each
+ * variable by 1 + t, every coefficient is non-negative. Sufficient, not necessary.
  */
-export function simplifyValid(valid: Valid, ranges: ReadonlyMap<string, number>): Bound[] {
+function nonneg(d: Dim): boolean {
+  if (isStatic(d)) return d >= 0;
+  const shifted = new Map<string, number>();
+  for (const t of d.terms) {
+    // coef * Π (1 + t_v): every sub-multiset of the term's variables is one monomial.
+    let monos: string[][] = [[]];
+    for (const v of t.vars) monos = monos.flatMap((mono) => [mono, [...mono, v]]);
+    for (const mono of monos) {
+      const key = mono.sort().join('*');
+      shifted.set(key, (shifted.get(key) ?? 0) + t.coef);
+    }
+  }
+  return [...shifted.values()].every((c) => c >= 0);
+}
+const le = (a: Dim, b: Dim): boolean => nonneg(dimSub(b, a));
+/** The candidate provably >= (or, `least`, <=) all others, if one is. */
+function extreme(cands: readonly Dim[], least: boolean): Dim | undefined {
+  return cands.find((c) => cands.every((o) => (least ? le(c, o) : le(o, c))));
+}
+
+/**
+ * Simplifies bounds `lo <= (a % m) < hi` where `a` is affine in loop variables of known
+ * extents (`ranges[v]`; the variable runs over 0..extent-1; extents, m, lo and hi may be
+ * symbolic sizes). Such masks come from reshapes of padded tensors: torch.tril/triu as
+ * kiln builds them is a padded row of ones reshaped, which a causal-attention kernel then
+ * tests per element as `((i1*255 + i2) % 256) >= 1 && ... < 128` (with a dynamic length
+ * T: `% (2*T)`, the coefficient 2*T-1). Since a ≡ a' (mod m) with a' = a's coefficients
+ * reduced to small constants, and a' ranges over less than one period on either side of
+ * 0, a % m is a' or a' + m, and when one of the two cases is provably empty the bound is
+ * one comparison of a' — here `i2 - i1 >= 1`. The result may compare negative values; it
+ * is only ever compared, never divided. Anything not provably of this form is kept.
+ */
+export function simplifyValid(valid: Valid, ranges: ReadonlyMap<string, Dim>): Bound[] {
   return valid.flatMap((b): Bound[] => {
-    if (b.e.k !== 'mod' || !isStatic(b.lo) || !isStatic(b.hi)) return [b];
-    const m = num(b.e.b);
+    if (b.e.k !== 'mod' || b.e.b.k !== 'dim') return [b];
+    const m = b.e.b.d;
     const a = affine(b.e.a);
-    if (m === undefined || m <= 0 || !a) return [b];
-    const red = (x: number): number => {
-      const r = ((x % m) + m) % m;
-      return r > m / 2 ? r - m : r;
+    if (!a || !le(1, m)) return [b];
+    /** x - j*m for the j that makes it a small constant (static m: into (-m/2, m/2]). */
+    const reduce = (x: Dim): number | undefined => {
+      if (isStatic(x) && isStatic(m)) {
+        const r = ((x % m) + m) % m;
+        return r > m / 2 ? r - m : r;
+      }
+      for (const j of [0, 1, -1, 2, -2]) {
+        const y = dimSub(x, dimMul(m, j));
+        if (isStatic(y)) return y;
+      }
+      return undefined;
     };
-    let min = ((a.c % m) + m) % m;
-    let max = min;
+    let c = a.c;
+    if (isStatic(c) && isStatic(m)) c = ((c % m) + m) % m;
+    else if (!(le(0, c) && le(c, dimSub(m, 1)))) {
+      const r = reduce(c);
+      if (r === undefined) return [b];
+      c = r < 0 ? dimAdd(r, m) : r;
+      if (!(le(0, c) && le(c, dimSub(m, 1)))) return [b];
+    }
+    let min: Dim = c;
+    let max: Dim = c;
     const terms: IExpr[] = [];
     for (const [v, k0] of a.terms) {
-      const k = red(k0);
+      const k = reduce(k0);
       const n = ranges.get(v);
-      if (n === undefined || n <= 0) return [b];
+      if (k === undefined || n === undefined || !le(1, n)) return [b];
       if (k === 0) continue;
-      min += Math.min(0, k * (n - 1));
-      max += Math.max(0, k * (n - 1));
+      const span = dimMul(dimSub(n, 1), k);
+      if (k < 0) min = dimAdd(min, span);
+      else max = dimAdd(max, span);
       terms.push(imul(ivar(v), idim(k)));
     }
-    if (min < -m || max >= m) return [b];
-    // Case a' >= 0: a % m = a'; case a' < 0: a % m = a' + m. Each an interval of a'.
-    const pos: [number, number] = [Math.max(b.lo, 0, min), Math.min(b.hi, m, max + 1)];
-    const neg: [number, number] = [Math.max(b.lo - m, min), Math.min(b.hi - m, 0, max + 1)];
-    const live = [pos, neg].filter(([lo, hi]) => lo < hi);
+    // a' must stay within one period either side of 0: -m <= min and max < m.
+    if (!le(dimMul(m, -1), min) || !le(max, dimSub(m, 1))) return [b];
+    // Case a' >= 0: a % m = a'; case a' < 0: a % m = a' + m. Each is an interval of a'.
+    const cases = [
+      [extreme([b.lo, 0, min], false), extreme([b.hi, m, dimAdd(max, 1)], true)],
+      [extreme([dimSub(b.lo, m), min], false), extreme([dimSub(b.hi, m), 0, dimAdd(max, 1)], true)],
+    ];
+    if (cases.some(([lo, hi]) => lo === undefined || hi === undefined)) return [b];
+    const live = (cases as [Dim, Dim][]).filter(([lo, hi]) => !le(hi, lo));
     if (live.length !== 1) return [b];
     const [lo, hi] = live[0];
-    if (lo <= min && hi > max) return []; // always true
-    // Renderers drop a lower bound <= 0 (view coordinates are never negative); this one may
-    // be negative, so it is shifted to start at 1 unless every value satisfies it anyway.
-    const shift = lo <= min ? 0 : Math.max(0, 1 - lo);
-    return [{ e: iadd(isum(terms), idim((((a.c % m) + m) % m) + shift)), lo: lo + shift, hi: hi + shift }];
+    if (le(lo, min) && le(dimAdd(max, 1), hi)) return []; // always true
+    // Renderers drop a static lower bound <= 0 (view coordinates are never negative); this
+    // one may be negative, so it is shifted to start at 1 unless every value satisfies it.
+    const shift = isStatic(lo) && lo <= 0 && !le(lo, min) ? 1 - lo : 0;
+    return [{ e: iadd(isum(terms), idim(dimAdd(c, shift))), lo: dimAdd(lo, shift), hi: dimAdd(hi, shift) }];
   });
 }
