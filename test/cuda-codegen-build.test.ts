@@ -74,7 +74,7 @@ describe('launch geometry and tuning tables', () => {
     const [k] = p.kernels;
     const alt = candidateConfigs(k, facts)[1];
     expect(chooseConfigs(p, facts, { [k.name]: alt })[0]).toEqual(alt);
-    const bogus = { kind: 'reduce', block: 96, threads: 3, vec: 1, cache: false } as GpuConfig;
+    const bogus = { kind: 'reduce', block: 96, threads: 3, vec: 1, cache: 'none' } as GpuConfig;
     expect(chooseConfigs(p, facts, { [k.name]: bogus })[0]).toEqual(defaultConfig(k, facts));
   });
 

@@ -207,47 +207,61 @@ export function rowBody(x: CudaExprs, c: RowConfig): string[] {
   lines.push(...delinearize(x, 'row', outer));
 
   const lenC = r.dim(len);
-  const chunks = c.cache && T > 1 && isStatic(len) ? Math.ceil(len / (T * V)) : 0;
+  const inRegs = c.cache === 'registers' && T > 1 && isStatic(len);
+  const inShared = c.cache === 'shared' && T >= 64 && isStatic(len);
+  const chunks = inRegs ? Math.ceil(len / (T * V)) : 0;
   const full = chunks > 0 && isStatic(len) && len % (T * V) === 0;
   const redCoords = (q: string): string[] => delinearize(x, q, red, (d) => (lanes && d === last ? 'ib' : domVar(d)));
-  const cachedLoads = chunks > 0 ? stageLoads(k) : [];
+  const cachedLoads = inRegs || inShared ? stageLoads(k) : [];
   const laneOf = lanes && V > 1 ? 'j' : '0';
+  /**
+   * Where cached load i's element of lane `lane` lives. In shared memory lane j of every
+   * chunk sits in plane j (index j·len/V + q0/V): consecutive threads touch consecutive
+   * words, so the block reads and writes its rows without bank conflicts.
+   */
+  const slot = (i: number, lane: string): string => {
+    if (inRegs) return `c${i}[ch * ${V} + ${lane}]`;
+    return V > 1 ? `c${i}[${lane} * ${(len as number) / V} + q0 / ${V}]` : `c${i}[q0]`;
+  };
+  const cached = (i: number): string => slot(i, laneOf);
 
   /** This thread's elements of the row: values, stores and `extra` per element. */
   const rowLoop = (values: number[], stores: Kernel['stores'], extra: string[], suffix: string): string[] => {
-    const element = (): string[] =>
-      lanes ? laneBlock(x, values, stores, 'ib', V, true, suffix, extra) : [...values.flatMap((i) => x.statement(i)), ...stores.map((s) => x.storeLine(s)), ...extra];
-    if (T === 1) return [`for (${it} q = 0; q < ${lenC}; q++) {`, ...indent([...redCoords('q'), ...element()]), '}'];
-    if (chunks > 0) {
-      for (const i of cachedLoads) x.over.set(i, `c${i}[ch * ${V} + ${laneOf}]`);
-      const body = element();
-      for (const i of cachedLoads) x.over.delete(i);
-      return chunkLoop(redCoords, body);
-    }
-    return [`for (${it} q0 = (${it})tid * ${V}; q0 < ${lenC}; q0 += ${T * V}) {`, ...indent([...redCoords('q0'), ...element()]), '}'];
+    for (const i of cachedLoads) x.over.set(i, cached(i));
+    const element = lanes ? laneBlock(x, values, stores, 'ib', V, true, suffix, extra) : [...values.flatMap((i) => x.statement(i)), ...stores.map((s) => x.storeLine(s)), ...extra];
+    for (const i of cachedLoads) x.over.delete(i);
+    return elementLoop(element);
   };
-  const chunkLoop = (coords: (q: string) => string[], body: string[]): string[] => {
-    const inside = [...coords('q0'), ...body];
-    const guarded = full ? inside : [`if (q0 < ${lenC}) {`, ...indent(inside), '}'];
-    return [unroll, `for (int ch = 0; ch < ${chunks}; ch++) {`, `  const int q0 = (ch * ${T} + tid) * ${V};`, ...indent(guarded), '}'];
+  /** The loop over this thread's elements (chunks of V) around `body`. */
+  const elementLoop = (body: string[]): string[] => {
+    if (T === 1) return [`for (${it} q = 0; q < ${lenC}; q++) {`, ...indent([...redCoords('q'), ...body]), '}'];
+    if (chunks > 0) {
+      const inside = [...redCoords('q0'), ...body];
+      const guarded = full ? inside : [`if (q0 < ${lenC}) {`, ...indent(inside), '}'];
+      return [unroll, `for (int ch = 0; ch < ${chunks}; ch++) {`, `  const int q0 = (ch * ${T} + tid) * ${V};`, ...indent(guarded), '}'];
+    }
+    return [`for (${it} q0 = (${it})tid * ${V}; q0 < ${lenC}; q0 += ${T * V}) {`, ...indent([...redCoords('q0'), ...body]), '}'];
   };
 
-  // Keep the row's stage loads in registers: read once, chunk by chunk.
+  // Keep the row's stage loads in registers or shared memory: read once, chunk by chunk.
   if (cachedLoads.length) {
-    lines.push(...outerValues(cachedLoads));
-    for (const i of cachedLoads) lines.push(`${r.compute[k.nodes[i].dtype]} c${i}[${chunks * V}];`);
+    if (inRegs) for (const i of cachedLoads) lines.push(`${r.compute[k.nodes[i].dtype]} c${i}[${chunks * V}];`);
+    else {
+      lines.push('KILN_DYNAMIC_SMEM(kiln_smem);');
+      cachedLoads.forEach((i, j) => lines.push(`${r.compute[k.nodes[i].dtype]}* c${i} = reinterpret_cast<${r.compute[k.nodes[i].dtype]}*>(reinterpret_cast<unsigned char*>(kiln_smem) + ${4 * (len as number) * j});`));
+    }
     const body: string[] = lanes && V === 1 ? [`const ${it} ${domVar(last)} = ib;`] : [];
     for (const i of cachedLoads) {
       const n = k.nodes[i];
       if (n.k !== 'load') continue;
       if (V > 1 && laneAccess(n.view, V) === 'vector') {
         body.push(vectorLoad(x, `L${i}`, n.dtype, `p${n.param} + ${x.indexWith(n.view, 'ib')}`, V));
-        body.push(unroll, `for (int j = 0; j < ${V}; j++) c${i}[ch * ${V} + j] = ${r.load(n.dtype, `L${i}`, 'j')};`);
+        body.push(unroll, `for (int j = 0; j < ${V}; j++) ${slot(i, 'j')} = ${r.load(n.dtype, `L${i}`, 'j')};`);
       } else if (V > 1) {
-        body.push(unroll, `for (int j = 0; j < ${V}; j++) {`, `  const ${it} ${domVar(last)} = ib + j;`, `  c${i}[ch * ${V} + j] = ${x.expr(i)};`, '}');
-      } else body.push(`c${i}[ch] = ${x.expr(i)};`);
+        body.push(unroll, `for (int j = 0; j < ${V}; j++) {`, `  const ${it} ${domVar(last)} = ib + j;`, `  ${slot(i, 'j')} = ${x.expr(i)};`, '}');
+      } else body.push(`${slot(i, '0')} = ${x.expr(i)};`);
     }
-    lines.push(...chunkLoop(redCoords, body));
+    lines.push(...elementLoop(body));
   }
 
   k.stages.forEach((s, j) => {

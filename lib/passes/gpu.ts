@@ -30,14 +30,16 @@ export interface ElementwiseConfig {
 /**
  * Row kernel: `threads` per row (1: a thread per row, for reductions over leading dims;
  * 32: a warp per row; more: the whole block), `vec` lanes per thread along the reduced last
- * dim, and whether each thread keeps its part of the row in registers (`cache`).
+ * dim, and where each thread keeps the elements of the row that reduction stages read
+ * (`cache`): in registers, in shared memory (each thread reads back only what it wrote, so
+ * no barrier), or nowhere (every stage reads memory again).
  */
 export interface RowConfig {
   readonly kind: 'reduce';
   readonly block: number;
   readonly threads: number;
   readonly vec: number;
-  readonly cache: boolean;
+  readonly cache: 'registers' | 'shared' | 'none';
 }
 
 /** Matmul on tensor cores (f16/bf16, mma.sync m16n8k16, f32 accumulate). */
@@ -171,37 +173,49 @@ export function stageLoads(k: Kernel): number[] {
 /** Register budget (values per thread) for keeping rows in registers. */
 const rowBudget = (threads: number): number => (threads >= 512 ? 16 : 32);
 
-/** Whether the row fits in registers for `threads` and `vec`. */
-function canCache(k: Kernel, threads: number, vec: number): boolean {
+/** Dynamic shared memory a block may use for a cached row (sm_80 and sm_90+ allow more). */
+const sharedBudget = (arch: number): number => (arch === 80 || arch >= 90 ? 160 * 1024 : 96 * 1024);
+
+/** Where a row fits for `threads` and `vec`: registers, else shared memory (block rows), else nowhere. */
+function cacheOf(k: Kernel, threads: number, vec: number, facts: GpuFacts): RowConfig['cache'] {
   const { len } = rowShape(k);
-  if (!isStatic(len) || threads < 2) return false;
+  const loads = stageLoads(k).length;
+  if (!isStatic(len) || threads < 2 || loads === 0) return 'none';
   const per = Math.ceil(len / (threads * vec)) * vec;
-  return per * stageLoads(k).length <= rowBudget(threads) && stageLoads(k).length > 0;
+  if (per * loads <= rowBudget(threads)) return 'registers';
+  if (threads >= 64 && 4 * len * loads <= sharedBudget(facts.arch)) return 'shared';
+  return 'none';
 }
 
-function rowConfig(k: Kernel, threads: number, block?: number): RowConfig {
+/** Bytes of dynamic shared memory of a row configuration (4 per cached element). */
+export function rowSharedBytes(k: Kernel, c: RowConfig): number {
+  const { len } = rowShape(k);
+  return c.cache === 'shared' && isStatic(len) ? 4 * len * stageLoads(k).length : 0;
+}
+
+function rowConfig(k: Kernel, facts: GpuFacts, threads: number, block?: number): RowConfig {
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
   const vec = threads > 1 && lastReduced ? pickVec(k, false) : 1;
   const b = block ?? (threads >= 64 ? threads : 256);
-  return { kind: 'reduce', block: b, threads, vec, cache: canCache(k, threads, vec) };
+  return { kind: 'reduce', block: b, threads, vec, cache: cacheOf(k, threads, vec, facts) };
 }
 
-function defaultRow(k: Kernel): RowConfig {
+function defaultRow(k: Kernel, facts: GpuFacts): RowConfig {
   const { len } = rowShape(k);
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
   // Reductions over leading dims: a thread per row reads coalesced along the kept last dim.
-  if (!lastReduced || (isStatic(len) && len <= 4)) return rowConfig(k, 1);
-  if (!isStatic(len)) return rowConfig(k, 128);
-  if (len <= 1024) return rowConfig(k, 32);
-  return rowConfig(k, Math.min(1024, Math.max(64, pow2ceil(len / 16))));
+  if (!lastReduced || (isStatic(len) && len <= 4)) return rowConfig(k, facts, 1);
+  if (!isStatic(len)) return rowConfig(k, facts, 128);
+  if (len <= 1024) return rowConfig(k, facts, 32);
+  return rowConfig(k, facts, Math.min(1024, Math.max(64, pow2ceil(len / 16))));
 }
 
-function rowCandidates(k: Kernel): RowConfig[] {
+function rowCandidates(k: Kernel, facts: GpuFacts): RowConfig[] {
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
-  if (!lastReduced) return [128, 256, 512].map((b) => rowConfig(k, 1, b));
+  if (!lastReduced) return [128, 256, 512].map((b) => rowConfig(k, facts, 1, b));
   const { len } = rowShape(k);
-  const out = [rowConfig(k, 32, 128), rowConfig(k, 32, 256)];
-  for (const t of [64, 128, 256, 512, 1024]) if (!isStatic(len) || len >= t) out.push(rowConfig(k, t));
+  const out = [rowConfig(k, facts, 32, 128), rowConfig(k, facts, 32, 256)];
+  for (const t of [64, 128, 256, 512, 1024]) if (!isStatic(len) || len >= t) out.push(rowConfig(k, facts, t));
   return out;
 }
 
@@ -284,7 +298,7 @@ export function defaultConfig(k: Kernel, facts: GpuFacts): GpuConfig {
     case 'elementwise':
       return { kind: 'elementwise', block: 256, vec: pickVec(k, k.domain.length <= 1) };
     case 'reduce':
-      return defaultRow(k);
+      return defaultRow(k, facts);
     case 'matmul':
       return defaultMatmul(k, facts);
     default:
@@ -298,7 +312,7 @@ export function candidateConfigs(k: Kernel, facts: GpuFacts): GpuConfig[] {
   if (k.kind === 'elementwise') {
     const vec = pickVec(k, k.domain.length <= 1);
     all = [128, 256, 512].flatMap((block) => (vec > 1 ? [vec, 1] : [1]).map((v) => ({ kind: 'elementwise' as const, block, vec: v })));
-  } else if (k.kind === 'reduce') all = rowCandidates(k);
+  } else if (k.kind === 'reduce') all = rowCandidates(k, facts);
   else all = matmulCandidates(k, facts);
   const seen = new Set<string>();
   return [defaultConfig(k, facts), ...all].filter((c) => {
@@ -331,7 +345,7 @@ export function geometry(k: Kernel, c: GpuConfig): Geometry {
       return { grid: [cdiv(dimProd(k.domain), c.block * c.vec)], block: [c.block], sharedBytes: 0 };
     case 'reduce': {
       const { rows } = rowShape(k);
-      return { grid: [cdiv(rows, c.threads >= 64 ? 1 : c.block / c.threads)], block: [c.block], sharedBytes: 0 };
+      return { grid: [cdiv(rows, c.threads >= 64 ? 1 : c.block / c.threads)], block: [c.block], sharedBytes: rowSharedBytes(k, c) };
     }
     case 'matmul': {
       const r = k.domain.length;

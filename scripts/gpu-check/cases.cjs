@@ -128,6 +128,8 @@ function cases({ F, tensor }) {
     { name: 'softmax-block-cached', fn: (x) => x.softmax(-1), specs: [f32(5, 2048)] },
     { name: 'layerNorm-f16-wide', fn: (x, w, b) => F.layerNorm(x, w, b), specs: [f16(3, 1536), f16(1536), f16(1536)], ulps: 2 },
     { name: 'rmsNorm-ragged', fn: (x) => F.rmsNorm(x), specs: [f32(4, 1111)] },
+    { name: 'layerNorm-row-in-shared', fn: (x, w, b) => F.layerNorm(x, w, b), specs: [f32(2, 20000), f32(20000), f32(20000)], atol: 1e-5 },
+    { name: 'softmax-f16-row-in-shared', fn: (x) => x.softmax(-1), specs: [f16(2, 24576)], ulps: 2 },
   ];
 
   const views = [
