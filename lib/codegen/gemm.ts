@@ -255,8 +255,9 @@ function coord(r: CStyleRenderer, b: string, batch: readonly Dim[], d: number): 
 
 /**
  * Where a matmul's packed B operand can be kept across calls: the B operand is a float
- * buffer the program does not write (an input or a constant, `stable`) and every size is
- * static. `batches` is 1 when B is the same for every batch (all batch strides 0).
+ * buffer the program does not write (an input or a constant, `stable`) and its sizes
+ * (batch dims, K, N) are static; M may be dynamic. `batches` is 1 when B is the same for
+ * every batch (all batch strides 0).
  */
 export interface PackSlotInfo {
   readonly batches: number;
@@ -264,14 +265,15 @@ export interface PackSlotInfo {
   readonly bytes: number;
 }
 
-/** The pack slot of matmul kernel `k`, or undefined (B is computed, int32, or has symbolic sizes). */
+/** The pack slot of matmul kernel `k`, or undefined (B is computed, int32, or its sizes are symbolic). */
 export function packSlotOf(k: Kernel, stable: (buf: number) => boolean): PackSlotInfo | undefined {
   const mm = k.matmul;
   if (k.kind !== 'matmul' || !mm) return undefined;
   const pb = k.params[mm.b.param];
   if (pb.dtype === 'int32' || pb.dtype === 'bool' || !stable(pb.buf)) return undefined;
   const rank = k.domain.length;
-  const dims = [...k.domain, mm.k];
+  // B's size: batch dims, K and N (M, e.g. a dynamic sequence length, does not matter).
+  const dims = [...k.domain.slice(0, rank - 2), k.domain[rank - 1], mm.k];
   if (!dims.every(isStatic)) return undefined;
   const [n, kk] = [k.domain[rank - 1] as number, mm.k as number];
   const view = mm.b.view[0];
