@@ -4,7 +4,7 @@
  * units (kernel names prefixed per program, every candidate configuration of every kernel
  * as its own variant), compiled with the real NVRTC and checked through ptxas's report.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -13,7 +13,7 @@ import { CUDA_HELPERS } from '../lib/codegen/cuda-prelude';
 import { allocStorage, decodeStorage, encodeStorage, type Storage } from '../lib/ir';
 import type { LaunchPlan } from '../lib/ir/plan';
 import { bufferElems, lower, type Program } from '../lib/passes';
-import { candidateConfigs, defaultConfig, gpuPlan, type GpuConfig, type GpuFacts } from '../lib/passes/gpu';
+import { candidateConfigs, defaultConfig, gpuPlan, partialsDType, type GpuConfig, type GpuFacts } from '../lib/passes/gpu';
 import { evalGridDim, parseGridDim } from '../lib/runtime/cuda';
 import { parsePtxasLog, type PtxasFunctionInfo } from '../lib/runtime/cuda-arch';
 import { bindSymbols, interpret, type TensorData } from '../lib/runtime/interpreter';
@@ -117,7 +117,7 @@ export interface EmuBuilt {
  * block, shared bytes, then the plan symbols), compiles the unit with the host C++
  * compiler after the emulator header and loads it.
  */
-export function buildEmu(lowered: readonly Lowered[], facts: GpuFacts, configsOf?: (l: Lowered) => GpuConfig[]): EmuBuilt {
+export async function buildEmu(lowered: readonly Lowered[], facts: GpuFacts, configsOf?: (l: Lowered) => GpuConfig[]): Promise<EmuBuilt> {
   const parts = [`#include "${path.join(__dirname, 'helpers', 'cuda-emu.h')}"`, CUDA_HELPERS];
   const r = new CudaRenderer([], facts);
   const units = lowered.map((l, i) => {
@@ -126,12 +126,15 @@ export function buildEmu(lowered: readonly Lowered[], facts: GpuFacts, configsOf
     const prefix = prefixOf(i);
     const syms = l.program.plan.symbols;
     parts.push(...renderCudaKernels(syms, facts, l.program.kernels.map((kernel, j) => ({ kernel, config: configs[j], name: prefix + kernel.name }))));
-    for (const k of l.program.kernels) {
-      const args = [...k.params.map((p, j) => `(${p.out ? '' : 'const '}${r.storage[p.dtype]}*)bufs[${j}]`), ...syms.map((_, j) => `(long long)ints[${5 + j}]`)];
+    for (const step of plan.steps) {
+      const k = l.program.kernels.find((kk) => step.kernel === kk.name || step.kernel.startsWith(`${kk.name}__`))!;
+      const extra = step.buffers.length - k.params.length; // a split reduction's partials buffer
+      const ptrs = [...k.params.map((p) => `${p.out ? '' : 'const '}${r.storage[p.dtype]}*`), ...Array.from({ length: extra }, () => `${r.storage[partialsDType(k)]}*`)];
+      const args = [...ptrs.map((t, j) => `(${t})bufs[${j}]`), ...syms.map((_, j) => `(long long)ints[${5 + j}]`)];
       parts.push(
-        `extern "C" void L_${prefix}${k.name}(void** bufs, const int64_t* ints) {`,
+        `extern "C" void L_${prefix}${step.kernel}(void** bufs, const int64_t* ints) {`,
         '  const unsigned grid[3] = {(unsigned)ints[0], (unsigned)ints[1], (unsigned)ints[2]};',
-        `  kiln_emu_launch("${prefix}${k.name}", grid, (unsigned)ints[3], (size_t)ints[4], [&] { ${prefix}${k.name}(${args.join(', ')}); });`,
+        `  kiln_emu_launch("${prefix}${step.kernel}", grid, (unsigned)ints[3], (size_t)ints[4], [&] { ${prefix}${step.kernel}(${args.join(', ')}); });`,
         '}',
       );
     }
@@ -142,11 +145,11 @@ export function buildEmu(lowered: readonly Lowered[], facts: GpuFacts, configsOf
   const src = path.join(dir, 'unit.cpp');
   const so = path.join(dir, 'unit.so');
   writeFileSync(src, source);
-  try {
-    execFileSync(process.env.CXX ?? 'g++', ['-std=c++20', '-O1', '-fPIC', '-shared', '-pthread', '-w', '-o', so, src], { stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    throw new Error(`emulator compile of ${src} failed:\n${(e as { stderr?: Buffer }).stderr?.toString().slice(0, 4000)}`);
-  }
+  await new Promise<void>((resolve, reject) =>
+    execFile(process.env.CXX ?? 'g++', ['-std=c++20', '-O1', '-fPIC', '-shared', '-pthread', '-w', '-o', so, src], (e, _out, err) =>
+      e ? reject(new Error(`emulator compile of ${src} failed:\n${String(err).slice(0, 4000)}`)) : resolve(),
+    ),
+  );
   return { lib: cpuLoad(so), source, units };
 }
 

@@ -9,7 +9,7 @@
  */
 import { dimProd, isStatic, ITEMSIZE, type DType } from '../ir';
 import { dependsOn, type Kernel, type Program } from '../passes';
-import { defaultConfig, laneAccess, rowShape, stageLoads, type ElementwiseConfig, type GpuConfig, type GpuFacts, type RowConfig } from '../passes/gpu';
+import { defaultConfig, laneAccess, partialsDType, rowShape, stageLoads, type ElementwiseConfig, type GpuConfig, type GpuFacts, type RowConfig } from '../passes/gpu';
 import { CStyleRenderer, shapeText } from './cstyle';
 import { CUDA_HELPERS } from './cuda-prelude';
 import { CudaExprs, delinearize, domVar, indent, unroll } from './cuda-exprs';
@@ -30,7 +30,16 @@ export class CudaRenderer extends CStyleRenderer {
 
   /** `extern "C" __global__ void __launch_bounds__(B) NAME(T* p0, const T* p1, …, long long S_s0, …) { … }` */
   renderKernel(k: Kernel, config: GpuConfig = defaultConfig(k, this.facts), name = k.name): string {
+    if (config.kind === 'reduce' && config.split) {
+      // Two kernels: the partials of every part, then the combine and the stores (see RowConfig.split).
+      return [this.#render(k, config, `${name}__part`, 'part'), this.#render(k, config, name, 'final')].join('\n');
+    }
+    return this.#render(k, config, name, 'whole');
+  }
+
+  #render(k: Kernel, config: GpuConfig, name: string, role: RowRole): string {
     const params = k.params.map((p, i) => `${p.out ? '' : 'const '}${this.storage[p.dtype]}* ${this.restrict} p${i}`);
+    if (role !== 'whole') params.push(`${role === 'part' ? '' : 'const '}${this.storage[partialsDType(k)]}* ${this.restrict} pp`);
     const syms = this.symbols.map((s) => `long long ${this.symName(s)}`);
     const x = new CudaExprs(this, k, k.kind === 'matmul' ? 'acc_e' : 'acc');
     let body: string[];
@@ -41,7 +50,7 @@ export class CudaRenderer extends CStyleRenderer {
         threads = config.block;
         break;
       case 'reduce':
-        body = rowBody(x, config);
+        body = rowBody(x, config, role);
         threads = config.block;
         break;
       case 'matmul':
@@ -52,7 +61,7 @@ export class CudaRenderer extends CStyleRenderer {
     }
     const used = this.symbols.map((s) => `(void)${this.symName(s)};`).join(' ');
     return [
-      `/* ${name}: ${k.kind} over ${shapeText(k.domain)}${k.kind === 'reduce' ? `, reducing dims ${k.reduced.flatMap((r, d) => (r ? [d] : [])).join(',')}` : ''}; ${JSON.stringify(config)} */`,
+      `/* ${name}: ${role === 'part' ? 'partials of a ' : ''}${k.kind} over ${shapeText(k.domain)}${k.kind === 'reduce' ? `, reducing dims ${k.reduced.flatMap((r, d) => (r ? [d] : [])).join(',')}` : ''}; ${JSON.stringify(config)} */`,
       `${this.kernelPrefix} __launch_bounds__(${threads}, 1) ${name}(${[...params, ...syms].join(', ')}) {`,
       ...(used ? [`  ${used}`] : []),
       ...body.map((l) => `  ${l}`),
@@ -171,6 +180,9 @@ function reducer(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reducer {
   return { accType: float ? 'float' : 'int', init: float ? '(-INFINITY)' : '(-2147483647 - 1)', combine: mx, step: mx, result: (a) => a };
 }
 
+/** Which kernel of a row reduction: all of it, or the two halves of a split one. */
+export type RowRole = 'whole' | 'part' | 'final';
+
 /**
  * Body of a row kernel (see docs/CUDA.md, "Row kernels"): rows are the kept dims, a row's
  * elements the reduced dims. `threads` threads share a row; each takes chunks of `vec`
@@ -179,7 +191,7 @@ function reducer(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reducer {
  * butterfly (every lane gets the result) and, for block rows, a pass over the warps'
  * partials in shared memory, in the same order in every thread (deterministic).
  */
-export function rowBody(x: CudaExprs, c: RowConfig): string[] {
+export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): string[] {
   const { k, r } = x;
   const it = x.it;
   const dims = k.domain.map((_, d) => d);
@@ -201,10 +213,15 @@ export function rowBody(x: CudaExprs, c: RowConfig): string[] {
   const innerValues = (roots: number[]): number[] => x.closure(roots).filter(inner);
 
   const lines: string[] = [];
-  if (T === 1) lines.push(`const ${it} row = (${it})blockIdx.x * ${c.block} + threadIdx.x;`, `if (row >= ${r.dim(rows)}) return;`);
+  const P = c.split ?? 1;
+  if (role === 'part') lines.push(`const ${it} row = (${it})blockIdx.x / ${P};`, `const ${it} part = (${it})blockIdx.x % ${P};`, 'const int tid = threadIdx.x;');
+  else if (T === 1) lines.push(`const ${it} row = (${it})blockIdx.x * ${c.block} + threadIdx.x;`, `if (row >= ${r.dim(rows)}) return;`);
   else if (T === 32) lines.push(`const ${it} row = (${it})blockIdx.x * ${c.block / 32} + threadIdx.x / 32;`, 'const int tid = threadIdx.x % 32;', `if (row >= ${r.dim(rows)}) return;`);
   else lines.push(`const ${it} row = blockIdx.x;`, 'const int tid = threadIdx.x;');
   lines.push(...delinearize(x, 'row', outer));
+  // A part of a split row: elements [q_lo, q_hi), a multiple of the lane count apart.
+  const seg = (isStatic(len) ? Math.ceil(len / P / V) : 1) * V;
+  if (role === 'part') lines.push(`const ${it} q_lo = part * ${seg};`, `const ${it} q_hi = q_lo + ${seg} < ${r.dim(len)} ? q_lo + ${seg} : ${r.dim(len)};`);
 
   const lenC = r.dim(len);
   const inRegs = c.cache === 'registers' && T > 1 && isStatic(len);
@@ -240,7 +257,8 @@ export function rowBody(x: CudaExprs, c: RowConfig): string[] {
       const guarded = full ? inside : [`if (q0 < ${lenC}) {`, ...indent(inside), '}'];
       return [unroll, `for (int ch = 0; ch < ${chunks}; ch++) {`, `  const int q0 = (ch * ${T} + tid) * ${V};`, ...indent(guarded), '}'];
     }
-    return [`for (${it} q0 = (${it})tid * ${V}; q0 < ${lenC}; q0 += ${T * V}) {`, ...indent([...redCoords('q0'), ...body]), '}'];
+    const [lo, hi] = role === 'part' ? ['q_lo + ', 'q_hi'] : ['', lenC];
+    return [`for (${it} q0 = ${lo}(${it})tid * ${V}; q0 < ${hi}; q0 += ${T * V}) {`, ...indent([...redCoords('q0'), ...body]), '}'];
   };
 
   // Keep the row's stage loads in registers or shared memory: read once, chunk by chunk.
@@ -269,7 +287,11 @@ export function rowBody(x: CudaExprs, c: RowConfig): string[] {
     const acc = `acc${j}`;
     lines.push(...outerValues([s.src]));
     lines.push(`${red0.accType} ${acc} = ${red0.init};`);
-    lines.push(...rowLoop(innerValues([s.src]), [], [`${acc} = ${red0.step(acc, x.ref(s.src))};`], `_s${j}`));
+    if (role === 'final') {
+      // The row's partials, combined in part order (every thread the same way after the reduce below).
+      const part = red0.accType === 'unsigned int' ? `(unsigned int)pp[row * ${P} + q]` : `pp[row * ${P} + q]`;
+      lines.push(`for (int q = tid; q < ${P}; q += ${T}) ${acc} = ${red0.combine(acc, part)};`);
+    } else lines.push(...rowLoop(innerValues([s.src]), [], [`${acc} = ${red0.step(acc, x.ref(s.src))};`], `_s${j}`));
     if (T > 1) {
       // Every lane shuffles unconditionally (the partner's value first, then the combine, which may branch).
       lines.push(unroll, `for (int o = 16; o > 0; o >>= 1) {`, `  const ${red0.accType} other = __shfl_xor_sync(0xffffffffu, ${acc}, o);`, `  ${acc} = ${red0.combine(acc, 'other')};`, '}');
@@ -284,8 +306,10 @@ export function rowBody(x: CudaExprs, c: RowConfig): string[] {
         `for (int w = 1; w < ${w}; w++) ${acc} = ${red0.combine(acc, `red${j}[w]`)};`,
       );
     }
-    lines.push(`const ${r.compute[s.dtype]} a${j} = ${red0.result(acc)};`);
+    if (role === 'part') lines.push(`if (tid == 0) pp[blockIdx.x] = ${red0.accType === 'unsigned int' ? `(int)${acc}` : acc};`);
+    else lines.push(`const ${r.compute[s.dtype]} a${j} = ${red0.result(acc)};`);
   });
+  if (role === 'part') return lines;
 
   const isInnerStore = (s: Kernel['stores'][number]): boolean => inner(s.value) || red.some((d) => dependsOn(s.view)[d]);
   const innerStores = k.stores.filter(isInnerStore);

@@ -10,9 +10,9 @@
  */
 import { renderCudaVariants, type KernelVariant } from '../codegen/cuda';
 import { ITEMSIZE } from '../ir/dtype';
-import { evalDim, isStatic, type Dim } from '../ir/sym';
+import { evalDim, isStatic, parseDim, type Dim } from '../ir/sym';
 import { bufferElems, type Kernel, type Program } from '../passes';
-import { candidateConfigs, geometry, type GpuConfig, type GpuFacts } from '../passes/gpu';
+import { candidateConfigs, gpuPlan, type GpuConfig, type GpuFacts } from '../passes/gpu';
 import { evalGridDim, parseGridDim } from '../runtime/cuda';
 import { parsePtxasLog, type CudaTarget } from '../runtime/cuda-arch';
 import { CudaModule, DeviceBuffer, PlanExecutor } from '../runtime/cuda-driver';
@@ -86,7 +86,6 @@ export async function autotuneCuda(program: Program, target: CudaTarget, facts: 
       buf.fill(0);
       buffers.push(buf);
     }
-    const ptrs = BigUint64Array.from(buffers, (b) => b.ptr);
     const syms = BigInt64Array.from(plan.symbols, (s) => BigInt(values[s]));
     for (const v of variants) {
       const f = ptx[v.name];
@@ -95,26 +94,30 @@ export async function autotuneCuda(program: Program, target: CudaTarget, facts: 
         measurements.push({ ...base, us: null, why: `spills ${f.spillStores} bytes` });
         continue;
       }
-      const g = geometry(v.kernel, v.config);
-      const grid = [0, 1, 2].map((j) => (j < g.grid.length ? evalGridDim(parseGridDim(g.grid[j]), values) : 1));
-      if (grid.some((x) => x === 0)) {
+      // The variant's own plan: one step, or two for a split reduction (with its partials buffer).
+      const mini = gpuPlan({ ...plan, steps: [plan.steps[v.step]] }, [v.kernel], [v.config]);
+      const grids = mini.steps.flatMap((st) => [0, 1, 2].map((j) => (j < st.grid!.length ? evalGridDim(parseGridDim(st.grid![j]), values) : 1)));
+      if (grids.some((x) => x === 0)) {
         measurements.push({ ...base, us: null, why: 'empty at the tuning sizes' });
         continue;
       }
-      const step = { kernel: v.name, buffers: plan.steps[v.step].buffers, block: g.block, sharedBytes: g.sharedBytes };
+      const extra = mini.buffers.slice(plan.buffers.length).map((b) => new DeviceBuffer(Math.max(16, evalDim(parseDim(b.elems), values) * ITEMSIZE[b.dtype]), device));
+      const vptrs = BigUint64Array.from([...buffers, ...extra], (b) => b.ptr);
+      const steps = mini.steps.map((st) => ({ kernel: st.kernel.replace(v.kernel.name, v.name), buffers: st.buffers, block: st.block!, sharedBytes: st.sharedBytes ?? 0 }));
       let exec: PlanExecutor | undefined;
       try {
-        exec = new PlanExecutor(module, { numBuffers: plan.buffers.length, numSymbols: plan.symbols.length, steps: Array.from({ length: reps }, () => step) });
-        const grids = Uint32Array.from({ length: 3 * reps }, (_, i) => grid[i % 3]);
-        await exec.run(ptrs, syms, grids, true); // capture (or the first eager run) and warm-up
-        await exec.run(ptrs, syms, grids, true);
+        exec = new PlanExecutor(module, { numBuffers: mini.buffers.length, numSymbols: plan.symbols.length, steps: Array.from({ length: reps }, () => steps).flat() });
+        const all = Uint32Array.from({ length: grids.length * reps }, (_, i) => grids[i % grids.length]);
+        await exec.run(vptrs, syms, all, true); // capture (or the first eager run) and warm-up
+        await exec.run(vptrs, syms, all, true);
         const t0 = process.hrtime.bigint();
-        for (let i = 0; i < replays; i++) await exec.run(ptrs, syms, grids, true);
+        for (let i = 0; i < replays; i++) await exec.run(vptrs, syms, all, true);
         measurements.push({ ...base, us: Number(process.hrtime.bigint() - t0) / 1e3 / (replays * reps) });
       } catch (e) {
         measurements.push({ ...base, us: null, why: (e as Error).message.split('\n')[0] });
       } finally {
         exec?.dispose();
+        for (const b of extra) b.dispose();
       }
     }
   } finally {

@@ -7,8 +7,8 @@
  * is tested without a GPU. Configurations are plain JSON: the tuner's choice is stored in
  * the bundle and replayed on load. See docs/CUDA.md.
  */
-import { dimProd, dimStr, ITEMSIZE, isStatic, type Dim, type DType } from '../ir';
-import type { DimJSON, LaunchPlan, PlanStep } from '../ir/plan';
+import { dimMul, dimProd, dimStr, dimToJSON, ITEMSIZE, isStatic, type Dim, type DType } from '../ir';
+import type { DimJSON, LaunchPlan, PlanBuffer, PlanStep } from '../ir/plan';
 import type { Kernel } from './kernel';
 import { type ViewStack } from './view';
 
@@ -40,6 +40,12 @@ export interface RowConfig {
   readonly threads: number;
   readonly vec: number;
   readonly cache: 'registers' | 'shared' | 'none';
+  /**
+   * Parts per row of a two-level reduction (few long rows, one stage): a first kernel
+   * (`<name>__part`) reduces each part with a block and writes a partial; the kernel itself
+   * then combines a row's partials in a fixed order (deterministic) and stores.
+   */
+  readonly split?: number;
 }
 
 /** Matmul on tensor cores (f16/bf16, mma.sync m16n8k16, f32 accumulate). */
@@ -193,11 +199,34 @@ export function rowSharedBytes(k: Kernel, c: RowConfig): number {
   return c.cache === 'shared' && isStatic(len) ? 4 * len * stageLoads(k).length : 0;
 }
 
-function rowConfig(k: Kernel, facts: GpuFacts, threads: number, block?: number): RowConfig {
+/**
+ * Parts per row worth splitting a one-stage block-row reduction into: when its rows cannot
+ * fill the GPU (fewer than the SMs), enough parts for two blocks per SM, each at least four
+ * chunks per thread. Undefined when the kernel is not such a reduction.
+ */
+function splitParts(k: Kernel, facts: GpuFacts, threads: number, vec: number): number | undefined {
+  const { rows, len } = rowShape(k);
+  const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
+  if (k.stages.length !== 1 || threads < 64 || !lastReduced || !isStatic(rows) || !isStatic(len)) return undefined;
+  const sms = facts.smCount ?? 132;
+  if (rows >= sms) return undefined;
+  const parts = Math.min(Math.ceil((2 * sms) / Math.max(1, rows)), Math.floor(len / (threads * vec * 4)));
+  return parts >= 2 ? parts : undefined;
+}
+
+function rowConfig(k: Kernel, facts: GpuFacts, threads: number, block?: number, split = true): RowConfig {
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
   const vec = threads > 1 && lastReduced ? pickVec(k, false) : 1;
   const b = block ?? (threads >= 64 ? threads : 256);
+  const parts = split ? splitParts(k, facts, threads, vec) : undefined;
+  if (parts !== undefined) return { kind: 'reduce', block: b, threads, vec, cache: 'none', split: parts };
   return { kind: 'reduce', block: b, threads, vec, cache: cacheOf(k, threads, vec, facts) };
+}
+
+/** The dtype of a split reduction's partials (float accumulators, else 32-bit integers). */
+export function partialsDType(k: Kernel): DType {
+  const dt = k.stages[0].dtype;
+  return dt === 'int32' || dt === 'bool' ? 'int32' : 'float32';
 }
 
 function defaultRow(k: Kernel, facts: GpuFacts): RowConfig {
@@ -215,7 +244,11 @@ function rowCandidates(k: Kernel, facts: GpuFacts): RowConfig[] {
   if (!lastReduced) return [128, 256, 512].map((b) => rowConfig(k, facts, 1, b));
   const { len } = rowShape(k);
   const out = [rowConfig(k, facts, 32, 128), rowConfig(k, facts, 32, 256)];
-  for (const t of [64, 128, 256, 512, 1024]) if (!isStatic(len) || len >= t) out.push(rowConfig(k, facts, t));
+  for (const t of [64, 128, 256, 512, 1024]) {
+    if (isStatic(len) && len < t) continue;
+    out.push(rowConfig(k, facts, t));
+    if (out[out.length - 1].split) out.push(rowConfig(k, facts, t, undefined, false));
+  }
   return out;
 }
 
@@ -363,11 +396,42 @@ export function configFits(k: Kernel, c: GpuConfig, facts: GpuFacts): boolean {
   return candidateConfigs(k, facts).some((x) => JSON.stringify(x) === JSON.stringify(c));
 }
 
-/** The plan for the CUDA target: the CPU plan's steps with each kernel's geometry. */
+/** The launch of a split reduction's first kernel: a block per part of every row. */
+export function partGeometry(k: Kernel, c: RowConfig): Geometry {
+  const { rows } = rowShape(k);
+  return { grid: [cdiv(dimMul(rows, c.split ?? 1), 1)], block: [c.block], sharedBytes: 0 };
+}
+
+/**
+ * The plan for the CUDA target: the CPU plan's steps with each kernel's geometry. A split
+ * reduction becomes two steps (`<kernel>__part`, then `<kernel>`) sharing a temp buffer of
+ * partials, passed to both as their last pointer; temps' lifetimes follow the new steps.
+ */
 export function gpuPlan(plan: LaunchPlan, kernels: readonly Kernel[], configs: readonly GpuConfig[]): LaunchPlan {
-  const steps: PlanStep[] = plan.steps.map((s, i) => {
-    const g = geometry(kernels[i], configs[i]);
-    return { ...s, grid: g.grid, block: g.block, sharedBytes: g.sharedBytes };
+  const buffers: PlanBuffer[] = [...plan.buffers];
+  const steps: PlanStep[] = [];
+  plan.steps.forEach((s, i) => {
+    const k = kernels[i];
+    const c = configs[i];
+    const g = geometry(k, c);
+    if (c.kind === 'reduce' && c.split) {
+      const id = buffers.length;
+      buffers.push({ id, dtype: partialsDType(k), elems: dimToJSON(dimMul(rowShape(k).rows, c.split)), role: 'temp', first: 0, last: 0 });
+      const pg = partGeometry(k, c);
+      steps.push({ ...s, kernel: `${s.kernel}__part`, buffers: [...s.buffers, id], grid: pg.grid, block: pg.block, sharedBytes: pg.sharedBytes });
+      steps.push({ ...s, buffers: [...s.buffers, id], grid: g.grid, block: g.block, sharedBytes: g.sharedBytes });
+    } else steps.push({ ...s, grid: g.grid, block: g.block, sharedBytes: g.sharedBytes });
   });
-  return { ...plan, steps };
+  if (steps.length === plan.steps.length) return { ...plan, steps };
+  // Lifetimes by step index again: only temps share arena space.
+  const end = steps.length - 1;
+  const lives = buffers.map((b) => (b.role === 'temp' ? { first: Infinity, last: -1 } : { first: 0, last: end }));
+  steps.forEach((st, i) =>
+    st.buffers.forEach((id) => {
+      if (buffers[id].role !== 'temp') return;
+      lives[id].first = Math.min(lives[id].first, i);
+      lives[id].last = Math.max(lives[id].last, i);
+    }),
+  );
+  return { ...plan, buffers: buffers.map((b, i) => ({ ...b, first: lives[i].first, last: lives[i].last })), steps };
 }

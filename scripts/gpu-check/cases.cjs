@@ -128,6 +128,10 @@ function cases({ F, tensor }) {
     { name: 'softmax-block-cached', fn: (x) => x.softmax(-1), specs: [f32(5, 2048)] },
     { name: 'layerNorm-f16-wide', fn: (x, w, b) => F.layerNorm(x, w, b), specs: [f16(3, 1536), f16(1536), f16(1536)], ulps: 2 },
     { name: 'rmsNorm-ragged', fn: (x) => F.rmsNorm(x), specs: [f32(4, 1111)] },
+    { name: 'sum-all-split', fn: (x) => x.sum(), specs: [f32(70000)], atol: 1e-4, rtol: 1e-4 },
+    { name: 'mean-rows-split', fn: (x) => x.mean(-1, true).mul(2), specs: [f32(3, 40000)], atol: 1e-5 },
+    { name: 'int-sum-split', fn: (x) => x.sum(-1), specs: [i32(2, 40000)], gen: special },
+    { name: 'max-nan-split', fn: (x) => [x.max(), x.abs().max()], specs: [f32(70000)], gen: special },
     { name: 'layerNorm-row-in-shared', fn: (x, w, b) => F.layerNorm(x, w, b), specs: [f32(2, 20000), f32(20000), f32(20000)], atol: 1e-5 },
     { name: 'softmax-f16-row-in-shared', fn: (x) => x.softmax(-1), specs: [f16(2, 24576)], ulps: 2 },
   ];
