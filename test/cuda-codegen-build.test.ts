@@ -5,12 +5,14 @@
  * choice logic. Skipped without NVRTC unless KILN_REQUIRE_NVRTC=1.
  */
 import { buildCuda, chooseConfigs, cudaTarget } from '../lib/engine/cuda';
+import { cudaFacts } from '../lib/engine/cuda-facts';
 import { pickFastest } from '../lib/engine/cuda-tune';
 import { lower } from '../lib/passes';
 import { candidateConfigs, defaultConfig, geometry, type GpuConfig } from '../lib/passes/gpu';
 import { parseGridDim } from '../lib/runtime/cuda';
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
+import { chooseBackend } from '../lib/runtime/select';
 import * as F from '../lib/tensor/functional';
 import { trace } from '../lib/tensor/trace';
 import type { Tensor } from '../lib/tensor/tensor';
@@ -92,5 +94,15 @@ describe('launch geometry and tuning tables', () => {
     expect(pickFastest([{ kernel: 'E', config: c(256), us: 10 }, { kernel: 'E', config: c(128), us: 9 }]).E).toEqual(c(128));
     expect(pickFastest([{ kernel: 'E', config: c(256), us: null, why: 'spills' }, { kernel: 'E', config: c(512), us: 12 }]).E).toEqual(c(512));
     expect(pickFastest([{ kernel: 'E', config: c(256), us: null }])).toEqual({});
+  });
+});
+
+describe("device 'auto' and CUDA", () => {
+  it('reports why CUDA is not chosen, naming what is missing', () => {
+    const facts = cudaFacts();
+    if (!facts.driver.available) expect(facts.driver.reason.length).toBeGreaterThan(0);
+    if (!facts.nvrtc.available) expect(facts.nvrtc.reason.length).toBeGreaterThan(0);
+    const choice = chooseBackend({ ...facts, cxx: { available: true, path: 'c++' } }, {});
+    if (!info.driver.available) expect(choice).toMatchObject({ backend: 'cpu', reason: expect.stringMatching(/CPU backend will be used/) });
   });
 });

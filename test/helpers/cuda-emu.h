@@ -165,7 +165,7 @@ template <int N> static inline void kiln_cp_wait() {}
 /**
  * Runs `fn` as a grid of blocks of `threads` threads; blocks one after another. A kernel
  * whose threads disagree about barriers (a __syncthreads or a shuffle not reached by all)
- * would hang here forever: a watchdog aborts the process after 60 s instead.
+ * would hang here forever: a watchdog aborts the process after 180 s instead.
  */
 static void kiln_emu_launch(const char* name, const unsigned* grid, unsigned threads, size_t smemBytes, const std::function<void()>& fn) {
   std::mutex mu;
@@ -173,8 +173,8 @@ static void kiln_emu_launch(const char* name, const unsigned* grid, unsigned thr
   bool done = false;
   std::thread watchdog([&] {
     std::unique_lock<std::mutex> lock(mu);
-    if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return done; })) {
-      fprintf(stderr, "kiln CUDA emulator: %s did not finish in 60 s (threads waiting at different barriers?)\n", name);
+    if (!cv.wait_for(lock, std::chrono::seconds(180), [&] { return done; })) {
+      fprintf(stderr, "kiln CUDA emulator: %s did not finish in 180 s (threads waiting at different barriers?)\n", name);
       abort();
     }
   });
