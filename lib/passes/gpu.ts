@@ -179,8 +179,11 @@ export function stageLoads(k: Kernel): number[] {
 /** Register budget (values per thread) for keeping rows in registers. */
 const rowBudget = (threads: number): number => (threads >= 512 ? 16 : 32);
 
-/** Dynamic shared memory a block may use for a cached row (sm_80 and sm_90+ allow more). */
-const sharedBudget = (arch: number): number => (arch === 80 || arch >= 90 ? 160 * 1024 : 96 * 1024);
+/**
+ * Dynamic shared memory a block may use for a cached row: A100 (sm_80, 163 KiB per block),
+ * H100/H200 (sm_90) and B200 (sm_100, 227 KiB) allow more than the 99 KiB of sm_86/89/120.
+ */
+const sharedBudget = (arch: number): number => ([80, 90, 100, 103].includes(arch) ? 160 * 1024 : 96 * 1024);
 
 /** Where a row fits for `threads` and `vec`: registers, else shared memory (block rows), else nowhere. */
 function cacheOf(k: Kernel, threads: number, vec: number, facts: GpuFacts): RowConfig['cache'] {
