@@ -16,29 +16,18 @@
 import { renderCuda } from '../codegen/cuda';
 import type { Graph } from '../ir/graph';
 import type { LaunchPlan } from '../ir/plan';
-import { arenaLayout, lower, type Program } from '../passes';
+import { lower, type Program } from '../passes';
 import { configFits, defaultConfig, gpuPlan, type GpuConfig, type GpuFacts } from '../passes/gpu';
-import { CudaProgram, type DeviceTensor, type ProgramInput } from '../runtime/cuda';
-import { parsePtxasLog, selectCudaTarget, type CudaTarget, type PtxasFunctionInfo } from '../runtime/cuda-arch';
-import { readCubinArch } from '../runtime/cuda-driver';
+import { parsePtxasLog, selectCudaTarget, type CudaTarget } from '../runtime/cuda-arch';
 import { addonInfo, nvrtcCompile } from '../runtime/native';
 import { readEnv } from '../util/env';
-import { CudaError, KilnError } from '../util/errors';
-import type { CompiledProgram, RawTensor } from './program';
+import { CudaError } from '../util/errors';
+import { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaTuning } from './cuda-load';
+
+export { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaLoadParts, type CudaTuning } from './cuda-load';
 
 /** NVRTC options of every CUDA program (`--gpu-architecture` is added from the target). */
 export const CUDA_NVRTC_OPTIONS: readonly string[] = ['-default-device', '--std=c++17', '--fmad=false', '--ptxas-options=-v'];
-
-/** Each kernel's chosen configuration, by kernel name: the autotuner's result, stored in the bundle. */
-export type CudaTuning = Record<string, GpuConfig>;
-
-/** What ptxas reported for one kernel, with its launch shape. */
-export interface CudaKernelResources extends PtxasFunctionInfo {
-  readonly threads: number;
-  /** Dynamic shared memory per launch (static shared memory is `sharedBytes`). */
-  readonly dynamicSharedBytes: number;
-  readonly config: GpuConfig;
-}
 
 /** A compiled CUDA program that is not loaded yet (what a bundle stores). */
 export interface CudaBuild {
@@ -69,14 +58,6 @@ export interface BuildCudaOptions {
   smCount?: number;
   /** An already lowered program of `graph` (the autotuner lowers once). */
   program?: Program;
-}
-
-/** Parses `sm_90` / `compute_90` into a CudaTarget. */
-export function cudaTarget(target: string | CudaTarget): CudaTarget {
-  if (typeof target !== 'string') return target;
-  const m = /^(sm|compute)_(\d+)a?$/.exec(target);
-  if (!m) throw new KilnError('KILN_BAD_TARGET', `CUDA target must be sm_XY or compute_XY, got ${JSON.stringify(target)}`);
-  return { target, kind: m[1] === 'sm' ? 'cubin' : 'ptx', arch: Number(m[2]) };
 }
 
 /** Kernel configurations for a program: tuned where the table fits, else the heuristic. */
@@ -128,86 +109,6 @@ export function localCudaTarget(device = 0): { target: CudaTarget; facts: GpuFac
   const target = selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: info.nvrtc.archs, deviceName: dev.name, nvrtcVersion: info.nvrtc.version });
   return { target, facts: { arch: target.arch, smCount: dev.smCount }, name: dev.name };
 }
-
-/** A loaded CUDA program: the engine's CompiledProgram plus the device-side handles. */
-export interface CudaCompiledProgram extends CompiledProgram {
-  readonly device: 'cuda';
-  readonly cuda: {
-    readonly program: CudaProgram;
-    readonly target: CudaTarget;
-    readonly tuning: CudaTuning;
-    readonly resources: Record<string, CudaKernelResources>;
-    readonly image: Buffer;
-    /** Runs with inputs on the device or host; outputs stay on the device (the caller disposes them). */
-    run(inputs: readonly ProgramInput[]): Promise<DeviceTensor[]>;
-  };
-}
-
-/** What loading needs: an image built for this GPU and the plan built with it. */
-export interface CudaLoadParts {
-  readonly image: Uint8Array;
-  readonly graph: Graph;
-  /** The CUDA plan (steps with grid and block). */
-  readonly plan: LaunchPlan;
-  readonly source?: string;
-  readonly kernels?: number;
-  readonly target?: CudaTarget;
-  readonly tuning?: CudaTuning;
-  readonly resources?: Record<string, CudaKernelResources>;
-  readonly device?: number;
-  /** Replay CUDA graphs for repeated calls (default true). */
-  readonly graphs?: boolean;
-}
-
-/**
- * Loads a built CUDA program on `device` (uploads its constants). A cubin must be for this
- * GPU's exact architecture: checked here so a mismatch is a clear error rather than the
- * driver's CUDA_ERROR_NO_BINARY_FOR_GPU.
- */
-export async function loadCudaProgram(parts: CudaLoadParts): Promise<CudaCompiledProgram> {
-  const t0 = performance.now();
-  const device = parts.device ?? 0;
-  const target = parts.target ?? (isElf(parts.image) ? cudaTarget(`sm_${readCubinArch(parts.image).sm}`) : cudaTarget('compute_75'));
-  if (isElf(parts.image)) {
-    const { sm } = readCubinArch(parts.image);
-    const info = addonInfo();
-    const dev = info.driver.available ? info.driver.devices[device] : undefined;
-    const cc = dev ? dev.computeCapability[0] * 10 + dev.computeCapability[1] : undefined;
-    if (cc !== undefined && cc !== sm) {
-      throw new CudaError('KILN_CUDA_ARCH_MISMATCH', `the CUDA program was built for sm_${sm}, but ${dev!.name} is sm_${cc}: rebuild it for sm_${cc}`);
-    }
-  }
-  const g = parts.graph;
-  const program = await CudaProgram.load(parts.image, { plan: parts.plan, symbols: g.symbols, constants: g.constants, layout: arenaLayout, device, graphs: parts.graphs ?? true });
-  const loadMs = performance.now() - t0;
-  const execute = async (inputs: readonly RawTensor[]): Promise<RawTensor[]> => {
-    const outs = await program.run(inputs);
-    try {
-      return await Promise.all(outs.map((t) => t.toHost()));
-    } finally {
-      for (const t of outs) t.dispose();
-    }
-  };
-  return {
-    device: 'cuda',
-    graph: g,
-    plan: parts.plan,
-    kernels: parts.kernels ?? parts.plan.steps.length,
-    source: parts.source ?? '',
-    times: { lowerMs: 0, renderMs: 0, compileMs: 0, loadMs },
-    execute,
-    cuda: {
-      program,
-      target,
-      tuning: parts.tuning ?? {},
-      resources: parts.resources ?? {},
-      image: Buffer.from(parts.image.buffer, parts.image.byteOffset, parts.image.byteLength),
-      run: (inputs) => program.run(inputs),
-    },
-  };
-}
-
-const isElf = (b: Uint8Array): boolean => b.length >= 4 && b[0] === 0x7f && b[1] === 0x45 && b[2] === 0x4c && b[3] === 0x46;
 
 /** Options of `compileGraphCuda`. */
 export interface CompileCudaOptions {
