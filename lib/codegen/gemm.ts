@@ -9,7 +9,7 @@
  * a matmul whose B operand is a program input or constant gets a *pack slot*, and the
  * runtime hands the same packed copy back while the same immutable tensor is passed (see
  * lib/runtime/cpu.ts). Threads take (batch, N block, M chunk) units. The fused elementwise
- * epilogue runs on each finished C tile while it is hot in L1. int32 matmuls take a
+ * epilogue runs on each finished row of a unit (up to 256 columns) while it is in L2. int32 matmuls take a
  * simple exact loop (wrapping products, like the interpreter's Math.imul).
  */
 import { dimProd, isStatic, type Dim } from '../ir';
@@ -214,13 +214,13 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
           const float* apan = ab + pc * MP + ip * KILN_MR * kc;
           if (mr == KILN_MR) kiln_micro<KILN_MR>(kc, apan, bpan, c, ldc, kb == 0);
           else kiln_micro_tail((int)mr, kc, apan, bpan, c, ldc, kb == 0);
-          if (kb == nk - 1) {
-            const int64_t nr = kiln_min(KILN_NR, N - jp * KILN_NR);
-            for (int64_t r = 0; r < mr; r++) epi(bi, ip * KILN_MR + r, jp * KILN_NR, nr, (const float*)(c + r * ldc));
-          }
         }
       }
     }
+    /* The epilogue, a whole row of the unit at a time (up to 256 columns, from L2): per 16-
+       column tile row, a GELU's constants and loop set-up cost as much as its math. */
+    const int64_t j0 = jp0 * KILN_NR, nj = kiln_min(N, jp1 * KILN_NR) - j0;
+    for (int64_t i = ip0 * KILN_MR, i1 = kiln_min(M, ip1 * KILN_MR); i < i1; i++) epi(bi, i, j0, nj, (const float*)(cc + (i - ip0 * KILN_MR) * ldc));
   });
 }
 
