@@ -113,10 +113,36 @@ static inline void kiln_pack_b_panel(float* __restrict__ dst, int64_t pc, int64_
   const int64_t b_size = b_kind == 0 ? 4 : 2, nr = kiln_min(KILN_NR, N - j0);
   if (b_cs == 1 && nr == KILN_NR) { /* rows contiguous: NR elements per k */
     for (int64_t p = 0; p < kc; p++) kiln_row_f32(b_kind, (const char*)b_raw + b_size * (ob + (pc + p) * b_rs + j0), dst + p * KILN_NR, KILN_NR);
-  } else if (b_rs == 1) { /* columns contiguous along k (a transposed operand): one column at a time */
-    for (int64_t j = 0; j < KILN_NR; j++) {
+  } else if (b_rs == 1) { /* columns contiguous along k (a transposed operand, e.g. K^T in attention) */
+    int64_t p0 = 0;
+#if defined(__AVX2__)
+    if (b_kind == 0 && nr == KILN_NR) { /* 8x8 transposes: 8 k values of 8 columns per step */
+      const float* src = (const float*)b_raw + ob + j0 * b_cs + pc;
+      for (; p0 + 8 <= kc; p0 += 8)
+        for (int64_t jh = 0; jh < KILN_NR; jh += 8) {
+          __m256 r0 = _mm256_loadu_ps(src + (jh + 0) * b_cs + p0), r1 = _mm256_loadu_ps(src + (jh + 1) * b_cs + p0);
+          __m256 r2 = _mm256_loadu_ps(src + (jh + 2) * b_cs + p0), r3 = _mm256_loadu_ps(src + (jh + 3) * b_cs + p0);
+          __m256 r4 = _mm256_loadu_ps(src + (jh + 4) * b_cs + p0), r5 = _mm256_loadu_ps(src + (jh + 5) * b_cs + p0);
+          __m256 r6 = _mm256_loadu_ps(src + (jh + 6) * b_cs + p0), r7 = _mm256_loadu_ps(src + (jh + 7) * b_cs + p0);
+          const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+          const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+          const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+          const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+          float* d = dst + p0 * KILN_NR + jh;
+          _mm256_storeu_ps(d + 0 * KILN_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+          _mm256_storeu_ps(d + 1 * KILN_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+          _mm256_storeu_ps(d + 2 * KILN_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+          _mm256_storeu_ps(d + 3 * KILN_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+          _mm256_storeu_ps(d + 4 * KILN_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+          _mm256_storeu_ps(d + 5 * KILN_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+          _mm256_storeu_ps(d + 6 * KILN_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+          _mm256_storeu_ps(d + 7 * KILN_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+#endif
+    for (int64_t j = 0; j < KILN_NR && p0 < kc; j++) {
       const int64_t at = ob + (j0 + j) * b_cs + pc;
-      for (int64_t p = 0; p < kc; p++) dst[p * KILN_NR + j] = j < nr ? lb(at + p) : 0.0f;
+      for (int64_t p = p0; p < kc; p++) dst[p * KILN_NR + j] = j < nr ? lb(at + p) : 0.0f;
     }
   } else {
     for (int64_t p = 0; p < kc; p++) {
