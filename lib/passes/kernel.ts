@@ -9,7 +9,7 @@
  */
 import { dimEq, dimProd, shapeEq, type Dim, type DType, type Node } from '../ir';
 import type { ElementwiseOp } from './simplify';
-import { contiguousStrides, dependsOn, isContiguous, maskDependsOn, mergeDims, unmasked, viewOf, type Move, type ViewStack } from './view';
+import { contiguousStrides, dependsOn, isContiguous, maskDependsOn, mergeDims, reshapeView, unmasked, viewOf, type Move, type ViewStack } from './view';
 
 /** One SSA value of a kernel, evaluated at the current domain index. */
 export type KNode =
@@ -136,7 +136,7 @@ export function buildKernel(root: Node, isBuffer: (n: Node) => boolean): Kernel 
     if (e instanceof Irregular) return e;
     throw e;
   }
-  return collapse(b.finish(kind));
+  return collapse(refine(b.finish(kind)));
 }
 
 class Builder {
@@ -329,6 +329,77 @@ function domainViews(k: Kernel): ViewStack[] {
   for (const n of k.nodes) if (n.k === 'load') out.push(n.view);
   for (const n of k.nodes) if (n.k === 'guard') out.push(n.valid);
   return out;
+}
+
+/**
+ * For each new dim, the old dim it splits (`old` refined into `fine`: every old dim is the
+ * product of a run of consecutive new dims, size-1 dims may appear or vanish), or undefined.
+ */
+function refinement(old: readonly Dim[], fine: readonly Dim[]): number[] | undefined {
+  const groups: number[] = [];
+  let j = 0;
+  for (let i = 0; i < old.length; i++) {
+    let prod: Dim = 1;
+    const start = j;
+    while (j < fine.length && !dimEq(prod, old[i])) {
+      prod = dimProd([prod, fine[j]]);
+      groups.push(i);
+      j++;
+    }
+    if (!dimEq(prod, old[i])) return undefined;
+    // Trailing size-1 new dims belong to this old dim too (they change nothing).
+    while (j < fine.length && dimEq(fine[j], 1) && (i === old.length - 1 || j > start)) {
+      groups.push(i);
+      j++;
+    }
+  }
+  return j === fine.length ? groups : undefined;
+}
+
+/**
+ * An elementwise kernel that reads a buffer through a permute and a reshape (attention's
+ * head merge: [B, H, T, D] -> [B, T, H*D]) indexes it through two stacked views, which the
+ * renderer turns into a division and a modulo per element (no SIMD). When the top view of
+ * such a load is the plain reshape of the view below it, and every other view of the kernel
+ * can take the lower view's shape as its own, the kernel iterates that finer domain
+ * instead: the load becomes one strided view (`i1*8192 + i0*64 + i2`, SIMD on the inner
+ * dim) and the store a reshaped contiguous one.
+ */
+function refine(k: Kernel | Irregular): Kernel | Irregular {
+  if (k instanceof Irregular || k.kind !== 'elementwise' || k.nodes.some((n) => n.k === 'gather')) return k;
+  let cur = k;
+  for (let round = 0; round < 4; round++) {
+    const views = domainViews(cur);
+    const cand = views.find((v) => v.length >= 2 && isContiguous(v.slice(-1)) && shapeEq(v[v.length - 1].shape, cur.domain));
+    if (!cand) return cur;
+    const fine = cand[cand.length - 2].shape;
+    const groups = refinement(cur.domain, fine);
+    if (!groups || fine.length <= cur.domain.length) return cur;
+    const moved: ViewStack[] = [];
+    for (const v of views) {
+      const top = v[v.length - 1];
+      if (v.length >= 2 && isContiguous([top]) && shapeEq(v[v.length - 2].shape, fine)) {
+        moved.push(v.slice(0, -1)); // the reshape on top was the identity on the finer domain
+        continue;
+      }
+      const r = reshapeView(top, fine);
+      if (!r) return cur;
+      moved.push([...v.slice(0, -1), r]);
+    }
+    let i = 0;
+    const stores = cur.stores.map((st) => ({ ...st, view: moved[i++] }));
+    const loads = cur.nodes.map((n) => (n.k === 'load' ? { ...n, view: moved[i++] } : n));
+    const nodes = loads.map((n) => (n.k === 'guard' ? { ...n, valid: moved[i++] } : n));
+    cur = {
+      ...cur,
+      stores,
+      nodes,
+      domain: fine,
+      reduced: fine.map(() => false),
+      deps: cur.deps.map((ds) => groups.map((g) => ds[g])),
+    };
+  }
+  return cur;
 }
 
 /**
