@@ -184,10 +184,10 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
   const int64_t NP = npan * KILN_NR, MP = mpan * KILN_MR, KK = K > 0 ? K : 1;
   const int64_t nk = (KK + KILN_KC - 1) / KILN_KC;
   /* Units: (batch, N block, M chunk). N blocks of 16 panels shrink (to 4) until each thread
-     has about four (dynamic balance when a thread is descheduled); M chunks of at most 24
+     has about eight (a worker that starts late, or is descheduled, leaves less imbalance); M chunks of at most 24
      panels (144 rows) keep a chunk's A block and C tiles in L2, more when threads are idle. */
   int64_t ucols = 16;
-  while (ucols > 4 && nb * ((npan + ucols - 1) / ucols) < 4 * nt) ucols /= 2;
+  while (ucols > 4 && nb * ((npan + ucols - 1) / ucols) < 8 * nt) ucols /= 2;
   const int64_t nblk = (npan + ucols - 1) / ucols;
   int64_t mch = (mpan + 23) / 24;
   while (mch < mpan && nb * nblk * mch < 2 * nt) mch++;
