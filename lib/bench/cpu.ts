@@ -78,7 +78,9 @@ export async function runCpuBench(opts: CpuBenchOptions): Promise<ModelResult[]>
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
-      ...(opts.ortPrepack ? {} : { extra: { session: { disable_prepacking: '1' } } }),
+      // The engines are timed alternately: onnxruntime's workers must not spin on a core
+      // through kiln's turn (kiln's pool sleeps after 100 µs), or the ratio measures the spin.
+      extra: { session: { 'intra_op.allow_spinning': '0', ...(opts.ortPrepack ? {} : { disable_prepacking: '1' }) } },
     });
     const ortSessionMs = performance.now() - t0;
     const feeds = ortFeeds(m);
