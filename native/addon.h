@@ -56,6 +56,8 @@ class KilnAddon : public Napi::Addon<KilnAddon> {
   Napi::Value MemTrim(const Napi::CallbackInfo& info);
   Napi::Value MemcpyHtoD(const Napi::CallbackInfo& info);
   Napi::Value MemcpyDtoH(const Napi::CallbackInfo& info);
+  Napi::Value MemcpyHtoDSync(const Napi::CallbackInfo& info);
+  Napi::Value MemcpyDtoHSync(const Napi::CallbackInfo& info);
   Napi::Value MemcpyDtoD(const Napi::CallbackInfo& info);
   Napi::Value MemsetD8(const Napi::CallbackInfo& info);
   // launch.cc

@@ -59,6 +59,8 @@ KilnAddon::KilnAddon(Napi::Env, Napi::Object exports) : compileQueue_(CompileJob
       InstanceMethod("memTrim", &KilnAddon::MemTrim),
       InstanceMethod("memcpyHtoD", &KilnAddon::MemcpyHtoD),
       InstanceMethod("memcpyDtoH", &KilnAddon::MemcpyDtoH),
+      InstanceMethod("memcpyHtoDSync", &KilnAddon::MemcpyHtoDSync),
+      InstanceMethod("memcpyDtoHSync", &KilnAddon::MemcpyDtoHSync),
       InstanceMethod("memcpyDtoD", &KilnAddon::MemcpyDtoD),
       InstanceMethod("memset", &KilnAddon::MemsetD8),
       InstanceMethod("moduleLoad", &KilnAddon::ModuleLoad),

@@ -157,6 +157,32 @@ Napi::Value StartCopy(const Napi::CallbackInfo& info, bool toDevice, const Napi:
   return promise;
 }
 
+/**
+ * A copy on kiln's stream that the JS thread waits for: queued after all earlier work (so a
+ * program's outputs are complete), then the stream is synchronized. For one-off transfers
+ * (a tensor's upload at creation, an eager read of a device tensor), where a promise would
+ * force every caller to be async.
+ */
+Napi::Value CopyNow(const Napi::CallbackInfo& info, bool toDevice, const Napi::Value& memArg,
+                    const Napi::Value& offsetArg, const Napi::Value& hostArg) {
+  Napi::Env env = info.Env();
+  Driver& d = RequireDriver(env);
+  DeviceMemory* mem = LiveMemory(memArg);
+  int64_t offset = GetInt(offsetArg, "offset");
+  Bytes host = GetBytes(hostArg, "host buffer");
+  CheckRange(env, mem, offset, static_cast<int64_t>(host.size));
+  ErrorInfo err;
+  CUstream s = d.Stream(mem->device, &err);
+  if (s == nullptr) throw MakeError(env, err);
+  CUdeviceptr at = mem->ptr + static_cast<size_t>(offset);
+  CUresult r = toDevice ? d.api().cuMemcpyHtoDAsync(at, host.data, host.size, s)
+                        : d.api().cuMemcpyDtoHAsync(host.data, at, host.size, s);
+  if (!d.Check(r, toDevice ? "cuMemcpyHtoDAsync" : "cuMemcpyDtoHAsync", &err) ||
+      !d.Check(d.api().cuStreamSynchronize(s), "cuStreamSynchronize", &err))
+    throw MakeError(env, err);
+  return env.Undefined();
+}
+
 Napi::Object StatsToJs(Napi::Env env, const PoolStats& s) {
   auto o = Napi::Object::New(env);
   auto set = [&](const char* k, uint64_t v) { o.Set(k, static_cast<double>(v)); };
@@ -248,6 +274,16 @@ Napi::Value KilnAddon::MemcpyHtoD(const Napi::CallbackInfo& info) {
 
 Napi::Value KilnAddon::MemcpyDtoH(const Napi::CallbackInfo& info) {
   return StartCopy(info, false, info[1], info[2], info[0]);  // (dst, src, srcOffset)
+}
+
+// memcpyHtoDSync(dst, dstOffset, src): returns when the copy is done (blocks the JS thread)
+Napi::Value KilnAddon::MemcpyHtoDSync(const Napi::CallbackInfo& info) {
+  return CopyNow(info, true, info[0], info[1], info[2]);
+}
+
+// memcpyDtoHSync(dst, src, srcOffset): returns when the copy is done (blocks the JS thread)
+Napi::Value KilnAddon::MemcpyDtoHSync(const Napi::CallbackInfo& info) {
+  return CopyNow(info, false, info[1], info[2], info[0]);
 }
 
 // memcpyDtoD(dst, dstOffset, src, srcOffset, bytes): queued on kiln's stream, returns at once

@@ -4,7 +4,7 @@
  * Every failure is a CudaError (KILN_CUDA_UNAVAILABLE on a machine without a GPU). All work
  * runs on kiln's one stream per device, in the order it was queued.
  */
-import { ArgumentError, FormatError } from '../util/errors';
+import { AddonError, ArgumentError, FormatError } from '../util/errors';
 import {
   addon,
   guard,
@@ -117,6 +117,27 @@ export class DeviceBuffer {
   read(dst: HostBuffer, offset = 0): Promise<void> {
     return this.#track(() => this.#raw.memcpyDtoH(dst, this.#handle, offset));
   }
+  /**
+   * Copies `src` into this buffer at `offset` bytes and returns when it is done, blocking the
+   * JS thread (queued after earlier work on kiln's stream). For one-off transfers where a
+   * promise does not fit (a tensor uploaded at creation); prefer `write` elsewhere.
+   */
+  writeSync(src: HostBuffer, offset = 0): void {
+    this.#checkLive();
+    guard(() => syncCopies(this.#raw).memcpyHtoDSync(this.#handle, offset, src));
+  }
+  /**
+   * Copies from this buffer at `offset` bytes into `dst` and returns when it is done,
+   * blocking the JS thread until kiln's stream has finished all earlier work. For eager
+   * reads of device data; prefer `read` elsewhere.
+   */
+  readSync(dst: HostBuffer, offset = 0): void {
+    this.#checkLive();
+    guard(() => syncCopies(this.#raw).memcpyDtoHSync(dst, this.#handle, offset));
+  }
+  #checkLive(): void {
+    if (this.freed) throw new ArgumentError('KILN_ARGUMENT', 'device memory was already freed');
+  }
   /** Queues a device-to-device copy of `bytes` from `src` (returns at once). */
   copyFrom(src: DeviceBuffer, bytes: number, dstOffset = 0, srcOffset = 0): void {
     guard(() => this.#raw.memcpyDtoD(this.#handle, dstOffset, src.#handle, srcOffset, bytes));
@@ -137,6 +158,26 @@ export class DeviceBuffer {
       }
     }
   }
+}
+
+/** The addon's blocking copies (added after the promise-based ones; an older build lacks them). */
+interface SyncCopies {
+  memcpyHtoDSync(dst: Handle, dstOffset: number, src: HostBuffer): void;
+  memcpyDtoHSync(dst: HostBuffer, src: Handle, srcOffset: number): void;
+}
+
+function syncCopies(raw: RawAddon): SyncCopies {
+  const r = raw as RawAddon & Partial<SyncCopies>;
+  if (typeof r.memcpyHtoDSync !== 'function' || typeof r.memcpyDtoHSync !== 'function') {
+    throw new AddonError('KILN_ADDON_OUTDATED', "kiln's native addon predates blocking device copies: rebuild it (`npm run build:native`)");
+  }
+  return r as RawAddon & SyncCopies;
+}
+
+/** True when the loaded addon has blocking copies (`DeviceBuffer.readSync` / `writeSync`). */
+export function hasSyncCopies(): boolean {
+  const r = addon() as RawAddon & Partial<SyncCopies>;
+  return typeof r.memcpyHtoDSync === 'function' && typeof r.memcpyDtoHSync === 'function';
 }
 
 // ---- modules and kernels ---------------------------------------------------------------

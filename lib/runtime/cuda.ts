@@ -60,10 +60,7 @@ export class DeviceTensor {
   }
   /** Copies a host tensor to `device` (off the JS thread). */
   static async fromHost(t: RawTensor, device = 0): Promise<DeviceTensor> {
-    const n = t.shape.reduce((a, d) => a * d, 1);
-    if (!isStorageOf(t.dtype, t.data) || t.data.length !== n) {
-      throw new ArgumentError('KILN_INPUT_DATA', `tensor data must be ${n} elements of ${t.dtype} storage, got ${t.data.constructor.name}(${t.data.length})`);
-    }
+    const n = checkHost(t);
     const buffer = new DeviceBuffer(Math.max(n * ITEMSIZE[t.dtype], 1), device);
     try {
       if (n > 0) await buffer.write(t.data);
@@ -72,6 +69,30 @@ export class DeviceTensor {
       throw e;
     }
     return new DeviceTensor(t.dtype, [...t.shape], buffer);
+  }
+  /**
+   * Copies a host tensor to `device` and returns when the copy is done, blocking the JS
+   * thread (see `DeviceBuffer.writeSync`): for a tensor placed on the GPU at creation.
+   */
+  static fromHostSync(t: RawTensor, device = 0): DeviceTensor {
+    const n = checkHost(t);
+    const buffer = new DeviceBuffer(Math.max(n * ITEMSIZE[t.dtype], 1), device);
+    try {
+      if (n > 0) buffer.writeSync(t.data);
+    } catch (e) {
+      buffer.dispose();
+      throw e;
+    }
+    return new DeviceTensor(t.dtype, [...t.shape], buffer);
+  }
+  /**
+   * Copies the tensor back to the host, blocking the JS thread until kiln's stream has done
+   * all earlier work and the copy (f16/bf16 as raw 16-bit storage): for eager reads.
+   */
+  toHostSync(): RawTensor {
+    const data = allocStorage(this.dtype, this.size);
+    if (data.length > 0) this.buffer.readSync(data);
+    return { dtype: this.dtype, shape: [...this.shape], data };
   }
   /** Copies the tensor back to the host (f16/bf16 as raw 16-bit storage). */
   async toHost(): Promise<RawTensor> {
@@ -85,6 +106,15 @@ export class DeviceTensor {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** The element count of a host tensor whose data fits its dtype and shape; else ArgumentError. */
+function checkHost(t: RawTensor): number {
+  const n = t.shape.reduce((a, d) => a * d, 1);
+  if (!isStorageOf(t.dtype, t.data) || t.data.length !== n) {
+    throw new ArgumentError('KILN_INPUT_DATA', `tensor data must be ${n} elements of ${t.dtype} storage, got ${t.data.constructor.name}(${t.data.length})`);
+  }
+  return n;
 }
 
 /** An input of `CudaProgram.run`: already on the device, or host data to upload. */

@@ -23,7 +23,9 @@ import {
   type Site,
   type Storage,
 } from '../ir';
+import type { DeviceTensor } from '../runtime/cuda';
 import { evalOp } from '../runtime/interpreter';
+import { upload } from './device';
 import { callSite } from './site';
 
 /** Where a tensor's data lives (eager tensors are computed by the reference interpreter). */
@@ -39,7 +41,14 @@ export function nextEagerNumber(): number {
   return eagerCount;
 }
 
-/** A concrete tensor: storage in its dtype's typed array. */
+const NO_STORAGE = new Uint8Array(0);
+
+/**
+ * A concrete tensor: storage in its dtype's typed array, and for a 'cuda' tensor, or only,
+ * its data in GPU memory (`gpu`). Values are immutable, so a host copy and a GPU copy of one
+ * tensor never disagree: whichever is missing is made from the other when first needed
+ * (a download for an eager op, an upload when a compiled function reads it) and kept.
+ */
 export class EagerImpl {
   readonly kind = 'eager';
   /**
@@ -49,6 +58,8 @@ export class EagerImpl {
    */
   readonly born: number;
   #storage: Storage | null;
+  #gpu: DeviceTensor | null = null;
+  #disposed = false;
 
   constructor(
     readonly dtype: DType,
@@ -61,14 +72,60 @@ export class EagerImpl {
     this.born = born ?? eagerCount++;
   }
 
-  /** The storage; throws if disposed. Treat as read-only: it may be shared by views. */
+  /** A 'cuda' tensor whose data is `t`'s device memory (it takes ownership of `t`). */
+  static onGpu(t: DeviceTensor, born?: number): EagerImpl {
+    const impl = new EagerImpl(t.dtype, [...t.shape], 'cuda', NO_STORAGE, born);
+    impl.#storage = null; // downloaded when first read
+    impl.#gpu = t;
+    return impl;
+  }
+
+  /**
+   * The storage; throws if disposed. Treat as read-only: it may be shared by views. For a
+   * tensor in GPU memory the first read downloads it (blocking) and keeps the host copy.
+   */
   get storage(): Storage {
-    if (this.#storage === null) throw new ArgumentError('KILN_DISPOSED', 'this tensor was disposed and its data released');
-    return this.#storage;
+    const s = this.#storage;
+    if (s !== null) return s;
+    return this.#download();
+  }
+
+  #download(): Storage {
+    if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this tensor was disposed and its data released');
+    const gpu = this.#gpu as DeviceTensor;
+    if (gpu.disposed) throw new ArgumentError('KILN_DISPOSED', "this tensor's device memory was released");
+    const s = gpu.toHostSync().data;
+    this.#storage = s;
+    return s;
   }
 
   get disposed(): boolean {
-    return this.#storage === null;
+    return this.#disposed;
+  }
+
+  /** The host copy if there is one (no download). */
+  get hostStorage(): Storage | null {
+    return this.#storage;
+  }
+
+  /** The data in GPU memory, if it is there (no upload). */
+  get gpu(): DeviceTensor | null {
+    return this.#gpu;
+  }
+
+  /**
+   * The data in GPU memory, uploaded now (blocking) and kept when it is only on the host;
+   * null for a cpu tensor or where there is no GPU.
+   */
+  placeOnGpu(): DeviceTensor | null {
+    if (this.device !== 'cuda') return null;
+    if (this.#gpu === null && !this.#disposed) this.#gpu = upload(this.dtype, this.shape, this.storage);
+    return this.#gpu;
+  }
+
+  /** Drops the host copy of a tensor that is in GPU memory (at creation: the data lives there). */
+  releaseHost(): void {
+    if (this.#gpu !== null) this.#storage = null;
   }
 
   /** Element values in float64. */
@@ -76,8 +133,13 @@ export class EagerImpl {
     return decodeStorage(this.dtype, this.storage);
   }
 
+  /** Releases the host data and frees the device memory now; idempotent. */
   dispose(): void {
+    this.#disposed = true;
     this.#storage = null;
+    const gpu = this.#gpu;
+    this.#gpu = null;
+    gpu?.dispose();
   }
 }
 

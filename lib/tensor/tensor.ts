@@ -4,7 +4,8 @@
  * with the public op's name and the user's call site (computed only when an error occurs).
  */
 import { ArgumentError, KilnError, TraceError } from '../util/errors';
-import { checkDType, encodeStorage, decodeStorage, type Dim, type DType } from '../ir';
+import { checkDType, encodeStorage, decodeStorage, type Dim, type DType, type Storage } from '../ir';
+import type { DeviceTensor } from '../runtime/cuda';
 import { EagerImpl, type Device, type Impl } from './impl';
 import * as nn from './nn';
 import * as ops from './ops';
@@ -133,12 +134,26 @@ export class Tensor {
           'compute the whole result with tensor ops (kiln.where for conditionals) and read it after the call',
       );
     }
-    const s = impl.storage;
-    if (impl.dtype === 'float16' || impl.dtype === 'bfloat16') return Promise.resolve(Float32Array.from(decodeStorage(impl.dtype, s)));
-    return Promise.resolve(s.slice() as TensorArray);
+    const gpu = impl.gpu;
+    if (impl.hostStorage === null && gpu && !gpu.disposed) return readGpu(gpu); // off the JS thread
+    return Promise.resolve(hostArray(impl.dtype, impl.storage));
   }
 
-  /** Release the data (eager); a no-op for traced tensors. Using it afterwards throws. */
+  /**
+   * True when the data is in GPU memory: a 'cuda' tensor made where a GPU was found, or a
+   * compiled function's CUDA output. False for cpu tensors, for traced and disposed ones, and
+   * for 'cuda' tensors whose data is on the host (no GPU, or an eager op's result, which a
+   * compiled function uploads the first time it reads it).
+   */
+  get isOnGpu(): boolean {
+    const impl = this.#impl;
+    return impl.kind === 'eager' && impl.gpu !== null && !impl.gpu.disposed;
+  }
+
+  /**
+   * Release the data (eager): host memory to the garbage collector, device memory at once.
+   * Idempotent; a no-op for traced tensors. Using the tensor afterwards throws.
+   */
   dispose(): void {
     if (this.#impl.kind === 'eager') this.#impl.dispose();
   }
@@ -147,8 +162,11 @@ export class Tensor {
     this.dispose();
   }
 
+  /** E.g. `Tensor(float32[2,3], cuda)`; notes `traced`, `disposed`, or `host` for a 'cuda' tensor not in GPU memory. */
   toString(): string {
-    return `Tensor(${this.dtype}[${this.#impl.shape.map(String).join(',')}], ${this.device}${this.isTraced ? ', traced' : ''})`;
+    const impl = this.#impl;
+    const note = impl.kind === 'traced' ? ', traced' : impl.disposed ? ', disposed' : impl.device === 'cuda' && !this.isOnGpu ? ', host' : '';
+    return `Tensor(${this.dtype}[${impl.shape.map(String).join(',')}], ${this.device}${note})`;
   }
 
   add(other: Tensor | Scalar): Tensor { return bin('add', this, other); }
@@ -220,6 +238,18 @@ function un(name: string, op: 'NEG' | 'ABS' | 'EXP' | 'LOG' | 'SQRT' | 'SIN' | '
   return api(name, () => wrap(ops.unary(name, op, implOf(x))));
 }
 
+/** What `toArray` resolves to for host storage: a copy, float16/bfloat16 widened to float32. */
+function hostArray(dtype: DType, s: Storage): TensorArray {
+  if (dtype === 'float16' || dtype === 'bfloat16') return Float32Array.from(decodeStorage(dtype, s));
+  return s.slice() as TensorArray;
+}
+
+/** Downloads device data off the JS thread (the tensor keeps no host copy of it). */
+async function readGpu(gpu: DeviceTensor): Promise<TensorArray> {
+  const t = await gpu.toHost();
+  return t.dtype === 'float16' || t.dtype === 'bfloat16' ? hostArray(t.dtype, t.data) : (t.data as TensorArray);
+}
+
 /** @internal Public binary op as a function of two operands (used by the module functions). */
 export const binaryFn = (name: ops.BinaryName) => (a: Tensor | Scalar, b: Tensor | Scalar): Tensor => bin(name, a, b);
 /** @internal Public unary op as a function. */
@@ -227,8 +257,10 @@ export const unaryFn = (name: string, op: 'NEG' | 'ABS' | 'EXP' | 'LOG' | 'SQRT'
 
 /**
  * Create an eager tensor from values (copied, and rounded to `dtype`), a shape, a dtype
- * (default float32) and a device ('cpu' default; 'cuda' tensors are computed by the same
- * reference interpreter when used eagerly).
+ * (default float32) and a device ('cpu' default). A 'cuda' tensor is copied into GPU memory
+ * now (blocking) and keeps no host copy, where a GPU is found; elsewhere it keeps its data
+ * on the host (`isOnGpu` tells which). Eager ops on either are computed on the host by the
+ * reference interpreter, downloading GPU data once.
  */
 export function tensor(data: ArrayLike<number | boolean>, shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
   return api('tensor', () => {
@@ -252,6 +284,8 @@ export function tensor(data: ArrayLike<number | boolean>, shape: readonly number
       for (let i = 0; i < n; i++) f[i] = +data[i];
       values = f;
     }
-    return wrap(new EagerImpl(dt, [...shape], device, encodeStorage(dt, values)));
+    const impl = new EagerImpl(dt, [...shape], device, encodeStorage(dt, values));
+    if (impl.placeOnGpu()) impl.releaseHost(); // the data lives on the GPU now
+    return wrap(impl);
   });
 }

@@ -1,0 +1,192 @@
+/**
+ * Where a tensor's data lives, on a machine without a GPU: 'cuda' tensors keep host data
+ * (and say so), the API bridge hands compiled programs what they need (`programInput`,
+ * `rawInput`) with typed errors, and dispose semantics. A device-backed tensor's failure
+ * paths use a DeviceBuffer whose copies fail (fault injection only); that it works against
+ * the real driver is checked on a GPU by scripts/gpu-check/85-tensors.cjs.
+ */
+import * as kiln from '../lib';
+import { programInput, rawInput, tensorFromDevice } from '../lib/api/tensors';
+import { DeviceTensor } from '../lib/runtime/cuda';
+import { DeviceBuffer, hasSyncCopies } from '../lib/runtime/cuda-driver';
+import { addon, addonInfo, guard, type Handle } from '../lib/runtime/native';
+import { CudaError, KilnError } from '../lib/util/errors';
+import { trace } from '../lib/tensor/trace';
+
+const noGpu = !addonInfo().driver.available;
+
+function thrown(f: () => unknown): KilnError {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(KilnError);
+    return e as KilnError;
+  }
+  throw new Error('expected a throw');
+}
+
+describe("'cuda' tensors without a GPU", () => {
+  const only = noGpu ? it : it.skip;
+
+  only('keep their data on the host, compute eagerly, and say so', async () => {
+    const x = kiln.tensor([1, 2, 3, 4], [2, 2], 'float32', 'cuda');
+    expect(x.device).toBe('cuda');
+    expect(x.isOnGpu).toBe(false);
+    expect(x.toString()).toBe('Tensor(float32[2,2], cuda, host)');
+    const y = x.add(1).mul(x);
+    expect(y.device).toBe('cuda');
+    expect(y.isOnGpu).toBe(false);
+    expect(Array.from(await y.toArray())).toEqual([2, 6, 12, 20]);
+  });
+
+  only('programInput gives their host data, as for cpu tensors', () => {
+    const x = kiln.tensor([1.5, -2], [2], 'float16', 'cuda');
+    const got = programInput('f', x, 0);
+    expect(got).not.toBeInstanceOf(DeviceTensor);
+    expect(got).toEqual({ dtype: 'float16', shape: [2], data: new Uint16Array([0x3e00, 0xc000]) });
+  });
+
+  only('the blocking copies report KILN_CUDA_UNAVAILABLE, never crashing', () => {
+    expect(hasSyncCopies()).toBe(true); // the addon was built with them
+    const raw = addon() as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const bogus = {} as Handle; // the driver check comes before any handle is read
+    for (const call of [() => raw.memcpyHtoDSync(bogus, 0, new Uint8Array(4)), () => raw.memcpyDtoHSync(new Uint8Array(4), bogus, 0)]) {
+      const e = thrown(() => guard(call)); // guard turns the addon's errors into typed ones
+      expect(e).toBeInstanceOf(CudaError);
+      expect(e.code).toBe('KILN_CUDA_UNAVAILABLE');
+    }
+  });
+});
+
+describe('cpu tensors', () => {
+  it('are unchanged: no device copy, toString as before', async () => {
+    const x = kiln.tensor([1, 2], [2]);
+    expect(x.isOnGpu).toBe(false);
+    expect(x.toString()).toBe('Tensor(float32[2], cpu)');
+    expect(Array.from(await x.add(1).toArray())).toEqual([2, 3]);
+  });
+
+  it('programInput and rawInput give the host data itself (no copy)', () => {
+    const x = kiln.tensor([1, 2, 3], [3], 'int32');
+    const a = programInput('f', x, 0);
+    const b = rawInput('f', x, 0);
+    expect(a).not.toBeInstanceOf(DeviceTensor);
+    expect(a).toEqual({ dtype: 'int32', shape: [3], data: new Int32Array([1, 2, 3]) });
+    expect((a as { data: unknown }).data).toBe((b as { data: unknown }).data);
+  });
+});
+
+describe('programInput errors', () => {
+  it.each([
+    ['a number', 5, 'KILN_INPUT_TYPE', /f: input 2 must be a kiln Tensor \(kiln.tensor\(data, shape\)\), got number/],
+    ['null', null, 'KILN_INPUT_TYPE', /got null/],
+    ['an array', [1, 2], 'KILN_INPUT_TYPE', /got an array/],
+  ])('refuses %s', (_, x, code, message) => {
+    const e = thrown(() => programInput('f', x, 2));
+    expect(e.code).toBe(code);
+    expect(e.message).toMatch(message);
+  });
+
+  it('refuses a disposed tensor, on either device', () => {
+    for (const device of ['cpu', 'cuda'] as const) {
+      const x = kiln.tensor([1], [1], 'float32', device);
+      x.dispose();
+      const e = thrown(() => programInput('f', x, 1));
+      expect(e.code).toBe('KILN_DISPOSED');
+      expect(e.message).toBe('f: input 1 was disposed');
+    }
+  });
+
+  it('refuses a traced tensor (a compiled function called inside a trace)', () => {
+    let code: string | undefined;
+    trace(
+      (t) => {
+        code = thrown(() => programInput('g', t, 0)).code;
+        return t;
+      },
+      [{ dtype: 'float32', shape: [2] }],
+    );
+    expect(code).toBe('KILN_NESTED_COMPILE');
+  });
+});
+
+describe('dispose', () => {
+  it('is idempotent; use afterwards throws KILN_DISPOSED; toString says disposed', () => {
+    const x = kiln.tensor([1, 2], [2], 'float32', 'cuda');
+    x.dispose();
+    x.dispose();
+    expect(x.isOnGpu).toBe(false);
+    expect(x.toString()).toBe('Tensor(float32[2], cuda, disposed)');
+    expect(thrown(() => x.add(1)).code).toBe('KILN_DISPOSED');
+    expect(thrown(() => x.toArray()).code).toBe('KILN_DISPOSED');
+  });
+
+  it('works through `using`', () => {
+    let y: kiln.Tensor;
+    {
+      using x = kiln.tensor([1], [1]);
+      y = x;
+    }
+    expect(thrown(() => y.neg()).code).toBe('KILN_DISPOSED');
+  });
+});
+
+/**
+ * A DeviceBuffer whose copies fail as a lost device would (fault injection: no driver call
+ * is made). It counts disposals so that a double free would show.
+ */
+function failingBuffer(bytes: number): DeviceBuffer & { disposals: number } {
+  const fail = () => new CudaError('KILN_CUDA_ERROR', 'cuMemcpyDtoHAsync failed: CUDA_ERROR_ILLEGAL_ADDRESS', 'CUDA_ERROR_ILLEGAL_ADDRESS');
+  const fake = {
+    bytes,
+    device: 0,
+    ptr: 0n,
+    disposals: 0,
+    freedFlag: false,
+    get freed() {
+      return this.freedFlag;
+    },
+    dispose() {
+      if (!this.freedFlag) this.disposals++;
+      this.freedFlag = true;
+    },
+    read: () => Promise.reject(fail()),
+    readSync: () => {
+      throw fail();
+    },
+  };
+  Object.setPrototypeOf(fake, DeviceBuffer.prototype);
+  return fake as unknown as DeviceBuffer & { disposals: number };
+}
+
+describe('a device tensor whose download fails (fault injection)', () => {
+  it('rejects toArray and throws from eager ops with the CUDA error, and stays disposable', async () => {
+    const buf = failingBuffer(16);
+    const x = tensorFromDevice(new DeviceTensor('float32', [2, 2], buf));
+    expect(x.device).toBe('cuda');
+    expect(x.shape).toEqual([2, 2]);
+    expect(x.dtype).toBe('float32');
+    expect(x.isOnGpu).toBe(true);
+    expect(x.toString()).toBe('Tensor(float32[2,2], cuda)');
+    await expect(x.toArray()).rejects.toMatchObject({ code: 'KILN_CUDA_ERROR', cudaError: 'CUDA_ERROR_ILLEGAL_ADDRESS' });
+    const e = thrown(() => x.add(1));
+    expect(e.code).toBe('KILN_CUDA_ERROR');
+    expect(e.message).toMatch(/^add: cuMemcpyDtoHAsync failed/);
+    x.dispose();
+    x.dispose();
+    expect(buf.disposals).toBe(1);
+    expect(x.isOnGpu).toBe(false);
+    expect(thrown(() => programInput('f', x, 0)).code).toBe('KILN_DISPOSED');
+  });
+
+  it('a tensor whose device memory was freed under it is reported as disposed', () => {
+    const buf = failingBuffer(4);
+    const x = tensorFromDevice(new DeviceTensor('int32', [1], buf));
+    buf.dispose(); // e.g. the DeviceTensor was disposed by its former owner
+    expect(thrown(() => programInput('f', x, 0)).code).toBe('KILN_DISPOSED');
+    expect(thrown(() => rawInput('f', x, 0)).code).toBe('KILN_DISPOSED');
+    expect(thrown(() => x.neg()).code).toBe('KILN_DISPOSED');
+    x.dispose();
+    expect(buf.disposals).toBe(1);
+  });
+});
