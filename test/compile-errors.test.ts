@@ -1,6 +1,6 @@
 /**
  * `kiln.compile`'s options and the errors that need no compile: option validation, the
- * CUDA device in a CPU-only build, failOnRecompile, force-load without a bundle, and a
+ * CUDA device on a machine without a GPU, failOnRecompile, force-load without a bundle, and a
  * missing C++ compiler (in a child process, which gets its own compiler lookup).
  */
 import { spawnSync } from 'node:child_process';
@@ -8,10 +8,13 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import * as kiln from '../lib';
 import { compile, counters } from '../lib/api/compile';
+import { addonInfo } from '../lib/runtime/native';
 
 const root = path.join(__dirname, '..');
 const double = (x: kiln.Tensor) => x.mul(2);
 const x = kiln.tensor([1, 2, 3], [3]);
+const driver = addonInfo().driver;
+const gpu = driver.available && driver.devices.length > 0;
 
 async function failure(p: Promise<unknown>): Promise<kiln.KilnError> {
   const e = await p.then(
@@ -51,9 +54,12 @@ describe('kiln.compile options', () => {
     expect(e2).toMatchObject({ code: 'KILN_BAD_OPTION', message: expect.stringMatching(/input 0 has rank 1, so it has no dim 1/) });
   });
 
-  it("says the CUDA backend is not in this build, pointing at kiln doctor", async () => {
-    const e = await failure(compile(double, { device: 'cuda' })(x));
-    expect(e).toMatchObject({ code: 'KILN_NO_CUDA_BACKEND', message: expect.stringMatching(/CUDA backend is not available in this build yet.*kiln doctor/) });
+  (gpu ? it.skip : it)("device: 'cuda' without a GPU says what is missing (KILN_NO_CUDA_DEVICE), pointing at kiln doctor", async () => {
+    const before = counters();
+    const e = await failure(compile(double, { device: 'cuda', cache: 'off' })(x));
+    expect(e).toBeInstanceOf(kiln.CudaError);
+    expect(e).toMatchObject({ code: 'KILN_NO_CUDA_DEVICE', message: expect.stringMatching(/^device: 'cuda' needs (the NVIDIA driver|a GPU|kiln's native addon).*Use device: 'cpu' \(or 'auto'\).*kiln doctor/) });
+    expect(counters()).toEqual(before); // nothing traced or compiled
   });
 });
 

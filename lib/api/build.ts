@@ -6,8 +6,10 @@
  * compiled function loads it with zero traces and compiles.
  *
  * Targets: 'cpu' (this machine's CPU: its architecture and ISA features, the local C++
- * compiler). CUDA targets ('sm_90', ...) are refused with KILN_NO_CUDA_BACKEND until the
- * CUDA renderer lands; the engine's `bundleBackend(target)` is where it plugs in.
+ * compiler), or a CUDA architecture — `sm_XY` (a cubin for compute capability X.Y),
+ * `sm_XYa`, `compute_XY` (PTX, for X.Y and newer) — built with NVRTC alone, no GPU needed
+ * (the engine's `bundleBackend(target)`). `kiln.compile(fn, { device: 'cuda' })` on a GPU of
+ * that capability loads the bundle with zero compiles.
  */
 import { parseTarget } from '../cache/target';
 import { bundleBackend } from '../engine/bundle-target';
@@ -24,7 +26,7 @@ export type ExampleInput = Tensor | { shape: readonly number[]; dtype?: DType };
 
 /** Options of `kiln.build`. */
 export interface BuildOptions {
-  /** `'cpu'`, or a CUDA architecture such as `'sm_90'` (not available in this build yet). */
+  /** `'cpu'`, or a CUDA architecture such as `'sm_90'` (`sm_XY`, `sm_XYa`, `compute_XY`; built with NVRTC, no GPU needed). */
   target: string;
   /** Where to write the bundle (default `KILN_CACHE_DIR`, else the user cache). */
   cacheDir?: string;
@@ -46,7 +48,7 @@ export interface BuildResult {
   /** The bundle directory: `<cacheDir>/v1/<namespace>/<key[0:2]>/<key>`. */
   bundleDir: string;
   key: string;
-  /** The target string the bundle was built for (`cpu-x64+avx2+fma`, ...). */
+  /** The target string the bundle was built for (`cpu-x64+avx2+fma`, `sm_90`, ...). */
   target: string;
   namespace: string;
   /** `'compiled'` when built now, `'bundle'` when a valid one was already there. */
@@ -77,8 +79,9 @@ function exampleShapes(inputs: unknown): { shape: number[]; dtype: DType }[] {
 /**
  * Builds (or finds) the bundle for `fn` called with inputs like `exampleInputs`. `fn` may be
  * the plain function or the function `kiln.compile` returned (its name and dynamic dims are
- * then used). Resolves to `{ bundleDir, key, ... }`; throws KILN_NO_CUDA_BACKEND for CUDA
- * targets in this build, CacheError KILN_CACHE_WRITE when the bundle could not be written.
+ * then used). Resolves to `{ bundleDir, key, ... }`; throws ArgumentError KILN_BAD_TARGET for
+ * an unknown target, NvrtcError (KILN_NVRTC_UNAVAILABLE, KILN_NVRTC_COMPILE) when a CUDA
+ * target cannot be compiled here, CacheError KILN_CACHE_WRITE when the bundle could not be written.
  */
 export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: readonly ExampleInput[], opts: BuildOptions): Promise<BuildResult> {
   const root = callerRoot();
@@ -97,7 +100,7 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
     throw new ArgumentError('KILN_BAD_TARGET', `kiln.build: target must be 'cpu' or a CUDA architecture such as 'sm_90'; got ${JSON.stringify(target)}`);
   }
   if (target !== 'cpu' && !parseTarget(target)) throw new ArgumentError('KILN_BAD_TARGET', `kiln.build: target ${JSON.stringify(target)} is not a valid CUDA architecture`);
-  const backend = bundleBackend(target); // KILN_NO_CUDA_BACKEND for sm_XX in this build
+  const backend = bundleBackend(target);
   if (opts.cacheDir !== undefined && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) badOption(`cacheDir must be a non-empty string; got ${JSON.stringify(opts.cacheDir)}`);
 
   const examples = exampleShapes(exampleInputs);
@@ -111,12 +114,13 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
     fnSource: plain.toString(),
     inputs: keySignature(signature, examples),
     device: backend.device,
+    ...(target !== 'cpu' ? { target } : {}),
     ...(settings.key !== undefined ? { userKey: settings.key } : {}),
     ...(sourceRoot ? { sourceRoot } : {}),
   };
   const got = await ensureBundle(request, opts.cacheDir, () => traceGraph(plain, examples, dynamicDims(signature)));
   return {
-    bundleDir: got.bundleDir as string,
+    bundleDir: got.bundleDir,
     key: got.key,
     target: backend.target(),
     namespace: settings.name,

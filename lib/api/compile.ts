@@ -214,11 +214,13 @@ function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly 
  * The backend a device option resolves to on this machine. `auto` does not look for the C++
  * compiler: the CPU backend runs bundles without one (shipped or built earlier), and a warm
  * start must not even search PATH for it. Only a compile needs it (KILN_NO_CXX then).
+ * `'cuda'` is not probed here: the first call asks the driver for the GPU's target (its
+ * bundle key) and says what is missing (KILN_NO_CUDA_DEVICE) on a machine without one.
  */
 export function resolveDevice(device: Settings['device']): Backend {
-  if (device !== 'auto') return bundleBackend(device).device; // KILN_NO_CUDA_BACKEND while CUDA bundles are not wired
+  if (device !== 'auto') return bundleBackend(device).device;
   const cpu = { available: true as const, path: '(looked for only when a compile is needed)' };
-  return requireBackend(chooseBackend({ ...cudaFacts(), cxx: cpu })); // CUDA when a GPU, NVRTC and CUDA bundles are there
+  return requireBackend(chooseBackend({ ...cudaFacts(), cxx: cpu })); // CUDA when the driver reports a GPU and NVRTC loads
 }
 
 /** The key inputs of a signature: each input's example shape and its dynamic dims. */

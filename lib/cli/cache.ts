@@ -18,7 +18,9 @@ import {
   type Host,
   type VerifyResult,
 } from '../cache';
-import { addonInfo } from '../runtime/native';
+import type { CudaKernelResources } from '../engine/cuda-load';
+import { readProgramDocument } from '../engine/bundle';
+import { addon } from '../runtime/native';
 import { cpuInfo } from '../runtime/toolchain';
 import { sha256Hex } from '../util/hash';
 import { readFileSync } from 'fs';
@@ -45,7 +47,7 @@ Options for every subcommand:
 
 const subUsage: Record<string, string> = {
   ls: 'kiln cache ls [--json] [--cache-dir DIR]\n\nLists cached and shipped bundles: namespace, key prefix, target, size, last used, source.',
-  show: "kiln cache show <key-prefix> [--json] [--cache-dir DIR]\n\nExplains one bundle's manifest: every key field by name, the guards (target rule, toolchain, source files and whether they changed) and the artifacts with size and sha256.",
+  show: "kiln cache show <key-prefix> [--json] [--cache-dir DIR]\n\nExplains one bundle's manifest: every key field by name, the guards (target rule, toolchain, source files and whether they changed), the artifacts with size and sha256, and for a CUDA bundle each kernel's launch shape, registers and spills.",
   verify:
     'kiln cache verify [key-prefix] [--json] [--no-sources] [--cache-dir DIR]\n\nRe-checks every artifact checksum, the manifest, the source-file guards and whether this machine can run each bundle. Exit status 1 if any bundle fails.',
   prune:
@@ -191,6 +193,27 @@ function targetRule(target: string): string {
   return `CUDA PTX, runs on compute capability ${ccText(t.cc)} or newer`;
 }
 
+/** A CUDA bundle's kernels from its graph.json (read only once the bundle verifies), or why they are not shown. */
+function cudaKernels(b: BundleEntry): { target: string; kernels: [string, CudaKernelResources][] } | string {
+  const v = verifyBundle(b.dir, { key: b.key, namespace: b.namespace, checkSources: false, checkOwner: b.source === 'cache' });
+  if (!v.ok) return `not shown: the bundle does not verify (${v.reason}: ${v.detail})`;
+  try {
+    const doc = readProgramDocument(v);
+    if (doc.device !== 'cuda') return 'not shown: graph.json is not a CUDA program';
+    return { target: doc.cuda.target, kernels: Object.entries(doc.cuda.resources) };
+  } catch (e) {
+    return `not shown: ${(e as Error).message}`;
+  }
+}
+
+function kernelTable(kernels: [string, CudaKernelResources][]): string {
+  const rows = [['  KERNEL', 'THREADS', 'REGISTERS', 'SHARED', 'SPILLS (store/load)']];
+  for (const [name, r] of kernels) {
+    rows.push([`  ${name}`, String(r.threads), String(r.registers), human(r.sharedBytes + r.dynamicSharedBytes), `${r.spillStores} B / ${r.spillLoads} B`]);
+  }
+  return table(rows);
+}
+
 function show(cache: Cache, prefix: string, json: boolean): number {
   const b = find(cache, prefix);
   if (!b) return 1;
@@ -199,8 +222,10 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     return 1;
   }
   const m = b.manifest;
+  const cuda = parseTarget(m.guards.target)?.kind === 'cuda' ? cudaKernels(b) : undefined;
   if (json) {
-    console.log(JSON.stringify({ dir: b.dir, source: b.source, bytes: b.bytes, lastUsed: b.lastUsed.toISOString(), manifest: m }, null, 2));
+    const kernels = cuda === undefined ? {} : typeof cuda === 'string' ? { kernels: null, note: cuda } : { kernels: Object.fromEntries(cuda.kernels) };
+    console.log(JSON.stringify({ dir: b.dir, source: b.source, bytes: b.bytes, lastUsed: b.lastUsed.toISOString(), manifest: m, ...kernels }, null, 2));
     return 0;
   }
   const kf = m.keyFields;
@@ -235,8 +260,13 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     'artifacts:',
     table(m.artifacts.map((a) => [`  ${a.name}`, human(a.size), a.sha256])),
   ];
+  if (cuda !== undefined) {
+    lines.push('', `kernels (ptxas's report for ${m.guards.target}; shared = static + dynamic per block):`);
+    lines.push(typeof cuda === 'string' ? `  (${cuda})` : kernelTable(cuda.kernels));
+  }
   const cc = m.guards.toolchain;
-  if (cc.version !== undefined || cc.path !== undefined) lines.push('', `built with  ${cc.version ?? '(version unknown)'}${cc.path ? ` at ${cc.path}` : ''}   (information: any compiler builds an equivalent library)`);
+  const why = cuda !== undefined ? `a ${m.guards.target} image runs whatever NVRTC built it` : 'any compiler builds an equivalent library';
+  if (cc.version !== undefined || cc.path !== undefined) lines.push('', `built with  ${cc.version ?? '(version unknown)'}${cc.path ? ` at ${cc.path}` : ''}   (information: ${why})`);
   if (m.info) lines.push('', 'info:', ...Object.entries(m.info).map(([k, v]) => `  ${k}: ${v}`));
   console.log(lines.join('\n'));
   return 0;
@@ -250,7 +280,7 @@ function cpuHost(): Host {
 
 function cudaHost(): Host | string {
   try {
-    const d = addonInfo().driver; // loads the addon: only asked for when a CUDA bundle is verified
+    const d = addon().info().driver; // loads the addon (not NVRTC): only asked for when a CUDA bundle is verified
     if (d.available && d.devices.length > 0) return { kind: 'cuda', computeCapability: d.devices[0].computeCapability };
     return d.available ? 'no CUDA device' : d.reason;
   } catch (e) {

@@ -1,27 +1,31 @@
 /**
  * What a bundle key needs from the machine, computed without tracing and without looking
  * for a compiler: the target string and the code-generation identity. One `BundleBackend`
- * per device is the seam "target → renderer + compiler": the CPU one is here; CUDA targets
- * (`sm_XY`) report KILN_NO_CUDA_BACKEND until the CUDA renderer lands.
+ * per device is the seam "target → renderer + compiler": the CPU's (this machine's ISA),
+ * this machine's GPU (`sm_XY` from the driver), and offline CUDA targets (`sm_80`,
+ * `compute_90`) that `kiln build` compiles for without a GPU.
  *
  * The compiler is not part of a key (docs/BUNDLES.md, "Toolchain: code generation, not the
- * compiler"): a CPU library computes the same whichever C++ compiler built it, so a machine
- * without one loads shipped bundles. A warm start therefore never looks for the compiler,
- * not even on PATH; it reads /proc/cpuinfo once per process for the target.
+ * compiler"): a CPU library computes the same whichever C++ compiler built it, and a cubin
+ * for sm_XY runs whatever NVRTC built it, so a machine without one loads shipped bundles. A
+ * warm start therefore never looks for the C++ compiler, not even on PATH; it reads
+ * /proc/cpuinfo once per process for the CPU target, or asks the driver for the GPU's.
  */
 import { readdirSync, readFileSync, statSync } from 'fs';
 import { basename, dirname, join } from 'path';
-import { cpuTarget, type Host, type InputSignature, type KeyInput } from '../cache';
+import { cpuTarget, parseTarget, type Host, type InputSignature, type KeyInput } from '../cache';
+import { selectCudaTarget } from '../runtime/cuda-arch';
+import { addon, addonInfo, type DeviceInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { cpuInfo } from '../runtime/toolchain';
-import { KilnError } from '../util/errors';
+import { ArgumentError, CudaError } from '../util/errors';
 import { hashFields } from '../util/hash';
 import { kilnVersion } from '../util/version';
 
 /** How a device builds and identifies bundles. */
 export interface BundleBackend {
   readonly device: Backend;
-  /** The target string of this machine (`cpu-x64+avx2+fma`, later `sm_90`). */
+  /** The target string: this machine's (`cpu-x64+avx2+fma`, `sm_90`) or the offline one asked for. */
   target(): string;
   /** The machine about to run the code, for the target guard. */
   host(): Host;
@@ -34,17 +38,21 @@ export interface BundleBackend {
 }
 
 /**
- * The backend that builds bundles for `device`, or for an offline target ('cpu', 'sm_90').
- * Throws KilnError KILN_NO_CUDA_BACKEND for CUDA until its renderer lands.
+ * The backend that builds bundles for `device` on this machine ('cpu', 'cuda'), or for an
+ * offline CUDA target ('sm_90', 'compute_90', 'sm_90a'). Nothing is probed until `target()`
+ * or `host()` is asked: then 'cuda' throws CudaError KILN_NO_CUDA_DEVICE on a machine
+ * without a GPU. An unknown target is ArgumentError KILN_BAD_TARGET.
  */
 export function bundleBackend(device: Backend | string): BundleBackend {
   if (device === 'cpu') return CPU_BACKEND;
-  const what = device === 'cuda' ? "device: 'cuda'" : `target '${device}'`;
-  throw new KilnError(
-    'KILN_NO_CUDA_BACKEND',
-    `${what} — kiln's CUDA backend is not available in this build yet (no CUDA renderer, so no CUDA bundles to build or load); ` +
-      `use ${device === 'cuda' ? "device: 'cpu' (or 'auto')" : "target 'cpu'"}. \`npx kiln doctor\` shows what kiln finds.`,
-  );
+  if (device === 'cuda') return LOCAL_CUDA_BACKEND;
+  const t = parseTarget(device);
+  if (t?.kind !== 'cuda') {
+    throw new ArgumentError('KILN_BAD_TARGET', `target ${JSON.stringify(device)} is not 'cpu' or a CUDA architecture (sm_XY, sm_XYa, compute_XY)`);
+  }
+  // An offline target's host is a device of exactly that capability: what the target guard
+  // of a bundle found in the output dir is checked against (PTX: that capability or newer).
+  return { device: 'cuda', target: () => device, host: () => ({ kind: 'cuda', computeCapability: t.cc }), codegen: cudaCodegen };
 }
 
 // ---- CPU -------------------------------------------------------------------------------
@@ -77,6 +85,66 @@ const CPU_BACKEND: BundleBackend = {
   target: () => cpuHost().target,
   host: () => cpuHost().host,
   codegen: cpuCodegen,
+};
+
+// ---- CUDA ------------------------------------------------------------------------------
+
+/**
+ * CUDA device `ordinal` as the driver reports it (no NVRTC search: a warm start on a GPU
+ * needs none), or CudaError KILN_NO_CUDA_DEVICE naming what is missing.
+ */
+export function cudaDevice(ordinal = 0): DeviceInfo {
+  const use = "Use device: 'cpu' (or 'auto'); `npx kiln doctor` shows what kiln finds.";
+  let driver: ReturnType<ReturnType<typeof addon>['info']>['driver'];
+  try {
+    driver = addon().info().driver;
+  } catch (e) {
+    throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs kiln's native addon, which did not load (${(e as Error).message}). ${use}`);
+  }
+  if (!driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver (libcuda.so.1): ${driver.reason}. ${use}`);
+  const dev = driver.devices[ordinal];
+  if (!dev) {
+    throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs a GPU, but the CUDA driver reports ${driver.devices.length} (no device ${ordinal}). ${use}`);
+  }
+  return dev;
+}
+
+let cudaMemo: { target: string; host: Host } | undefined;
+
+/**
+ * This machine's GPU as a bundle target: `sm_XY` of its compute capability, or — when the
+ * NVRTC here does not know that architecture yet — the PTX target it would compile
+ * (`selectCudaTarget`). Without NVRTC it is `sm_XY`: bundles built elsewhere still load.
+ */
+function localCuda(): { target: string; host: Host } {
+  if (!cudaMemo) {
+    const dev = cudaDevice(0);
+    const [major, minor] = dev.computeCapability;
+    const nvrtc = addonInfo().nvrtc;
+    const target = nvrtc.available
+      ? selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: nvrtc.archs, deviceName: dev.name, nvrtcVersion: nvrtc.version }).target
+      : `sm_${major * 10 + minor}`;
+    cudaMemo = { target, host: { kind: 'cuda', computeCapability: dev.computeCapability } };
+  }
+  return cudaMemo;
+}
+
+/**
+ * The CUDA code-generation identity, e.g. `cuda:kiln-0.1.0`: kiln's version (which versions
+ * the renderer, the launch heuristics and kiln's NVRTC options) plus, in a development
+ * checkout running from dist/, the hash of its built code generator. Not NVRTC's version: a
+ * cubin for sm_XY is valid whatever NVRTC built it (it is recorded in the manifest instead).
+ */
+export function cudaCodegen(): string {
+  const build = kilnBuild();
+  return `cuda:kiln-${kilnVersion()}${build ? `+${build}` : ''}`;
+}
+
+const LOCAL_CUDA_BACKEND: BundleBackend = {
+  device: 'cuda',
+  target: () => localCuda().target,
+  host: () => localCuda().host,
+  codegen: cudaCodegen,
 };
 
 // ---- key input -------------------------------------------------------------------------
@@ -131,15 +199,17 @@ export function keyInput(sig: ProgramSignature, target: string, codegen: string)
 // kiln's code that decides what is generated, how it is compiled and how bundles are
 // written: whole folders, and single files (path without extension) of the others.
 const CODE_DIRS = ['ir', 'passes', 'codegen'];
-const CODE_FILES = ['runtime/cpu', 'engine/compile', 'engine/bundle'];
+const CODE_FILES = ['runtime/cpu', 'runtime/cuda-arch', 'engine/compile', 'engine/bundle', 'engine/cuda', 'engine/cuda-tune', 'engine/cuda-bundle'];
 let buildMemo: string | null | undefined;
 
 /**
  * In a development checkout of kiln (a `.git` beside package.json) the version number does
  * not move when the code generator changes, so bundles built before a rebuild would be
  * loaded after it. When kiln runs from its build output (dist/) there, the code-generation
- * identity (`cpuCodegen`, the key's toolchain field) also carries a hash of the built code that generates and compiles programs (ir, passes, codegen, the
- * CPU runtime, the engine's compile and bundle writer): it changes exactly when
+ * identity (`cpuCodegen`, `cudaCodegen`: the key's toolchain field) also carries a hash of
+ * the built code that generates and compiles programs (ir, passes, codegen — the CUDA
+ * renderer too —, the CPU runtime and its flags, the CUDA target choice and ptxas report,
+ * the engine's compile drivers, CUDA build and autotuner, and bundle writers): it changes exactly when
  * `npm run build:ts` changes that code. Not when running from lib/ sources (tests, through
  * swc): they use temporary caches, and a hash of sources that colleagues edit in the same
  * checkout would change between a test's cold and warm processes. A released package has

@@ -1,9 +1,10 @@
 /**
  * A compiled program as bundle files and back: graph.json (the optimized graph — constants,
  * symbol bindings, output structure — and the launch plan, as data), kernels.so and
- * kernels.cpp for the CPU. Also the source-file guards and the root they are recorded
- * against. Loading needs only lib/ir, the arena planner and the CPU runtime: no tracer,
- * passes, renderer or compiler.
+ * kernels.cpp for the CPU; for CUDA, kernels.cubin (or .ptx) and kernels.cu, and graph.json's
+ * `cuda` section (cuda-bundle.ts, required only for CUDA documents). Also the source-file
+ * guards and the root they are recorded against. Loading needs only lib/ir, the arena
+ * planner and a runtime: no tracer, passes, renderer or compiler.
  */
 import { readFileSync, statSync } from 'fs';
 import { dirname, isAbsolute, join, relative, sep } from 'path';
@@ -15,41 +16,64 @@ import { arenaLayout } from '../passes/memory';
 import { CpuProgram } from '../runtime/cpu';
 import { FormatError } from '../util/errors';
 import { sha256Hex } from '../util/hash';
+import type { CudaBundleParts, CudaProgramDocument } from './cuda-bundle';
 import type { CompiledProgram } from './program';
 
-/** graph.json's format marker and version (bump when its shape changes). */
+/**
+ * graph.json's format marker and version (bump when the shape every device shares changes).
+ * A device's own part is versioned by itself: CUDA's `cuda.version` (cuda-bundle.ts).
+ */
 export const PROGRAM_FORMAT = 'kiln-program';
 export const PROGRAM_VERSION = 1;
 
-/** graph.json: everything besides the kernels that running a program needs. */
-export interface ProgramDocument {
+/** What graph.json holds for every device. */
+export interface ProgramDocumentBase {
   format: typeof PROGRAM_FORMAT;
   version: number;
-  device: 'cpu';
-  /** The library's entry point: `entry(void** bufs, const int64_t* syms)` runs every step. */
-  entry: 'kiln_run';
   kernels: number;
   /** The optimized graph; call sites are dropped (the manifest's guards name the files). */
   graph: SerializedGraph;
+  /** The launch plan (CUDA: with each step's grid, block and dynamic shared memory). */
   plan: LaunchPlan;
+}
+
+/** graph.json of a CPU program. */
+export interface CpuProgramDocument extends ProgramDocumentBase {
+  device: 'cpu';
+  /** The library's entry point: `entry(void** bufs, const int64_t* syms)` runs every step. */
+  entry: 'kiln_run';
+}
+
+/** graph.json: everything besides the kernels that running a program needs. */
+export type ProgramDocument = CpuProgramDocument | CudaProgramDocument;
+
+function documentBase(graph: Graph, plan: LaunchPlan, kernels: number): ProgramDocumentBase {
+  return { format: PROGRAM_FORMAT, version: PROGRAM_VERSION, kernels, graph: { ...serializeGraph(graph), files: [], sites: [] }, plan };
 }
 
 /** The bundle files of a CPU program built in a work dir holding kernels.so. */
 export function programFiles(program: CompiledProgram, soBytes: Uint8Array): PublishFile[] {
-  const doc: ProgramDocument = {
-    format: PROGRAM_FORMAT,
-    version: PROGRAM_VERSION,
-    device: 'cpu',
-    entry: 'kiln_run',
-    kernels: program.kernels,
-    graph: { ...serializeGraph(program.graph), files: [], sites: [] },
-    plan: program.plan,
-  };
+  const doc: CpuProgramDocument = { ...documentBase(program.graph, program.plan, program.kernels), device: 'cpu', entry: 'kiln_run' };
   return [
     { name: 'graph.json', data: JSON.stringify(doc) },
     { name: 'kernels.so', data: soBytes },
     { name: 'kernels.cpp', data: program.source },
   ];
+}
+
+/** The bundle files of a CUDA program: graph.json, kernels.cubin (or kernels.ptx), kernels.cu. */
+export function cudaProgramFiles(parts: CudaBundleParts): PublishFile[] {
+  const { section, files } = cudaBundle().cudaBundleFiles(parts);
+  const doc: CudaProgramDocument = { ...documentBase(parts.graph, parts.plan, parts.kernels), device: 'cuda', cuda: section };
+  return [{ name: 'graph.json', data: JSON.stringify(doc) }, ...files];
+}
+
+// CUDA's half of the format loads with the first CUDA bundle: a CPU process never loads the CUDA runtime.
+let cudaBundleModule: typeof import('./cuda-bundle') | undefined;
+function cudaBundle(): typeof import('./cuda-bundle') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: CPU programs never need the CUDA runtime
+  cudaBundleModule ??= require('./cuda-bundle') as typeof import('./cuda-bundle');
+  return cudaBundleModule;
 }
 
 function bad(bundle: VerifiedBundle, msg: string): never {
@@ -67,8 +91,8 @@ function parseDocument(bundle: VerifiedBundle): ProgramDocument {
   const d = doc as Partial<ProgramDocument> | null;
   if (typeof d !== 'object' || d === null || d.format !== PROGRAM_FORMAT) bad(bundle, `format is not "${PROGRAM_FORMAT}"`);
   if (d.version !== PROGRAM_VERSION) bad(bundle, `version ${JSON.stringify(d.version)}; this kiln reads version ${PROGRAM_VERSION}`);
-  if (d.device !== 'cpu') bad(bundle, `device ${JSON.stringify(d.device)} is not 'cpu'`);
-  if (d.entry !== 'kiln_run') bad(bundle, `entry ${JSON.stringify(d.entry)} is not 'kiln_run'`);
+  if (d.device !== 'cpu' && d.device !== 'cuda') bad(bundle, `device ${JSON.stringify(d.device)} is not 'cpu' or 'cuda'`);
+  if (d.device === 'cpu' && d.entry !== 'kiln_run') bad(bundle, `entry ${JSON.stringify(d.entry)} is not 'kiln_run'`);
   if (!Number.isSafeInteger(d.kernels)) bad(bundle, 'kernels must be an integer');
   const p = d.plan as Partial<LaunchPlan> | undefined;
   const ok = p && p.version === 1 && Array.isArray(p.symbols) && Array.isArray(p.buffers) && Array.isArray(p.steps) && Array.isArray(p.outputs);
@@ -76,20 +100,43 @@ function parseDocument(bundle: VerifiedBundle): ProgramDocument {
   return d as ProgramDocument;
 }
 
-/**
- * Loads a verified CPU bundle: parses graph.json (re-checking its sha256), rebuilds the
- * graph, dlopens kernels.so. Throws (FormatError, or the loader's error) when the bundle
- * cannot be used; the engine then discards it and compiles once.
- */
-export function loadProgram(bundle: VerifiedBundle): CompiledProgram {
-  const t0 = performance.now();
-  const doc = parseDocument(bundle);
-  let graph: Graph;
+/** A verified bundle's graph.json, checked as far as its format, version, device and plan (for `kiln cache show`). */
+export function readProgramDocument(bundle: VerifiedBundle): ProgramDocument {
+  return parseDocument(bundle);
+}
+
+function graphOf(bundle: VerifiedBundle, doc: ProgramDocument): Graph {
   try {
-    graph = deserializeGraph(doc.graph);
+    return deserializeGraph(doc.graph);
   } catch (e) {
     bad(bundle, (e as Error).message);
   }
+}
+
+/**
+ * Loads a verified bundle of either device: parses graph.json (re-checking its sha256),
+ * rebuilds the graph, then dlopens kernels.so (CPU) or checks the CUDA section and image
+ * and loads it onto the GPU (CudaError KILN_NO_CUDA_DEVICE without one). Throws FormatError
+ * or the loader's error when the bundle cannot be used; the engine then discards it and
+ * compiles once.
+ */
+export async function loadBundle(bundle: VerifiedBundle): Promise<CompiledProgram> {
+  const t0 = performance.now();
+  const doc = parseDocument(bundle);
+  if (doc.device === 'cpu') return loadCpu(bundle, doc, t0);
+  return cudaBundle().loadCudaBundle(bundle, doc, graphOf(bundle, doc), t0);
+}
+
+/** Loads a verified CPU bundle (synchronously); FormatError KILN_BAD_PROGRAM for a CUDA one (use `loadBundle`). */
+export function loadProgram(bundle: VerifiedBundle): CompiledProgram {
+  const t0 = performance.now();
+  const doc = parseDocument(bundle);
+  if (doc.device !== 'cpu') bad(bundle, `device ${JSON.stringify(doc.device)}: load it with loadBundle`);
+  return loadCpu(bundle, doc, t0);
+}
+
+function loadCpu(bundle: VerifiedBundle, doc: CpuProgramDocument, t0: number): CompiledProgram {
+  const graph = graphOf(bundle, doc);
   const plan = doc.plan;
   const cpu = CpuProgram.load(artifactPath(bundle, 'kernels.so'), { plan, symbols: graph.symbols, constants: graph.constants, layout: arenaLayout });
   const loadMs = performance.now() - t0;

@@ -11,8 +11,7 @@ import type { Graph } from '../ir/graph';
 import { arenaLayout, lower } from '../passes';
 import { compileSharedObject, CpuProgram, requireCxx } from '../runtime/cpu';
 import type { Backend } from '../runtime/select';
-import { KilnError } from '../util/errors';
-import { compileGraphCuda } from './cuda';
+import { buildCuda, compileGraphCuda, type CudaBuild } from './cuda';
 import type { CompiledProgram } from './program';
 
 /** Backends this build of kiln can compile for. */
@@ -51,12 +50,13 @@ export async function compileGraph(graph: Graph, opts: CompileGraphOptions): Pro
   }
 }
 
-/** The error for a device whose backend this build lacks (see ENGINE_BACKENDS). */
-export function backendMissing(device: Backend): KilnError {
-  return new KilnError(
-    'KILN_NO_CUDA_BACKEND',
-    `device: '${device}' — kiln's ${device.toUpperCase()} backend is not available in this build yet; use device: 'cpu' (or 'auto'). \`npx kiln doctor\` shows what kiln finds.`,
-  );
+/**
+ * Builds a traced graph for an offline CUDA target (`sm_90`, `compute_90`) without loading
+ * it: NVRTC only, no GPU (`kiln build --target sm_90`). Counted as a compile.
+ */
+export async function buildGraphCuda(graph: Graph, target: string): Promise<CudaBuild> {
+  compiles++;
+  return buildCuda(graph, target);
 }
 
 async function compileCpu(graph: Graph, opts: CompileGraphOptions): Promise<CompiledProgram> {

@@ -1,13 +1,13 @@
 /**
  * What `device: 'auto'` needs to know about CUDA, cheaply (warm path: no renderer, no
- * compiler): whether this build can build and load CUDA bundles, whether the driver reports
- * a GPU, and — only then — whether NVRTC is there. The facts go to `chooseBackend`
- * (lib/runtime/select.ts), which prefers CUDA when all three hold.
+ * compiler): whether the driver reports a GPU, and — only then — whether NVRTC is there.
+ * The facts go to `chooseBackend` (lib/runtime/select.ts), which prefers CUDA when both
+ * hold: CUDA programs are then obtained like CPU ones, from bundles or compiled and
+ * published (a GPU machine without NVRTC runs `device: 'cuda'` from shipped bundles, but
+ * `auto` does not pick a backend that could not compile on a miss).
  */
 import type { BackendFacts } from '../runtime/select';
 import { addon, addonInfo } from '../runtime/native';
-import { KilnError } from '../util/errors';
-import { bundleBackend } from './bundle-target';
 
 type Fact = BackendFacts['driver'] | BackendFacts['nvrtc'];
 
@@ -17,11 +17,6 @@ export function cudaFacts(): { driver: BackendFacts['driver']; nvrtc: BackendFac
     driver: { available: false, reason },
     nvrtc: { available: false, reason },
   });
-  try {
-    bundleBackend('cuda'); // the bundle seam: CUDA programs are obtained through bundles
-  } catch (e) {
-    return missing(e instanceof KilnError ? e.message : String(e));
-  }
   let driver: ReturnType<ReturnType<typeof addon>['info']>['driver'];
   try {
     driver = addon().info().driver;

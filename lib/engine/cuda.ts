@@ -22,6 +22,7 @@ import { parsePtxasLog, selectCudaTarget, type CudaTarget } from '../runtime/cud
 import { addonInfo, nvrtcCompile } from '../runtime/native';
 import { readEnv } from '../util/env';
 import { CudaError } from '../util/errors';
+import { cudaDevice } from './bundle-target';
 import { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaTuning } from './cuda-load';
 
 export { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaLoadParts, type CudaTuning } from './cuda-load';
@@ -99,12 +100,13 @@ export async function buildCuda(graph: Graph, target: string | CudaTarget, opts:
   return { target: t, program, plan, configs, tuning, source, image: r.binary, log: r.log, resources, times: { lowerMs: t1 - t0, renderMs: t2 - t1, compileMs: t3 - t2 } };
 }
 
-/** The first GPU and its compile target, or a CudaError saying what is missing. */
+/**
+ * A GPU and its compile target, or a CudaError saying what is missing (KILN_NO_CUDA_DEVICE,
+ * KILN_NVRTC_UNAVAILABLE). The target is the one the bundle key of `device: 'cuda'` names.
+ */
 export function localCudaTarget(device = 0): { target: CudaTarget; facts: GpuFacts; name: string } {
+  const dev = cudaDevice(device);
   const info = addonInfo();
-  if (!info.driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver: ${info.driver.reason}. Use device: 'cpu' (or 'auto').`);
-  const dev = info.driver.devices[device];
-  if (!dev) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda': the CUDA driver reports ${info.driver.devices.length} GPU(s), so there is no device ${device}. Use device: 'cpu' (or 'auto').`);
   if (!info.nvrtc.available) throw new CudaError('KILN_NVRTC_UNAVAILABLE', `device: 'cuda' needs NVRTC to compile kernels: ${info.nvrtc.reason}. \`npx kiln doctor\` shows where kiln looked.`);
   const target = selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: info.nvrtc.archs, deviceName: dev.name, nvrtcVersion: info.nvrtc.version });
   return { target, facts: { arch: target.arch, smCount: dev.smCount }, name: dev.name };

@@ -3,7 +3,7 @@
  * store (memory, bundle, or compile and publish), and run them. It never imports the
  * tensor front end: it takes graphs and raw tensors.
  */
-export { backendMissing, compileCount, compileGraph, ENGINE_BACKENDS, type CompileGraphOptions } from './compile';
+export { buildGraphCuda, compileCount, compileGraph, ENGINE_BACKENDS, type CompileGraphOptions } from './compile';
 export type { CompiledProgram, RawTensor, StageTimes } from './program';
 export { run } from './run';
 export {
@@ -16,5 +16,5 @@ export {
   type StoreOptions,
   type TraceFn,
 } from './store';
-export { loadProgram, packageRootOf, programFiles, sourceGuards, PROGRAM_FORMAT, PROGRAM_VERSION, type ProgramDocument } from './bundle';
-export { bundleBackend, cpuCodegen, dynamicGroups, keyInput, kilnBuild, type BundleBackend } from './bundle-target';
+export { cudaProgramFiles, loadBundle, loadProgram, packageRootOf, programFiles, readProgramDocument, sourceGuards, PROGRAM_FORMAT, PROGRAM_VERSION, type ProgramDocument } from './bundle';
+export { bundleBackend, cpuCodegen, cudaCodegen, cudaDevice, dynamicGroups, keyInput, kilnBuild, type BundleBackend } from './bundle-target';

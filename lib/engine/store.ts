@@ -8,10 +8,14 @@
  * 2. Memory: a program this process already has for the key is returned at once — no file
  *    is touched.
  * 3. Bundle: shipped roots, then the cache; every guard verified (checksums, source files,
- *    ISA); graph.json and kernels.so loaded. No trace, no passes, no compiler.
- *    A verified bundle that fails to load is discarded and rebuilt once (force-load: error).
+ *    ISA or compute capability); graph.json and kernels.so (or kernels.cubin) loaded. No
+ *    trace, no passes, no compiler. A verified bundle that fails to load is discarded and
+ *    rebuilt once (force-load: error); a CUDA bundle on a machine without a GPU is
+ *    KILN_NO_CUDA_DEVICE, never discarded.
  * 4. Compile, under the per-key lock so concurrent cold processes compile once: look up
- *    again, trace, lower, render, compile, publish atomically, and run what was built.
+ *    again, trace, lower, render, compile (C++ compiler or NVRTC), publish atomically, and
+ *    run what was built. An offline CUDA build (`kiln build --target sm_90`) compiles with
+ *    NVRTC only and loads nothing.
  *
  * The tracer is the API layer's business (the engine never imports lib/tensor): callers
  * pass `trace`, which runs only on step 4.
@@ -21,20 +25,27 @@ import { mkdtemp, rm } from 'fs/promises';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { realpathSync } from 'fs';
-import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type ToolchainIdentity, type VerifiedBundle } from '../cache';
+import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type PublishFile, type ToolchainIdentity, type VerifiedBundle } from '../cache';
 import { warnOnce } from '../cache/io';
 import type { Graph } from '../ir/graph';
+import { addonInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
-import { CacheError, CompilerError, KilnError } from '../util/errors';
-import { loadProgram, programFiles, sourceGuards } from './bundle';
+import { CacheError, CompilerError, KilnError, NvrtcError } from '../util/errors';
+import { cudaProgramFiles, loadBundle, programFiles, sourceGuards } from './bundle';
 import { bundleBackend, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
-import type { CompiledProgram } from './program';
+import type { CudaCompiledProgram } from './cuda-load';
+import type { CompiledProgram, StageTimes } from './program';
 
 export type { ProgramSignature } from './bundle-target';
 
 /** What the API asks the engine for. */
 export interface ProgramRequest extends ProgramSignature {
   readonly device: Backend;
+  /**
+   * An offline target to build for (`sm_90`, `compute_90`: `kiln.build` on a machine that
+   * may have no GPU); absent: this machine's CPU or GPU.
+   */
+  readonly target?: string;
   /**
    * Base of relative source guards: the package root of the code that called kiln.compile
    * (see `packageRootOf`). Undefined: guards are recorded as absolute paths.
@@ -76,8 +87,14 @@ export interface ObtainedProgram {
   loadMs: number;
 }
 
+/** What `ensureBundle` made: a bundle, not a loaded program. */
+export type BuiltBundle = Omit<ObtainedProgram, 'program' | 'bundleDir'> & { bundleDir: string };
+
 /** Traces the user's function (called only when nothing can be loaded). */
 export type TraceFn = () => Graph;
+
+/** What the store's steps produce: a program unless this is an offline build, which loads nothing. */
+type Outcome = Omit<ObtainedProgram, 'program'> & { program?: CompiledProgram };
 
 // Programs of this process by bundle key (pending ones too: concurrent first calls share).
 const memory = new Map<string, Promise<ObtainedProgram>>();
@@ -111,7 +128,7 @@ interface Context {
 
 /** The key and the cache (opened only when the key is not served from memory). */
 function prepare(req: ProgramRequest, store: StoreOptions, purpose: Context['purpose']): { key: string; open(): Context } {
-  const backend = bundleBackend(req.device);
+  const backend = bundleBackend(req.target ?? req.device);
   const target = backend.target();
   let cache: Cache | undefined;
   const openIt = (): Cache =>
@@ -141,9 +158,9 @@ export async function getProgram(req: ProgramRequest, store: StoreOptions, trace
     // A program that captured tensors belongs to the closure it was traced from: another
     // function of the same source may capture other values, so it traces its own.
     if (!got.captured) return { ...got, origin: 'memory', traceMs: 0, compileMs: 0, loadMs: 0 };
-    return obtain(prep.open(), trace);
+    return obtain(prep.open(), trace).then(loaded);
   }
-  const pending = obtain(prep.open(), trace);
+  const pending = obtain(prep.open(), trace).then(loaded);
   memory.set(prep.key, pending);
   const forget = (): void => {
     if (memory.get(prep.key) === pending) memory.delete(prep.key);
@@ -158,16 +175,22 @@ export async function getProgram(req: ProgramRequest, store: StoreOptions, trace
  * nothing is evicted from a directory being filled with bundles to ship.
  * Throws CacheError KILN_CACHE_WRITE when the bundle could not be written.
  */
-export async function ensureBundle(req: ProgramRequest, cacheDir: string | undefined, trace: TraceFn): Promise<ObtainedProgram> {
+export async function ensureBundle(req: ProgramRequest, cacheDir: string | undefined, trace: TraceFn): Promise<BuiltBundle> {
   const store: StoreOptions = { mode: 'auto', ...(cacheDir !== undefined ? { cacheDir } : {}), failOnRecompile: false, bundlePath: [], maxBytes: 0 };
   const ctx = prepare(req, store, 'build').open();
   if (ctx.cache.readOnly) throw new CacheError('KILN_CACHE_WRITE', `cannot build into ${ctx.cache.cacheDir}: it is not writable`);
-  const got = await obtain(ctx, trace);
-  if (!got.bundleDir) throw new CacheError('KILN_CACHE_WRITE', `the bundle for ${req.name} could not be written to ${ctx.cache.cacheDir} (see the warning above)`);
-  return got;
+  const { program: _loaded, bundleDir, ...got } = await obtain(ctx, trace);
+  if (!bundleDir) throw new CacheError('KILN_CACHE_WRITE', `the bundle for ${req.name} could not be written to ${ctx.cache.cacheDir} (see the warning above)`);
+  return { ...got, bundleDir };
 }
 
-async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
+/** A run's outcome always holds a program (only offline builds load none). */
+function loaded(got: Outcome): ObtainedProgram {
+  if (!got.program) throw new KilnError('KILN_INTERNAL', `no program was loaded for key ${got.key}`);
+  return got as ObtainedProgram;
+}
+
+async function obtain(ctx: Context, trace: TraceFn): Promise<Outcome> {
   const { cache, key, req } = ctx;
   const expect = { host: ctx.backend.host(), toolchain: ctx.codegen, ...(req.sourceRoot !== undefined ? { sourceRoot: req.sourceRoot } : {}) };
   const t0 = performance.now();
@@ -178,8 +201,8 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
     throw explainMissing(ctx, trace, e);
   }
   if (found.status === 'hit') {
-    const loaded = tryLoad(ctx, found.bundle, t0);
-    if (loaded) return loaded;
+    const got = await tryLoad(ctx, found.bundle, t0);
+    if (got) return got;
   }
   const miss: CacheLookup = found.status === 'hit' ? { status: 'miss' } : found;
   mayCompile(ctx, miss);
@@ -192,8 +215,8 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
         const t1 = performance.now();
         const again = cache.lookup(key, req.name, expect);
         if (again.status === 'hit') {
-          const loaded = tryLoad(ctx, again.bundle, t1);
-          if (loaded) return loaded;
+          const got = await tryLoad(ctx, again.bundle, t1);
+          if (got) return got;
         }
       }
       return compileAndPublish(ctx, trace);
@@ -202,12 +225,19 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
   );
 }
 
-/** Loads a verified bundle; on failure discards it (auto) or throws (force-load). */
-function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): ObtainedProgram | undefined {
+/**
+ * Loads a verified bundle; on failure discards it (auto) or throws (force-load). An offline
+ * build loads nothing: the bundle verified for its target is the result. A machine without
+ * a GPU (KILN_NO_CUDA_DEVICE) is not the bundle's fault: that error goes to the caller.
+ */
+async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promise<Outcome | undefined> {
+  const hit = { origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0 } as const;
+  if (ctx.purpose === 'build') return { ...hit, loadMs: performance.now() - t0 };
   try {
-    const program = loadProgram(bundle);
-    return { program, origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0, loadMs: performance.now() - t0 };
+    const program = await loadBundle(bundle);
+    return { ...hit, program, loadMs: performance.now() - t0 };
   } catch (e) {
+    if (e instanceof KilnError && e.code === 'KILN_NO_CUDA_DEVICE') throw e;
     const why = e instanceof Error ? e.message : String(e);
     if (ctx.cache.mode === 'force-load') {
       throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${bundle.dir} verified but could not be loaded: ${why}`, { cause: e });
@@ -234,18 +264,28 @@ function mayCompile(ctx: Context, miss: CacheLookup): void {
 }
 
 /**
- * Compiles the traced graph. No compiler (KILN_NO_CXX) is said in the words of this call: the
- * warm path never looks for one, so this is where a machine without a compiler learns that
- * no bundle matched.
+ * Runs a compile. A missing compiler (KILN_NO_CXX) or NVRTC (KILN_NVRTC_UNAVAILABLE) is said
+ * in the words of this call: the warm path never looks for one, so this is where a machine
+ * without it learns that no bundle matched.
  */
-async function compileOrExplain(ctx: Context, graph: Graph, workDir?: string): Promise<CompiledProgram> {
+async function explainMissingCompiler<T>(ctx: Context, compile: () => Promise<T>): Promise<T> {
   try {
-    return await compiler().compileGraph(graph, { device: ctx.req.device, ...(workDir !== undefined ? { workDir } : {}) });
+    return await compile();
   } catch (e) {
-    if (!(e instanceof CompilerError) || e.code !== 'KILN_NO_CXX') throw e;
     const why = ctx.purpose === 'build' ? 'building its bundle' : `no bundle matched inputs ${ctx.keyFields.inputs.join(', ')}, and compiling one`;
-    throw new CompilerError('KILN_NO_CXX', `${ctx.req.name}: ${why} needs a C++ compiler — ${e.message}`, e.log);
+    if (e instanceof CompilerError && e.code === 'KILN_NO_CXX') {
+      throw new CompilerError('KILN_NO_CXX', `${ctx.req.name}: ${why} needs a C++ compiler — ${e.message}`, e.log);
+    }
+    if (e instanceof KilnError && e.code === 'KILN_NVRTC_UNAVAILABLE') {
+      throw new NvrtcError('KILN_NVRTC_UNAVAILABLE', `${ctx.req.name}: ${why} needs NVRTC — ${e.message}`, e instanceof NvrtcError ? e.log : '');
+    }
+    throw e;
   }
+}
+
+/** Compiles the traced graph for this machine's device and loads it. */
+function compileOrExplain(ctx: Context, graph: Graph, workDir?: string): Promise<CompiledProgram> {
+  return explainMissingCompiler(ctx, () => compiler().compileGraph(graph, { device: ctx.req.device, ...(workDir !== undefined ? { workDir } : {}) }));
 }
 
 /**
@@ -253,7 +293,7 @@ async function compileOrExplain(ctx: Context, graph: Graph, workDir?: string): P
  * compiler that built this library — recorded as information only: any compiler builds an
  * equivalent library, so it is neither keyed nor checked at load.
  */
-function toolchainIdentity(codegen: string, program: CompiledProgram): ToolchainIdentity {
+function toolchainIdentity(codegen: string, program: Pick<CompiledProgram, 'compiler'>): ToolchainIdentity {
   const cc = program.compiler;
   if (!cc) return { id: codegen };
   let path = cc.path;
@@ -308,7 +348,7 @@ function explainMissing(ctx: Context, trace: TraceFn, e: unknown): unknown {
   );
 }
 
-async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<ObtainedProgram> {
+async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<Outcome> {
   const { req, cache, key } = ctx;
   const t0 = performance.now();
   const graph = trace();
@@ -317,31 +357,86 @@ async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<Obtained
   if (captured.length) return compileCaptured(ctx, graph, captured, traceMs);
   // Hashed right after the trace, so an edit during the compile fails the guard next time.
   const sources = sourceGuards(graph.files, req.sourceRoot);
-  const workDir = await mkdtemp(join(tmpdir(), 'kiln-build-'));
-  // On a compile error the work dir stays: the error names kernels.cpp in it.
-  const program = await compileOrExplain(ctx, graph, workDir);
-  const t = program.times;
+  const built = req.device === 'cpu' ? await compileCpu(ctx, graph) : await compileCuda(ctx, graph);
+  const t = built.times;
+  const compileMs = t.lowerMs + t.renderMs + t.compileMs;
   let bundleDir: string | undefined;
   try {
-    const files = programFiles(program, readFileSync(join(workDir, 'kernels.so')));
-    const published = cache.publish(key, req.name, files, {
+    const published = cache.publish(key, req.name, built.files, {
       keyFields: ctx.keyFields,
-      guards: { sources, target: ctx.target, toolchain: toolchainIdentity(ctx.codegen, program) },
-      info: { function: req.name, device: req.device, kernels: program.kernels, compileMs: Math.round(t.lowerMs + t.renderMs + t.compileMs) },
+      guards: { sources, target: ctx.target, toolchain: built.toolchain },
+      info: { function: req.name, device: req.device, kernels: built.kernels, compileMs: Math.round(compileMs) },
     });
     if (published.status !== 'skipped') bundleDir = published.dir;
   } finally {
-    await rm(workDir, { recursive: true, force: true });
+    await built.cleanup?.();
   }
   return {
-    program,
+    ...(built.program ? { program: built.program } : {}),
     origin: 'compiled',
     key,
     ...(bundleDir !== undefined ? { bundleDir } : {}),
     traceMs,
-    compileMs: t.lowerMs + t.renderMs + t.compileMs,
+    compileMs,
     loadMs: t.loadMs,
   };
+}
+
+/** A compile's bundle files and what it built (no program for an offline CUDA build). */
+interface Built {
+  program?: CompiledProgram;
+  files: PublishFile[];
+  toolchain: ToolchainIdentity;
+  kernels: number;
+  times: StageTimes;
+  /** Removes the work dir once the files are published. */
+  cleanup?: () => Promise<void>;
+}
+
+async function compileCpu(ctx: Context, graph: Graph): Promise<Built> {
+  const workDir = await mkdtemp(join(tmpdir(), 'kiln-build-'));
+  // On a compile error the work dir stays: the error names kernels.cpp in it.
+  const program = await compileOrExplain(ctx, graph, workDir);
+  const cleanup = (): Promise<void> => rm(workDir, { recursive: true, force: true });
+  try {
+    const files = programFiles(program, readFileSync(join(workDir, 'kernels.so')));
+    return { program, files, toolchain: toolchainIdentity(ctx.codegen, program), kernels: program.kernels, times: program.times, cleanup };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+/**
+ * CUDA: kiln.compile on this machine's GPU compiles (autotuning unless KILN_CUDA_TUNE=0) and
+ * loads; an offline build (`kiln.build`, any target NVRTC knows) only compiles, with the
+ * heuristic configurations. Either way the bundle holds the image, kernels.cu, and the plan,
+ * tuning table and resources in graph.json.
+ */
+async function compileCuda(ctx: Context, graph: Graph): Promise<Built> {
+  const toolchain = nvrtcIdentity(ctx.codegen);
+  if (ctx.purpose === 'build') {
+    const b = await explainMissingCompiler(ctx, () => compiler().buildGraphCuda(graph, ctx.target));
+    const kernels = b.program.kernels.length;
+    const files = cudaProgramFiles({ graph: b.program.graph, plan: b.plan, kernels, source: b.source, image: b.image, target: b.target, tuning: b.tuning, resources: b.resources });
+    return { files, toolchain, kernels, times: { ...b.times, loadMs: 0 } };
+  }
+  const program = (await compileOrExplain(ctx, graph)) as CudaCompiledProgram;
+  if (program.cuda.target.target !== ctx.target) {
+    // The key's target and the compile's come from the same facts (selectCudaTarget); a
+    // mismatch would publish a bundle under the wrong key.
+    throw new KilnError('KILN_INTERNAL', `${ctx.req.name}: compiled for ${program.cuda.target.target}, but the bundle key's target is ${ctx.target}`);
+  }
+  const c = program.cuda;
+  const files = cudaProgramFiles({ graph: program.graph, plan: program.plan, kernels: program.kernels, source: program.source, image: c.image, target: c.target, tuning: c.tuning, resources: c.resources });
+  return { program, files, toolchain, kernels: program.kernels, times: program.times };
+}
+
+/** `guards.toolchain` of a CUDA bundle: the code-generation identity, and the NVRTC that built it as information. */
+function nvrtcIdentity(codegen: string): ToolchainIdentity {
+  const nvrtc = addonInfo().nvrtc;
+  if (!nvrtc.available) return { id: codegen };
+  return { id: codegen, version: `NVRTC ${nvrtc.version.join('.')}`, path: nvrtc.path };
 }
 
 /**
@@ -349,7 +444,7 @@ async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<Obtained
  * bundle keyed without those values would load stale results when they change. One warning
  * per function and process; `kiln.build` refuses it.
  */
-async function compileCaptured(ctx: Context, graph: Graph, captured: string[], traceMs: number): Promise<ObtainedProgram> {
+async function compileCaptured(ctx: Context, graph: Graph, captured: string[], traceMs: number): Promise<Outcome> {
   const { req } = ctx;
   const pass = captured.length === 1 ? 'it as an argument' : 'them as arguments';
   if (ctx.purpose === 'build') {
