@@ -76,6 +76,30 @@ describe('cpu tensors', () => {
   });
 });
 
+describe('devices in eager ops', () => {
+  it("mixing 'cpu' and 'cuda' tensors is KILN_DEVICE_MISMATCH; scalars take the tensor's device", () => {
+    const a = kiln.tensor([1, 2], [2], 'float32', 'cuda');
+    const b = kiln.tensor([1, 2], [2]);
+    const e = thrown(() => a.add(b));
+    expect(e.code).toBe('KILN_DEVICE_MISMATCH');
+    expect(e.message).toMatch(/^add: .*tensors on cuda and cpu were mixed/);
+    expect(a.add(1).device).toBe('cuda');
+    expect(kiln.where(a.gt(1), a, 0).device).toBe('cuda');
+  });
+
+  it('traced tensors are never on the GPU', () => {
+    let seen = '';
+    trace(
+      (t) => {
+        seen = `${t.isOnGpu} ${String(t)}`;
+        return t;
+      },
+      [{ dtype: 'float32', shape: [2], device: 'cuda' }],
+    );
+    expect(seen).toBe('false Tensor(float32[2], cuda, traced)');
+  });
+});
+
 describe('programInput errors', () => {
   it.each([
     ['a number', 5, 'KILN_INPUT_TYPE', /f: input 2 must be a kiln Tensor \(kiln.tensor\(data, shape\)\), got number/],

@@ -28,7 +28,10 @@ import { evalOp } from '../runtime/interpreter';
 import { upload } from './device';
 import { callSite } from './site';
 
-/** Where a tensor's data lives (eager tensors are computed by the reference interpreter). */
+/**
+ * The device a tensor belongs to. A 'cuda' tensor's data is in GPU memory where a GPU was
+ * found, else on the host; eager ops on either are computed on the host by the interpreter.
+ */
 export type Device = 'cpu' | 'cuda';
 
 // Creation numbers of eager tensors: a count, not dispatch state. A trace notes the count

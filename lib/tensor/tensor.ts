@@ -77,6 +77,8 @@ function dimsArg(first: readonly Dim[] | Dim | undefined, rest: readonly Dim[]):
 /**
  * A tensor: eager (concrete data, computed at once by kiln's reference interpreter) or
  * traced (a node of a program being compiled). Create eager tensors with `kiln.tensor`.
+ * An eager tensor's data is host memory, or GPU memory for a 'cuda' tensor where a GPU was
+ * found (see `isOnGpu`; README.md, "Where a tensor's data lives").
  */
 export class Tensor {
   readonly #impl: Impl;
@@ -113,6 +115,7 @@ export class Tensor {
   get dtype(): DType {
     return this.#impl.dtype;
   }
+  /** The device the tensor belongs to; `isOnGpu` tells whether a 'cuda' tensor's data is in GPU memory now. */
   get device(): Device {
     return this.#impl.device;
   }
