@@ -1,0 +1,242 @@
+/**
+ * CUDA bundles without a GPU, with the real NVRTC: `kiln.build` for sm_80 and sm_90 writes
+ * a bundle whose kernels.cubin is for that architecture, whose graph.json holds the CUDA
+ * plan, tuning table and ptxas resources, and whose manifest keys the target but records
+ * NVRTC only as information; building again compiles nothing; `kiln cache verify` and `show`
+ * explain it; a flipped bit, a wrong image or another device's compute capability is caught
+ * before anything is loaded; loading or compiling for `device: 'cuda'` here is a typed
+ * KILN_NO_CUDA_DEVICE that leaves the bundle alone; and `kiln build --target sm_80,sm_90` in a
+ * child process. Skipped without NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs:
+ * scripts/gpu-check/90-bundle.cjs).
+ */
+import { spawn } from 'child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import { tmpdir } from 'os';
+import { join, resolve } from 'path';
+import * as kiln from '../lib';
+import { counters } from '../lib/api/compile';
+import { listBundles, parseManifest, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
+import { cacheCommand } from '../lib/cli/cache';
+import { getProgram, loadBundle, readProgramDocument } from '../lib/engine';
+import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-bundle';
+import { readCubinArch } from '../lib/runtime/cuda-driver';
+import { addonInfo } from '../lib/runtime/native';
+import { sha256Hex } from '../lib/util/hash';
+
+const REPO = resolve(__dirname, '..');
+const REGISTER = join(REPO, 'test', 'fixtures', 'cache', 'register.cjs');
+const FIXTURE = join(REPO, 'test', 'fixtures', 'models');
+
+const info = addonInfo();
+const required = process.env.KILN_REQUIRE_NVRTC === '1';
+const gpu = info.driver.available && info.driver.devices.length > 0;
+if (!info.nvrtc.available && !required) console.warn(`CUDA bundle tests skipped: ${info.nvrtc.reason} (set KILN_REQUIRE_NVRTC=1 to fail instead)`);
+const describeNvrtc = info.nvrtc.available || required ? describe : describe.skip;
+const noGpuIt = gpu ? it.skip : it;
+
+type Spec = { fn: (...xs: kiln.Tensor[]) => kiln.Tensor; inputs: { shape: number[] }[]; options: { name: string; dynamic: Record<number, number[]> } };
+
+let tmp: string;
+let proj: string;
+let spec: Spec;
+let cache: string;
+const built: Record<string, kiln.BuildResult> = {};
+
+const manifestOf = (dir: string): Manifest => parseManifest(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+const docOf = (dir: string): CudaProgramDocument => JSON.parse(readFileSync(join(dir, 'graph.json'), 'utf8')) as CudaProgramDocument;
+
+function verified(dir: string, host?: { kind: 'cuda'; computeCapability: number }): VerifiedBundle {
+  const v = verifyBundle(dir, { checkSources: false, ...(host ? { host } : {}) });
+  if (!v.ok) throw new Error(`${dir}: ${v.reason}: ${v.detail}`);
+  return v;
+}
+
+/** Runs `kiln cache ...` in process; resolves to its exit status and what it printed. */
+async function cacheCli(args: string[]): Promise<{ code: number; out: string }> {
+  const lines: string[] = [];
+  const log = jest.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
+  const err = jest.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
+  try {
+    const code = await cacheCommand(args);
+    return { code, out: lines.join('\n') };
+  } finally {
+    log.mockRestore();
+    err.mockRestore();
+  }
+}
+
+/** A copy of one bundle in a cache of its own, for tests that break it. */
+function copyOf(bundleDir: string): { cacheDir: string; dir: string } {
+  const cacheDir = mkdtempSync(join(tmp, 'copy-'));
+  const rel = bundleDir.slice(cache.length);
+  cpSync(bundleDir, join(cacheDir, rel), { recursive: true });
+  return { cacheDir, dir: join(cacheDir, rel) };
+}
+
+describeNvrtc('CUDA bundles built without a GPU', () => {
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'kiln-cuda-bundle-'));
+    proj = join(tmp, 'app');
+    cpSync(FIXTURE, proj, { recursive: true });
+    writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'kiln-cuda-bundle-app', private: true }));
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the app's CommonJS model
+    spec = require(join(proj, 'mlp.js')) as Spec;
+    cache = join(tmp, 'cache');
+    for (const target of ['sm_80', 'sm_90', 'compute_90']) {
+      built[target] = await kiln.build(spec.fn, spec.inputs, { target, cacheDir: cache, ...spec.options, sourceRoot: proj });
+    }
+  }, 180_000);
+
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  it.each([80, 90])('sm_%i: a cubin for that architecture, the CUDA plan, tuning and resources; NVRTC recorded, not keyed', (sm) => {
+    const r = built[`sm_${sm}`];
+    expect(r).toMatchObject({ source: 'compiled', target: `sm_${sm}`, namespace: 'fixture-mlp' });
+    expect(readCubinArch(readFileSync(join(r.bundleDir, 'kernels.cubin'))).sm).toBe(sm);
+    const m = manifestOf(r.bundleDir);
+    expect(m.artifacts.map((a) => a.name).sort()).toEqual(['graph.json', 'kernels.cu', 'kernels.cubin']);
+    expect(m.keyFields).toMatchObject({ target: `sm_${sm}`, toolchain: expect.stringMatching(/^cuda:kiln-[^:]+$/), inputs: ['float32[?,32]', 'float32[32,64]', 'float32[64]', 'float32[64,16]', 'float32[16]'] });
+    expect(JSON.stringify(m.keyFields)).not.toMatch(/nvrtc/i);
+    expect(m.guards).toMatchObject({ target: `sm_${sm}`, toolchain: { id: m.keyFields.toolchain, version: expect.stringMatching(/^NVRTC \d+\.\d+$/), path: expect.stringMatching(/libnvrtc/) } });
+    expect(m.guards.sources.map((s) => s.path)).toEqual(['mlp.js']);
+    expect(m.info).toMatchObject({ function: 'fixture-mlp', device: 'cuda' });
+
+    const doc = docOf(r.bundleDir);
+    expect(doc).toMatchObject({ format: 'kiln-program', version: 1, device: 'cuda', cuda: { version: 1, target: `sm_${sm}`, image: 'kernels.cubin' } });
+    const kernels = doc.plan.steps.map((s) => s.kernel);
+    expect(doc.kernels).toBe(m.info!.kernels);
+    expect(Object.keys(doc.cuda.tuning).sort()).toEqual([...new Set(kernels)].sort());
+    for (const s of doc.plan.steps) {
+      expect(s.grid!.length).toBeGreaterThan(0);
+      expect(s.block![0]).toBeGreaterThan(0);
+      expect(doc.cuda.resources[s.kernel]).toMatchObject({ entry: true, spillStores: 0, spillLoads: 0, threads: s.block![0], config: doc.cuda.tuning[s.kernel] });
+      expect(doc.cuda.resources[s.kernel].registers).toBeGreaterThan(0);
+    }
+    expect(readFileSync(join(r.bundleDir, 'kernels.cu'), 'utf8')).toContain(`extern "C" __global__ void __launch_bounds__(`);
+  });
+
+  it('compute_90 is PTX in kernels.ptx', () => {
+    const r = built.compute_90;
+    expect(manifestOf(r.bundleDir).artifacts.map((a) => a.name).sort()).toEqual(['graph.json', 'kernels.cu', 'kernels.ptx']);
+    expect(readFileSync(join(r.bundleDir, 'kernels.ptx'), 'utf8')).toContain('.target sm_90');
+    expect(docOf(r.bundleDir).cuda).toMatchObject({ target: 'compute_90', image: 'kernels.ptx' });
+  });
+
+  it('each target has its own key; the fields differ in the target only', () => {
+    const [a, b, c] = ['sm_80', 'sm_90', 'compute_90'].map((t) => built[t]);
+    expect(new Set([a.key, b.key, c.key]).size).toBe(3);
+    const fa = manifestOf(a.bundleDir).keyFields;
+    const fb = manifestOf(b.bundleDir).keyFields;
+    expect({ ...fa, target: 'x' }).toEqual({ ...fb, target: 'x' });
+  });
+
+  it('building again reuses the bundle: nothing traced or compiled', async () => {
+    const before = counters();
+    const again = await kiln.build(spec.fn, spec.inputs, { target: 'sm_90', cacheDir: cache, ...spec.options, sourceRoot: proj });
+    expect(again).toMatchObject({ source: 'bundle', key: built.sm_90.key, bundleDir: built.sm_90.bundleDir, compileMs: 0 });
+    expect(counters()).toEqual(before);
+    expect(listBundles({ cacheDir: cache, bundlePath: [] })).toHaveLength(3);
+  });
+
+  it('kiln cache verify passes and show explains the target, kernels and NVRTC', async () => {
+    const v = await cacheCli(['verify', '--cache-dir', cache, '--no-sources']);
+    expect(v.code).toBe(0);
+    expect(v.out).toMatch(/3 ok, 0 failed/);
+    const s = await cacheCli(['show', built.sm_90.key.slice(0, 12), '--cache-dir', cache]);
+    expect(s.code).toBe(0);
+    expect(s.out).toMatch(/target\s+sm_90: CUDA cubin, runs on compute capability 9\.0 exactly/);
+    expect(s.out).toMatch(/toolchain\s+cuda:kiln-/);
+    expect(s.out).toMatch(/kernels \(ptxas's report for sm_90/);
+    for (const k of Object.keys(docOf(built.sm_90.bundleDir).cuda.resources)) expect(s.out).toMatch(new RegExp(`\\n  ${k}\\s+\\d+\\s+\\d+\\s+[\\d.]+ (B|KiB)\\s+0 B / 0 B`));
+    expect(s.out).toMatch(/built with\s+NVRTC \d+\.\d+ at \S*libnvrtc\S*\s+\(information: a sm_90 image runs whatever NVRTC built it\)/);
+    const json = JSON.parse((await cacheCli(['show', built.sm_80.key.slice(0, 12), '--cache-dir', cache, '--json'])).out) as { kernels: Record<string, { registers: number }> };
+    expect(Object.keys(json.kernels).length).toBe(manifestOf(built.sm_80.bundleDir).info!.kernels);
+    const ptx = await cacheCli(['show', built.compute_90.key.slice(0, 12), '--cache-dir', cache]);
+    expect(ptx.out).toMatch(/compute_90: CUDA PTX, runs on compute capability 9\.0 or newer/);
+  });
+
+  it("the target guard: a cubin needs exactly its compute capability, PTX that one or newer", () => {
+    expect(verified(built.sm_90.bundleDir, { kind: 'cuda', computeCapability: 90 }).ok).toBe(true);
+    const wrong = verifyBundle(built.sm_80.bundleDir, { checkSources: false, host: { kind: 'cuda', computeCapability: 90 } });
+    expect(wrong).toMatchObject({ ok: false, reason: 'compute-capability', detail: 'bundle sm_80 expects compute 8.0, this device is compute 9.0; rebuild for sm_90' });
+    const cpu = verifyBundle(built.sm_90.bundleDir, { checkSources: false, host: { kind: 'cpu', arch: 'x64', features: [] } });
+    expect(cpu).toMatchObject({ ok: false, reason: 'target-mismatch' });
+    expect(verified(built.compute_90.bundleDir, { kind: 'cuda', computeCapability: 100 }).ok).toBe(true);
+    expect(verifyBundle(built.compute_90.bundleDir, { checkSources: false, host: { kind: 'cuda', computeCapability: 86 } })).toMatchObject({ ok: false, reason: 'compute-capability' });
+  });
+
+  it('a bit flipped in kernels.cubin fails verification before anything is loaded', async () => {
+    const { cacheDir, dir } = copyOf(built.sm_90.bundleDir);
+    const cubin = readFileSync(join(dir, 'kernels.cubin'));
+    cubin[cubin.length >> 1] ^= 0x10;
+    writeFileSync(join(dir, 'kernels.cubin'), cubin);
+    expect(verifyBundle(dir, { checkSources: false, host: { kind: 'cuda', computeCapability: 90 } })).toMatchObject({ ok: false, reason: 'artifact-checksum' });
+    const v = await cacheCli(['verify', '--cache-dir', cacheDir, '--no-sources']);
+    expect(v.code).toBe(1);
+    expect(v.out).toMatch(/FAIL\s+fixture-mlp\/\w+ \(cache\)\s+artifact-checksum: kernels\.cubin/);
+  });
+
+  it("an image that is not the manifest's target is refused before the driver sees it (KILN_BAD_PROGRAM)", () => {
+    // Fault injection: sm_80's cubin in the sm_90 bundle, with a manifest rewritten to match it.
+    const { dir } = copyOf(built.sm_90.bundleDir);
+    const other = readFileSync(join(built.sm_80.bundleDir, 'kernels.cubin'));
+    writeFileSync(join(dir, 'kernels.cubin'), other);
+    const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    const entry = m.artifacts.find((a) => a.name === 'kernels.cubin')!;
+    Object.assign(entry, { size: other.length, sha256: sha256Hex(other) });
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(m));
+    const v = verified(dir, { kind: 'cuda', computeCapability: 90 });
+    expect(() => checkCudaDocument(v, readProgramDocument(v) as CudaProgramDocument)).toThrow(
+      expect.objectContaining({ code: 'KILN_BAD_PROGRAM', message: expect.stringMatching(/kernels\.cubin is built for sm_80, but the bundle's target is sm_90/) }),
+    );
+  });
+
+  noGpuIt('loading a CUDA bundle on this machine is KILN_NO_CUDA_DEVICE, naming what is missing', async () => {
+    await expect(loadBundle(verified(built.sm_90.bundleDir))).rejects.toMatchObject({ name: 'CudaError', code: 'KILN_NO_CUDA_DEVICE', message: expect.stringMatching(/^device: 'cuda' needs /) });
+  });
+
+  noGpuIt("kiln.compile(fn, { device: 'cuda' }) here: KILN_NO_CUDA_DEVICE in auto and force-load, nothing traced or compiled, the bundles kept", async () => {
+    const before = counters();
+    const x = kiln.tensor(new Float32Array(4 * 32), [4, 32]);
+    const ws = spec.inputs.slice(1).map((s) => kiln.tensor(new Float32Array(s.shape.reduce((a, d) => a * d, 1)), s.shape));
+    for (const mode of ['auto', 'force-load'] as const) {
+      const f = kiln.compile(spec.fn, { ...spec.options, device: 'cuda', cache: mode, cacheDir: cache });
+      await expect(f(x, ...ws)).rejects.toMatchObject({ name: 'CudaError', code: 'KILN_NO_CUDA_DEVICE' });
+    }
+    // The engine's own entry, as kiln.compile calls it.
+    const req = { name: 'fixture-mlp', fnSource: spec.fn.toString(), inputs: [], device: 'cuda' as const };
+    await expect(getProgram(req, { mode: 'auto', cacheDir: cache }, () => { throw new Error('traced'); })).rejects.toMatchObject({ code: 'KILN_NO_CUDA_DEVICE' });
+    expect(counters()).toEqual(before);
+    expect(listBundles({ cacheDir: cache, bundlePath: [] })).toHaveLength(3);
+  });
+
+  it('kiln build --target sm_80,sm_90 in a child process builds both (the same bundles as kiln.build), then finds them', async () => {
+    const out = join(tmp, 'cli-out');
+    const run = (): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+      new Promise((done, fail) => {
+        const script = `require(${JSON.stringify(join(REPO, 'lib', 'cli', 'build.ts'))}).buildCommand(process.argv.slice(1)).then((c) => { process.exitCode = c; })`;
+        const env: NodeJS.ProcessEnv = {};
+        for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KILN_')) env[k] = v;
+        const child = spawn(process.execPath, ['-r', REGISTER, '-e', script, join(proj, 'mlp.js'), '--target', 'sm_80,sm_90', '--out', out, '--json'], { env, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.on('error', fail);
+        child.on('close', (code) => done({ code, stdout, stderr }));
+      });
+    const first = await run();
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/\[1\/2\] fixture-mlp → sm_80: built in [\d.]+ s → /);
+    expect(first.stderr).toMatch(/\[2\/2\] fixture-mlp → sm_90: built in [\d.]+ s → /);
+    const jobs = JSON.parse(first.stdout) as { target: string; status: string; result: kiln.BuildResult }[];
+    expect(jobs.map((j) => [j.target, j.status, j.result.target, j.result.key])).toEqual([
+      ['sm_80', 'built', 'sm_80', built.sm_80.key],
+      ['sm_90', 'built', 'sm_90', built.sm_90.key],
+    ]);
+    for (const j of jobs) expect(readCubinArch(readFileSync(join(j.result.bundleDir, 'kernels.cubin'))).sm).toBe(Number(j.target.slice(3)));
+    const second = await run();
+    expect(second.code).toBe(0);
+    expect((JSON.parse(second.stdout) as { status: string }[]).map((j) => j.status)).toEqual(['exists', 'exists']);
+  }, 120_000);
+});
