@@ -47,14 +47,44 @@ describe('kiln doctor', () => {
     expect(json.backend.backend).toBe(report.backend.backend);
   });
 
-  test('without a C++ compiler and without a GPU it exits non-zero and says what to do', () => {
+  test('without a C++ compiler it says bundles still run and compiling does not, and exits 0', () => {
     const r = kiln(['doctor'], { CXX: '/nonexistent/c++' });
     expect(r.out).toMatch(/^c\+\+ compiler\s+not available: CXX=\/nonexistent\/c\+\+ was not found/m);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^ {2}run bundles\s+yes: /m);
     if (!report.driver.available) {
-      expect(r.code).toBe(1);
-      expect(r.out).toMatch(/^backend \(auto\)\s+NONE: no usable backend/m);
-      expect(r.err).toMatch(/install a C\+\+ compiler/);
+      expect(r.out).toMatch(/^backend \(auto\)\s+cpu: /m);
+      expect(r.out).toMatch(/^ {2}compile\s+NO: CXX=\/nonexistent\/c\+\+ was not found.*only bundles built earlier or elsewhere can run/m);
+      expect(r.err).toMatch(/can run bundles here .* cannot compile new programs.*install a C\+\+ compiler/s);
+      const json = JSON.parse(kiln(['doctor', '--json'], { CXX: '/nonexistent/c++' }).out);
+      expect(json.backend.backend).toBe('cpu');
+      expect(json.load.ok).toBe(true);
+      expect(json.compile.ok).toBe(false);
     }
+  });
+
+  test('with a compiler it can compile too, and says nothing on stderr', () => {
+    if (!report.cxx.available) return;
+    const r = kiln(['doctor']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^ {2}compile\s+yes: with \//m);
+    expect(r.err).toBe('');
+  });
+
+  test('when nothing can run (KILN_DEVICE=cuda without a GPU) it exits 1 and says what to do', () => {
+    if (report.driver.available) return;
+    const r = kiln(['doctor'], { KILN_DEVICE: 'cuda', CXX: '/nonexistent/c++' });
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^backend \(auto\)\s+NONE: KILN_DEVICE=cuda but no CUDA driver/m);
+    expect(r.out).not.toMatch(/run bundles/);
+    expect(r.err).toMatch(/cannot run programs here.*install the NVIDIA driver and NVRTC/s);
+  });
+
+  test('--help says what the exit status means', () => {
+    const r = kiln(['doctor', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/run bundles/);
+    expect(r.out).toMatch(/Exit status 0 when programs can run here, also when only bundles can/);
   });
 });
 

@@ -1,10 +1,13 @@
 /**
- * `kiln doctor`: what kiln found on this machine and which backend `device: 'auto'`
- * picks. Exit code 0 when a backend is usable, 1 otherwise (with what to do).
+ * `kiln doctor`: what kiln found on this machine, which backend `device: 'auto'` runs on,
+ * and what works there: running compiled programs (bundles shipped with an app or built
+ * earlier load without a compiler: docs/BUNDLES.md, warm path) and compiling new ones (the
+ * C++ compiler for the CPU, NVRTC for a GPU). Exit code 0 when programs can run, even if
+ * only from bundles; 1 when nothing can run (with what to do).
  */
 import { cacheDir, dirStatus } from '../cache/dirs';
 import { addonInfo, type NativeInfo } from '../runtime/native';
-import { chooseBackend } from '../runtime/select';
+import { chooseBackend, type Choice } from '../runtime/select';
 import { cpuInfo, findCxx } from '../runtime/toolchain';
 import { KilnError } from '../util/errors';
 
@@ -16,7 +19,18 @@ export interface DoctorReport {
   cxx: ReturnType<typeof findCxx>;
   cpu: ReturnType<typeof cpuInfo>;
   cache: ReturnType<typeof dirStatus>;
-  backend: ReturnType<typeof chooseBackend>;
+  /** The backend `device: 'auto'` runs on (as kiln.compile resolves it: without looking for a compiler), or null with why. */
+  backend: Choice;
+  /** Whether that backend can load and run bundles (the addon loaded). */
+  load: Ability;
+  /** Whether that backend can compile new programs here (C++ compiler / NVRTC). */
+  compile: Ability;
+}
+
+/** One thing kiln can or cannot do here, and why. */
+export interface Ability {
+  ok: boolean;
+  reason: string;
 }
 
 /** Gathers the facts; never throws for a missing component. */
@@ -31,6 +45,17 @@ export function doctorReport(): DoctorReport {
   const driver: NativeInfo['driver'] = native?.driver ?? { available: false, reason: `the kiln addon did not load: ${addonError}` };
   const nvrtc: NativeInfo['nvrtc'] = native?.nvrtc ?? { available: false, reason: `the kiln addon did not load: ${addonError}`, tried: [] };
   const cxx = findCxx();
+  // As kiln.compile resolves device 'auto' (lib/api/compile.ts, resolveDevice): the CPU
+  // backend does not need the compiler to run bundles, so it is not asked for here.
+  const chosen = chooseBackend({ driver, nvrtc, cxx: { available: true, path: '(needed only to compile)' } });
+  const backend: Choice = native || chosen.backend === null ? chosen : { backend: null, reason: `the kiln addon did not load: ${addonError}` };
+  const load: Ability = backend.backend
+    ? { ok: true, reason: `${backend.backend === 'cpu' ? 'CPU' : 'CUDA'} bundles (shipped with an app, or built earlier) load and run` }
+    : { ok: false, reason: backend.reason };
+  let compile: Ability;
+  if (backend.backend === 'cpu') compile = cxx.available ? { ok: true, reason: `with ${cxx.path}` } : { ok: false, reason: cxx.reason };
+  else if (backend.backend === 'cuda') compile = { ok: true, reason: 'with NVRTC' }; // chooseBackend picks CUDA only with NVRTC
+  else compile = { ok: false, reason: backend.reason };
   return {
     node: process.version,
     addon: native?.addon ?? { error: addonError },
@@ -39,7 +64,9 @@ export function doctorReport(): DoctorReport {
     cxx,
     cpu: cpuInfo(),
     cache: dirStatus(cacheDir()),
-    backend: chooseBackend({ driver, nvrtc, cxx }),
+    backend,
+    load,
+    compile,
   };
 }
 
@@ -67,6 +94,10 @@ export function formatDoctor(r: DoctorReport): string {
   const c = r.cache;
   add('cache dir', `${c.path} (${c.exists ? `${mib(c.bytes)} in ${c.files} files` : 'not created yet'}, ${c.writable ? 'writable' : 'NOT writable: bundles will be read only'})`);
   add('backend (auto)', r.backend.backend ? `${r.backend.backend}: ${r.backend.reason}` : `NONE: ${r.backend.reason}`);
+  if (r.backend.backend) {
+    add('  run bundles', `yes: ${r.load.reason}`);
+    add('  compile', r.compile.ok ? `yes: ${r.compile.reason}` : `NO: ${r.compile.reason}; only bundles built earlier or elsewhere can run`);
+  }
   const width = Math.max(...lines.map(([k]) => k.length)) + 2;
   return lines.map(([k, v]) => k.padEnd(width) + v).join('\n');
 }
@@ -78,10 +109,33 @@ export function doctor(args: string[]): number {
   else console.log(formatDoctor(report));
   if (!report.backend.backend) {
     console.error(
-      '\nkiln cannot run here. For the CPU backend install a C++ compiler (g++ or clang++) or set CXX;' +
-        ' for a GPU install the NVIDIA driver and NVRTC (the CUDA toolkit, or `pip install nvidia-cuda-nvrtc`).',
+      '\nkiln cannot run programs here. ' +
+        ('error' in report.addon
+          ? 'Its native addon must load first: reinstall kiln, or run `npm run build:native` in a checkout.'
+          : 'For the CPU backend leave KILN_DEVICE unset or set it to cpu; for a GPU install the NVIDIA driver and NVRTC (the CUDA toolkit, or `pip install nvidia-cuda-nvrtc`).'),
     );
     return 1;
   }
+  if (!report.compile.ok) {
+    console.error(
+      `\nkiln can run bundles here (shipped with an app, or built on another machine of the same target) but cannot compile new programs: ` +
+        'a first call without a bundle fails with KILN_NO_CXX. To compile, install a C++ compiler (g++ or clang++) or set CXX.',
+    );
+  }
   return 0;
 }
+
+/** `kiln doctor --help`. */
+export const DOCTOR_USAGE = `kiln doctor [--json]
+
+Shows what kiln found on this machine (addon, CUDA driver, GPUs, NVRTC, C++ compiler, CPU,
+cache dir), the backend \`device: 'auto'\` runs on, and what works there:
+  run bundles   programs compiled earlier or elsewhere (an app's shipped bundles, the cache)
+                load and run: this needs only kiln's addon, no compiler
+  compile       new programs can be compiled: the C++ compiler (CPU) or NVRTC (GPU)
+
+  --json   print the report as JSON
+
+Exit status 0 when programs can run here, also when only bundles can (no compiler: the
+report says "compile  NO" and stderr says what to install); 1 when nothing can run (the
+addon did not load, or KILN_DEVICE names a backend this machine lacks).`;

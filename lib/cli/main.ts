@@ -3,7 +3,7 @@
  */
 import { buildCommand, buildSummary, buildUsage } from './build';
 import { cacheCommand, cacheSummary, cacheUsage } from './cache';
-import { doctor } from './doctor';
+import { doctor, DOCTOR_USAGE } from './doctor';
 import { KilnError } from '../util/errors';
 import { ENV_VARS } from '../util/env';
 import { kilnVersion } from '../util/version';
@@ -16,8 +16,8 @@ interface Command {
 
 const commands: Record<string, Command> = {
   doctor: {
-    summary: 'show what kiln found (addon, CUDA driver, GPUs, NVRTC, C++ compiler, cache) and the backend it would use',
-    usage: 'kiln doctor [--json]\n\n  --json   print the report as JSON\n\nExit status 0 when a backend is usable, 1 otherwise.',
+    summary: 'show what kiln found (addon, CUDA driver, GPUs, NVRTC, C++ compiler, cache), the backend it would use, and whether it can run bundles and compile',
+    usage: DOCTOR_USAGE,
     run: doctor,
   },
   build: {
