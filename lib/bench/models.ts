@@ -11,7 +11,13 @@
  *   weights taken from examples/.
  */
 import * as kiln from '../index';
-import { OnnxGraph } from './onnx';
+import type { OnnxGraph } from './onnx';
+
+/** The ONNX builder, loaded when a model's ONNX graph is built (the startup benchmark's children never do). */
+function onnxGraph(name: string): OnnxGraph {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: kept out of the startup children's import time
+  return new (require('./onnx') as typeof import('./onnx')).OnnxGraph(name);
+}
 
 /** A named weight tensor; the kiln function receives them in this order after `x`. */
 export interface Weight {
@@ -119,7 +125,7 @@ export function mlp(cfg: MlpConfig = { batch: 64, width: 1024, layers: 4 }, seed
   };
 
   const onnx = (): Uint8Array => {
-    const g = new OnnxGraph('mlp');
+    const g = onnxGraph('mlp');
     let h = g.input('x', 'float32', [batch, width]);
     for (let l = 0; l < layers; l++) {
       const [w, b] = [weights[2 * l], weights[2 * l + 1]];
@@ -178,7 +184,7 @@ export function block(cfg: BlockConfig = { batch: 1, seq: 128, d: 768, heads: 12
   };
 
   const onnx = (): Uint8Array => {
-    const g = new OnnxGraph('block');
+    const g = onnxGraph('block');
     const w: Record<string, string> = {};
     for (const t of weights) w[t.name] = g.initializer(t.name, t.data, t.shape);
     const xin = g.input('x', 'float32', [B, T, D]);

@@ -6,11 +6,20 @@
  * the GPT block (d=768, 12 heads, seq 128).
  *
  * Each model's weights are written once to a checkpoint file, as an app ships them; each
- * child process is a small app: start Node, import kiln (dist/), read the checkpoint,
- * kiln.compile the model's function, call it, read the output back. The parent times from
- * spawn to the child's first-result line; the child reports its own breakdown, kiln's
- * stats, then the median of steady-state calls. Repetitions alternate cold and warm.
- * Requires `npm run build:ts` (children run dist/).
+ * child process (lib/bench/startup-child.ts, which loads nothing of the driver) is a small
+ * app: start Node, import kiln (dist/), read the checkpoint, kiln.compile the model's
+ * function, make the tensors, call it, read the output back. The parent times from spawn to
+ * the child's first-result line; the child reports its own breakdown, kiln's stats, then the
+ * median of steady-state calls. Repetitions alternate cold and warm, and each pair is
+ * followed by bare Node starts (`node -e`) of the same environment: what Node alone costs
+ * on this machine, the floor under any warm start. Requires `npm run build:ts` (children
+ * run dist/).
+ *
+ * Children run without NODE_EXTRA_CA_CERTS unless --keep-ca-certs is given: Node 20 loads
+ * its root store and that file at every start when the variable is set (nodejs/node#40524;
+ * later Node versions load them on first TLS use), 40–100 ms on the 2-core VM this was
+ * written on, for apps that make no TLS connection. The JSON records what was dropped and
+ * the bare start with the variable, so both figures can be reported.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -20,6 +29,7 @@ import { cpuInfo } from '../runtime/toolchain';
 import { kilnVersion } from '../util/version';
 import { writeReport } from './report';
 import { summarize, type Timing } from './stats';
+import type { ChildArgs, DoneLine, FirstLine } from './startup-child';
 import type { Weight } from './models';
 
 export const STARTUP_USAGE = `kiln bench startup [options]   (node dist/bench/startup.js, scripts/bench-startup.cjs)
@@ -35,6 +45,8 @@ steady-state time per call of each. Target: warm ÷ cold ≤ 0.05.
   --out PATH      JSON results (default bench-results/startup.json)
   --report        then rewrite the startup section and chart of docs/BENCHMARKS.md from the
                   JSON (see \`kiln bench report --help\`)
+  --keep-ca-certs children inherit NODE_EXTRA_CA_CERTS (dropped by default: with it Node 20
+                  reads its whole CA store at every start, which no TLS-free app needs)
   --keep          keep the temporary caches and checkpoints (printed at the end)`;
 
 interface Args {
@@ -44,13 +56,14 @@ interface Args {
   threads: number;
   out: string;
   keep: boolean;
+  keepCaCerts: boolean;
   report: boolean;
 }
 
 class UsageError extends Error {}
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
-  const a: Args = { models: ['mlp', 'block'], reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: path.join('bench-results', 'startup.json'), keep: false, report: false };
+  const a: Args = { models: ['mlp', 'block'], reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: path.join('bench-results', 'startup.json'), keep: false, keepCaCerts: false, report: false };
   const count = (i: number, min: number): number => {
     const n = Number(argv[i + 1]);
     if (!Number.isInteger(n) || n < min) throw new UsageError(`${argv[i]} must be an integer ≥ ${min}, got '${argv[i + 1]}'`);
@@ -77,6 +90,9 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
       case '--keep':
         a.keep = true;
         break;
+      case '--keep-ca-certs':
+        a.keepCaCerts = true;
+        break;
       case '--report':
         a.report = true;
         break;
@@ -88,92 +104,6 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
   if (!a.models.length) throw new UsageError('--models needs at least one model');
   if (!Number.isInteger(a.threads) || a.threads < 1) throw new UsageError('KILN_CPU_THREADS must be a positive integer');
   return a;
-}
-
-// ─── the child: one app start ────────────────────────────────────────────────────────────────
-
-/** What the parent tells a child. */
-interface ChildArgs {
-  model: 'mlp' | 'block';
-  checkpoint: string;
-  cacheDir: string;
-  calls: number;
-}
-
-/** The child's first line (as soon as the first result is read back) and its last. */
-interface FirstLine {
-  phase: 'first';
-  /** ms since the process started (performance.timeOrigin): kiln imported, checkpoint read, model built, first result. */
-  importMs: number;
-  checkpointMs: number;
-  modelMs: number;
-  firstMs: number;
-  stats: Record<string, unknown>;
-  counters: { traces: number; compiles: number };
-}
-
-interface DoneLine {
-  phase: 'done';
-  steady: Timing;
-}
-
-/** Reads a checkpoint written by `writeCheckpoint`: `{ name: Float32Array }` and shapes. */
-function readCheckpoint(file: string): { shapes: Record<string, number[]>; data: Record<string, Float32Array> } {
-  const header = JSON.parse(fs.readFileSync(`${file}.json`, 'utf8')) as { tensors: { name: string; shape: number[]; offset: number; length: number }[] };
-  const bytes = fs.readFileSync(file);
-  const shapes: Record<string, number[]> = {};
-  const data: Record<string, Float32Array> = {};
-  for (const t of header.tensors) {
-    shapes[t.name] = t.shape;
-    const at = bytes.byteOffset + t.offset;
-    // A view when aligned (large files get their own ArrayBuffer), else a copy.
-    data[t.name] = at % 4 === 0 ? new Float32Array(bytes.buffer, at, t.length) : new Float32Array(bytes.buffer.slice(at, at + t.length * 4));
-  }
-  return { shapes, data };
-}
-
-/** Runs `make` with `new Float32Array(n)` returning an empty array (see `child`). */
-function withoutWeights<T>(make: () => T): T {
-  const Real = globalThis.Float32Array;
-  const Empty = function () {
-    return new Real(0);
-  } as unknown as Float32ArrayConstructor;
-  globalThis.Float32Array = Empty;
-  try {
-    return make();
-  } finally {
-    globalThis.Float32Array = Real;
-  }
-}
-
-async function child(args: ChildArgs): Promise<void> {
-  /* eslint-disable @typescript-eslint/no-require-imports -- timed: the import is part of the start */
-  const kiln = require('../index') as typeof import('../index');
-  const importMs = performance.now();
-  const ckpt = readCheckpoint(args.checkpoint);
-  const checkpointMs = performance.now();
-  // The model's function from models.ts. Its constructor also draws random weights, which
-  // this app does not use (they come from the checkpoint): while it runs, Float32Array
-  // makes empty arrays, so no weight is drawn or allocated; the function is unchanged.
-  const models = require('./models') as typeof import('./models');
-  /* eslint-enable @typescript-eslint/no-require-imports */
-  const m = withoutWeights(() => (args.model === 'mlp' ? models.mlp() : models.block()));
-  const modelMs = performance.now();
-  const f = kiln.compile(m.kilnFn, { name: `startup-${m.name}`, device: 'cpu', cacheDir: args.cacheDir });
-  const [x, ...ws] = [...m.inputs, ...m.weights].map((w) => kiln.tensor(ckpt.data[w.name], ckpt.shapes[w.name]));
-  const y = await f(x, ...ws);
-  await y.toArray();
-  const first: FirstLine = { phase: 'first', importMs, checkpointMs, modelMs, firstMs: performance.now(), stats: { ...f.stats }, counters: kiln.counters() };
-  process.stdout.write(`${JSON.stringify(first)}\n`);
-  for (let i = 0; i < 3; i++) await (await f(x, ...ws)).toArray();
-  const ms: number[] = [];
-  for (let i = 0; i < args.calls; i++) {
-    const t0 = performance.now();
-    await (await f(x, ...ws)).toArray();
-    ms.push(performance.now() - t0);
-  }
-  const done: DoneLine = { phase: 'done', steady: summarize(ms) };
-  process.stdout.write(`${JSON.stringify(done)}\n`);
 }
 
 // ─── the parent ──────────────────────────────────────────────────────────────────────────────
@@ -203,36 +133,60 @@ interface Run {
   steady: Timing;
 }
 
-function runChild(args: ChildArgs, threads: number): Promise<Omit<Run, 'kind'>> {
+/** Variables a child never inherits: kiln's cache settings (each run picks its own cache). */
+const KILN_CACHE_ENV = /^KILN_(CACHE|BUNDLE_PATH|FAIL_ON_RECOMPILE)/;
+
+/** The children's environment, and what was left out of it besides kiln's cache settings. */
+function childEnv(threads: number, keepCaCerts: boolean): { env: NodeJS.ProcessEnv; dropped: string[] } {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^KILN_(CACHE|BUNDLE_PATH|FAIL_ON_RECOMPILE)/.test(k)) env[k] = v;
+  const dropped: string[] = [];
+  for (const [k, v] of Object.entries(process.env)) {
+    if (KILN_CACHE_ENV.test(k)) continue;
+    if (k === 'NODE_EXTRA_CA_CERTS' && !keepCaCerts) dropped.push(k);
+    else env[k] = v;
+  }
   env.KILN_CPU_THREADS = String(threads);
+  return { env, dropped };
+}
+
+/** Spawns `node argv…` and resolves to the ms from spawn to its first line on stdout, and every line, once it exits 0. */
+function spawnTimed(argv: string[], env: NodeJS.ProcessEnv, what: string): Promise<{ firstLineMs: number; lines: string[] }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const p = spawn(process.execPath, [__filename, '--child', JSON.stringify(args)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let buf = '';
     let err = '';
-    let wallMs = 0;
-    let first: FirstLine | undefined;
-    let steady: Timing | undefined;
+    let firstLineMs: number | undefined;
+    const lines: string[] = [];
     p.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const line = JSON.parse(buf.slice(0, nl)) as FirstLine | DoneLine;
+        firstLineMs ??= performance.now() - t0;
+        lines.push(buf.slice(0, nl));
         buf = buf.slice(nl + 1);
-        if (line.phase === 'first') {
-          wallMs = performance.now() - t0;
-          first = line;
-        } else steady = line.steady;
       }
     });
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
     p.on('error', reject);
     p.on('close', (code) => {
-      if (code !== 0 || !first || !steady) reject(new Error(`startup child (${args.model}) exited ${code}:\n${err}`));
-      else resolve({ wallMs, first, steady });
+      if (code !== 0 || firstLineMs === undefined) reject(new Error(`${what} exited ${code}:\n${err}`));
+      else resolve({ firstLineMs, lines });
     });
   });
+}
+
+async function runChild(args: ChildArgs, env: NodeJS.ProcessEnv): Promise<Omit<Run, 'kind'>> {
+  const { firstLineMs, lines } = await spawnTimed([path.join(__dirname, 'startup-child.js'), JSON.stringify(args)], env, `startup child (${args.model})`);
+  const parsed = lines.map((l) => JSON.parse(l) as FirstLine | DoneLine);
+  const first = parsed.find((l): l is FirstLine => l.phase === 'first');
+  const done = parsed.find((l): l is DoneLine => l.phase === 'done');
+  if (!first || !done) throw new Error(`startup child (${args.model}) wrote no result`);
+  return { wallMs: firstLineMs, first, steady: done.steady };
+}
+
+/** A bare Node start with this environment: spawn → first line of `node -e`. */
+async function bareNode(env: NodeJS.ProcessEnv): Promise<number> {
+  return (await spawnTimed(['-e', 'process.stdout.write("up\\n")'], env, 'node -e')).firstLineMs;
 }
 
 const med = (xs: number[]): number => summarize(xs).median;
@@ -242,25 +196,46 @@ export interface StartupResult {
   config: Record<string, number>;
   runs: Run[];
   cold: { firstMs: number; steadyMs: number };
-  /** Medians of the warm runs: start → kiln imported, bundle lookup + verify + load, and the rest up to the first result (input tensors, the first call, read-back). */
-  warm: { firstMs: number; steadyMs: number; importMs: number; loadMs: number; callMs: number };
+  /**
+   * Medians of the warm runs, each step's own time: start → kiln imported (Node's start
+   * included), the checkpoint read, kiln.compile plus kiln.tensor of the input and weights
+   * (`tensorsMs`), bundle lookup + verify + load (`loadMs`, inside the first call), and the
+   * first call without the load, up to its result read back (`callMs`). Files written before
+   * the breakdown was refined lack `checkpointMs` and `tensorsMs`, and their `callMs`
+   * includes the tensors.
+   */
+  warm: { firstMs: number; steadyMs: number; importMs: number; checkpointMs?: number; tensorsMs?: number; loadMs: number; callMs: number };
   /** Median warm ÷ median cold, from process start to first result (target ≤ 0.05). */
   ratio: number;
   /** Every warm run loaded its bundle with zero traces and compiles. */
   warmFromBundle: boolean;
 }
 
+/** Bare Node starts measured alongside (absent in older files). */
+export interface NodeStart {
+  /** Median spawn → first line of `node -e`, in the children's environment. */
+  bareMs: number;
+  samples: number;
+  /** The same with the parent's NODE_EXTRA_CA_CERTS, when the children ran without it. */
+  withCaCertsMs?: number;
+  /** Variables the children did not inherit (besides kiln's cache settings). */
+  dropped: string[];
+}
+
 function formatTable(results: StartupResult[]): string {
+  const opt = (v: number | undefined, d: number) => (v === undefined ? '—' : `${v.toFixed(d)} ms`);
   const rows = [
-    ['model', 'cold first', 'warm first', 'warm/cold', 'warm: start→import', 'load', 'first call', 'cold ms/call', 'warm ms/call', 'warm source'],
+    ['model', 'cold first', 'warm first', 'warm/cold', 'start→import', 'checkpoint', 'tensors', 'load', 'first call', 'cold ms/call', 'warm ms/call', 'warm source'],
     ...results.map((r) => [
       r.model,
       `${r.cold.firstMs.toFixed(0)} ms`,
       `${r.warm.firstMs.toFixed(0)} ms`,
       r.ratio.toFixed(3),
       `${r.warm.importMs.toFixed(0)} ms`,
+      opt(r.warm.checkpointMs, 1),
+      opt(r.warm.tensorsMs, 1),
       `${r.warm.loadMs.toFixed(1)} ms`,
-      `${r.warm.callMs.toFixed(0)} ms`,
+      `${r.warm.callMs.toFixed(1)} ms`,
       r.cold.steadyMs.toFixed(2),
       r.warm.steadyMs.toFixed(2),
       r.warmFromBundle ? 'bundle' : 'NOT a bundle',
@@ -287,6 +262,10 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- the parent only: generating weights
   const models = require('./models') as typeof import('./models');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-startup-'));
+  const { env: envOfChildren, dropped } = childEnv(args.threads, args.keepCaCerts);
+  const envWithCa = dropped.length ? { ...envOfChildren, NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : undefined;
+  const bare: number[] = [];
+  const bareWithCa: number[] = [];
   const loadBefore = os.loadavg()[0];
   const results: StartupResult[] = [];
   try {
@@ -299,9 +278,14 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
         const cacheDir = path.join(tmp, `cache-${name}-${rep}`);
         for (const kind of ['cold', 'warm'] as const) {
           process.stderr.write(`[${name}] rep ${rep + 1}/${args.reps}: ${kind} start…`);
-          const r: Run = { ...(await runChild({ model: name, checkpoint, cacheDir, calls: args.calls }, args.threads)), kind };
+          const r: Run = { ...(await runChild({ model: name, checkpoint, cacheDir, calls: args.calls }, envOfChildren)), kind };
           process.stderr.write(` first result after ${r.wallMs.toFixed(0)} ms (${String(r.first.stats.source)}), ${r.steady.median.toFixed(2)} ms/call\n`);
           runs.push(r);
+        }
+        // Bare Node starts between the pairs, so they see the same machine load.
+        for (let i = 0; i < 2; i++) {
+          bare.push(await bareNode(envOfChildren));
+          if (envWithCa) bareWithCa.push(await bareNode(envWithCa));
         }
       }
       const of = (kind: Run['kind']) => runs.filter((r) => r.kind === kind);
@@ -311,8 +295,10 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
         firstMs: med(warmRuns.map((r) => r.wallMs)),
         steadyMs: med(warmRuns.map((r) => r.steady.median)),
         importMs: med(warmRuns.map((r) => r.first.importMs)),
+        checkpointMs: med(warmRuns.map((r) => r.first.checkpointMs - r.first.importMs)),
+        tensorsMs: med(warmRuns.map((r) => r.first.tensorsMs - r.first.modelMs)),
         loadMs: med(warmRuns.map((r) => Number(r.first.stats.loadMs))),
-        callMs: med(warmRuns.map((r) => r.first.firstMs - r.first.modelMs - Number(r.first.stats.loadMs))),
+        callMs: med(warmRuns.map((r) => r.first.firstMs - r.first.tensorsMs - Number(r.first.stats.loadMs))),
       };
       const warmFromBundle = warmRuns.every((r) => r.first.stats.source === 'bundle' && r.first.counters.traces === 0 && r.first.counters.compiles === 0);
       results.push({ model: name, config: m.config, runs, cold, warm, ratio: warm.firstMs / cold.firstMs, warmFromBundle });
@@ -324,12 +310,16 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
   const cpu = cpuInfo();
   const date = new Date().toISOString();
   const loadAfter = os.loadavg()[0];
+  const nodeStart: NodeStart = { bareMs: med(bare), samples: bare.length, ...(bareWithCa.length ? { withCaCertsMs: med(bareWithCa) } : {}), dropped };
   console.log(`\nkiln startup, fresh processes: ${args.reps} cold/warm pair(s) per model, ${args.threads} kernel thread(s), ${cpu.model} (${cpu.cores} cores), Node ${process.version}, ${date}`);
   console.log('first = spawn → first result read back (median of reps); warm/cold target ≤ 0.05. Warm breakdown (ms since the child started):');
-  console.log('start→import = Node start + kiln import; load = bundle lookup, verify, graph.json, dlopen; first call = inputs, first call, read-back.');
+  console.log('start→import = Node start + kiln import; checkpoint = reading the weights file; tensors = kiln.compile + kiln.tensor of input and weights;');
+  console.log('load = bundle lookup, verify, graph.json, dlopen (in the first call); first call = the first call without the load, read-back included.');
   console.log('ms/call = median of the steady-state calls after the first\n');
   console.log(formatTable(results));
-  console.log(`\nload average (1 min) before ${loadBefore.toFixed(2)}, after ${loadAfter.toFixed(2)}${args.keep ? `; kept ${tmp}` : ''}`);
+  const caNote = nodeStart.withCaCertsMs !== undefined ? `; with the parent's NODE_EXTRA_CA_CERTS ${nodeStart.withCaCertsMs.toFixed(0)} ms (children ran without it; --keep-ca-certs keeps it)` : '';
+  console.log(`\nbare Node start (node -e, median of ${nodeStart.samples}): ${nodeStart.bareMs.toFixed(0)} ms${caNote}`);
+  console.log(`load average (1 min) before ${loadBefore.toFixed(2)}, after ${loadAfter.toFixed(2)}${args.keep ? `; kept ${tmp}` : ''}`);
   const report = {
     benchmark: 'startup',
     date,
@@ -342,6 +332,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
     reps: args.reps,
     calls: args.calls,
     loadAverage1m: { before: loadBefore, after: loadAfter },
+    nodeStart,
     timing:
       'firstMs: parent wall clock from spawn to the child reading back its first result (Node start, kiln import, checkpoint read, compile or bundle load, first call); child times are ms since its process start',
     target: { warmOverCold: 0.05 },
@@ -355,13 +346,5 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
 }
 
 if (require.main === module) {
-  const argv = process.argv.slice(2);
-  if (argv[0] === '--child') {
-    child(JSON.parse(argv[1]) as ChildArgs).catch((e: unknown) => {
-      console.error(e);
-      process.exitCode = 1;
-    });
-  } else {
-    startupBench(argv).then((code) => (process.exitCode = code));
-  }
+  startupBench(process.argv.slice(2)).then((code) => (process.exitCode = code));
 }

@@ -10,7 +10,7 @@
  *   extern "C" void kiln_run_pack_slots(void** out, const int64_t* cap); optional, see PackCache
  *   extern "C" void kiln_run_packed(void** bufs, const int64_t* syms);   kiln_run + packed weights
  */
-import { execFile, type ExecFileException } from 'node:child_process';
+import type { ExecFileException } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -111,6 +111,9 @@ interface RunResult {
 function runCompiler(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve) => {
     // LC_ALL=C: English diagnostics, so `file:line:col: error` can be found in the log.
+    // Required here, not at the top: loading a bundle never runs a compiler (docs/BUNDLES.md, warm path).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: child_process costs a warm start ~5 ms
+    const { execFile } = require('node:child_process') as typeof import('node:child_process');
     execFile(file, args, { env: { ...env, LC_ALL: 'C' }, maxBuffer: 64 * 2 ** 20 }, (error, stdout, stderr) => {
       const log = `${stdout}${stderr}`;
       resolve(error ? { log, error } : { log });

@@ -4,7 +4,6 @@
  * typed errors of lib/util/errors.ts. Nothing here runs at require time: the addon loads on
  * first use, the CUDA driver on the first GPU call, NVRTC on the first compile or info().
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AddonError, ArgumentError, CudaError, KilnError, NvrtcError } from '../util/errors';
@@ -294,6 +293,8 @@ function pythonNvrtcDirs(): { dirs: string[]; note?: string } {
     'p = list(getattr(site, "getsitepackages", lambda: [])())\n' +
     'p.append(site.getusersitepackages())\n' +
     'print(json.dumps(p + [x for x in sys.path if x]))';
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: only NVRTC discovery runs python3
+  const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
   const r = spawnSync(python, ['-c', script], { encoding: 'utf8', timeout: 10_000 });
   if (r.status !== 0 || r.error) {
     const why = r.error ? r.error.message : (r.stderr || '').trim().split('\n').pop();
