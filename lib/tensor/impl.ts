@@ -60,9 +60,9 @@ export class EagerImpl {
    * a traced function is as old as `w`).
    */
   readonly born: number;
+  // Disposed exactly when both are null: a tensor in GPU memory may have no host copy.
   #storage: Storage | null;
   #gpu: DeviceTensor | null = null;
-  #disposed = false;
 
   constructor(
     readonly dtype: DType,
@@ -94,8 +94,8 @@ export class EagerImpl {
   }
 
   #download(): Storage {
-    if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this tensor was disposed and its data released');
-    const gpu = this.#gpu as DeviceTensor;
+    const gpu = this.#gpu;
+    if (gpu === null) throw new ArgumentError('KILN_DISPOSED', 'this tensor was disposed and its data released');
     if (gpu.disposed) throw new ArgumentError('KILN_DISPOSED', "this tensor's device memory was released");
     const s = gpu.toHostSync().data;
     this.#storage = s;
@@ -103,7 +103,7 @@ export class EagerImpl {
   }
 
   get disposed(): boolean {
-    return this.#disposed;
+    return this.#storage === null && this.#gpu === null;
   }
 
   /** The host copy if there is one (no download). */
@@ -122,7 +122,7 @@ export class EagerImpl {
    */
   placeOnGpu(): DeviceTensor | null {
     if (this.device !== 'cuda') return null;
-    if (this.#gpu === null && !this.#disposed) this.#gpu = upload(this.dtype, this.shape, this.storage);
+    if (this.#gpu === null && this.#storage !== null) this.#gpu = upload(this.dtype, this.shape, this.#storage);
     return this.#gpu;
   }
 
@@ -138,7 +138,6 @@ export class EagerImpl {
 
   /** Releases the host data and frees the device memory now; idempotent. */
   dispose(): void {
-    this.#disposed = true;
     this.#storage = null;
     const gpu = this.#gpu;
     this.#gpu = null;
