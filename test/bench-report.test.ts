@@ -95,6 +95,19 @@ describe('markdown', () => {
     expect(doc).toContain('| block | d 768, 12 heads, seq 128 | 6.92 s | 409 ms | **0.059** |');
   });
 
+  test('startup: the refined warm breakdown and the bare Node start, when the results have them', () => {
+    const fine = (m: StartupResult): StartupResult => ({ ...m, warm: { ...m.warm, checkpointMs: 18.2, tensorsMs: 31.4, callMs: 21.5 } });
+    const nodeStart = { bareMs: 38.4, samples: 10, withCaCertsMs: 121, dropped: ['NODE_EXTRA_CA_CERTS'] };
+    const { doc } = renderReport({ doc: undefined, startup: { ...startup, nodeStart, results: startup.results.map(fine) } });
+    expect(doc).toContain('| model | sizes | cold: first result | warm: first result | warm ÷ cold | warm: Node + kiln import | warm: weights file | warm: kiln.tensor | warm: bundle load | warm: first call |');
+    expect(doc).toContain('| mlp | 4×1024, batch 64 | 5.02 s | 259 ms | **0.052** | 143 ms | 18.2 ms | 31.4 ms | 13.7 ms | 21.5 ms | 6.26 / 6.23 | bundle, 0 compiles |');
+    expect(doc).toContain(
+      "Bare Node start (`node -e`, the children's environment, median of 10): 38.4 ms; 121 ms with this machine's NODE_EXTRA_CA_CERTS. The children ran without NODE_EXTRA_CA_CERTS (`--keep-ca-certs` keeps it).",
+    );
+    // Older files keep their columns.
+    expect(renderReport({ doc: undefined, startup }).doc).toContain('| model | sizes | cold: first result | warm: first result | warm ÷ cold | warm: Node + kiln import | warm: bundle load | ms per call cold / warm |');
+  });
+
   test('only the text between our markers changes; other sections and notes stay byte for byte', () => {
     const before = [
       '# Benchmarks',

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fmtMs, latencyChart, sizeLabel, startupChart, type ChartMachine } from './charts';
 import type { ModelResult } from './cpu';
-import type { StartupResult } from './startup';
+import type { NodeStart, StartupResult } from './startup';
 
 /** bench-results/cpu.json, as `kiln bench` writes it. */
 export interface CpuReport {
@@ -50,6 +50,8 @@ export interface StartupReport {
   reps: number;
   calls: number;
   loadAverage1m?: { before: number; after: number };
+  /** Bare Node starts measured alongside (absent in older files). */
+  nodeStart?: NodeStart;
   results: StartupResult[];
 }
 
@@ -123,6 +125,8 @@ export function cpuSection(r: CpuReport, chart: string = SECTIONS.cpu.chart): st
 
 /** The generated body of the startup section (markdown). */
 export function startupSection(r: StartupReport, chart: string = SECTIONS.startup.chart): string {
+  // Files since the breakdown was refined time the weights file and kiln.tensor apart from the first call.
+  const fine = r.results.every((m) => m.warm.checkpointMs !== undefined && m.warm.tensorsMs !== undefined);
   const rows = r.results.map((m) => [
     m.model,
     sizeLabel(m.model, m.config),
@@ -130,18 +134,42 @@ export function startupSection(r: StartupReport, chart: string = SECTIONS.startu
     fmtMs(m.warm.firstMs),
     `**${fixed(m.ratio, 3)}**`,
     `${ms(m.warm.importMs)} ms`,
+    ...(fine ? [`${ms(m.warm.checkpointMs ?? NaN)} ms`, `${ms(m.warm.tensorsMs ?? NaN)} ms`] : []),
     `${ms(m.warm.loadMs)} ms`,
+    ...(fine ? [`${ms(m.warm.callMs)} ms`] : []),
     `${ms(m.cold.steadyMs)} / ${ms(m.warm.steadyMs)}`,
     m.warmFromBundle ? 'bundle, 0 compiles' : '**not a bundle**',
   ]);
+  const head = [
+    'model',
+    'sizes',
+    'cold: first result',
+    'warm: first result',
+    'warm ÷ cold',
+    'warm: Node + kiln import',
+    ...(fine ? ['warm: weights file', 'warm: kiln.tensor'] : []),
+    'warm: bundle load',
+    ...(fine ? ['warm: first call'] : []),
+    'ms per call cold / warm',
+    'warm start from',
+  ];
+  const n = r.nodeStart;
+  const nodeLine = n
+    ? [
+        `Bare Node start (\`node -e\`, the children's environment, median of ${n.samples}): ${ms(n.bareMs)} ms` +
+          (n.withCaCertsMs !== undefined ? `; ${ms(n.withCaCertsMs)} ms with this machine's NODE_EXTRA_CA_CERTS` : '') +
+          (n.dropped.length ? `. The children ran without ${n.dropped.join(', ')} (\`--keep-ca-certs\` keeps it).` : '.'),
+      ]
+    : [];
   return [
     `Measured ${date(r.date)} on ${r.cpu} (${r.cores} cores${simdList(r.simd)}), ${r.threads} kernel thread${r.threads === 1 ? '' : 's'};`,
     `kiln ${r.versions?.kiln ?? '(version not recorded)'}, Node ${r.versions?.node ?? r.node}. Fresh processes, ${r.reps} cold/warm pair${r.reps === 1 ? '' : 's'} per model (medians),`,
     `from spawn to the first result read back${load(r.loadAverage1m)}. Target: warm ÷ cold ≤ 0.05.`,
+    ...nodeLine,
     '',
     `![Cold vs warm start per model](${chart})`,
     '',
-    table(['model', 'sizes', 'cold: first result', 'warm: first result', 'warm ÷ cold', 'warm: Node + kiln import', 'warm: bundle load', 'ms per call cold / warm', 'warm start from'], rows),
+    table(head, rows),
   ].join('\n');
 }
 
