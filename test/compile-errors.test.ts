@@ -112,7 +112,7 @@ describe('without a C++ compiler', () => {
     expect(e.message).toMatch(/CXX=\/nonexistent\/c\+\+ was not found.*Install g\+\+ or clang\+\+.*kiln doctor/);
   });
 
-  it("device 'auto' picks the CPU (bundles load without a compiler) and fails only to compile, saying why; kiln doctor exits 1", () => {
+  it("device 'auto' picks the CPU (bundles load without a compiler) and fails only to compile, saying why; kiln doctor says so", () => {
     const e = run('auto');
     expect(e).toMatchObject({ name: 'CompilerError', code: 'KILN_NO_CXX' });
     expect(e.message).toMatch(/no bundle matched inputs float32\[1\], and compiling one needs a C\+\+ compiler — .*CXX=\/nonexistent\/c\+\+ was not found.*Install g\+\+ or clang\+\+.*kiln doctor/);
@@ -120,9 +120,10 @@ describe('without a C++ compiler', () => {
     const r = spawnSync(process.execPath, [path.join(root, 'bin', 'kiln.js'), 'doctor'], { env, encoding: 'utf8', timeout: 30000 });
     expect(r.stdout).toMatch(/^c\+\+ compiler\s+not available: CXX=\/nonexistent\/c\+\+ was not found/m);
     if (/^cuda driver\s+not available/m.test(r.stdout)) {
-      // No other backend on this machine: doctor must fail.
-      expect(r.stdout).toMatch(/^backend \(auto\)\s+NONE/m);
-      expect(r.status).toBe(1);
+      // The CPU backend still runs bundles built earlier or elsewhere: doctor says that compiling does not work, and exits 0.
+      expect(r.stdout).toMatch(/^backend \(auto\)\s+cpu: /m);
+      expect(r.stdout).toMatch(/^\s+compile\s+NO: CXX=\/nonexistent\/c\+\+ was not found/m);
+      expect(r.status).toBe(0);
     }
   });
 });

@@ -19,12 +19,12 @@ import { packageRootOf } from '../engine/bundle';
 import { bundleBackend } from '../engine/bundle-target';
 import { cudaFacts } from '../engine/cuda-facts';
 import type { CompiledProgram, RawTensor } from '../engine/program';
-import { run } from '../engine/run';
+import { isCudaProgram, run, runCuda } from '../engine/run';
 import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
 import { chooseBackend, requireBackend, type Backend } from '../runtime/select';
 import { callSite } from '../tensor/site';
 import { ArgumentError, ShapeError } from '../util/errors';
-import { rawInput, tensorFromRaw, traceGraph, type Tensor } from './tensors';
+import { programInput, rawInput, tensorFromDevice, tensorFromRaw, traceGraph, type Tensor } from './tensors';
 
 /** Options of `kiln.compile`. */
 export interface CompileOptions {
@@ -154,6 +154,9 @@ export function readDynamic(d: unknown): Map<number, number[]> {
   return out;
 }
 
+/** What the signature checks read of an input, host or device. */
+type InputShape = { readonly dtype: DType; readonly shape: readonly number[] };
+
 /** One input's dtype and dims; `null` marks a dynamic dim. */
 export interface InputSpec {
   dtype: DType;
@@ -163,7 +166,7 @@ export interface InputSpec {
 const specText = (s: InputSpec): string => `${s.dtype}[${s.dims.map((d) => d ?? '?').join(',')}]`;
 
 /** The signature of the first call; negative dynamic dims are normalized against its ranks. */
-export function signatureOf(inputs: readonly Pick<RawTensor, 'shape' | 'dtype'>[], dynamic: ReadonlyMap<number, number[]>): InputSpec[] {
+export function signatureOf(inputs: readonly InputShape[], dynamic: ReadonlyMap<number, number[]>): InputSpec[] {
   for (const [i, dims] of dynamic) {
     if (i >= inputs.length) badOption(`dynamic names input ${i}, but the function was called with ${inputs.length} input${inputs.length === 1 ? '' : 's'}`);
     const rank = inputs[i].shape.length;
@@ -186,7 +189,7 @@ export function dynamicDims(signature: readonly InputSpec[]): Map<number, number
 }
 
 /** Checks a call's inputs against the compiled signature; errors name the input. */
-function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly RawTensor[]): void {
+function checkInputs(name: string, want: readonly InputSpec[], inputs: readonly InputShape[]): void {
   if (inputs.length !== want.length) {
     throw new ArgumentError('KILN_INPUT_COUNT', `${name}: expected ${want.length} input${want.length === 1 ? '' : 's'} (${want.map(specText).join(', ')}), got ${inputs.length}`);
   }
@@ -224,7 +227,7 @@ export function resolveDevice(device: Settings['device']): Backend {
 }
 
 /** The key inputs of a signature: each input's example shape and its dynamic dims. */
-export function keySignature(signature: readonly InputSpec[], examples: readonly Pick<RawTensor, 'shape'>[]): InputSignature[] {
+export function keySignature(signature: readonly InputSpec[], examples: readonly Pick<InputShape, 'shape'>[]): InputSignature[] {
   return signature.map((s, i) => ({ dtype: s.dtype, shape: [...examples[i].shape], dynamic: s.dims.flatMap((d, j) => (d === null ? [j] : [])) }));
 }
 
@@ -248,9 +251,10 @@ interface Ready {
   stats: CompileStats;
 }
 
-/** A compiled function's state: the signature of its first call and its program. */
+/** A compiled function's state: the signature of its first call, the device and its program. */
 interface Entry {
   signature: InputSpec[];
+  device: Backend;
   ready: Promise<Ready>;
 }
 
@@ -266,8 +270,7 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
 
   const root = callerRoot();
 
-  const build = async (signature: InputSpec[], examples: readonly RawTensor[]): Promise<Ready> => {
-    const device = resolveDevice(settings.device);
+  const build = async (signature: InputSpec[], examples: readonly InputShape[], device: Backend): Promise<Ready> => {
     const sourceRoot = root();
     const request: ProgramRequest = {
       name,
@@ -296,14 +299,17 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
   };
 
   const call = async (...args: unknown[]): Promise<R> => {
-    const inputs = args.map((a, i) => rawInput(name, a, i));
+    // A CUDA program takes tensors where they live (a 'cuda' tensor's device memory, else
+    // host data it uploads) and leaves its outputs on the GPU; a CPU program takes host data.
+    const device = entry?.device ?? resolveDevice(settings.device);
+    const inputs = args.map((a, i) => (device === 'cuda' ? programInput(name, a, i) : rawInput(name, a, i)));
     let fresh = false;
     if (!entry) {
       if (inputs.length < fn.length) {
         throw new ArgumentError('KILN_INPUT_COUNT', `${name}: expected ${fn.length} inputs (the function's parameters), got ${inputs.length}`);
       }
       const signature = signatureOf(inputs, settings.dynamic);
-      const mine: Entry = { signature, ready: build(signature, inputs) };
+      const mine: Entry = { signature, device, ready: build(signature, inputs, device) };
       entry = mine;
       fresh = true;
       mine.ready.catch(() => {
@@ -311,8 +317,9 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
       });
     } else checkInputs(name, entry.signature, inputs);
     const { program, stats: built } = await entry.ready;
-    const outputs = await run(program, inputs);
-    const tensors = outputs.map((o) => tensorFromRaw(o, program.device));
+    const tensors = isCudaProgram(program)
+      ? (await runCuda(program, inputs)).map(tensorFromDevice)
+      : (await run(program, inputs as RawTensor[])).map((o) => tensorFromRaw(o, program.device));
     stats = fresh ? built : { source: 'memory', traceMs: 0, compileMs: 0, loadMs: 0, kernels: built.kernels, ...(built.bundleDir ? { bundleDir: built.bundleDir } : {}) };
     return rebuildStructure(program.graph.outputStructure, tensors) as R;
   };

@@ -5,7 +5,7 @@
  */
 export { buildGraphCuda, compileCount, compileGraph, ENGINE_BACKENDS, type CompileGraphOptions } from './compile';
 export type { CompiledProgram, RawTensor, StageTimes } from './program';
-export { run } from './run';
+export { isCudaProgram, run, runCuda } from './run';
 export {
   ensureBundle,
   getProgram,
