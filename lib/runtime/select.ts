@@ -2,6 +2,11 @@
  * Which backend `device: 'auto'` runs on, and why. CUDA needs a driver with at least one
  * device and NVRTC; the CPU backend needs a C++ compiler. The reason is shown by
  * `kiln doctor` and in errors, so it names what was missing.
+ *
+ * `auto` (and `KILN_DEVICE=cuda`) asks for NVRTC although a CUDA bundle loads without it:
+ * a GPU machine without NVRTC could run shipped bundles but fail on the first miss, where
+ * the CPU backend would compile. An explicit `device: 'cuda'` needs only the GPU for
+ * bundles, and says that it needs NVRTC when it must compile.
  */
 import { ArgumentError, KilnError } from '../util/errors';
 import { readEnv } from '../util/env';
