@@ -15,6 +15,13 @@
  * on this machine, the floor under any warm start. Requires `npm run build:ts` (children
  * run dist/).
  *
+ * The children run an installed copy of this kiln (package.json, dist/, the addon, its
+ * dependencies linked), made once per run, as an app's node_modules/kiln is: a development
+ * checkout (dist/ beside .git) also hashes its built code generator into the bundle key at
+ * every start (`kilnBuild`, lib/engine/bundle-target.ts: 5–14 ms on the 2-core VM), which a
+ * shipped package does not, and a colleague's `npm run build:ts` between a cold and a warm
+ * run would change that key and turn the warm run into a compile.
+ *
  * Children run without NODE_EXTRA_CA_CERTS unless --keep-ca-certs is given: Node 20 loads
  * its root store and that file at every start when the variable is set (nodejs/node#40524;
  * later Node versions load them on first TLS use), 40–100 ms on the 2-core VM this was
@@ -36,7 +43,9 @@ export const STARTUP_USAGE = `kiln bench startup [options]   (node dist/bench/st
 
 Times fresh processes from start to the first result of a compiled model: cold (empty bundle
 cache: trace, compile, publish) against warm (the same cache: load the bundle), and the
-steady-state time per call of each. Target: warm ÷ cold ≤ 0.05.
+steady-state time per call of each. Target: warm ÷ cold ≤ 0.05. The children run an
+installed copy of this kiln (made in a temporary dir from dist/ and the addon), as an app
+does, and bare Node starts are timed alongside.
 
   --models LIST   comma-separated: mlp, block (default: mlp,block)
   --reps N        cold/warm pairs per model (default 3)
@@ -175,8 +184,27 @@ function spawnTimed(argv: string[], env: NodeJS.ProcessEnv, what: string): Promi
   });
 }
 
-async function runChild(args: ChildArgs, env: NodeJS.ProcessEnv): Promise<Omit<Run, 'kind'>> {
-  const { firstLineMs, lines } = await spawnTimed([path.join(__dirname, 'startup-child.js'), JSON.stringify(args)], env, `startup child (${args.model})`);
+/**
+ * Copies the package as npm would install it (package.json, dist/, the built addon and the
+ * prebuilds) into `dir`/kiln, its node_modules linked to this checkout's; returns the copy's
+ * root. Needs dist/ (npm run build:ts).
+ */
+function installCopy(dir: string): string {
+  const root = path.resolve(__dirname, '..', '..');
+  const to = path.join(dir, 'kiln');
+  fs.mkdirSync(path.join(to, 'build', 'Release'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(to, 'package.json'));
+  fs.cpSync(path.join(root, 'dist'), path.join(to, 'dist'), { recursive: true });
+  const addon = path.join(root, 'build', 'Release', 'kiln.node');
+  if (fs.existsSync(addon)) fs.copyFileSync(addon, path.join(to, 'build', 'Release', 'kiln.node'));
+  if (fs.existsSync(path.join(root, 'prebuilds'))) fs.cpSync(path.join(root, 'prebuilds'), path.join(to, 'prebuilds'), { recursive: true });
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(to, 'node_modules'), 'dir');
+  return to;
+}
+
+async function runChild(kilnRoot: string, args: ChildArgs, env: NodeJS.ProcessEnv): Promise<Omit<Run, 'kind'>> {
+  const child = path.join(kilnRoot, 'dist', 'bench', 'startup-child.js');
+  const { firstLineMs, lines } = await spawnTimed([child, JSON.stringify(args)], env, `startup child (${args.model})`);
   const parsed = lines.map((l) => JSON.parse(l) as FirstLine | DoneLine);
   const first = parsed.find((l): l is FirstLine => l.phase === 'first');
   const done = parsed.find((l): l is DoneLine => l.phase === 'done');
@@ -262,6 +290,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- the parent only: generating weights
   const models = require('./models') as typeof import('./models');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-startup-'));
+  const kilnRoot = installCopy(tmp);
   const { env: envOfChildren, dropped } = childEnv(args.threads, args.keepCaCerts);
   const envWithCa = dropped.length ? { ...envOfChildren, NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS } : undefined;
   const bare: number[] = [];
@@ -278,7 +307,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
         const cacheDir = path.join(tmp, `cache-${name}-${rep}`);
         for (const kind of ['cold', 'warm'] as const) {
           process.stderr.write(`[${name}] rep ${rep + 1}/${args.reps}: ${kind} start…`);
-          const r: Run = { ...(await runChild({ model: name, checkpoint, cacheDir, calls: args.calls }, envOfChildren)), kind };
+          const r: Run = { ...(await runChild(kilnRoot, { model: name, checkpoint, cacheDir, calls: args.calls }, envOfChildren)), kind };
           process.stderr.write(` first result after ${r.wallMs.toFixed(0)} ms (${String(r.first.stats.source)}), ${r.steady.median.toFixed(2)} ms/call\n`);
           runs.push(r);
         }
