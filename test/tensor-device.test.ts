@@ -2,13 +2,13 @@
  * Where a tensor's data lives, on a machine without a GPU: 'cuda' tensors keep host data
  * (and say so), the API bridge hands compiled programs what they need (`programInput`,
  * `rawInput`) with typed errors, and dispose semantics. A device-backed tensor's failure
- * paths use a DeviceBuffer whose copies fail (fault injection only); that it works against
- * the real driver is checked on a GPU by scripts/gpu-check/85-tensors.cjs.
+ * paths use a DeviceBuffer whose copies fail (fault injection only). Against the real
+ * driver: the GPU block below where jest sees a GPU, and scripts/gpu-check/85-tensors.cjs.
  */
 import * as kiln from '../lib';
 import { programInput, rawInput, tensorFromDevice } from '../lib/api/tensors';
 import { DeviceTensor } from '../lib/runtime/cuda';
-import { DeviceBuffer, hasSyncCopies } from '../lib/runtime/cuda-driver';
+import { DeviceBuffer, deviceMemoryStats, hasSyncCopies } from '../lib/runtime/cuda-driver';
 import { addon, addonInfo, guard, type Handle } from '../lib/runtime/native';
 import { CudaError, KilnError } from '../lib/util/errors';
 import { trace } from '../lib/tensor/trace';
@@ -212,5 +212,36 @@ describe('a device tensor whose download fails (fault injection)', () => {
     expect(thrown(() => x.neg()).code).toBe('KILN_DISPOSED');
     x.dispose();
     expect(buf.disposals).toBe(1);
+  });
+});
+
+describe("'cuda' tensors on a GPU", () => {
+  const gpu = noGpu ? it.skip : it;
+
+  gpu('upload once at creation, keep no host copy, round-trip every dtype, free on dispose', async () => {
+    for (const dtype of ['float32', 'float16', 'bfloat16', 'int32', 'bool'] as const) {
+      const before = deviceMemoryStats().liveAllocations;
+      const x = kiln.tensor([1, 0, 3, 0, 5, 6], [2, 3], dtype, 'cuda');
+      expect(x.isOnGpu).toBe(true);
+      expect(String(x)).toBe(`Tensor(${dtype}[2,3], cuda)`);
+      const d = programInput('f', x, 0);
+      expect(d).toBeInstanceOf(DeviceTensor);
+      expect(programInput('f', x, 0)).toBe(d);
+      expect(deviceMemoryStats().liveAllocations).toBe(before + 1);
+      const want = dtype === 'bool' ? [1, 0, 1, 0, 1, 1] : [1, 0, 3, 0, 5, 6];
+      expect(Array.from(await x.toArray())).toEqual(want);
+      expect(Array.from(await x.add(0).to(dtype).toArray())).toEqual(want); // an eager read
+      x.dispose();
+      expect(deviceMemoryStats().liveAllocations).toBe(before);
+    }
+  });
+
+  gpu('tensorFromDevice owns the device memory', async () => {
+    const d = await DeviceTensor.fromHost({ dtype: 'float32', shape: [3], data: new Float32Array([1, 2, 3]) });
+    const x = tensorFromDevice(d);
+    expect(programInput('f', x, 0)).toBe(d);
+    expect(Array.from(await x.mul(2).toArray())).toEqual([2, 4, 6]);
+    x.dispose();
+    expect(d.disposed).toBe(true);
   });
 });
