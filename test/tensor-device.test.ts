@@ -207,6 +207,7 @@ describe('a device tensor whose download fails (fault injection)', () => {
     const buf = failingBuffer(4);
     const x = tensorFromDevice(new DeviceTensor('int32', [1], buf));
     buf.dispose(); // e.g. the DeviceTensor was disposed by its former owner
+    expect(String(x)).toBe('Tensor(int32[1], cuda, disposed)');
     expect(thrown(() => programInput('f', x, 0)).code).toBe('KILN_DISPOSED');
     expect(thrown(() => rawInput('f', x, 0)).code).toBe('KILN_DISPOSED');
     expect(thrown(() => x.neg()).code).toBe('KILN_DISPOSED');

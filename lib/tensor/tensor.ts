@@ -168,7 +168,8 @@ export class Tensor {
   /** E.g. `Tensor(float32[2,3], cuda)`; notes `traced`, `disposed`, or `host` for a 'cuda' tensor not in GPU memory. */
   toString(): string {
     const impl = this.#impl;
-    const note = impl.kind === 'traced' ? ', traced' : impl.disposed ? ', disposed' : impl.device === 'cuda' && !this.isOnGpu ? ', host' : '';
+    const gone = impl.kind === 'eager' && (impl.disposed || (impl.hostStorage === null && impl.gpu?.disposed));
+    const note = impl.kind === 'traced' ? ', traced' : gone ? ', disposed' : impl.device === 'cuda' && !this.isOnGpu ? ', host' : '';
     return `Tensor(${this.dtype}[${impl.shape.map(String).join(',')}], ${this.device}${note})`;
   }
 
