@@ -17,7 +17,7 @@ import * as kiln from '../lib';
 import { counters } from '../lib/api/compile';
 import { listBundles, parseManifest, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
 import { cacheCommand } from '../lib/cli/cache';
-import { getProgram, loadBundle, readProgramDocument } from '../lib/engine';
+import { bundleBackend, cudaCodegen, getProgram, loadBundle, readProgramDocument } from '../lib/engine';
 import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-bundle';
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
@@ -72,6 +72,23 @@ function copyOf(bundleDir: string): { cacheDir: string; dir: string } {
   cpSync(bundleDir, join(cacheDir, rel), { recursive: true });
   return { cacheDir, dir: join(cacheDir, rel) };
 }
+
+describe('bundleBackend: CUDA targets', () => {
+  it('an offline target is its own host (PTX: that capability), with the CUDA code-generation identity', () => {
+    const sm80 = bundleBackend('sm_80');
+    expect([sm80.device, sm80.target(), sm80.host(), sm80.codegen()]).toEqual(['cuda', 'sm_80', { kind: 'cuda', computeCapability: 80 }, cudaCodegen()]);
+    expect(cudaCodegen()).toMatch(/^cuda:kiln-\d+\.\d+\.\d+[^:]*$/);
+    expect(bundleBackend('compute_90').host()).toEqual({ kind: 'cuda', computeCapability: 90 });
+    expect(bundleBackend('sm_90a').target()).toBe('sm_90a');
+    expect(() => bundleBackend('gfx90a')).toThrow(expect.objectContaining({ code: 'KILN_BAD_TARGET' }));
+  });
+
+  noGpuIt("device 'cuda' is probed only when asked: then KILN_NO_CUDA_DEVICE", () => {
+    const local = bundleBackend('cuda');
+    expect(local.device).toBe('cuda');
+    expect(() => local.target()).toThrow(expect.objectContaining({ name: 'CudaError', code: 'KILN_NO_CUDA_DEVICE' }));
+  });
+});
 
 describeNvrtc('CUDA bundles built without a GPU', () => {
   beforeAll(async () => {

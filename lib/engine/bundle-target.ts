@@ -101,7 +101,7 @@ export function cudaDevice(ordinal = 0): DeviceInfo {
   } catch (e) {
     throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs kiln's native addon, which did not load (${(e as Error).message}). ${use}`);
   }
-  if (!driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver (libcuda.so.1): ${driver.reason}. ${use}`);
+  if (!driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver: ${driver.reason}. ${use}`);
   const dev = driver.devices[ordinal];
   if (!dev) {
     throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs a GPU, but the CUDA driver reports ${driver.devices.length} (no device ${ordinal}). ${use}`);
