@@ -225,10 +225,15 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<Outcome> {
   );
 }
 
+// Load failures that say something about this machine, not the bundle: they go to the
+// caller, and the bundle stays (rebuilding it would fail the same way).
+const MACHINE_ERRORS = new Set(['KILN_NO_CUDA_DEVICE', 'KILN_CUDA_UNAVAILABLE', 'KILN_CUDA_OOM']);
+
 /**
  * Loads a verified bundle; on failure discards it (auto) or throws (force-load). An offline
  * build loads nothing: the bundle verified for its target is the result. A machine without
- * a GPU (KILN_NO_CUDA_DEVICE) is not the bundle's fault: that error goes to the caller.
+ * a GPU, or one out of GPU memory (MACHINE_ERRORS), is not the bundle's fault: that error
+ * goes to the caller.
  */
 async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promise<Outcome | undefined> {
   const hit = { origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0 } as const;
@@ -237,7 +242,7 @@ async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promis
     const program = await loadBundle(bundle);
     return { ...hit, program, loadMs: performance.now() - t0 };
   } catch (e) {
-    if (e instanceof KilnError && e.code === 'KILN_NO_CUDA_DEVICE') throw e;
+    if (e instanceof KilnError && MACHINE_ERRORS.has(e.code)) throw e;
     const why = e instanceof Error ? e.message : String(e);
     if (ctx.cache.mode === 'force-load') {
       throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${bundle.dir} verified but could not be loaded: ${why}`, { cause: e });
