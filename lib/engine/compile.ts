@@ -11,7 +11,7 @@ import type { Graph } from '../ir/graph';
 import { arenaLayout, lower } from '../passes';
 import { compileSharedObject, CpuProgram, requireCxx } from '../runtime/cpu';
 import type { Backend } from '../runtime/select';
-import { buildCuda, compileGraphCuda, type CudaBuild } from './cuda';
+import { buildCuda, compileGraphCuda, cudaTarget, type CudaBuild } from './cuda';
 import type { CompiledProgram } from './program';
 
 /** Backends this build of kiln can compile for. */
@@ -50,13 +50,19 @@ export async function compileGraph(graph: Graph, opts: CompileGraphOptions): Pro
   }
 }
 
+// SMs of the data-center GPU of an architecture (A100, H100 SXM, B200): what the launch
+// heuristics fill when no GPU is there to ask. Others get the heuristics' default.
+const OFFLINE_SM_COUNT: Readonly<Record<number, number>> = { 80: 108, 90: 132, 100: 148 };
+
 /**
  * Builds a traced graph for an offline CUDA target (`sm_90`, `compute_90`) without loading
- * it: NVRTC only, no GPU (`kiln build --target sm_90`). Counted as a compile.
+ * it: NVRTC only, no GPU (`kiln build --target sm_90`), heuristic configurations sized for
+ * the architecture's data-center GPU. Counted as a compile.
  */
 export async function buildGraphCuda(graph: Graph, target: string): Promise<CudaBuild> {
   compiles++;
-  return buildCuda(graph, target);
+  const smCount = OFFLINE_SM_COUNT[cudaTarget(target).arch];
+  return buildCuda(graph, target, smCount !== undefined ? { smCount } : {});
 }
 
 async function compileCpu(graph: Graph, opts: CompileGraphOptions): Promise<CompiledProgram> {
