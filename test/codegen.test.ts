@@ -78,6 +78,8 @@ const reductions: NumCase[] = [
   { name: 'bf16-layerNorm', fn: (x: T, w: T) => F.layerNorm(x, w), specs: [bf16(4, 64), bf16(64)] },
   { name: 'f16-sum', fn: (x: T) => x.sum(-1), specs: [f16(8, 32)] },
   { name: 'reduce-then-elementwise-elsewhere', fn: (x: T) => x.sub(x.mean(0, true)).exp(), specs: [f32(11, 17)] },
+  // a row made of padded pieces: its loop runs in segments, each piece's other loads are 0 there
+  { name: 'cat-softmax-segments', fn: (x: T, y: T) => F.cat([x.exp(), y], 1).softmax(-1), specs: [f32(5, 3), f32(5, 6)], gen: special },
 ];
 
 const views: NumCase[] = [
@@ -109,6 +111,12 @@ const matmuls: NumCase[] = [
   { name: 'mm-int32', fn: (x: T, w: T) => x.matmul(w), specs: [i32(5, 7), i32(7, 3)], gen: special },
   { name: 'mm-of-computed', fn: (x: T, w: T) => x.exp().matmul(w.mul(2)).softmax(-1), specs: [f32(8, 16), f32(16, 12)] },
   { name: 'sdpa-causal', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)] },
+  // The causal softmax runs its rows in segments (masked part computed once per row): awkward
+  // lengths, NaN and infinities, query and key lengths that differ either way.
+  { name: 'sdpa-causal-awkward', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(3, 50, 16), f32(3, 50, 16), f32(3, 50, 16)] },
+  { name: 'sdpa-causal-special', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(2, 7, 5), f32(2, 7, 5), f32(2, 7, 5)], gen: special },
+  { name: 'sdpa-causal-sq-lt-sk', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(4, 16), f32(6, 16), f32(6, 16)] },
+  { name: 'sdpa-causal-sq-gt-sk', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(6, 8), f32(4, 8), f32(4, 8)] },
 ];
 
 const dynamic: NumCase[] = [
@@ -117,6 +125,13 @@ const dynamic: NumCase[] = [
   { name: 'dyn-mm', fn: (x: T, w: T, b: T) => x.matmul(w).add(b).silu(), specs: [f32(5, 24), f32(24, 19), f32(19)], dynamic: { 0: [0] }, runs: [[[1, 24], [24, 19], [19]], [[100, 24], [24, 19], [19]]] },
   { name: 'dyn-inner', fn: (x: T, y: T) => x.mul(y).sum(-1), specs: [f32(3, 6), f32(3, 6)], dynamic: { 0: [1], 1: [1] }, runs: [[[3, 1], [3, 1]], [[3, 50], [3, 50]]] },
   { name: 'dyn-mean-symbolic-count', fn: (x: T) => x.mean(0), specs: [f32(4, 5)], dynamic: { 0: [0] }, runs: [[[2, 5]], [[9, 5]]] },
+  {
+    name: 'dyn-sdpa-causal', // segments of a causal row with a dynamic length
+    fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }),
+    specs: [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)],
+    dynamic: { 0: [1], 1: [1], 2: [1] },
+    runs: [1, 3, 50, 129].map((t) => [[2, t, 8], [2, t, 8], [2, t, 8]]),
+  },
 ];
 
 const suites: [string, NumCase[]][] = [

@@ -190,7 +190,9 @@ function packSlots(program: Program): Map<Kernel, PackSlotInfo & { readonly inde
 /**
  * Several programs in one translation unit (one compile for many: tests and batch builds).
  * Each program gets `<entry>(void** bufs, const int64_t* syms)` and per kernel
- * `<prefix>k_<name>(void** bufs, const int64_t* syms)` with bufs = that step's buffers.
+ * `<prefix>k_<name>(void** bufs, const int64_t* syms)` with bufs = that step's buffers (and
+ * for a kernel with a pack slot `<prefix>kp_<name>`, the same with bufs[params] = a packed
+ * copy of B and syms[nsym] = its state).
  * With packed weights: `<entry>_pack_slots(void** out, const int64_t* cap)` writes the slot
  * count to ((int64_t*)out[0])[0] and, for up to cap[0] slots, (plan buffer id, bytes, 0)
  * after it; `<entry>_packed(bufs, syms)` runs like `<entry>` with bufs[nbuf + s] = slot s's
@@ -206,16 +208,26 @@ export function renderCppUnit(units: readonly CppUnitEntry[]): string {
     const slots = packSlots(program);
     const nbuf = program.plan.buffers.length;
     const nsym = program.plan.symbols.length;
-    const args = (k: Kernel, buf: (i: number) => string, packed = false): string => {
-      const slot = slots.get(k);
-      const pk = slot ? (packed ? [`(float*)bufs[${nbuf + slot.index}]`, `syms[${nsym + slot.index}]`] : ['nullptr', '0']) : [];
-      return [...k.params.map((p, i) => `(${p.out ? '' : 'const '}${r.storage[p.dtype]}*)${buf(i)}`), 'syms', ...pk].join(', ');
+    /** A kernel's call arguments: its buffers, syms, and for a pack slot the packed copy and state (`pk`, or none). */
+    const args = (k: Kernel, buf: (i: number) => string, pk?: readonly [string, string]): string => {
+      const slot = slots.has(k) ? (pk ?? ['nullptr', '0']) : [];
+      return [...k.params.map((p, i) => `(${p.out ? '' : 'const '}${r.storage[p.dtype]}*)${buf(i)}`), 'syms', ...slot].join(', ');
     };
     for (const k of program.kernels) parts.push(r.renderKernel(k, prefix + k.name, slots.get(k)));
-    const entries = program.kernels.map(
-      (k) => `extern "C" void ${prefix || 'kiln_'}k_${k.name}(void** bufs, const int64_t* syms) { ${prefix + k.name}(${args(k, (i) => `bufs[${i}]`)}); }`,
-    );
-    const run = (packed: boolean): string[] => program.kernels.map((k) => `  ${prefix + k.name}(${args(k, (i) => `bufs[${k.params[i].buf}]`, packed)});`);
+    const entries = program.kernels.flatMap((k) => {
+      const slot = slots.get(k);
+      const step = (name: string, pk?: readonly [string, string]): string =>
+        `extern "C" void ${prefix || 'kiln_'}${name}_${k.name}(void** bufs, const int64_t* syms) { ${prefix + k.name}(${args(k, (i) => `bufs[${i}]`, pk)}); }`;
+      // With a pack slot also `kp_<name>`: bufs[params] = the packed copy, syms[nsym] = its state
+      // (the profile times weight GEMMs as kiln_run_packed runs them).
+      return [step('k'), ...(slot ? [step('kp', [`(float*)bufs[${k.params.length}]`, `syms[${nsym}]`])] : [])];
+    });
+    const run = (packed: boolean): string[] =>
+      program.kernels.map((k) => {
+        const slot = slots.get(k);
+        const pk = packed && slot ? ([`(float*)bufs[${nbuf + slot.index}]`, `syms[${nsym + slot.index}]`] as const) : undefined;
+        return `  ${prefix + k.name}(${args(k, (i) => `bufs[${k.params[i].buf}]`, pk)});`;
+      });
     parts.push(entries.join('\n'), [`extern "C" void ${entry}(void** bufs, const int64_t* syms) {`, '  (void)bufs; (void)syms;', ...run(false), '}'].join('\n'));
     const info = [...slots.values()].flatMap((s) => [s.buffer, s.bytes, 0]);
     parts.push(

@@ -4,3 +4,4 @@
 export { CODE_FOR_OP, CStyleRenderer, type OpCode } from './cstyle';
 export { CppRenderer, cppFlags, renderCpp, renderCppUnit, type CppUnitEntry } from './cpp';
 export { PARALLEL_MIN_WORK } from './loops';
+export { packSlotOf } from './gemm';

@@ -7,8 +7,8 @@
  * each nest is marked SIMD; the outermost is split across threads (the dialect's
  * parallelLoops) when the kernel is large enough.
  */
-import { dimProd, isStatic, type Dim, type DType } from '../ir';
-import { dependsOn, indexOf, ivar, simplifyValid, type IExpr, type Kernel, type KNode } from '../passes';
+import { dimMul, dimProd, isStatic, type Dim, type DType } from '../ir';
+import { dependsOn, iadd, idim, indexOf, irange, ivar, linearIn, simplifyValid, type Bound, type IExpr, type Kernel, type KNode } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 
 /** A loop: its variable and extent. */
@@ -43,6 +43,9 @@ export const PARALLEL_MIN_WORK = 1 << 15;
 const ROW_CACHE_MAX = 4096;
 
 const domVar = (d: number): string => `i${d}`;
+/** A mask bound's identity, for KernelExprs.known. */
+const boundKey = (b: Bound): string => JSON.stringify(b);
+const dimNeg = (d: Dim): Dim => dimMul(d, -1);
 const lastDep = (deps: readonly boolean[]): number => deps.lastIndexOf(true);
 
 /** Expression context of one kernel: names of values and how each node reads. */
@@ -52,7 +55,67 @@ export class KernelExprs {
     readonly k: Kernel,
     /** C expression of the matmul accumulator, when the kernel has one. */
     readonly mmAcc = 'c[jj]',
+    /**
+     * Mask bounds whose truth is known in the loop segment being rendered (key: boundKey):
+     * a load or guard with a false bound is 0, true bounds are not tested, and a WHERE on a
+     * known condition is its branch (see splitRow).
+     */
+    readonly known: ReadonlyMap<string, boolean> = new Map(),
   ) {}
+
+  /** The same context with `known` bounds (a loop segment of a row kernel). */
+  withKnown(known: ReadonlyMap<string, boolean>): KernelExprs {
+    return new KernelExprs(this.r, this.k, this.mmAcc, known);
+  }
+
+  /** The simplified mask bounds of a load or guard left to test, or false when one is known false. */
+  bounds(i: number): Bound[] | false {
+    const n = this.k.nodes[i];
+    if (n.k !== 'load' && n.k !== 'guard') return [];
+    const valid = simplifyValid(indexOf(n.k === 'load' ? n.view : n.valid, this.idx()).valid, this.ranges());
+    if (valid.some((b) => this.known.get(boundKey(b)) === false)) return false;
+    return valid.filter((b) => this.known.get(boundKey(b)) !== true);
+  }
+
+  /** The value of node i when the known bounds make it a constant. */
+  constant(i: number): number | undefined {
+    const n = this.k.nodes[i];
+    if (n.k === 'const') return n.value;
+    if (n.k !== 'load' && n.k !== 'guard') return undefined;
+    const b = this.known.size ? this.bounds(i) : [];
+    if (b === false) return 0;
+    return n.k === 'guard' && b.length === 0 && this.known.size ? this.constant(n.src) : undefined;
+  }
+
+  /** Node i, or the branch a WHERE on a known condition takes (transitively). */
+  resolve(i: number): number {
+    const n = this.k.nodes[i];
+    if (n.k !== 'alu' || n.op !== 'WHERE' || !this.known.size) return i;
+    const c = this.constant(n.src[0]);
+    return c === undefined ? i : this.resolve(c ? n.src[1] : n.src[2]);
+  }
+
+  /** The values node i is computed from (a resolved WHERE: its branch only). */
+  sources(i: number): readonly number[] {
+    const j = this.resolve(i);
+    if (j !== i) return [j];
+    const n = this.k.nodes[i];
+    return n.k === 'alu' ? n.src : n.k === 'guard' ? [n.src] : n.k === 'gather' ? [n.row] : [];
+  }
+
+  readonly #varies = new Map<number, boolean>();
+  /** True when node i varies along domain dim `d`, given the known bounds (one dim per context). */
+  varies(i: number, d: number): boolean {
+    let v = this.#varies.get(i);
+    if (v === undefined) {
+      const n = this.k.nodes[i];
+      const b = this.bounds(i);
+      const open = n.k === 'alu' || (n.k === 'guard' && b !== false && b.length === 0); // as varying as its sources
+      v = this.k.deps[i][d] && this.constant(i) === undefined && (!open || this.sources(i).some((s) => this.varies(s, d)));
+      this.#varies.set(i, v);
+    }
+    return v;
+  }
 
   /** The C operand for value `i`: constants inline, stage results by name, others as `v<i>`. */
   ref(i: number): string {
@@ -77,16 +140,18 @@ export class KernelExprs {
     const r = this.r;
     switch (n.k) {
       case 'load': {
-        const { index, valid: v0 } = indexOf(n.view, this.idx());
-        const valid = simplifyValid(v0, this.ranges());
-        const v = r.load(n.dtype, `p${n.param}`, r.index(index));
+        const valid = this.bounds(i);
+        if (valid === false) return r.zero(n.dtype);
+        const v = r.load(n.dtype, `p${n.param}`, r.index(indexOf(n.view, this.idx()).index));
         return valid.length ? `(${r.valid(valid)} ? ${v} : ${r.zero(n.dtype)})` : v;
       }
       case 'guard': {
-        const valid = simplifyValid(indexOf(n.valid, this.idx()).valid, this.ranges());
+        const valid = this.bounds(i);
+        if (valid === false) return r.zero(n.dtype);
         return valid.length ? `(${r.valid(valid)} ? ${this.ref(n.src)} : ${r.zero(n.dtype)})` : this.ref(n.src);
       }
       case 'alu':
+        if (this.resolve(i) !== i) return this.ref(this.resolve(i));
         return r.alu(this.k, n, (s) => this.ref(s));
       case 'gather': {
         const rows = n.view[n.view.length - 1].shape[0];
@@ -115,10 +180,7 @@ export class KernelExprs {
     const walk = (i: number): void => {
       if (seen.has(i)) return;
       seen.add(i);
-      const n = this.k.nodes[i];
-      if (n.k === 'alu') n.src.forEach(walk);
-      else if (n.k === 'guard') walk(n.src);
-      else if (n.k === 'gather') walk(n.row);
+      this.sources(i).forEach(walk);
     };
     roots.forEach(walk);
     return [...seen].sort((a, b) => a - b);
@@ -225,6 +287,54 @@ function reduction(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reductio
   };
 }
 
+/** A row's reduced loop cut into segments, each with a mask bound's truth known (splitRow). */
+interface RowSplit {
+  /** Per row: the segment boundaries. */
+  readonly decls: string[];
+  readonly segs: readonly { readonly lo: string; readonly hi: string; readonly x: KernelExprs }[];
+}
+
+/**
+ * Index-set splitting of a row kernel's reduced loop `d`: a mask bound `lo <= c·i + rest <
+ * hi` (c = ±1, rest free of the reduced index i), such as a causal mask's `j - i >= 1`,
+ * holds on one interval of i per row. Each inner loop then runs as three segments with the
+ * bound's truth known in each: a load it masks is 0, a WHERE on it takes its branch, and
+ * values that stop varying along i (the masked part of a causal softmax: -inf, then
+ * exp(-inf - max)) are computed once before the segment instead of per element. Only when
+ * that saves work: some value other than the mask stops varying in a segment.
+ */
+function splitRow(x: KernelExprs, d: number): RowSplit | undefined {
+  const { k, r } = x;
+  const v = domVar(d);
+  for (let i = 0; i < k.nodes.length; i++) {
+    const bounds = k.deps[i][d] ? x.bounds(i) : false;
+    for (const b of bounds || []) {
+      const lin = linearIn(b.e, v);
+      if (!lin || (lin.coef !== 1 && lin.coef !== -1)) continue;
+      const [no, yes] = [false, true].map((t) => x.withKnown(new Map([[boundKey(b), t]])));
+      const saves = k.nodes.some((n, j) => n.k !== 'guard' && n.k !== 'const' && k.deps[j][d] && (!no.varies(j, d) || !yes.varies(j, d)));
+      if (!saves) continue;
+      // The bound holds for i in [from, to): lo - rest <= i < hi - rest, or (c = -1) rest - hi < i <= rest - lo.
+      const at = (c: Dim, sign: 1 | -1, plus: number): IExpr => iadd(iadd(idim(c), lin.rest(sign)), idim(plus));
+      const [from, to] = lin.coef === 1 ? [at(b.lo, -1, 0), at(b.hi, -1, 0)] : [at(dimNeg(b.hi), 1, 1), at(dimNeg(b.lo), 1, 1)];
+      const n = k.domain[d];
+      // A segment provably empty in every row is left out (a causal mask's third, past the row).
+      const [fr, tr] = [irange(from, x.ranges()), irange(to, x.ranges())];
+      const head = fr !== undefined && fr.max <= 0;
+      const tail = tr !== undefined && isStatic(n) && tr.min >= n;
+      const [sa, sb] = [head ? '0' : `${v}_from`, tail ? r.dim(n) : `${v}_to`];
+      return {
+        decls: [
+          ...(head ? [] : [`const int64_t ${sa} = kiln_min64(${r.dim(n)}, kiln_max64(0, ${r.index(from)}));`]),
+          ...(tail ? [] : [`const int64_t ${sb} = kiln_min64(${r.dim(n)}, kiln_max64(${sa}, ${r.index(to)}));`]),
+        ],
+        segs: [...(head ? [] : [{ lo: '0', hi: sa, x: no }]), { lo: sa, hi: sb, x: yes }, ...(tail ? [] : [{ lo: sb, hi: r.dim(n), x: no }])],
+      };
+    }
+  }
+  return undefined;
+}
+
 /** Body of a row kernel: outer loops, reduction stages, then the output loop. */
 export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
   const { k, r } = x;
@@ -312,22 +422,56 @@ export function rowBody(x: KernelExprs, dialect: LoopDialect): string[] {
     ...[...reads[l]].sort((a, b) => a - b).map((i) => `const ${r.compute[k.nodes[i].dtype]} v${i} = rb${i}[${ridx}];`),
     ...[...computes[l]].sort((a, b) => a - b).flatMap((i) => [...x.statement(i), ...(cached.has(i) && first.get(i) === l ? [`rb${i}[${ridx}] = v${i};`] : [])]),
   ];
+  const split = !noOuter && red.length === 1 ? splitRow(x, red[0]) : undefined;
+  // Loop l in a segment of a split row: values that vary there as in loopBody, the others
+  // (`pre`) once before the segment's loop; those are neither kept in nor read from rows.
+  const segmentBody = (l: number, xs: KernelExprs): { pre: string[]; body: string[] } => {
+    const d = red[0];
+    const [pre, rd, comp] = [new Set<number>(), new Set<number>(), new Set<number>()];
+    const visit = (i: number): void => {
+      if (!inner(i) || pre.has(i) || rd.has(i) || comp.has(i)) return;
+      if (!xs.varies(i, d)) pre.add(i);
+      else if (reads[l].has(i)) return void rd.add(i);
+      else comp.add(i);
+      xs.sources(i).forEach(visit);
+    };
+    [...loopRoots[l], ...[...cached].filter((i) => first.get(i) === l)].forEach(visit);
+    const sorted = (set: Set<number>): number[] => [...set].sort((a, b) => a - b);
+    return {
+      pre: sorted(pre).flatMap((i) => xs.statement(i)),
+      body: [
+        ...sorted(rd).map((i) => `const ${r.compute[k.nodes[i].dtype]} v${i} = rb${i}[${ridx}];`),
+        ...sorted(comp).flatMap((i) => [...xs.statement(i), ...(cached.has(i) && first.get(i) === l ? [`rb${i}[${ridx}] = v${i};`] : [])]),
+      ],
+    };
+  };
+  /** Inner loop l with `tail` (the stage's update or the stores) after its values. */
+  const innerLoop = (l: number, tail: string[], red0?: Reduction, acc?: string): string[] => {
+    if (!split) return redLoops([...loopBody(l), ...tail], red0, acc);
+    const v = domVar(red[0]);
+    return split.segs.flatMap(({ lo, hi, x: xs }) => {
+      const { pre, body } = segmentBody(l, xs);
+      const loop = [dialect.simd(red0 && acc ? red0.clause(acc) : ''), `for (int64_t ${v} = ${lo}; ${v} < ${hi}; ${v}++) {`, ...indent([...body, ...tail]), '}'];
+      return ['{', ...indent([...pre, ...loop]), '}'];
+    });
+  };
   const row: string[] = [...cached]
     .sort((a, b) => a - b)
     .map((i, slot) => {
       const t = r.compute[k.nodes[i].dtype];
       return rowLen ? `alignas(64) ${t} rb${i}[${rowLen}];` : `${t}* ${r.restrict} rb${i} = (${t}*)kiln_rowbuf(${slot}, ${r.dim(innerWork)} * sizeof(${t}));`;
     });
+  if (split) row.push(...split.decls);
   k.stages.forEach((s, j) => {
     const red0 = reduction(s.op, s.dtype, r);
     const acc = `acc${j}`;
     row.push(...outerValues([s.src]), `${red0.accType} ${acc} = ${red0.init};`, ...red0.extraDecl(acc));
-    row.push(...redLoops([...loopBody(j), ...red0.update(acc, x.ref(s.src))], red0, acc));
+    row.push(...innerLoop(j, red0.update(acc, x.ref(s.src)), red0, acc));
     row.push(`const ${r.compute[s.dtype]} a${j} = ${red0.result(acc)};`);
   });
   row.push(...outerValues(k.stores.map((s) => s.value)));
   row.push(...k.stores.filter((s) => !isInnerStore(s)).map((s) => x.storeLine(s)));
-  if (innerStores.length) row.push(...redLoops([...loopBody(k.stages.length), ...innerStores.map((s) => x.storeLine(s))]));
+  if (innerStores.length) row.push(...innerLoop(k.stages.length, innerStores.map((s) => x.storeLine(s))));
   if (noOuter) return [...top, ...row];
   return [...top, ...dialect.parallelLoops(outer.map((d) => ({ name: domVar(d), extent: k.domain[d] })), innerWork, row, false)];
 }

@@ -162,6 +162,35 @@ function affine(e: IExpr): { terms: Map<string, Dim>; c: Dim } | undefined {
 }
 
 /**
+ * `e` as `coef·v + rest` with `rest` free of `v` (`rest(-1)`: −rest), when `e` is affine
+ * (undefined otherwise; coef 0 when `e` does not read `v`). Used to split a loop where a mask bound changes value.
+ */
+export function linearIn(e: IExpr, v: string): { coef: Dim; rest: (sign: 1 | -1) => IExpr } | undefined {
+  const a = affine(e);
+  if (!a) return undefined;
+  const terms = [...a.terms].filter(([name]) => name !== v);
+  const rest = (sign: 1 | -1): IExpr => iadd(isum(terms.map(([name, k]) => imul(ivar(name), idim(dimMul(k, sign))))), idim(dimMul(a.c, sign)));
+  return { coef: a.terms.get(v) ?? 0, rest };
+}
+
+/**
+ * The least and greatest value of `e` over loop variables in [0, extent), when `e` is affine
+ * with static coefficients and extents (undefined otherwise).
+ */
+export function irange(e: IExpr, ranges: ReadonlyMap<string, Dim>): { min: number; max: number } | undefined {
+  const a = affine(e);
+  if (!a || !isStatic(a.c)) return undefined;
+  let [min, max] = [a.c, a.c];
+  for (const [v, k] of a.terms) {
+    const n = ranges.get(v);
+    if (!isStatic(k) || n === undefined || !isStatic(n) || n < 1) return undefined;
+    min += Math.min(0, k * (n - 1));
+    max += Math.max(0, k * (n - 1));
+  }
+  return { min, max };
+}
+
+/**
  * True when `d` >= 0 for every value of its size variables, taken >= 1 (a symbol of 0 would
  * make the tensors around it empty: no index is ever evaluated): after substituting each
  * variable by 1 + t, every coefficient is non-negative. Sufficient, not necessary.
