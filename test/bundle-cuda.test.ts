@@ -15,9 +15,10 @@ import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import * as kiln from '../lib';
 import { counters } from '../lib/api/compile';
-import { listBundles, parseManifest, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
+import { bundleKey, listBundles, parseManifest, publishBundle, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
 import { cacheCommand } from '../lib/cli/cache';
 import { bundleBackend, cudaCodegen, getProgram, loadBundle, readProgramDocument } from '../lib/engine';
+import { imageFitsTarget } from '../lib/engine/bundle-target';
 import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-bundle';
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
@@ -206,6 +207,28 @@ describeNvrtc('CUDA bundles built without a GPU', () => {
     expect(() => checkCudaDocument(v, readProgramDocument(v) as CudaProgramDocument)).toThrow(
       expect.objectContaining({ code: 'KILN_BAD_PROGRAM', message: expect.stringMatching(/kernels\.cubin is built for sm_80, but the bundle's target is sm_90/) }),
     );
+  });
+
+  it('a GPU newer than NVRTC: PTX of an older architecture may sit in its sm_XY bundle, never PTX newer than the GPU', () => {
+    expect(imageFitsTarget('sm_90', { target: 'sm_90', kind: 'cubin', arch: 90 })).toBe(true);
+    expect(imageFitsTarget('sm_100', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(true);
+    expect(imageFitsTarget('sm_80', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(false);
+    expect(imageFitsTarget('sm_100', { target: 'sm_90', kind: 'cubin', arch: 90 })).toBe(false);
+    expect(imageFitsTarget('sm_90a', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(false);
+    // The compute_90 bundle's files published under an sm_100 key (what a compile on a GPU
+    // newer than its NVRTC publishes), and under sm_80 (never published: refused on load).
+    const files = ['graph.json', 'kernels.ptx', 'kernels.cu'].map((name) => ({ name, data: readFileSync(join(built.compute_90.bundleDir, name)) }));
+    const publishAs = (target: string): VerifiedBundle => {
+      const { key, keyFields } = bundleKey({ namespace: 'ptx-jit', source: `jit ${target}`, inputs: [], target, toolchain: cudaCodegen() });
+      const dir = join(tmp, `ptx-${target}`);
+      const r = publishBundle({ cacheDir: dir, bundlePath: [], readOnly: false, maxBytes: 0 }, key, 'ptx-jit', files, { keyFields, guards: { sources: [], target, toolchain: { id: cudaCodegen() } } });
+      if (r.status !== 'published') throw new Error(`publish: ${r.status}`);
+      return verified(r.dir);
+    };
+    const jit = publishAs('sm_100');
+    expect(checkCudaDocument(jit, readProgramDocument(jit) as CudaProgramDocument).target).toMatchObject({ target: 'compute_90', kind: 'ptx' });
+    const older = publishAs('sm_80');
+    expect(() => checkCudaDocument(older, readProgramDocument(older) as CudaProgramDocument)).toThrow(/cuda\.target compute_90 does not run as the manifest's target sm_80/);
   });
 
   noGpuIt('loading a CUDA bundle on this machine is KILN_NO_CUDA_DEVICE, naming what is missing', async () => {

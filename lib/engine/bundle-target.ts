@@ -2,7 +2,7 @@
  * What a bundle key needs from the machine, computed without tracing and without looking
  * for a compiler: the target string and the code-generation identity. One `BundleBackend`
  * per device is the seam "target → renderer + compiler": the CPU's (this machine's ISA),
- * this machine's GPU (`sm_XY` from the driver), and offline CUDA targets (`sm_80`,
+ * this machine's GPU (`sm_XY` from the driver, no NVRTC), and offline CUDA targets (`sm_80`,
  * `compute_90`) that `kiln build` compiles for without a GPU.
  *
  * The compiler is not part of a key (docs/BUNDLES.md, "Toolchain: code generation, not the
@@ -14,8 +14,8 @@
 import { readdirSync, readFileSync, statSync } from 'fs';
 import { basename, dirname, join } from 'path';
 import { cpuTarget, parseTarget, type Host, type InputSignature, type KeyInput } from '../cache';
-import { selectCudaTarget } from '../runtime/cuda-arch';
-import { addon, addonInfo, type DeviceInfo } from '../runtime/native';
+import type { CudaTarget } from '../runtime/cuda-arch';
+import { addon, type DeviceInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { cpuInfo } from '../runtime/toolchain';
 import { ArgumentError, CudaError } from '../util/errors';
@@ -112,21 +112,30 @@ export function cudaDevice(ordinal = 0): DeviceInfo {
 let cudaMemo: { target: string; host: Host } | undefined;
 
 /**
- * This machine's GPU as a bundle target: `sm_XY` of its compute capability, or — when the
- * NVRTC here does not know that architecture yet — the PTX target it would compile
- * (`selectCudaTarget`). Without NVRTC it is `sm_XY`: bundles built elsewhere still load.
+ * This machine's GPU as a bundle target: `sm_XY` of its compute capability, from the driver
+ * alone — a warm start neither loads nor even looks for NVRTC (finding it can take longer
+ * than the whole warm start). When the NVRTC here is older than the GPU, a compile under this
+ * key builds PTX for the newest architecture it knows, which the driver JIT-compiles for this
+ * GPU (see `imageFitsTarget`).
  */
 function localCuda(): { target: string; host: Host } {
   if (!cudaMemo) {
     const dev = cudaDevice(0);
     const [major, minor] = dev.computeCapability;
-    const nvrtc = addonInfo().nvrtc;
-    const target = nvrtc.available
-      ? selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: nvrtc.archs, deviceName: dev.name, nvrtcVersion: nvrtc.version }).target
-      : `sm_${major * 10 + minor}`;
-    cudaMemo = { target, host: { kind: 'cuda', computeCapability: dev.computeCapability } };
+    cudaMemo = { target: `sm_${major * 10 + minor}`, host: { kind: 'cuda', computeCapability: dev.computeCapability } };
   }
   return cudaMemo;
+}
+
+/**
+ * Whether an image built for `image` may sit in a bundle whose (keyed, guarded) target is
+ * `target`: the same target, or — for a GPU newer than the NVRTC that compiled it — PTX of an
+ * older architecture in an `sm_XY` bundle, which the driver JIT-compiles for exactly that GPU.
+ */
+export function imageFitsTarget(target: string, image: CudaTarget): boolean {
+  if (image.target === target) return true;
+  const sm = /^sm_(\d+)$/.exec(target);
+  return sm !== null && image.kind === 'ptx' && image.arch <= Number(sm[1]);
 }
 
 /**

@@ -12,7 +12,7 @@ import type { CudaTarget } from '../runtime/cuda-arch';
 import { readCubinArch } from '../runtime/cuda-driver';
 import { FormatError } from '../util/errors';
 import type { ProgramDocumentBase } from './bundle';
-import { cudaDevice } from './bundle-target';
+import { cudaDevice, imageFitsTarget } from './bundle-target';
 import { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaTuning } from './cuda-load';
 
 /** Version of graph.json's `cuda` section (bump when its shape changes). */
@@ -21,7 +21,10 @@ export const CUDA_SECTION_VERSION = 1;
 /** graph.json's CUDA part: what was built and how, beside the CUDA plan. */
 export interface CudaSection {
   version: number;
-  /** `sm_90` (kernels.cubin) or `compute_90` (kernels.ptx); equals the manifest's target. */
+  /**
+   * `sm_90` (kernels.cubin) or `compute_90` (kernels.ptx): the manifest's target, or PTX of an
+   * older architecture for an `sm_XY` the NVRTC that built it did not know (`imageFitsTarget`).
+   */
   target: string;
   /** The image artifact. */
   image: 'kernels.cubin' | 'kernels.ptx';
@@ -81,10 +84,9 @@ export function checkCudaDocument(bundle: VerifiedBundle, doc: CudaProgramDocume
   const c: unknown = doc.cuda;
   if (!isRecord(c)) bad(bundle, 'a CUDA program needs a cuda section');
   if (c.version !== CUDA_SECTION_VERSION) bad(bundle, `cuda.version ${JSON.stringify(c.version)}; this kiln reads version ${CUDA_SECTION_VERSION}`);
-  if (typeof c.target !== 'string' || c.target !== bundle.manifest.guards.target) {
-    bad(bundle, `cuda.target ${JSON.stringify(c.target)} is not the manifest's target ${bundle.manifest.guards.target}`);
-  }
+  if (typeof c.target !== 'string' || !/^(sm|compute)_\d+a?$/.test(c.target)) bad(bundle, `cuda.target ${JSON.stringify(c.target)} is not a CUDA target`);
   const target = cudaTarget(c.target);
+  if (!imageFitsTarget(bundle.manifest.guards.target, target)) bad(bundle, `cuda.target ${c.target} does not run as the manifest's target ${bundle.manifest.guards.target}`);
   const name = imageName(target);
   if (c.image !== name) bad(bundle, `cuda.image must be ${name} for ${target.target}, got ${JSON.stringify(c.image)}`);
   if (!isRecord(c.tuning) || !isRecord(c.resources)) bad(bundle, 'cuda.tuning and cuda.resources must be objects');

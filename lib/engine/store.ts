@@ -32,7 +32,7 @@ import { addonInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { CacheError, CompilerError, KilnError, NvrtcError } from '../util/errors';
 import { cudaProgramFiles, loadBundle, programFiles, sourceGuards } from './bundle';
-import { bundleBackend, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
+import { bundleBackend, imageFitsTarget, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
 import type { CudaCompiledProgram } from './cuda-load';
 import type { CompiledProgram, StageTimes } from './program';
 
@@ -427,10 +427,9 @@ async function compileCuda(ctx: Context, graph: Graph): Promise<Built> {
     return { files, toolchain, kernels, times: { ...b.times, loadMs: 0 } };
   }
   const program = (await compileOrExplain(ctx, graph)) as CudaCompiledProgram;
-  if (program.cuda.target.target !== ctx.target) {
-    // The key's target and the compile's come from the same facts (selectCudaTarget); a
-    // mismatch would publish a bundle under the wrong key.
-    throw new KilnError('KILN_INTERNAL', `${ctx.req.name}: compiled for ${program.cuda.target.target}, but the bundle key's target is ${ctx.target}`);
+  if (!imageFitsTarget(ctx.target, program.cuda.target)) {
+    // The key names the driver's sm_XY; NVRTC compiles that, or PTX when it is older than the GPU.
+    throw new KilnError('KILN_INTERNAL', `${ctx.req.name}: compiled for ${program.cuda.target.target}, which does not run as the bundle key's target ${ctx.target}`);
   }
   const c = program.cuda;
   const files = cudaProgramFiles({ graph: program.graph, plan: program.plan, kernels: program.kernels, source: program.source, image: c.image, target: c.target, tuning: c.tuning, resources: c.resources });
