@@ -16,7 +16,7 @@ interface Command {
 
 const commands: Record<string, Command> = {
   doctor: {
-    summary: 'show what kiln found (addon, CUDA driver, GPUs, NVRTC, C++ compiler, cache), the backend it would use, and whether it can run bundles and compile',
+    summary: 'show what kiln found (addon, CUDA driver, GPUs, NVRTC, C++ compiler, cache) and the backend it would use: whether it can run bundles, and compile',
     usage: DOCTOR_USAGE,
     run: doctor,
   },
