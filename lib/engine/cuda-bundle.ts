@@ -55,11 +55,6 @@ export interface CudaBundleParts {
   readonly resources: Record<string, CudaKernelResources>;
 }
 
-/** The bundle's parts of a loaded-or-compiled CUDA program. */
-export function cudaPartsOf(p: CudaCompiledProgram): CudaBundleParts {
-  return { graph: p.graph, plan: p.plan, kernels: p.kernels, source: p.source, image: p.cuda.image, target: p.cuda.target, tuning: p.cuda.tuning, resources: p.cuda.resources };
-}
-
 const imageName = (t: CudaTarget): CudaSection['image'] => (t.kind === 'cubin' ? 'kernels.cubin' : 'kernels.ptx');
 
 /** graph.json's CUDA section and the files beside it (graph.json itself is the caller's: it holds the graph). */
@@ -76,7 +71,7 @@ const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'obj
 
 /**
  * Checks a CUDA document against the verified manifest and its image — the section's shape,
- * its target equal to the manifest's (which the target guard checked against the device),
+ * its target that of the manifest (which the target guard checked against the device),
  * every plan step with a grid and block, a cubin whose ELF header names that architecture —
  * and returns the image. Nothing is handed to the driver before this passes.
  */
