@@ -150,6 +150,12 @@ module.exports = {
           return `loaded in ${warm.stats.loadMs.toFixed(1)} ms`;
         });
       }
+      // The bundle device: 'cuda' looks up is keyed by the driver's sm_XY; an NVRTC older than
+      // the GPU compiles PTX instead (ctx.target), for which no offline build has that key.
+      if (ctx.target.kind !== 'cubin') {
+        await ctx.check('kiln build --target sm_XY', () => `skipped: NVRTC is older than the GPU (${ctx.target.target})`);
+        return;
+      }
       const target = ctx.target.target;
       const shipped = path.join(tmp, 'shipped');
       const builtOk = await ctx.check(`kiln build --target ${target}`, () => {
