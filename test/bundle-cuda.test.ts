@@ -6,10 +6,11 @@
  * explain it; a flipped bit, a wrong image or another device's compute capability is caught
  * before anything is loaded; loading or compiling for `device: 'cuda'` here is a typed
  * KILN_NO_CUDA_DEVICE that leaves the bundle alone; and `kiln build --target sm_80,sm_90` in a
- * child process. Skipped without NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs:
+ * child process; and that the CUDA warm path loads no cold-path module. Skipped without
+ * NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs:
  * scripts/gpu-check/90-bundle.cjs).
  */
-import { spawn } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
@@ -89,6 +90,18 @@ describe('bundleBackend: CUDA targets', () => {
     expect(local.device).toBe('cuda');
     expect(() => local.target()).toThrow(expect.objectContaining({ name: 'CudaError', code: 'KILN_NO_CUDA_DEVICE' }));
   });
+});
+
+test("the CUDA warm path's modules import no pass, renderer, tuner or NVRTC driver", () => {
+  const script = `
+    const e = require(${JSON.stringify(join(REPO, 'lib', 'engine', 'store.ts'))});
+    require(${JSON.stringify(join(REPO, 'lib', 'engine', 'cuda-bundle.ts'))});
+    require(${JSON.stringify(join(REPO, 'lib', 'engine', 'run.ts'))});
+    console.log(JSON.stringify(Object.keys(require.cache)))`;
+  const r = spawnSync(process.execPath, ['-r', REGISTER, '-e', script], { encoding: 'utf8' });
+  expect(r.status).toBe(0);
+  const loaded = (JSON.parse(r.stdout) as string[]).map((f) => /[\\/]lib[\\/]((?:codegen|passes|engine)[\\/][^\\/]+)\.ts$/.exec(f)?.[1]).filter(Boolean);
+  expect(loaded.sort()).toEqual(['engine/bundle', 'engine/bundle-target', 'engine/cuda-bundle', 'engine/cuda-load', 'engine/run', 'engine/store', 'passes/memory']);
 });
 
 describeNvrtc('CUDA bundles built without a GPU', () => {
