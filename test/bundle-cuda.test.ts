@@ -5,10 +5,9 @@
  * NVRTC only as information; building again compiles nothing; `kiln cache verify` and `show`
  * explain it; a flipped bit, a wrong image or another device's compute capability is caught
  * before anything is loaded; loading or compiling for `device: 'cuda'` here is a typed
- * KILN_NO_CUDA_DEVICE that leaves the bundle alone; and `kiln build --target sm_80,sm_90` in a
- * child process; and that the CUDA warm path loads no cold-path module. Skipped without
- * NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs:
- * scripts/gpu-check/90-bundle.cjs).
+ * KILN_NO_CUDA_DEVICE that leaves the bundle alone; `kiln build --target sm_80,sm_90` runs in a
+ * child process; the CUDA warm path loads no cold-path module. The NVRTC tests are skipped
+ * without NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs: scripts/gpu-check/90-bundle.cjs).
  */
 import { spawn, spawnSync } from 'child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
