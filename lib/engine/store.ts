@@ -419,12 +419,11 @@ async function compileCpu(ctx: Context, graph: Graph): Promise<Built> {
  * tuning table and resources in graph.json.
  */
 async function compileCuda(ctx: Context, graph: Graph): Promise<Built> {
-  const toolchain = nvrtcIdentity(ctx.codegen);
   if (ctx.purpose === 'build') {
     const b = await explainMissingCompiler(ctx, () => compiler().buildGraphCuda(graph, ctx.target));
     const kernels = b.program.kernels.length;
     const files = cudaProgramFiles({ graph: b.program.graph, plan: b.plan, kernels, source: b.source, image: b.image, target: b.target, tuning: b.tuning, resources: b.resources });
-    return { files, toolchain, kernels, times: { ...b.times, loadMs: 0 } };
+    return { files, toolchain: nvrtcIdentity(ctx.codegen), kernels, times: { ...b.times, loadMs: 0 } };
   }
   const program = (await compileOrExplain(ctx, graph)) as CudaCompiledProgram;
   if (!imageFitsTarget(ctx.target, program.cuda.target)) {
@@ -433,10 +432,10 @@ async function compileCuda(ctx: Context, graph: Graph): Promise<Built> {
   }
   const c = program.cuda;
   const files = cudaProgramFiles({ graph: program.graph, plan: program.plan, kernels: program.kernels, source: program.source, image: c.image, target: c.target, tuning: c.tuning, resources: c.resources });
-  return { program, files, toolchain, kernels: program.kernels, times: program.times };
+  return { program, files, toolchain: nvrtcIdentity(ctx.codegen), kernels: program.kernels, times: program.times };
 }
 
-/** `guards.toolchain` of a CUDA bundle: the code-generation identity, and the NVRTC that built it as information. */
+/** `guards.toolchain` of a CUDA bundle (after the compile): the code-generation identity, and the NVRTC that built it as information. */
 function nvrtcIdentity(codegen: string): ToolchainIdentity {
   const nvrtc = addonInfo().nvrtc;
   if (!nvrtc.available) return { id: codegen };
