@@ -127,14 +127,6 @@ export async function loadBundle(bundle: VerifiedBundle): Promise<CompiledProgra
   return cudaBundle().loadCudaBundle(bundle, doc, graphOf(bundle, doc), t0);
 }
 
-/** Loads a verified CPU bundle (synchronously); FormatError KILN_BAD_PROGRAM for a CUDA one (use `loadBundle`). */
-export function loadProgram(bundle: VerifiedBundle): CompiledProgram {
-  const t0 = performance.now();
-  const doc = parseDocument(bundle);
-  if (doc.device !== 'cpu') bad(bundle, `device ${JSON.stringify(doc.device)}: load it with loadBundle`);
-  return loadCpu(bundle, doc, t0);
-}
-
 function loadCpu(bundle: VerifiedBundle, doc: CpuProgramDocument, t0: number): CompiledProgram {
   const graph = graphOf(bundle, doc);
   const plan = doc.plan;

@@ -16,5 +16,5 @@ export {
   type StoreOptions,
   type TraceFn,
 } from './store';
-export { cudaProgramFiles, loadBundle, loadProgram, packageRootOf, programFiles, readProgramDocument, sourceGuards, PROGRAM_FORMAT, PROGRAM_VERSION, type ProgramDocument } from './bundle';
+export { cudaProgramFiles, loadBundle, packageRootOf, programFiles, readProgramDocument, sourceGuards, PROGRAM_FORMAT, PROGRAM_VERSION, type CpuProgramDocument, type ProgramDocument } from './bundle';
 export { bundleBackend, cpuCodegen, cudaCodegen, cudaDevice, dynamicGroups, keyInput, kilnBuild, type BundleBackend } from './bundle-target';
