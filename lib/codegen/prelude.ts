@@ -110,10 +110,9 @@ static inline float kiln_exp_parts(float xc, float lo) {
   lo = under ? 0.0f : lo;
   const float n = rintf((xc + lo) * 1.44269504088896341f);
   const float r = ((xc - n * 0.693145751953125f) + lo) - n * 1.42860682030941723e-6f;
-  float p = 1.98412698e-4f;
-  p = KILN_FMA(p, r, 1.38888889e-3f);
-  p = KILN_FMA(p, r, 8.33333333e-3f);
-  p = KILN_FMA(p, r, 4.16666667e-2f);
+  /* the high terms as two independent halves (a shorter dependency chain inside erfc, tanh
+     and softmax loops), the last four by Horner, whose roundings dominate */
+  float p = KILN_FMA(KILN_FMA(r, 1.98412698e-4f, 1.38888889e-3f), r * r, KILN_FMA(r, 8.33333333e-3f, 4.16666667e-2f));
   p = KILN_FMA(p, r, 1.66666667e-1f);
   p = KILN_FMA(p, r, 0.5f);
   p = KILN_FMA(p, r, 1.0f);
@@ -162,15 +161,11 @@ static inline float kiln_erff(float x) {
  */
 static inline float kiln_erfcf(float x) {
   const float z = fabsf(x) > 11.0f ? 11.0f : fabsf(x); /* NaN: any value, replaced below */
-  const float t = 1.0f / KILN_FMA(0.5f, z, 1.0f), w = t - 0.5769230723381042f;
-  float p = -0.12938061356544495f;
-  p = KILN_FMA(p, w, 0.15279582142829895f);
-  p = KILN_FMA(p, w, 0.12789161503314972f);
-  p = KILN_FMA(p, w, -0.25171390175819397f);
-  p = KILN_FMA(p, w, -0.04065033793449402f);
-  p = KILN_FMA(p, w, 0.29697906970977783f);
-  p = KILN_FMA(p, w, -0.04423556476831436f);
-  p = KILN_FMA(p, w, -0.4063851535320282f);
+  const float t = 1.0f / KILN_FMA(0.5f, z, 1.0f), w = t - 0.5769230723381042f, w2 = w * w;
+  /* the terms of w^10..w^4 by Estrin (a shorter dependency chain), w^3..w^0 by Horner */
+  const float hi = KILN_FMA(KILN_FMA(-0.12938061356544495f, w2, KILN_FMA(0.15279582142829895f, w, 0.12789161503314972f)), w2 * w2,
+                            KILN_FMA(KILN_FMA(-0.25171390175819397f, w, -0.04065033793449402f), w2, KILN_FMA(0.29697906970977783f, w, -0.04423556476831436f)));
+  float p = KILN_FMA(hi, w, -0.4063851535320282f);
   p = KILN_FMA(p, w, 0.09851798415184021f);
   p = KILN_FMA(p, w, 1.3675241470336914f);
   p = KILN_FMA(p, w, -0.5673654675483704f);
