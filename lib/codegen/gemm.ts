@@ -199,16 +199,23 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
   const int64_t apanels = nb * nk * mpan, bpanels = bpk != nullptr && bpk_state == 1 ? nbb * nk * npan : 0;
   const int pnt = nt > 1 && units > 1 && flops > 4e6 ? nt : 1; /* threads that pay */
   /* Phase 1: A panels (and B into its pack slot on the slot's first call), then the units;
-     kiln_par_n returns when every chunk is done, so each phase sees the previous one's data. */
-  kiln_par_n(apanels, pnt, [&](int64_t t) {
-    const int64_t bi = t / (nk * mpan), kb = (t / mpan) % nk, ip = t % mpan;
-    const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
-    kiln_pack_a_panel(apk + bi * MP * KK + pc * MP + ip * KILN_MR * kc, pc, kc, ip * KILN_MR, M, la, a_rs, a_cs, offa(bi), a_raw, a_kind);
+     kiln_par_n returns when every chunk is done, so each phase sees the previous one's data.
+     Panels are claimed in runs of about a quarter of a thread's share: one panel is a few
+     hundred bytes in attention's small GEMMs, less work than claiming it. */
+  const int64_t arun = (apanels + 4 * pnt - 1) / (4 * pnt), brun = (bpanels + 4 * pnt - 1) / (4 * pnt);
+  kiln_par_n((apanels + arun - 1) / arun, pnt, [&](int64_t g) {
+    for (int64_t t = g * arun, te = kiln_min(apanels, t + arun); t < te; t++) {
+      const int64_t bi = t / (nk * mpan), kb = (t / mpan) % nk, ip = t % mpan;
+      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+      kiln_pack_a_panel(apk + bi * MP * KK + pc * MP + ip * KILN_MR * kc, pc, kc, ip * KILN_MR, M, la, a_rs, a_cs, offa(bi), a_raw, a_kind);
+    }
   });
-  kiln_par_n(bpanels, pnt, [&](int64_t t) {
-    const int64_t bi = t / (nk * npan), kb = (t / npan) % nk, jp = t % npan;
-    const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
-    kiln_pack_b_panel(bpk + bi * NP * KK + pc * NP + jp * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
+  if (bpanels > 0) kiln_par_n((bpanels + brun - 1) / brun, pnt, [&](int64_t g) {
+    for (int64_t t = g * brun, te = kiln_min(bpanels, t + brun); t < te; t++) {
+      const int64_t bi = t / (nk * npan), kb = (t / npan) % nk, jp = t % npan;
+      const int64_t pc = kb * KILN_KC, kc = kiln_min(KILN_KC, K - pc);
+      kiln_pack_b_panel(bpk + bi * NP * KK + pc * NP + jp * KILN_NR * kc, pc, kc, jp * KILN_NR, N, lb, b_rs, b_cs, offb(bi), b_raw, b_kind);
+    }
   });
   const int64_t ldc = ucols * KILN_NR;
   kiln_par_n(units, pnt, [&](int64_t u) {
