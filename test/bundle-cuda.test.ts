@@ -264,12 +264,13 @@ describeNvrtc('CUDA bundles built without a GPU', () => {
 
   it('kiln build --target sm_80,sm_90 in a child process builds both (the same bundles as kiln.build), then finds them', async () => {
     const out = join(tmp, 'cli-out');
-    const run = (): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+    const run = (dir = out, extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> =>
       new Promise((done, fail) => {
         const script = `require(${JSON.stringify(join(REPO, 'lib', 'cli', 'build.ts'))}).buildCommand(process.argv.slice(1)).then((c) => { process.exitCode = c; })`;
         const env: NodeJS.ProcessEnv = {};
         for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KILN_')) env[k] = v;
-        const child = spawn(process.execPath, ['-r', REGISTER, '-e', script, join(proj, 'mlp.js'), '--target', 'sm_80,sm_90', '--out', out, '--json'], { env, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
+        const args = ['-r', REGISTER, '-e', script, join(proj, 'mlp.js'), '--target', 'sm_80,sm_90', '--out', dir, '--json'];
+        const child = spawn(process.execPath, args, { env: { ...env, ...extraEnv }, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d) => (stdout += d));
@@ -290,5 +291,9 @@ describeNvrtc('CUDA bundles built without a GPU', () => {
     const second = await run();
     expect(second.code).toBe(0);
     expect((JSON.parse(second.stdout) as { status: string }[]).map((j) => j.status)).toEqual(['exists', 'exists']);
+    // NVRTC that cannot be loaded (a bad KILN_NVRTC_PATH): each build fails, saying what it needed.
+    const broken = await run(join(tmp, 'cli-out-broken'), { KILN_NVRTC_PATH: join(tmp, 'no-such-libnvrtc.so') });
+    expect(broken.code).toBe(1);
+    expect(broken.stderr).toMatch(/\[1\/2\] fixture-mlp → sm_80: failed: fixture-mlp: building its bundle needs NVRTC — .*no-such-libnvrtc\.so.*\[KILN_NVRTC_BAD_PATH\]/);
   }, 120_000);
 });

@@ -269,7 +269,7 @@ function mayCompile(ctx: Context, miss: CacheLookup): void {
 }
 
 /**
- * Runs a compile. A missing compiler (KILN_NO_CXX) or NVRTC (KILN_NVRTC_UNAVAILABLE) is said
+ * Runs a compile. A missing compiler (KILN_NO_CXX) or NVRTC (KILN_NVRTC_UNAVAILABLE, _BAD_PATH) is said
  * in the words of this call: the warm path never looks for one, so this is where a machine
  * without it learns that no bundle matched.
  */
@@ -281,8 +281,8 @@ async function explainMissingCompiler<T>(ctx: Context, compile: () => Promise<T>
     if (e instanceof CompilerError && e.code === 'KILN_NO_CXX') {
       throw new CompilerError('KILN_NO_CXX', `${ctx.req.name}: ${why} needs a C++ compiler — ${e.message}`, e.log);
     }
-    if (e instanceof KilnError && e.code === 'KILN_NVRTC_UNAVAILABLE') {
-      throw new NvrtcError('KILN_NVRTC_UNAVAILABLE', `${ctx.req.name}: ${why} needs NVRTC — ${e.message}`, e instanceof NvrtcError ? e.log : '');
+    if (e instanceof KilnError && (e.code === 'KILN_NVRTC_UNAVAILABLE' || e.code === 'KILN_NVRTC_BAD_PATH')) {
+      throw new NvrtcError(e.code, `${ctx.req.name}: ${why} needs NVRTC — ${e.message}`, e instanceof NvrtcError ? e.log : '');
     }
     throw e;
   }
