@@ -7,7 +7,7 @@
  * each nest is marked SIMD; the outermost is split across threads (the dialect's
  * parallelLoops) when the kernel is large enough.
  */
-import { dimMul, dimProd, isStatic, type Dim, type DType } from '../ir';
+import { dimProd, isStatic, type Dim, type DType } from '../ir';
 import { dependsOn, iadd, idim, indexOf, irange, ivar, linearIn, simplifyValid, type Bound, type IExpr, type Kernel, type KNode } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 
@@ -45,7 +45,6 @@ const ROW_CACHE_MAX = 4096;
 const domVar = (d: number): string => `i${d}`;
 /** A mask bound's identity, for KernelExprs.known. */
 const boundKey = (b: Bound): string => JSON.stringify(b);
-const dimNeg = (d: Dim): Dim => dimMul(d, -1);
 const lastDep = (deps: readonly boolean[]): number => deps.lastIndexOf(true);
 
 /** Expression context of one kernel: names of values and how each node reads. */
@@ -295,9 +294,9 @@ interface RowSplit {
 }
 
 /**
- * Index-set splitting of a row kernel's reduced loop `d`: a mask bound `lo <= c·i + rest <
- * hi` (c = ±1, rest free of the reduced index i), such as a causal mask's `j - i >= 1`,
- * holds on one interval of i per row. Each inner loop then runs as three segments with the
+ * Index-set splitting of a row kernel's reduced loop `d`: a mask bound `lo <= i + rest < hi`
+ * (rest free of the reduced index i), such as a causal mask's `j - i >= 1`, holds on one
+ * interval of i per row. Each inner loop then runs as three segments with the
  * bound's truth known in each: a load it masks is 0, a WHERE on it takes its branch, and
  * values that stop varying along i (the masked part of a causal softmax: -inf, then
  * exp(-inf - max)) are computed once before the segment instead of per element. Only when
@@ -310,13 +309,12 @@ function splitRow(x: KernelExprs, d: number): RowSplit | undefined {
     const bounds = k.deps[i][d] ? x.bounds(i) : false;
     for (const b of bounds || []) {
       const lin = linearIn(b.e, v);
-      if (!lin || (lin.coef !== 1 && lin.coef !== -1)) continue;
+      if (!lin || lin.coef !== 1) continue; // (no view of kiln's reverses a dim: -1 does not occur)
       const [no, yes] = [false, true].map((t) => x.withKnown(new Map([[boundKey(b), t]])));
       const saves = k.nodes.some((n, j) => n.k !== 'guard' && n.k !== 'const' && k.deps[j][d] && (!no.varies(j, d) || !yes.varies(j, d)));
       if (!saves) continue;
-      // The bound holds for i in [from, to): lo - rest <= i < hi - rest, or (c = -1) rest - hi < i <= rest - lo.
-      const at = (c: Dim, sign: 1 | -1, plus: number): IExpr => iadd(iadd(idim(c), lin.rest(sign)), idim(plus));
-      const [from, to] = lin.coef === 1 ? [at(b.lo, -1, 0), at(b.hi, -1, 0)] : [at(dimNeg(b.hi), 1, 1), at(dimNeg(b.lo), 1, 1)];
+      // The bound holds for i in [from, to) = [lo - rest, hi - rest).
+      const [from, to] = [iadd(idim(b.lo), lin.rest(-1)), iadd(idim(b.hi), lin.rest(-1))];
       const n = k.domain[d];
       // A segment provably empty in every row is left out (a causal mask's third, past the row).
       const [fr, tr] = [irange(from, x.ranges()), irange(to, x.ranges())];
