@@ -10,6 +10,9 @@ import { tensor } from '../lib/tensor/tensor';
 import type { Tensor } from '../lib/tensor/tensor';
 import type { DType } from '../lib/ir';
 import type { Rng } from './helpers/ref';
+import { renderCpp } from '../lib/codegen';
+import { lower } from '../lib/passes';
+import { trace } from '../lib/tensor/trace';
 
 type T = Tensor;
 const spec = (dtype: DType, ...shape: number[]) => ({ shape, dtype });
@@ -154,4 +157,21 @@ describe('codegen: C++ against the interpreter', () => {
       expect(checkAll(built, cs, offset)).toEqual([]);
     });
   }
+});
+
+describe('codegen: causal attention renders its mask as loop bounds', () => {
+  const render = (dynamic: boolean): string => {
+    const fn = (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true });
+    return renderCpp(lower(trace(fn, [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)], { dynamic: dynamic ? { 0: [1], 1: [1], 2: [1] } : {} })));
+  };
+  test.each([false, true])('dynamic length %p: the softmax rows run in two segments, q·kᵀ skips the tiles past the diagonal', (dynamic) => {
+    const src = render(dynamic);
+    // the visible part [0, i + 1) and the masked rest; no third segment past the row
+    expect(src).toContain('const int64_t i2_from = kiln_min64(');
+    expect(src).not.toContain('i2_to');
+    expect(src).not.toMatch(/i2 >= 1|i1\*-1 \+ i2/); // no mask test per element left
+    // the softmax reads its scores below the diagonal only: the matmul computes no more
+    expect(src).toContain('return (i1 + 1); };');
+    expect(src.match(/, jend\);/g)).toHaveLength(1); // q·kᵀ only, not p·v
+  });
 });

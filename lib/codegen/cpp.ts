@@ -4,11 +4,11 @@
  * one translation unit holding every kernel, an exported entry per kernel, and `kiln_run`,
  * which launches them in plan order.
  */
-import { dimProd, isStatic, type Dim } from '../ir';
-import type { Program } from '../passes';
+import { dimEq, dimProd, isStatic, type Dim } from '../ir';
+import { isContiguous, type Program } from '../passes';
 import { CStyleRenderer, shapeText } from './cstyle';
-import { GEMM_PRELUDE, matmulBody, packSlotOf, type PackSlotInfo } from './gemm';
-import { elementwiseBody, KernelExprs, PARALLEL_MIN_WORK, rowBody, type LoopDialect, type LoopVar, type Reduction } from './loops';
+import { GEMM_PRELUDE, matmulBody, packSlotOf, type ColumnDemand, type PackSlotInfo } from './gemm';
+import { columnDemand, elementwiseBody, KernelExprs, PARALLEL_MIN_WORK, rowBody, type LoopDialect, type LoopVar, type Reduction } from './loops';
 import { C_HELPERS } from './prelude';
 import type { Kernel } from '../passes';
 
@@ -86,12 +86,12 @@ export class CppRenderer extends CStyleRenderer implements LoopDialect {
    * `static void NAME(T* p0, const T* p1, …, const int64_t* syms) { … }`; a matmul with a
    * pack slot also takes `float* pk, int64_t pk_state` (see gemm.ts).
    */
-  renderKernel(k: Kernel, fn = k.name, slot?: PackSlotInfo): string {
+  renderKernel(k: Kernel, fn = k.name, slot?: PackSlotInfo, demand?: ColumnDemand): string {
     const params = k.params.map((p, i) => `${p.out ? '' : 'const '}${this.storage[p.dtype]}* ${this.restrict} p${i}`);
     const extra = slot ? [`float* ${this.restrict} pk`, 'int64_t pk_state'] : [];
     const syms = this.symbols.map((s, j) => `  const int64_t ${this.symName(s)} = syms[${j}]; (void)${this.symName(s)};`);
     const x = new KernelExprs(this, k);
-    const body = k.kind === 'matmul' ? matmulBody(x, this.simd(), slot) : k.kind === 'reduce' ? rowBody(x, this) : elementwiseBody(x, this);
+    const body = k.kind === 'matmul' ? matmulBody(x, this.simd(), slot, demand) : k.kind === 'reduce' ? rowBody(x, this) : elementwiseBody(x, this);
     return [
       `/* ${k.name}: ${k.kind} over ${shapeText(k.domain)}${k.kind === 'reduce' ? `, reducing dims ${k.reduced.flatMap((r, d) => (r ? [d] : [])).join(',')}` : ''} */`,
       `${this.kernelPrefix} ${fn}(${[...params, `const int64_t* ${this.restrict} syms`, ...extra].join(', ')}) {`,
@@ -188,6 +188,31 @@ function packSlots(program: Program): Map<Kernel, PackSlotInfo & { readonly inde
 }
 
 /**
+ * The columns of each matmul's output that the program reads, where that is less than all:
+ * the output is a temp read by one row kernel only, which loads it through its plain view
+ * in the first segment of its rows and nowhere else (loops.ts, columnDemand), and both
+ * kernels see it with the same rows and columns. The scores of a causal attention, read
+ * below the diagonal only by their softmax.
+ */
+function columnDemands(program: Program, r: CppRenderer): Map<Kernel, ColumnDemand> {
+  const out = new Map<Kernel, ColumnDemand>();
+  for (const mk of program.kernels) {
+    if (mk.kind !== 'matmul' || mk.params.filter((p) => p.out).length !== 1 || mk.stores.length !== 1 || !isContiguous(mk.stores[0].view)) continue;
+    const buf = mk.params[mk.stores[0].param].buf;
+    if (program.plan.buffers[buf]?.role !== 'temp') continue;
+    const readers = program.kernels.filter((k) => k !== mk && k.params.some((p) => p.buf === buf));
+    if (readers.length !== 1) continue;
+    const [rk] = readers;
+    const [m, n] = [mk.domain.length, rk.domain.length];
+    const same = n >= 2 && dimEq(rk.domain[n - 1], mk.domain[m - 1]) && dimEq(rk.domain[n - 2], mk.domain[m - 2]) && dimEq(dimProd(rk.domain.slice(0, -2)), dimProd(mk.domain.slice(0, -2)));
+    const param = rk.params.findIndex((p) => p.buf === buf);
+    const demand = same && !rk.params[param].out ? columnDemand(new KernelExprs(r, rk), param) : undefined;
+    if (demand) out.set(mk, demand);
+  }
+  return out;
+}
+
+/**
  * Several programs in one translation unit (one compile for many: tests and batch builds).
  * Each program gets `<entry>(void** bufs, const int64_t* syms)` and per kernel
  * `<prefix>k_<name>(void** bufs, const int64_t* syms)` with bufs = that step's buffers (and
@@ -213,7 +238,8 @@ export function renderCppUnit(units: readonly CppUnitEntry[]): string {
       const slot = slots.has(k) ? (pk ?? ['nullptr', '0']) : [];
       return [...k.params.map((p, i) => `(${p.out ? '' : 'const '}${r.storage[p.dtype]}*)${buf(i)}`), 'syms', ...slot].join(', ');
     };
-    for (const k of program.kernels) parts.push(r.renderKernel(k, prefix + k.name, slots.get(k)));
+    const demands = columnDemands(program, r);
+    for (const k of program.kernels) parts.push(r.renderKernel(k, prefix + k.name, slots.get(k), demands.get(k)));
     const entries = program.kernels.flatMap((k) => {
       const slot = slots.get(k);
       const step = (name: string, pk?: readonly [string, string]): string =>

@@ -13,7 +13,7 @@
  * simple exact loop (wrapping products, like the interpreter's Math.imul).
  */
 import { dimProd, isStatic, type Dim } from '../ir';
-import type { Kernel, View } from '../passes';
+import type { IExpr, Kernel, View } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 import type { KernelExprs } from './loops';
 
@@ -23,6 +23,10 @@ export const GEMM_PRELUDE = String.raw`#include <immintrin.h>
 #define KILN_NR 16
 #define KILN_KC 256
 static inline int64_t kiln_min(int64_t a, int64_t b) { return a < b ? a : b; }
+/* jend(batch, row) for a matmul whose every column is read (see kiln_gemm's jend). */
+struct kiln_all_cols {
+  int64_t operator()(int64_t, int64_t) const { return INT64_MAX; }
+};
 
 /* n contiguous elements of storage kind KIND (0 float32, 1 float16, 2 bfloat16) as floats. */
 static inline void kiln_row_f32(int kind, const void* src, float* __restrict__ dst, int64_t n) {
@@ -171,11 +175,14 @@ static inline void kiln_pack_a_panel(float* __restrict__ dst, int64_t pc, int64_
  * 2 bfloat16) for the contiguous fast paths; la / lb read any element otherwise.
  * bpk: B pre-packed (nbb batches: 1 when B is the same for every batch, else nb), or null;
  * bpk_state 1 packs B into bpk first (the first call with this B), 2 uses bpk as it is.
+ * jend(batch, row): columns from there on are never read (affine in row; a causal softmax
+ * reads its scores below the diagonal only): tiles wholly past it are not computed and the
+ * epilogue stops there, so C holds nothing there.
  */
-template <typename LA, typename OA, typename LB, typename OB, typename EPI>
+template <typename LA, typename OA, typename LB, typename OB, typename EPI, typename JE = kiln_all_cols>
 static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_t a_rs, int64_t a_cs, OA offa, const void* a_raw, int a_kind,
                       LB lb, int64_t b_rs, int64_t b_cs, OB offb, const void* b_raw, int b_kind, EPI epi,
-                      float* bpk = nullptr, int64_t bpk_state = 0, int64_t nbb = 1) {
+                      float* bpk = nullptr, int64_t bpk_state = 0, int64_t nbb = 1, JE jend = JE()) {
   if (nb <= 0 || M <= 0 || N <= 0) return;
   if (bpk_state != 1 && bpk_state != 2) bpk = nullptr;
   else bpk = (float*)(((uintptr_t)bpk + 63) & ~(uintptr_t)63); /* the slot has 64 spare bytes */
@@ -243,6 +250,8 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
         for (int64_t ip = ip0; ip < ip1; ip++) {
           for (int64_t l = (ip - ip0) * step, le = kiln_min(lines, l + step); l < le; l++) _mm_prefetch(next + l * 64, _MM_HINT_T0);
           const int64_t mr = kiln_min(KILN_MR, M - ip * KILN_MR);
+          const int64_t jn0 = jend(bi, ip * KILN_MR), jn1 = jend(bi, ip * KILN_MR + mr - 1);
+          if (jp * KILN_NR >= (jn0 > jn1 ? jn0 : jn1)) continue; /* no row of this tile reads it */
           float* c = cc + (ip - ip0) * KILN_MR * ldc + (jp - jp0) * KILN_NR;
           const float* apan = ab + pc * MP + ip * KILN_MR * kc;
           if (mr == KILN_MR) kiln_micro<KILN_MR>(kc, apan, bpan, c, ldc, kb == 0);
@@ -253,7 +262,10 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
     /* The epilogue, a whole row of the unit at a time (up to 256 columns, from L2): per 16-
        column tile row, a GELU's constants and loop set-up cost as much as its math. */
     const int64_t j0 = jp0 * KILN_NR, nj = kiln_min(N, jp1 * KILN_NR) - j0;
-    for (int64_t i = ip0 * KILN_MR, i1 = kiln_min(M, ip1 * KILN_MR); i < i1; i++) epi(bi, i, j0, nj, (const float*)(cc + (i - ip0 * KILN_MR) * ldc));
+    for (int64_t i = ip0 * KILN_MR, i1 = kiln_min(M, ip1 * KILN_MR); i < i1; i++) {
+      const int64_t nji = kiln_min(nj, jend(bi, i) - j0);
+      if (nji > 0) epi(bi, i, j0, nji, (const float*)(cc + (i - ip0 * KILN_MR) * ldc));
+    }
   });
 }
 
@@ -315,12 +327,18 @@ export function packSlotOf(k: Kernel, stable: (buf: number) => boolean): PackSlo
   return bytes > 0 ? { batches, bytes: bytes + 64 } : undefined;
 }
 
+/** Columns of a matmul's output that are read: below `end`, an expression of the row index named `row`. */
+export interface ColumnDemand {
+  readonly row: string;
+  readonly end: IExpr;
+}
+
 /**
  * The body of a matmul kernel: operand views, the epilogue lambda, the driver call. With a
  * pack slot the kernel has two more parameters, `float* pk` (the packed copy of B) and
  * `int64_t pk_state` (0: no packed copy, 1: pack into pk, 2: pk holds B packed).
  */
-export function matmulBody(x: KernelExprs, simd: string, slot?: PackSlotInfo): string[] {
+export function matmulBody(x: KernelExprs, simd: string, slot?: PackSlotInfo, demand?: ColumnDemand): string[] {
   const { k, r } = x;
   const mm = k.matmul!;
   const rank = k.domain.length;
@@ -334,6 +352,8 @@ export function matmulBody(x: KernelExprs, simd: string, slot?: PackSlotInfo): s
   const deps = (i: number): boolean => k.deps[i][rank - 1];
   const values = x.closure(k.stores.map((s) => s.value));
   const row = values.filter((i) => !deps(i)).flatMap((i) => x.statement(i));
+  const jend = int ? undefined : demand; // the exact int32 loop computes every column
+  const tail = slot || jend ? `, ${slot ? 'pk, pk_state' : 'nullptr, 0'}, ${slot ? slot.batches : 1}${jend ? ', jend' : ''}` : '';
   const col = values.filter(deps).flatMap((i) => x.statement(i));
   return [
     `const int64_t NB = ${r.dim(dimProd(batch))}, M = ${r.dim(k.domain[rank - 2])}, N = ${r.dim(k.domain[rank - 1])}, K = ${r.dim(mm.k)};`,
@@ -353,6 +373,7 @@ export function matmulBody(x: KernelExprs, simd: string, slot?: PackSlotInfo): s
     ...k.stores.map((s) => `    ${x.storeLine(s)}`),
     '  }',
     '};',
-    `${int ? 'kiln_gemm_i32' : 'kiln_gemm'}(NB, M, N, K, la, ${r.dim(a.strides[rank - 2])}, ${r.dim(a.strides[rank - 1])}, offa, ${raw(pa.dtype, mm.a.param)}, lb, ${r.dim(b.strides[rank - 2])}, ${r.dim(b.strides[rank - 1])}, offb, ${raw(pb.dtype, mm.b.param)}, epi${slot ? `, pk, pk_state, ${slot.batches}` : ''});`,
+    ...(jend ? [`auto jend = [&](int64_t b, int64_t i) -> int64_t { (void)b; const int64_t ${jend.row} = i; return ${r.index(jend.end)}; };`] : []),
+    `${int ? 'kiln_gemm_i32' : 'kiln_gemm'}(NB, M, N, K, la, ${r.dim(a.strides[rank - 2])}, ${r.dim(a.strides[rank - 1])}, offa, ${raw(pa.dtype, mm.a.param)}, lb, ${r.dim(b.strides[rank - 2])}, ${r.dim(b.strides[rank - 1])}, offb, ${raw(pb.dtype, mm.b.param)}, epi${tail});`,
   ];
 }

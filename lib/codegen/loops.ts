@@ -7,8 +7,8 @@
  * each nest is marked SIMD; the outermost is split across threads (the dialect's
  * parallelLoops) when the kernel is large enough.
  */
-import { dimProd, isStatic, type Dim, type DType } from '../ir';
-import { dependsOn, iadd, idim, indexOf, irange, ivar, linearIn, simplifyValid, type Bound, type IExpr, type Kernel, type KNode } from '../passes';
+import { dimMul, dimProd, isStatic, type Dim, type DType } from '../ir';
+import { dependsOn, iadd, idim, iexprVars, indexOf, irange, isContiguous, ivar, linearIn, simplifyValid, type Bound, type IExpr, type Kernel, type KNode } from '../passes';
 import type { CStyleRenderer } from './cstyle';
 
 /** A loop: its variable and extent. */
@@ -288,6 +288,8 @@ function reduction(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reductio
 
 /** A row's reduced loop cut into segments, each with a mask bound's truth known (splitRow). */
 interface RowSplit {
+  /** Where the bound starts to hold (absent: at 0 in every row); the first segment is [0, from). */
+  readonly from?: IExpr;
   /** Per row: the segment boundaries. */
   readonly decls: string[];
   readonly segs: readonly { readonly lo: string; readonly hi: string; readonly x: KernelExprs }[];
@@ -317,11 +319,12 @@ function splitRow(x: KernelExprs, d: number): RowSplit | undefined {
       const [from, to] = [iadd(idim(b.lo), lin.rest(-1)), iadd(idim(b.hi), lin.rest(-1))];
       const n = k.domain[d];
       // A segment provably empty in every row is left out (a causal mask's third, past the row).
-      const [fr, tr] = [irange(from, x.ranges()), irange(to, x.ranges())];
+      const [fr, tr] = [irange(from, x.ranges()), irange(iadd(to, idim(dimMul(n, -1))), x.ranges())];
       const head = fr !== undefined && fr.max <= 0;
-      const tail = tr !== undefined && isStatic(n) && tr.min >= n;
+      const tail = tr !== undefined && tr.min >= 0;
       const [sa, sb] = [head ? '0' : `${v}_from`, tail ? r.dim(n) : `${v}_to`];
       return {
+        from: head ? undefined : from,
         decls: [
           ...(head ? [] : [`const int64_t ${sa} = kiln_min64(${r.dim(n)}, kiln_max64(0, ${r.index(from)}));`]),
           ...(tail ? [] : [`const int64_t ${sb} = kiln_min64(${r.dim(n)}, kiln_max64(${sa}, ${r.index(to)}));`]),
@@ -331,6 +334,26 @@ function splitRow(x: KernelExprs, d: number): RowSplit | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Which columns of buffer parameter `param` a row kernel reads: when its rows are split
+ * (splitRow) on the last dim and only the first segment, `[0, from)`, loads the parameter —
+ * through its plain contiguous view — the columns below `from`, an expression of the row
+ * index `i<rank-2>` alone (a causal softmax reads its scores at j < i + 1 only). The matmul
+ * that writes those scores may then skip the others (gemm.ts, `jend`).
+ */
+export function columnDemand(x: KernelExprs, param: number): { row: string; end: IExpr } | undefined {
+  const { k } = x;
+  const rank = k.domain.length;
+  if (k.kind !== 'reduce' || rank < 2 || !k.reduced[rank - 1] || k.reduced.slice(0, -1).some(Boolean)) return undefined;
+  const reads = k.nodes.flatMap((n, i) => ((n.k === 'load' || n.k === 'gather') && n.param === param ? [i] : []));
+  if (!reads.every((i) => k.nodes[i].k === 'load' && isContiguous((k.nodes[i] as Extract<KNode, { k: 'load' }>).view))) return undefined;
+  const split = splitRow(x, rank - 1);
+  if (!split?.from || ![...iexprVars(split.from)].every((v) => v === domVar(rank - 2))) return undefined;
+  const roots = [...k.stages.map((s) => s.src), ...k.stores.map((s) => s.value)];
+  const later = split.segs.slice(1).some((seg) => seg.x.closure(roots).some((i) => reads.includes(i)));
+  return later ? undefined : { row: domVar(rank - 2), end: split.from };
 }
 
 /** Body of a row kernel: outer loops, reduction stages, then the output loop. */

@@ -175,7 +175,8 @@ export function linearIn(e: IExpr, v: string): { coef: Dim; rest: (sign: 1 | -1)
 
 /**
  * The least and greatest value of `e` over loop variables in [0, extent), when `e` is affine
- * with static coefficients and extents (undefined otherwise).
+ * with a static constant and static coefficients: each bound is NaN where it depends on a
+ * symbolic extent (a variable with a positive coefficient still adds at least 0).
  */
 export function irange(e: IExpr, ranges: ReadonlyMap<string, Dim>): { min: number; max: number } | undefined {
   const a = affine(e);
@@ -183,9 +184,10 @@ export function irange(e: IExpr, ranges: ReadonlyMap<string, Dim>): { min: numbe
   let [min, max] = [a.c, a.c];
   for (const [v, k] of a.terms) {
     const n = ranges.get(v);
-    if (!isStatic(k) || n === undefined || !isStatic(n) || n < 1) return undefined;
-    min += Math.min(0, k * (n - 1));
-    max += Math.max(0, k * (n - 1));
+    if (!isStatic(k) || n === undefined) return undefined;
+    const span = isStatic(n) ? k * (n - 1) : NaN; // NaN: unknown, but of k's sign
+    min += k >= 0 ? 0 : span;
+    max += k <= 0 ? 0 : span;
   }
   return { min, max };
 }
