@@ -35,3 +35,8 @@ test("the startup benchmark's app loads kiln and the models, none of the benchma
   expect(files.filter((f) => f.startsWith('bench/')).sort()).toEqual(['bench/models.js', 'bench/startup-child.js']);
   expect(files.filter((f) => f.startsWith('cli/'))).toEqual([]);
 });
+
+test('importing kiln loads no child_process (only compiling or finding NVRTC spawns)', () => {
+  const { builtins } = loadedBy([join(dist, 'index.js')]);
+  expect(builtins).not.toContain('child_process');
+});

@@ -20,8 +20,7 @@
  * The tracer is the API layer's business (the engine never imports lib/tensor): callers
  * pass `trace`, which runs only on step 4.
  */
-import { readFileSync } from 'fs';
-import { mkdtemp, rm } from 'fs/promises';
+import { promises as fsp, readFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { realpathSync } from 'fs';
@@ -399,10 +398,10 @@ interface Built {
 }
 
 async function compileCpu(ctx: Context, graph: Graph): Promise<Built> {
-  const workDir = await mkdtemp(join(tmpdir(), 'kiln-build-'));
+  const workDir = await fsp.mkdtemp(join(tmpdir(), 'kiln-build-'));
   // On a compile error the work dir stays: the error names kernels.cpp in it.
   const program = await compileOrExplain(ctx, graph, workDir);
-  const cleanup = (): Promise<void> => rm(workDir, { recursive: true, force: true });
+  const cleanup = (): Promise<void> => fsp.rm(workDir, { recursive: true, force: true });
   try {
     const files = programFiles(program, readFileSync(join(workDir, 'kernels.so')));
     return { program, files, toolchain: toolchainIdentity(ctx.codegen, program), kernels: program.kernels, times: program.times, cleanup };

@@ -314,7 +314,7 @@ export function encodeStorage(dtype: DType, values: ArrayLike<number>): Storage 
       break;
     case 'float32':
     case 'int32':
-      for (let i = 0; i < n; i++) out[i] = values[i]; // typed-array store rounds (f32) or wraps (i32)
+      out.set(values); // converts as an indexed store does: rounds (f32) or wraps (i32); a plain copy from a Float32Array
       break;
     default:
       return dtype satisfies never;

@@ -3,7 +3,6 @@
  * Probing runs the compiler (`--version`), so it is done once per process and only on
  * the cold path or by `kiln doctor` — never on a warm start.
  */
-import { execFileSync } from 'child_process';
 import { accessSync, constants, readFileSync } from 'fs';
 import { cpus } from 'os';
 import { delimiter, isAbsolute, join } from 'path';
@@ -55,6 +54,8 @@ function probeCxx(env: NodeJS.ProcessEnv): Found<CxxInfo> {
     const path = whichSync(name, env);
     if (!path) continue;
     try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: only probing a compiler runs one
+      const { execFileSync } = require('child_process') as typeof import('child_process');
       const run = (arg: string) => execFileSync(path, [arg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10000 });
       const version = run('--version').split('\n')[0].trim();
       const machine = run('-dumpmachine').trim();
