@@ -31,5 +31,9 @@ export {
 export { compile, counters, type CompileOptions, type CompileStats, type CompiledFunction } from './api/compile';
 export { build, type BuildOptions, type BuildResult, type ExampleInput } from './api/build';
 
+// GPU memory: the caching allocator's counters (all zero without a GPU) and giving its cached blocks back.
+export { deviceMemoryStats, trimDeviceMemory, type DeviceMemoryStats } from './runtime/cuda-driver';
+export type { PoolStats } from './runtime/native';
+
 // Weights files.
 export { loadSafetensors, saveSafetensors, decodeSafetensors, encodeSafetensors, type Safetensors } from './api/weights';

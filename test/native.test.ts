@@ -44,7 +44,7 @@ describe('addon', () => {
     expect(() => new CudaModule(Buffer.from('.version 8.0'))).toThrow(expect.objectContaining(unavailable));
     await expect(synchronize()).rejects.toBeInstanceOf(CudaError);
     await expect(synchronize()).rejects.toMatchObject(unavailable);
-    expect(() => trimDeviceMemory()).toThrow(expect.objectContaining(unavailable));
+    expect(trimDeviceMemory()).toBe(0); // nothing cached, so no driver call
     const stats = deviceMemoryStats();
     expect(stats).toMatchObject({ liveBytes: 0, liveAllocations: 0, cachedBytes: 0, reservedBytes: 0, jsLiveBuffers: 0 });
     for (const v of Object.values(stats)) expect(v).toBe(0);

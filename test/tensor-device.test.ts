@@ -246,3 +246,11 @@ describe("'cuda' tensors on a GPU", () => {
     expect(d.disposed).toBe(true);
   });
 });
+
+test('kiln exports the GPU memory counters; without a GPU they are all zero and trimming gives back nothing', () => {
+  const stats = kiln.deviceMemoryStats();
+  expect(typeof stats.reservedBytes).toBe('number');
+  if (addonInfo().driver.available) return;
+  for (const v of Object.values(stats)) expect(v).toBe(0);
+  expect(kiln.trimDeviceMemory()).toBe(0);
+});

@@ -53,8 +53,9 @@ export function deviceMemoryStats(device = 0): DeviceMemoryStats {
   return { ...stats, jsLiveBuffers: liveBuffers, gcFreedBuffers: leaks.buffers, gcFreedBytes: leaks.bytes };
 }
 
-/** Gives the allocator's cached blocks on `device` back to the driver; returns the bytes. */
+/** Gives the allocator's cached blocks on `device` back to the driver; returns the bytes (0 on a machine without a GPU). */
 export function trimDeviceMemory(device = 0): number {
+  if (deviceMemoryStats(device).cachedBytes === 0) return 0; // nothing cached: no driver call (none there without a GPU)
   return guard(() => addon().memTrim(device));
 }
 
