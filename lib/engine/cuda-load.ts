@@ -10,7 +10,7 @@ import type { GpuConfig } from '../passes/gpu';
 import { CudaProgram, type DeviceTensor, type ProgramInput } from '../runtime/cuda';
 import type { CudaTarget, PtxasFunctionInfo } from '../runtime/cuda-arch';
 import { readCubinArch } from '../runtime/cuda-driver';
-import { addonInfo } from '../runtime/native';
+import { addon } from '../runtime/native';
 import { CudaError, KilnError } from '../util/errors';
 import type { CompiledProgram, RawTensor } from './program';
 
@@ -74,8 +74,8 @@ export async function loadCudaProgram(parts: CudaLoadParts): Promise<CudaCompile
   const target = parts.target ?? (isElf(parts.image) ? cudaTarget(`sm_${readCubinArch(parts.image).sm}`) : cudaTarget('compute_75'));
   if (isElf(parts.image)) {
     const { sm } = readCubinArch(parts.image);
-    const info = addonInfo();
-    const dev = info.driver.available ? info.driver.devices[device] : undefined;
+    const driver = addon().info().driver; // the driver alone: loading needs no NVRTC, so none is searched for
+    const dev = driver.available ? driver.devices[device] : undefined;
     const cc = dev ? dev.computeCapability[0] * 10 + dev.computeCapability[1] : undefined;
     if (cc !== undefined && cc !== sm) {
       throw new CudaError('KILN_CUDA_ARCH_MISMATCH', `the CUDA program was built for sm_${sm}, but ${dev!.name} is sm_${cc}: rebuild it for sm_${cc}`);
