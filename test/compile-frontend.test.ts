@@ -7,17 +7,10 @@ import * as kiln from '../lib';
 import { compile, counters } from '../lib/api/compile';
 import { toposort } from '../lib/ir';
 import { trace } from '../lib/tensor/trace';
+import { values } from './helpers/eager-check';
 
 type T = kiln.Tensor;
 
-/** Deterministic values in [-scale, scale) (a small LCG). */
-function values(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
 const bits = (n: number, seed: number) => Uint8Array.from(values(n, seed), (v) => (v > 0 ? 1 : 0));
 
 describe('bool arithmetic, compiled', () => {

@@ -6,34 +6,9 @@
  */
 import * as kiln from '../lib';
 import { compile, counters } from '../lib/api/compile';
+import { relErr, seededTensors, values } from './helpers/eager-check';
 
-// ─── helpers ─────────────────────────────────────────────────────────────────────────────
-
-/** Deterministic values in [-scale, scale) (a small LCG). */
-function values(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
-
-let seed = 1;
-const rand = (shape: number[], scale = 1) => kiln.tensor(values(shape.reduce((a, b) => a * b, 1), seed++, scale), shape);
-
-/** max |got - want| / max |want|: the error relative to the output's magnitude. */
-async function relErr(got: kiln.Tensor, want: kiln.Tensor): Promise<number> {
-  expect(got.shape).toEqual(want.shape);
-  expect(got.dtype).toBe(want.dtype);
-  const [a, b] = [await got.toArray(), await want.toArray()];
-  let err = 0;
-  let mag = 0;
-  for (let i = 0; i < b.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    mag = Math.max(mag, Math.abs(b[i]));
-  }
-  return err / Math.max(mag, 1e-30);
-}
+const rand = seededTensors(1);
 
 // ─── an MLP: weights and biases as inputs, the last layer's weight captured as a constant ──
 

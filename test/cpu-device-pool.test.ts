@@ -6,30 +6,7 @@
  */
 import * as kiln from '../lib';
 import { compile } from '../lib/api/compile';
-
-function values(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
-
-async function relErr(got: kiln.Tensor, want: kiln.Tensor): Promise<number> {
-  expect(got.shape).toEqual(want.shape);
-  const [a, b] = [await got.toArray(), await want.toArray()];
-  let err = 0;
-  let mag = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (Number.isNaN(b[i])) {
-      if (!Number.isNaN(a[i])) return Infinity;
-      continue;
-    }
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    mag = Math.max(mag, Math.abs(b[i]));
-  }
-  return err / Math.max(mag, 1e-30);
-}
+import { relErr, values } from './helpers/eager-check';
 
 function model(x: kiln.Tensor, y: kiln.Tensor, ids: kiln.Tensor) {
   return {

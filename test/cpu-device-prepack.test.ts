@@ -7,29 +7,9 @@
  */
 import * as kiln from '../lib';
 import { compile } from '../lib/api/compile';
+import { relErr, seededTensors } from './helpers/eager-check';
 
-function values(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
-let seed = 7;
-const rand = (shape: number[], scale = 1, dtype: kiln.DType = 'float32') =>
-  kiln.tensor(values(shape.reduce((a, b) => a * b, 1), seed++, scale), shape, dtype);
-
-async function relErr(got: kiln.Tensor, want: kiln.Tensor): Promise<number> {
-  expect(got.shape).toEqual(want.shape);
-  const [a, b] = [await got.toArray(), await want.toArray()];
-  let err = 0;
-  let mag = 0;
-  for (let i = 0; i < b.length; i++) {
-    err = Math.max(err, Math.abs(a[i] - b[i]));
-    mag = Math.max(mag, Math.abs(b[i]));
-  }
-  return err / Math.max(mag, 1e-30);
-}
+const rand = seededTensors(7);
 
 // K = 300 spans two K blocks of the packed layout; N = 37 leaves a partial 16-column panel.
 const [M, K, N] = [13, 300, 37];
