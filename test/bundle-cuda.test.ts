@@ -9,7 +9,7 @@
  * child process; the CUDA warm path loads no cold-path module. The NVRTC tests are skipped
  * without NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs: scripts/gpu-check/90-bundle.cjs).
  */
-import { spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
@@ -23,6 +23,7 @@ import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
 import { sha256Hex } from '../lib/util/hash';
+import { envWithoutKiln, runNode } from './helpers/node-child';
 
 const REPO = resolve(__dirname, '..');
 const REGISTER = join(REPO, 'test', 'fixtures', 'cache', 'register.cjs');
@@ -264,20 +265,9 @@ describeNvrtc('CUDA bundles built without a GPU', () => {
 
   it('kiln build --target sm_80,sm_90 in a child process builds both (the same bundles as kiln.build), then finds them', async () => {
     const out = join(tmp, 'cli-out');
-    const run = (dir = out, extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-      new Promise((done, fail) => {
-        const script = `require(${JSON.stringify(join(REPO, 'lib', 'cli', 'build.ts'))}).buildCommand(process.argv.slice(1)).then((c) => { process.exitCode = c; })`;
-        const env: NodeJS.ProcessEnv = {};
-        for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KILN_')) env[k] = v;
-        const args = ['-r', REGISTER, '-e', script, join(proj, 'mlp.js'), '--target', 'sm_80,sm_90', '--out', dir, '--json'];
-        const child = spawn(process.execPath, args, { env: { ...env, ...extraEnv }, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d) => (stdout += d));
-        child.stderr.on('data', (d) => (stderr += d));
-        child.on('error', fail);
-        child.on('close', (code) => done({ code, stdout, stderr }));
-      });
+    const script = `require(${JSON.stringify(join(REPO, 'lib', 'cli', 'build.ts'))}).buildCommand(process.argv.slice(1)).then((c) => { process.exitCode = c; })`;
+    const run = (dir = out, extraEnv: NodeJS.ProcessEnv = {}) =>
+      runNode(['-e', script, join(proj, 'mlp.js'), '--target', 'sm_80,sm_90', '--out', dir, '--json'], { env: envWithoutKiln(extraEnv), cwd: tmp });
     const first = await run();
     expect(first.code).toBe(0);
     expect(first.stderr).toMatch(/\[1\/2\] fixture-mlp → sm_80: built in [\d.]+ s → /);

@@ -7,7 +7,6 @@
  * bundles ship read-only to another copy of the app; broken bundles are rebuilt (auto) or
  * refused (force-load).
  */
-import { spawn } from 'child_process';
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
@@ -15,9 +14,9 @@ import * as kiln from '../lib';
 import { listBundles, openCache, parseManifest, type Manifest } from '../lib/cache';
 import { buildCommand, buildUsage, findSpecs } from '../lib/cli/build';
 import { addonInfo } from '../lib/runtime/native';
+import { envWithoutKiln, runNode } from './helpers/node-child';
 
 const REPO = resolve(__dirname, '..');
-const REGISTER = join(REPO, 'test', 'fixtures', 'cache', 'register.cjs');
 const FIXTURE = join(REPO, 'test', 'fixtures', 'models');
 const KILN = join(REPO, 'lib');
 
@@ -45,23 +44,10 @@ function project(name: string): string {
 }
 
 /** The environment of a child: none of the runner's KILN_* settings, one kernel thread. */
-function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KILN_')) env[k] = v;
-  return { ...env, KILN_CPU_THREADS: '1', ...extra };
-}
+const childEnv = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => envWithoutKiln({ KILN_CPU_THREADS: '1', ...extra });
 
-function spawnNode(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, ['-r', REGISTER, ...args], { env: opts.env ?? childEnv(), cwd: opts.cwd ?? tmp, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', fail);
-    child.on('close', (code) => done({ code, stdout, stderr }));
-  });
-}
+/** A fresh node process, by default in `tmp` with `childEnv()`. */
+const spawnNode = (args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) => runNode(args, { env: opts.env ?? childEnv(), cwd: opts.cwd ?? tmp });
 
 /** Runs the app of `proj` in a fresh process. */
 async function app(proj: string, args: object, opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<AppResult> {
