@@ -11,6 +11,7 @@ import { gpt } from './gpt';
 import { formatTable, runCpuBench, type KilnMode } from './cpu';
 import { formatProfile, profileDir, profileModel } from './profile';
 import { writeReport } from './report';
+import { parseCommandLine, UsageError } from './command-line';
 
 export const BENCH_USAGE = `kiln bench [options]
 
@@ -52,8 +53,6 @@ interface Args {
   out: string;
   report: boolean;
 }
-
-class UsageError extends Error {}
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
   const envThreads = env.KILN_CPU_THREADS ? Number(env.KILN_CPU_THREADS) : undefined;
@@ -136,18 +135,8 @@ function packageVersion(spec: string): string {
 
 /** Runs the benchmark; resolves to the exit code. */
 export async function bench(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(BENCH_USAGE);
-    return 0;
-  }
-  let args: Args;
-  try {
-    args = parseArgs(argv, env);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`kiln bench: ${e.message}\n\n${BENCH_USAGE}`);
-    return 2;
-  }
+  const args = parseCommandLine(argv, 'kiln bench', BENCH_USAGE, (a) => parseArgs(a, env));
+  if (typeof args === 'number') return args; // --help, or a usage error
   // kiln's CPU kernels read their thread count from KILN_CPU_THREADS; pin it to the number
   // onnxruntime is given, so the two always run with the same threads.
   env.KILN_CPU_THREADS = String(args.threads);

@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { fmtMs, latencyChart, sizeLabel, startupChart, type ChartMachine } from './charts';
 import type { ModelResult } from './cpu';
 import type { NodeStart, StartupResult } from './startup';
+import { parseCommandLine, UsageError } from './command-line';
 
 /** bench-results/cpu.json, as `kiln bench` writes it. */
 export interface CpuReport {
@@ -260,20 +261,20 @@ is kept.
 
 /** `kiln bench report`: resolves to the exit code. */
 export function reportCommand(argv: string[]): number {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(REPORT_USAGE);
-    return 0;
-  }
+  const opts = parseCommandLine(argv, 'kiln bench report', REPORT_USAGE, parseReportArgs);
+  if (typeof opts === 'number') return opts; // --help, or a usage error
+  for (const p of writeReport(opts)) console.log(`wrote ${p}`);
+  return 0;
+}
+
+function parseReportArgs(argv: string[]): WriteReportOptions {
   const opts: WriteReportOptions = {};
   const flags: Record<string, keyof WriteReportOptions> = { '--doc': 'doc', '--cpu-json': 'cpuJson', '--startup-json': 'startupJson' };
   for (let i = 0; i < argv.length; i++) {
     const key = flags[argv[i]];
-    if (!key || argv[i + 1] === undefined) {
-      console.error(`kiln bench report: ${key ? `${argv[i]} needs a path` : `unknown option '${argv[i]}'`}\n\n${REPORT_USAGE}`);
-      return 2;
-    }
+    if (!key) throw new UsageError(`unknown option '${argv[i]}'`);
+    if (argv[i + 1] === undefined) throw new UsageError(`${argv[i]} needs a path`);
     opts[key] = argv[++i];
   }
-  for (const p of writeReport(opts)) console.log(`wrote ${p}`);
-  return 0;
+  return opts;
 }

@@ -35,6 +35,7 @@ import * as path from 'node:path';
 import { cpuInfo } from '../runtime/toolchain';
 import { kilnVersion } from '../util/version';
 import { writeReport } from './report';
+import { parseCommandLine, UsageError } from './command-line';
 import { summarize, type Timing } from './stats';
 import type { ChildArgs, DoneLine, FirstLine } from './startup-child';
 import type { Weight } from './models';
@@ -68,8 +69,6 @@ interface Args {
   keepCaCerts: boolean;
   report: boolean;
 }
-
-class UsageError extends Error {}
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
   const a: Args = { models: ['mlp', 'block'], reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: path.join('bench-results', 'startup.json'), keep: false, keepCaCerts: false, report: false };
@@ -275,18 +274,8 @@ function formatTable(results: StartupResult[]): string {
 
 /** Runs the startup benchmark; resolves to the exit code (1 when a warm start did not load a bundle). */
 export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(STARTUP_USAGE);
-    return 0;
-  }
-  let args: Args;
-  try {
-    args = parseArgs(argv, env);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`kiln bench startup: ${e.message}\n\n${STARTUP_USAGE}`);
-    return 2;
-  }
+  const args = parseCommandLine(argv, 'kiln bench startup', STARTUP_USAGE, (a) => parseArgs(a, env));
+  if (typeof args === 'number') return args; // --help, or a usage error
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- the parent only: generating weights
   const models = require('./models') as typeof import('./models');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-startup-'));
