@@ -6,19 +6,14 @@ import * as kiln from '../lib';
 import { deserializeGraph, graphKey, parseGraph, serializeGraph, toposort, type Graph, type SerializedGraph } from '../lib/ir';
 import { trace, type InputSpec } from '../lib/tensor/trace';
 import { FormatError, KilnError } from '../lib/util/errors';
+import { Rng } from './helpers/ref';
 
 type T = kiln.Tensor;
 
-/** mulberry32: a small seeded PRNG, so every failure reproduces. */
+/** Uniform draws in [0, 1) from a seeded PRNG, so every failure reproduces. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
 
 const W = [kiln.tensor([1, 0, 0, 1, 2, 1, 0, -1, 0.5, 0, 1, 0, 0, 0, 0, 1], [4, 4]), kiln.tensor([...Array(16).keys()], [4, 4], 'float16')];
