@@ -10,7 +10,7 @@
  * without NVRTC unless KILN_REQUIRE_NVRTC=1 (GPU runs: scripts/gpu-check/90-bundle.cjs).
  */
 import { spawnSync } from 'child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import * as kiln from '../lib';
@@ -18,7 +18,7 @@ import { counters } from '../lib/api/compile';
 import { bundleKey, listBundles, parseManifest, publishBundle, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
 import { cacheCommand } from '../lib/cli/cache';
 import { bundleBackend, cudaCodegen, getProgram, loadBundle, readProgramDocument } from '../lib/engine';
-import { imageFitsTarget } from '../lib/engine/bundle-target';
+import { CODE_DIRS, CODE_FILES, imageFitsTarget } from '../lib/engine/bundle-target';
 import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-bundle';
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
@@ -90,6 +90,12 @@ describe('bundleBackend: CUDA targets', () => {
     expect(local.device).toBe('cuda');
     expect(() => local.target()).toThrow(expect.objectContaining({ name: 'CudaError', code: 'KILN_NO_CUDA_DEVICE' }));
   });
+});
+
+test("a development build's code identity hashes the CUDA runtime and bundle loader too (kernel ABI, grids, temp placement)", () => {
+  expect(CODE_FILES).toEqual(expect.arrayContaining(['runtime/cuda', 'engine/cuda-load', 'engine/cuda-bundle', 'runtime/cuda-arch']));
+  for (const f of CODE_FILES) expect(existsSync(join(REPO, 'lib', `${f}.ts`))).toBe(true);
+  for (const d of CODE_DIRS) expect(existsSync(join(REPO, 'lib', d))).toBe(true);
 });
 
 test("the CUDA warm path's modules import no pass, renderer, tuner or NVRTC driver", () => {

@@ -207,8 +207,18 @@ export function keyInput(sig: ProgramSignature, target: string, codegen: string)
 
 // kiln's code that decides what is generated, how it is compiled and how bundles are
 // written: whole folders, and single files (path without extension) of the others.
-const CODE_DIRS = ['ir', 'passes', 'codegen'];
-const CODE_FILES = ['runtime/cpu', 'runtime/cuda-arch', 'engine/compile', 'engine/bundle', 'engine/cuda', 'engine/cuda-tune', 'engine/cuda-bundle'];
+export const CODE_DIRS: readonly string[] = ['ir', 'passes', 'codegen'];
+export const CODE_FILES: readonly string[] = [
+  'runtime/cpu',
+  'runtime/cuda',
+  'runtime/cuda-arch',
+  'engine/compile',
+  'engine/bundle',
+  'engine/cuda',
+  'engine/cuda-tune',
+  'engine/cuda-bundle',
+  'engine/cuda-load',
+];
 let buildMemo: string | null | undefined;
 
 /**
@@ -217,8 +227,10 @@ let buildMemo: string | null | undefined;
  * loaded after it. When kiln runs from its build output (dist/) there, the code-generation
  * identity (`cpuCodegen`, `cudaCodegen`: the key's toolchain field) also carries a hash of
  * the built code that generates and compiles programs (ir, passes, codegen — the CUDA
- * renderer too —, the CPU runtime and its flags, the CUDA target choice and ptxas report,
- * the engine's compile drivers, CUDA build and autotuner, and bundle writers): it changes exactly when
+ * renderer too —, the CPU runtime and its flags, the CUDA runtime's side of the kernel
+ * parameter contract, grid parsing and temp placement, the CUDA target choice and ptxas
+ * report, the engine's compile drivers, CUDA build, autotuner and bundle loader, and bundle
+ * writers): it changes exactly when
  * `npm run build:ts` changes that code. Not when running from lib/ sources (tests, through
  * swc): they use temporary caches, and a hash of sources that colleagues edit in the same
  * checkout would change between a test's cold and warm processes. A released package has
