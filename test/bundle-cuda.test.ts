@@ -92,6 +92,14 @@ describe('bundleBackend: CUDA targets', () => {
   });
 });
 
+test('imageFitsTarget: PTX of an older architecture fits an sm_XY bundle, arch-specific PTX (compute_XYa) never does', () => {
+  expect(imageFitsTarget('sm_100', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(true);
+  expect(imageFitsTarget('sm_100', { target: 'compute_90a', kind: 'ptx', arch: 90 })).toBe(false);
+  expect(imageFitsTarget('sm_90', { target: 'compute_90a', kind: 'ptx', arch: 90 })).toBe(false);
+  expect(imageFitsTarget('compute_90a', { target: 'compute_90a', kind: 'ptx', arch: 90 })).toBe(true);
+  expect(imageFitsTarget('sm_100', { target: 'compute_120', kind: 'ptx', arch: 120 })).toBe(false);
+});
+
 test("a development build's code identity hashes the CUDA runtime and bundle loader too (kernel ABI, grids, temp placement)", () => {
   expect(CODE_FILES).toEqual(expect.arrayContaining(['runtime/cuda', 'engine/cuda-load', 'engine/cuda-bundle', 'runtime/cuda-arch']));
   for (const f of CODE_FILES) expect(existsSync(join(REPO, 'lib', `${f}.ts`))).toBe(true);

@@ -131,11 +131,15 @@ function localCuda(): { target: string; host: Host } {
  * Whether an image built for `image` may sit in a bundle whose (keyed, guarded) target is
  * `target`: the same target, or — for a GPU newer than the NVRTC that compiled it — PTX of an
  * older architecture in an `sm_XY` bundle, which the driver JIT-compiles for exactly that GPU.
+ * Not arch-specific PTX (`compute_90a`): the driver JIT-compiles it for its own capability
+ * only, never for a newer GPU.
  */
 export function imageFitsTarget(target: string, image: CudaTarget): boolean {
   if (image.target === target) return true;
   const sm = /^sm_(\d+)$/.exec(target);
-  return sm !== null && image.kind === 'ptx' && image.arch <= Number(sm[1]);
+  if (sm === null || image.kind !== 'ptx' || image.arch > Number(sm[1])) return false;
+  const t = parseTarget(image.target);
+  return t?.kind === 'cuda' && t.output === 'ptx' && !t.archSpecific;
 }
 
 /**
