@@ -10,8 +10,10 @@
  * 3. Bundle: shipped roots, then the cache; every guard verified (checksums, source files,
  *    ISA or compute capability); graph.json and kernels.so (or kernels.cubin) loaded. No
  *    trace, no passes, no compiler. A verified bundle that fails to load is discarded and
- *    rebuilt once (force-load: error); a CUDA bundle on a machine without a GPU is
- *    KILN_NO_CUDA_DEVICE, never discarded.
+ *    rebuilt once (force-load: error) when the failure is the bundle's; a CUDA bundle on
+ *    a machine without a GPU (KILN_NO_CUDA_DEVICE), or one the driver fails to load for a
+ *    reason of the machine's (out of memory, a dead context), is never discarded: that
+ *    error goes to the caller.
  * 4. Compile, under the per-key lock so concurrent cold processes compile once: look up
  *    again, trace, lower, render, compile (C++ compiler or NVRTC), publish atomically, and
  *    run what was built. An offline CUDA build (`kiln build --target sm_90`) compiles with
@@ -29,7 +31,7 @@ import { warnOnce } from '../cache/io';
 import type { Graph } from '../ir/graph';
 import { addonInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
-import { CacheError, CompilerError, KilnError, NvrtcError } from '../util/errors';
+import { CacheError, CompilerError, CudaError, FormatError, KilnError, NvrtcError } from '../util/errors';
 import { cudaProgramFiles, loadBundle, programFiles, sourceGuards } from './bundle';
 import { bundleBackend, imageFitsTarget, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
 import type { CudaCompiledProgram } from './cuda-load';
@@ -224,15 +226,47 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<Outcome> {
   );
 }
 
-// Load failures that say something about this machine, not the bundle: they go to the
-// caller, and the bundle stays (rebuilding it would fail the same way).
-const MACHINE_ERRORS = new Set(['KILN_NO_CUDA_DEVICE', 'KILN_CUDA_UNAVAILABLE', 'KILN_CUDA_OOM']);
+// CUDA load failures that are the bundle's own: its image or plan is wrong for the driver.
+// Every other driver failure (out of memory, a context dead after a kernel fault, a driver
+// older than the PTX, a busy or exclusive GPU, no GPU at all) says something about this
+// machine or this moment: rebuilding would not help, and deleting the bundle would take it
+// from everyone sharing the cache.
+const CUDA_BUNDLE_CODES = new Set(['KILN_CUDA_ABI']);
+const CUDA_BUNDLE_RESULTS = new Set([
+  'CUDA_ERROR_INVALID_IMAGE',
+  'CUDA_ERROR_INVALID_PTX',
+  'CUDA_ERROR_NO_BINARY_FOR_GPU',
+  'CUDA_ERROR_NOT_FOUND',
+  // The names the addon gives them when the driver has no cuGetErrorName (native/driver.cc).
+  'CUDA_ERROR_200',
+  'CUDA_ERROR_218',
+  'CUDA_ERROR_209',
+  'CUDA_ERROR_500',
+]);
+
+/**
+ * Whether a verified bundle of `device` that failed to load with `e` is itself at fault, so
+ * that discarding and rebuilding it can help. CPU: any failure (dlopen refused kernels.so, a
+ * bad graph.json). CUDA: only a FormatError (graph.json, the image or a checksum is not what
+ * the manifest says), KILN_CUDA_ABI (a kernel does not take what the plan passes), or a
+ * driver result that names the image (CUDA_ERROR_INVALID_IMAGE, _INVALID_PTX,
+ * _NO_BINARY_FOR_GPU, _NOT_FOUND). KILN_CUDA_ARCH_MISMATCH is not: the bundle passed the
+ * target guard and its cubin is for its target, so the GPU is not the one the target was read
+ * from, and a rebuild for the same key would be refused the same way.
+ */
+export function loadFailureIsBundles(e: unknown, device: Backend): boolean {
+  if (device === 'cpu') return true;
+  if (e instanceof FormatError) return true;
+  if (!(e instanceof CudaError)) return false;
+  if (CUDA_BUNDLE_CODES.has(e.code)) return true;
+  return e.code === 'KILN_CUDA_ERROR' && e.cudaError !== undefined && CUDA_BUNDLE_RESULTS.has(e.cudaError);
+}
 
 /**
  * Loads a verified bundle; on failure discards it (auto) or throws (force-load). An offline
- * build loads nothing: the bundle verified for its target is the result. A machine without
- * a GPU, or one out of GPU memory (MACHINE_ERRORS), is not the bundle's fault: that error
- * goes to the caller.
+ * CUDA build loads nothing: the bundle verified for its target is the result. A failure that
+ * is not the bundle's (`loadFailureIsBundles`: no GPU, out of GPU memory, any other driver
+ * trouble) goes to the caller unchanged, and the bundle stays.
  */
 async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promise<Outcome | undefined> {
   const hit = { origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0 } as const;
@@ -241,7 +275,7 @@ async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promis
     const program = await loadBundle(bundle);
     return { ...hit, program, loadMs: performance.now() - t0 };
   } catch (e) {
-    if (e instanceof KilnError && MACHINE_ERRORS.has(e.code)) throw e;
+    if (!loadFailureIsBundles(e, ctx.backend.device)) throw e;
     const why = e instanceof Error ? e.message : String(e);
     if (ctx.cache.mode === 'force-load') {
       throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${bundle.dir} verified but could not be loaded: ${why}`, { cause: e });

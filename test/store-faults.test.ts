@@ -1,0 +1,132 @@
+/**
+ * The engine's cache policy (lib/engine/store.ts) when loading a verified bundle fails, with
+ * faults injected where this machine (no GPU needed) cannot produce them: which failures are
+ * the bundle's (discarded and rebuilt) and which are the machine's (passed to the caller, the
+ * bundle kept for everyone sharing the cache). Loading is replaced by `mockFaults.load` when
+ * set; everything else (keys, lookup, verification, discard, the key lock) is kiln's own.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
+import { bundleKey, publishBundle } from '../lib/cache';
+import { cudaCodegen, keyInput } from '../lib/engine/bundle-target';
+import { compileCount, getProgram, loadFailureIsBundles, type ProgramRequest } from '../lib/engine/store';
+import { CacheError, CudaError, FormatError, KilnError } from '../lib/util/errors';
+
+// Fault injection: what loading a bundle throws instead of loading it.
+const mockFaults: { load?: () => unknown } = {};
+jest.mock('../lib/engine/bundle', () => {
+  const actual = jest.requireActual<typeof import('../lib/engine/bundle')>('../lib/engine/bundle');
+  return {
+    ...actual,
+    loadBundle: (b: Parameters<typeof actual.loadBundle>[0]) => (mockFaults.load ? Promise.reject(mockFaults.load()) : actual.loadBundle(b)),
+  };
+});
+
+const driverError = (cudaError: string) => new CudaError('KILN_CUDA_ERROR', `cuModuleLoadData failed: ${cudaError}`, cudaError);
+
+describe('loadFailureIsBundles: whose fault a failed load is', () => {
+  it.each([
+    ['a FormatError (graph.json, the image)', new FormatError('KILN_BAD_PROGRAM', 'graph.json: bad')],
+    ['a checksum that changed after verification', new FormatError('KILN_BUNDLE_CHECKSUM', 'kernels.cubin changed')],
+    ['a kernel off the parameter ABI', new CudaError('KILN_CUDA_ABI', 'kernel k takes 3')],
+    ['CUDA_ERROR_INVALID_IMAGE', driverError('CUDA_ERROR_INVALID_IMAGE')],
+    ['CUDA_ERROR_INVALID_PTX', driverError('CUDA_ERROR_INVALID_PTX')],
+    ['CUDA_ERROR_NO_BINARY_FOR_GPU', driverError('CUDA_ERROR_NO_BINARY_FOR_GPU')],
+    ['CUDA_ERROR_NOT_FOUND', driverError('CUDA_ERROR_NOT_FOUND')],
+    ['CUDA_ERROR_200 (no cuGetErrorName)', driverError('CUDA_ERROR_200')],
+  ])('CUDA, the bundle: %s', (_, e) => {
+    expect(loadFailureIsBundles(e, 'cuda')).toBe(true);
+  });
+
+  it.each([
+    ['no GPU', new CudaError('KILN_NO_CUDA_DEVICE', "device: 'cuda' needs a GPU")],
+    ['no driver', new CudaError('KILN_CUDA_UNAVAILABLE', 'CUDA is unavailable')],
+    ['out of memory (allocator)', new CudaError('KILN_CUDA_OOM', 'out of memory', 'CUDA_ERROR_OUT_OF_MEMORY')],
+    ['out of memory (cuModuleLoadData)', driverError('CUDA_ERROR_OUT_OF_MEMORY')],
+    ['a context dead after a kernel fault', driverError('CUDA_ERROR_ILLEGAL_ADDRESS')],
+    ['a launch failure', driverError('CUDA_ERROR_LAUNCH_FAILED')],
+    ['a driver older than the PTX', driverError('CUDA_ERROR_UNSUPPORTED_PTX_VERSION')],
+    ['a busy or exclusive GPU', driverError('CUDA_ERROR_DEVICE_UNAVAILABLE')],
+    ['a driver error without a result name', new CudaError('KILN_CUDA_ERROR', 'failed')],
+    ['another GPU than the target was read from', new CudaError('KILN_CUDA_ARCH_MISMATCH', 'built for sm_90, but the GPU is sm_80')],
+    ['a KilnError of another kind', new KilnError('KILN_NATIVE', 'addon trouble')],
+    ['a plain Error', new Error('EMFILE: too many open files')],
+    ['not an Error', 'thrown string'],
+  ])('CUDA, the machine: %s', (_, e) => {
+    expect(loadFailureIsBundles(e, 'cuda')).toBe(false);
+  });
+
+  it('CPU: any failure is the bundle (dlopen refused kernels.so)', () => {
+    expect(loadFailureIsBundles(new KilnError('KILN_DLOPEN', 'not an ELF file'), 'cpu')).toBe(true);
+    expect(loadFailureIsBundles(new FormatError('KILN_BAD_PROGRAM', 'bad'), 'cpu')).toBe(true);
+  });
+});
+
+describe('getProgram when a verified CUDA bundle fails to load', () => {
+  let tmp: string;
+  let n = 0;
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'kiln-store-faults-'));
+  });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  afterEach(() => {
+    delete mockFaults.load;
+  });
+
+  /** A verified sm_90 bundle for a request of its own (its contents are never loaded: `mockFaults.load` fails first). */
+  function cudaBundle(): { req: ProgramRequest; cacheDir: string; dir: string } {
+    const req: ProgramRequest = { name: `faulty-${n}`, fnSource: `(x) => x.add(${n++})`, inputs: [], device: 'cuda', target: 'sm_90' };
+    const codegen = cudaCodegen();
+    const { key, keyFields } = bundleKey(keyInput(req, 'sm_90', codegen));
+    const cacheDir = join(tmp, `cache-${n}`);
+    const files = [{ name: 'graph.json', data: '{}' }, { name: 'kernels.cubin', data: Buffer.from('cubin') }];
+    const r = publishBundle({ cacheDir, bundlePath: [], readOnly: false, maxBytes: 0 }, key, req.name, files, { keyFields, guards: { sources: [], target: 'sm_90', toolchain: { id: codegen } } });
+    if (r.status !== 'published') throw new Error(`publish: ${r.status}`);
+    return { req, cacheDir, dir: r.dir };
+  }
+
+  const traced = new Error('traced');
+  const noTrace = () => {
+    throw traced;
+  };
+
+  it.each([
+    ['out of GPU memory in cuModuleLoadData', () => driverError('CUDA_ERROR_OUT_OF_MEMORY')],
+    ['a dead context (illegal address)', () => driverError('CUDA_ERROR_ILLEGAL_ADDRESS')],
+    ['an older driver (unsupported PTX version)', () => driverError('CUDA_ERROR_UNSUPPORTED_PTX_VERSION')],
+    ['no GPU', () => new CudaError('KILN_NO_CUDA_DEVICE', "device: 'cuda' needs a GPU")],
+  ])('the machine (%s): the error reaches the caller unchanged, in auto and force-load; the bundle stays; nothing traced or compiled', async (_, fault) => {
+    const { req, cacheDir, dir } = cudaBundle();
+    const compiles = compileCount();
+    for (const mode of ['auto', 'force-load'] as const) {
+      const e = fault();
+      mockFaults.load = () => e;
+      await expect(getProgram(req, { mode, cacheDir, bundlePath: [] }, noTrace)).rejects.toBe(e);
+    }
+    expect(existsSync(join(dir, 'manifest.json'))).toBe(true);
+    expect(compileCount()).toBe(compiles);
+  });
+
+  it.each([
+    ['CUDA_ERROR_INVALID_IMAGE', () => driverError('CUDA_ERROR_INVALID_IMAGE')],
+    ['CUDA_ERROR_NO_BINARY_FOR_GPU', () => driverError('CUDA_ERROR_NO_BINARY_FOR_GPU')],
+    ['KILN_CUDA_ABI', () => new CudaError('KILN_CUDA_ABI', 'kernel k takes 3 8-byte parameters')],
+    ['KILN_BAD_PROGRAM', () => new FormatError('KILN_BAD_PROGRAM', 'graph.json: bad plan')],
+  ])('the bundle (%s): force-load refuses it; auto discards it and compiles (traces) instead', async (_, fault) => {
+    const { req, cacheDir, dir } = cudaBundle();
+    mockFaults.load = fault;
+    const forced = getProgram(req, { mode: 'force-load', cacheDir, bundlePath: [] }, noTrace);
+    await expect(forced).rejects.toBeInstanceOf(CacheError);
+    await expect(forced).rejects.toMatchObject({ code: 'KILN_BUNDLE_INVALID', message: expect.stringMatching(/verified but could not be loaded/) });
+    expect(existsSync(dir)).toBe(true);
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      await expect(getProgram(req, { mode: 'auto', cacheDir, bundlePath: [] }, noTrace)).rejects.toBe(traced);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/verified but could not be loaded .*it was removed/), { code: 'KILN_BUNDLE_LOAD' });
+    } finally {
+      warn.mockRestore();
+    }
+    expect(existsSync(dir)).toBe(false);
+  });
+});
