@@ -15,10 +15,10 @@ import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import * as kiln from '../lib';
 import { counters } from '../lib/api/compile';
-import { bundleKey, listBundles, parseManifest, publishBundle, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
+import { bundleKey, checkTarget, listBundles, parseManifest, publishBundle, verifyBundle, type Manifest, type VerifiedBundle } from '../lib/cache';
 import { cacheCommand } from '../lib/cli/cache';
 import { bundleBackend, cudaCodegen, getProgram, loadBundle, readProgramDocument } from '../lib/engine';
-import { CODE_DIRS, CODE_FILES, imageFitsTarget } from '../lib/engine/bundle-target';
+import { CODE_DIRS, CODE_FILES, fallbackTargets, imageFitsTarget } from '../lib/engine/bundle-target';
 import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-bundle';
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
@@ -90,6 +90,19 @@ describe('bundleBackend: CUDA targets', () => {
     expect(local.device).toBe('cuda');
     expect(() => local.target()).toThrow(expect.objectContaining({ name: 'CudaError', code: 'KILN_NO_CUDA_DEVICE' }));
   });
+});
+
+test("fallbackTargets: what else an sm_XY GPU runs, best first (arch-specific cubin, then PTX newest first)", () => {
+  expect(fallbackTargets('sm_90')).toEqual(['sm_90a', 'compute_90a', 'compute_90', 'compute_89', 'compute_88', 'compute_87', 'compute_86', 'compute_80', 'compute_75', 'compute_72', 'compute_70', 'compute_62', 'compute_61', 'compute_60', 'compute_53', 'compute_52', 'compute_50']);
+  expect(fallbackTargets('sm_80')).toEqual(['compute_80', 'compute_75', 'compute_72', 'compute_70', 'compute_62', 'compute_61', 'compute_60', 'compute_53', 'compute_52', 'compute_50']);
+  expect(fallbackTargets('sm_120').slice(0, 6)).toEqual(['sm_120a', 'compute_120a', 'compute_120', 'compute_110', 'compute_103', 'compute_101']);
+  // A GPU newer than every architecture kiln knows: its own PTX first, then the known ones.
+  expect(fallbackTargets('sm_130').slice(0, 5)).toEqual(['sm_130a', 'compute_130a', 'compute_130', 'compute_121', 'compute_120']);
+  for (const t of ['sm_90a', 'compute_90', 'compute_90a', 'cpu-x64+avx2', 'gfx90a']) expect(fallbackTargets(t)).toEqual([]);
+  // Every fallback passes the target guard for a GPU of that capability, and none is newer than it.
+  for (const cc of [75, 80, 86, 89, 90, 100, 120]) {
+    for (const t of fallbackTargets(`sm_${cc}`)) expect(checkTarget(t, { kind: 'cuda', computeCapability: cc })).toEqual({ ok: true });
+  }
 });
 
 test('imageFitsTarget: PTX of an older architecture fits an sm_XY bundle, arch-specific PTX (compute_XYa) never does', () => {

@@ -8,8 +8,9 @@
  * Targets: 'cpu' (this machine's CPU: its architecture and ISA features, the local C++
  * compiler), or a CUDA architecture — `sm_XY` (a cubin for compute capability X.Y),
  * `sm_XYa`, `compute_XY` (PTX, for X.Y and newer) — built with NVRTC alone, no GPU needed
- * (the engine's `bundleBackend(target)`). `kiln.compile(fn, { device: 'cuda' })` on a GPU of
- * that capability loads the bundle with zero compiles.
+ * (the engine's `bundleBackend(target)`). `kiln.compile(fn, { device: 'cuda' })` on a GPU
+ * that runs it loads the bundle with zero compiles: its own target is `sm_XY`, and when that
+ * key misses the store tries `fallbackTargets('sm_XY')` (`sm_XYa`, then PTX newest first).
  */
 import { parseTarget } from '../cache/target';
 import { bundleBackend } from '../engine/bundle-target';

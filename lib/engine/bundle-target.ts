@@ -142,6 +142,28 @@ export function imageFitsTarget(target: string, image: CudaTarget): boolean {
   return t?.kind === 'cuda' && t.output === 'ptx' && !t.archSpecific;
 }
 
+// Every CUDA architecture an NVRTC of CUDA 12 or 13 compiles for (compute capability × 10):
+// the PTX targets a GPU's own target falls back to.
+const KNOWN_CUDA_ARCHS: readonly number[] = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 88, 89, 90, 100, 101, 103, 110, 120, 121];
+
+/**
+ * The other bundle targets a GPU whose own target is `sm_XY` also runs, best first: the
+ * arch-specific `sm_XYa` cubin and `compute_XYa` PTX (sm_90 and newer only: earlier GPUs have
+ * none), then `compute_ZW` PTX for XY and every known ZW below it, newest first (the driver
+ * JIT-compiles PTX for a GPU of its capability or newer). What `kiln build --target sm_90a`
+ * or `--target compute_80` built has its own key (the target is a key field), so
+ * `kiln.compile(fn, { device: 'cuda' })` finds it only by looking these up when the key of
+ * `sm_XY` misses. [] for any other target (a CPU target, PTX, an arch-specific one).
+ */
+export function fallbackTargets(target: string): string[] {
+  const t = parseTarget(target);
+  if (t?.kind !== 'cuda' || t.output !== 'cubin' || t.archSpecific) return [];
+  const cc = t.cc;
+  const specific = cc >= 90 ? [`sm_${cc}a`, `compute_${cc}a`] : [];
+  const ptx = [...new Set([cc, ...KNOWN_CUDA_ARCHS.filter((a) => a <= cc)])].sort((a, b) => b - a).map((a) => `compute_${a}`);
+  return [...specific, ...ptx];
+}
+
 /**
  * The CUDA code-generation identity, e.g. `cuda:kiln-0.1.0`: kiln's version (which versions
  * the renderer, the launch heuristics and kiln's NVRTC options) plus, in a development
