@@ -44,10 +44,21 @@ describe('addon', () => {
     expect(() => new CudaModule(Buffer.from('.version 8.0'))).toThrow(expect.objectContaining(unavailable));
     await expect(synchronize()).rejects.toBeInstanceOf(CudaError);
     await expect(synchronize()).rejects.toMatchObject(unavailable);
-    expect(trimDeviceMemory()).toBe(0); // nothing cached, so no driver call
+    expect(trimDeviceMemory()).toBe(0); // no GPU: nothing to give back
+    expect(trimDeviceMemory(3)).toBe(0);
     const stats = deviceMemoryStats();
     expect(stats).toMatchObject({ liveBytes: 0, liveAllocations: 0, cachedBytes: 0, reservedBytes: 0, jsLiveBuffers: 0 });
     for (const v of Object.values(stats)) expect(v).toBe(0);
+  });
+
+  it('trimDeviceMemory refuses an ordinal that is not a non-negative integer (KILN_ARGUMENT), GPU or not', () => {
+    for (const bad of [-1, 1.5, Number.NaN]) {
+      expect(() => trimDeviceMemory(bad)).toThrow(expect.objectContaining({ name: 'ArgumentError', code: 'KILN_ARGUMENT' }));
+    }
+    const gpus = addonInfo().driver;
+    if (gpus.available && gpus.devices.length > 0) {
+      expect(() => trimDeviceMemory(gpus.devices.length)).toThrow(expect.objectContaining({ code: 'KILN_ARGUMENT', message: expect.stringMatching(/does not exist/) }));
+    }
   });
 
   (noGpu ? it : it.skip)('reports the executor and copy entry points as KILN_CUDA_UNAVAILABLE, never crashing', async () => {

@@ -47,15 +47,30 @@ export interface DeviceMemoryStats extends PoolStats {
   gcFreedBytes: number;
 }
 
-/** Memory counters of `device` (all zero on a machine without a GPU). */
+/**
+ * Memory counters of `device` (all zero on a machine without a GPU, or for an ordinal that
+ * names no GPU). Reads the allocator's counters; where a driver is installed, the first call
+ * in a process loads it (libcuda, cuInit).
+ */
 export function deviceMemoryStats(device = 0): DeviceMemoryStats {
   const stats = guard(() => addon().memStats(device));
   return { ...stats, jsLiveBuffers: liveBuffers, gcFreedBuffers: leaks.buffers, gcFreedBytes: leaks.bytes };
 }
 
-/** Gives the allocator's cached blocks on `device` back to the driver; returns the bytes (0 on a machine without a GPU). */
+/**
+ * Gives the allocator's cached blocks on `device` back to the driver; returns the bytes (0 on
+ * a machine without a GPU, and with nothing cached). ArgumentError KILN_ARGUMENT for an
+ * ordinal that is not a non-negative integer, or (where the driver reports GPUs) names none
+ * of them — as the addon's memTrim says it. Where a driver is installed, the first call
+ * loads it (libcuda, cuInit) to read the device list, as `deviceMemoryStats` does.
+ */
 export function trimDeviceMemory(device = 0): number {
-  if (deviceMemoryStats(device).cachedBytes === 0) return 0; // nothing cached: no driver call (none there without a GPU)
+  if (!Number.isInteger(device) || device < 0) throw new ArgumentError('KILN_ARGUMENT', `device must be a non-negative integer, got ${String(device)}`);
+  const { driver } = guard(() => addon().info());
+  const count = driver.available ? driver.devices.length : 0;
+  if (count === 0) return 0; // no GPU: nothing was ever allocated
+  if (device >= count) throw new ArgumentError('KILN_ARGUMENT', `device ${device} does not exist (${count} CUDA device${count === 1 ? '' : 's'})`);
+  if (deviceMemoryStats(device).cachedBytes === 0) return 0; // nothing cached: the allocator has nothing to give back
   return guard(() => addon().memTrim(device));
 }
 
