@@ -254,3 +254,93 @@ test('kiln exports the GPU memory counters; without a GPU they are all zero and 
   for (const v of Object.values(stats)) expect(v).toBe(0);
   expect(kiln.trimDeviceMemory()).toBe(0);
 });
+
+/**
+ * A fake addon that counts live device blocks, so CudaProgram.run's ownership can be checked
+ * without a GPU: copies and launches succeed at once unless `failRun` (a launch that fails as
+ * a lost device would). Modules are loaded in an isolated registry with `native` mocked.
+ */
+function fakeCuda(opts: { failRun?: boolean; slowUploads?: boolean } = {}) {
+  const live = new Set<object>();
+  let next = 0x1000;
+  const uploads: (() => void)[] = [];
+  const raw = {
+    memAlloc(bytes: number, _device: number, ptrOut?: BigUint64Array) {
+      const h = { bytes };
+      live.add(h);
+      if (ptrOut) ptrOut[0] = BigInt((next += 256));
+      return h;
+    },
+    memFree(h: object) {
+      if (!live.delete(h)) throw new Error('double free');
+    },
+    memcpyHtoD: () => (opts.slowUploads ? new Promise<void>((r) => uploads.push(r)) : Promise.resolve()),
+    memcpyDtoH: () => Promise.resolve(),
+    memcpyHtoDSync: () => undefined,
+    memcpyDtoHSync: () => undefined,
+    memcpyDtoD: () => undefined,
+    memStats: () => ({ liveBytes: 0, liveAllocations: live.size, cachedBytes: 0, reservedBytes: 0 }),
+    moduleLoad: () => ({}),
+    moduleUnload: () => undefined,
+    moduleGetFunction: () => ({}),
+    execCreate: () => ({}),
+    execRun: () => (opts.failRun ? Promise.reject(Object.assign(new Error('cuLaunchKernel failed'), { code: 'KILN_CUDA_ERROR' })) : Promise.resolve()),
+    execStats: () => ({}),
+    execDispose: () => undefined,
+  };
+  let cuda!: typeof import('../lib/runtime/cuda');
+  jest.isolateModules(() => {
+    jest.doMock('../lib/runtime/native', () => ({ ...jest.requireActual('../lib/runtime/native'), addon: () => raw }));
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded in the isolated registry, with native mocked
+    cuda = require('../lib/runtime/cuda') as typeof import('../lib/runtime/cuda');
+  });
+  jest.dontMock('../lib/runtime/native');
+  return { cuda, live, releaseUploads: () => uploads.splice(0).forEach((r) => r()) };
+}
+
+/**
+ * A one-step plan over input 0 (device or host) and input 1 (host): output 0 is a fresh
+ * buffer, output 1 the same buffer again and output 2 input 0 itself — both copied for the caller.
+ */
+async function fakeProgram(cuda: typeof import('../lib/runtime/cuda')) {
+  const buf = (id: number, role: 'input' | 'output', source?: number) => ({ id, dtype: 'float32' as const, elems: 4, role, ...(source !== undefined ? { source } : {}), first: 0, last: 0 });
+  const plan = {
+    version: 1 as const,
+    symbols: [],
+    buffers: [buf(0, 'input', 0), buf(1, 'input', 1), buf(2, 'output')],
+    steps: [{ kernel: 'k', kind: 'elementwise' as const, buffers: [0, 1, 2], grid: [1], block: [32] }],
+    outputs: [0, 1].map(() => ({ buffer: 2, dtype: 'float32' as const, shape: [4] })).concat([{ buffer: 0, dtype: 'float32', shape: [4] }]),
+  };
+  return cuda.CudaProgram.load(new Uint8Array(8), { plan, symbols: [], constants: new Map(), layout: () => ({ offsets: [], bytes: 0 }), graphs: false });
+}
+
+const host4 = () => ({ dtype: 'float32' as const, shape: [4], data: new Float32Array(4) });
+
+describe('CudaProgram.run on a fake addon: who frees what', () => {
+  it('a launch that fails frees everything the call allocated, the copies made for shared and input outputs too', async () => {
+    const { cuda, live } = fakeCuda({ failRun: true });
+    const program = await fakeProgram(cuda);
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    const before = live.size;
+    await expect(program.run([x, host4()])).rejects.toMatchObject({ code: 'KILN_CUDA_ERROR' });
+    expect(live.size).toBe(before);
+    expect(x.disposed).toBe(false);
+    x.dispose();
+    program.dispose();
+    expect(live.size).toBe(0);
+  });
+
+  it('a launch that succeeds gives the caller three buffers of its own and frees the upload', async () => {
+    const { cuda, live } = fakeCuda();
+    const program = await fakeProgram(cuda);
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    const before = live.size;
+    const outs = await program.run([x, host4()]);
+    expect(new Set(outs.map((t) => t.buffer)).size).toBe(3);
+    expect(live.size).toBe(before + 3);
+    for (const t of outs) t.dispose();
+    x.dispose();
+    program.dispose();
+    expect(live.size).toBe(0);
+  });
+});

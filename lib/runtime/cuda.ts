@@ -259,6 +259,7 @@ export class CudaProgram {
     const homes: { buf: DeviceBuffer; offset: number }[] = [];
     const uploaded: DeviceBuffer[] = [];
     const outputs: DeviceBuffer[] = [];
+    const result: DeviceTensor[] = []; // also the copies #collect makes, which `outputs` lacks
     const place = (id: number, buf: DeviceBuffer, offset = 0): void => {
       homes[id] = { buf, offset };
       ptrs[id] = buf.ptr + BigInt(offset);
@@ -306,32 +307,38 @@ export class CudaProgram {
         }
       }
       const done = this.executor.run(ptrs, b.syms, b.grids, opts.graphs ?? this.#graphs);
-      const result = this.#collect(b, homes, outputs);
+      this.#collect(b, homes, outputs, result);
       // Stream order makes freeing now safe: a block is reused only by work queued later.
       for (const buf of [...uploaded, ...outputs]) if (!result.some((t) => t.buffer === buf)) buf.dispose();
       await done;
       return result;
     } catch (e) {
+      // Everything this call allocated, the result's copies included (dispose is idempotent).
+      for (const t of result) t.dispose();
       for (const buf of [...uploaded, ...outputs]) buf.dispose();
       throw e;
     }
   }
 
-  /** One tensor per plan output; outputs that are not a fresh buffer of their own are copied. */
-  #collect(b: Binding, homes: { buf: DeviceBuffer; offset: number }[], fresh: DeviceBuffer[]): DeviceTensor[] {
+  /**
+   * One tensor per plan output, pushed to `into` as it is made (so a failure frees those made
+   * before it); outputs that are not a fresh buffer of their own are copied.
+   */
+  #collect(b: Binding, homes: { buf: DeviceBuffer; offset: number }[], fresh: DeviceBuffer[], into: DeviceTensor[]): void {
     const claimed = new Set<DeviceBuffer>();
-    return this.plan.outputs.map((o, i) => {
+    this.plan.outputs.forEach((o, i) => {
       const shape = b.outShapes[i];
       const home = homes[o.buffer];
       if (fresh.includes(home.buf) && !claimed.has(home.buf)) {
         claimed.add(home.buf);
-        return new DeviceTensor(o.dtype, shape, home.buf);
+        into.push(new DeviceTensor(o.dtype, shape, home.buf));
+        return;
       }
       // An input, a constant, a temp, or a buffer two outputs share: the caller gets its own.
       const bytes = shape.reduce((a, d) => a * d, 1) * ITEMSIZE[o.dtype];
       const copy = new DeviceBuffer(Math.max(bytes, 1), this.device);
+      into.push(new DeviceTensor(o.dtype, shape, copy));
       if (bytes > 0) copy.copyFrom(home.buf, bytes, 0, home.offset);
-      return new DeviceTensor(o.dtype, shape, copy);
     });
   }
 
