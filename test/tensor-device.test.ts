@@ -5,6 +5,9 @@
  * paths use a DeviceBuffer whose copies fail (fault injection only). Against the real
  * driver: the GPU block below where jest sees a GPU, and scripts/gpu-check/85-tensors.cjs.
  */
+import { mkdtempSync, rmSync } from 'fs';
+import { tmpdir } from 'os';
+import { join } from 'path';
 import * as kiln from '../lib';
 import { programInput, rawInput, tensorFromDevice } from '../lib/api/tensors';
 import { DeviceTensor } from '../lib/runtime/cuda';
@@ -343,4 +346,75 @@ describe('CudaProgram.run on a fake addon: who frees what', () => {
     program.dispose();
     expect(live.size).toBe(0);
   });
+});
+
+describe('disposing an input while a call is under way', () => {
+  it('DeviceBuffer.retain defers a dispose to the release (once), and is refused once the block is freed', () => {
+    const { cuda, live } = fakeCuda();
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    const release = x.buffer.retain();
+    x.dispose();
+    expect(x.disposed).toBe(true);
+    expect(live.size).toBe(1); // still allocated: held
+    release();
+    expect(live.size).toBe(0);
+    release(); // a second release does nothing (no double free)
+    expect(() => x.buffer.retain()).toThrow(expect.objectContaining({ code: 'KILN_ARGUMENT' }));
+  });
+
+  it('a pin keeps the memory until it is disposed, whatever the tensor does; a disposed tensor cannot be pinned', () => {
+    const { cuda, live } = fakeCuda();
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    const p = x.pin();
+    x.dispose();
+    expect([x.disposed, p.disposed, live.size]).toEqual([true, false, 1]);
+    p.dispose();
+    p.dispose();
+    expect([p.disposed, live.size]).toEqual([true, 0]);
+    expect(() => x.pin()).toThrow(expect.objectContaining({ code: 'KILN_DISPOSED' }));
+    expect(() => cuda.pinInputs([host4(), x])).toThrow(expect.objectContaining({ code: 'KILN_DISPOSED', message: 'input 1 was disposed' }));
+  });
+
+  it('CudaProgram.run: a device input disposed while host inputs upload is read, then freed once the launches are queued', async () => {
+    const { cuda, live, releaseUploads } = fakeCuda({ slowUploads: true });
+    const program = await fakeProgram(cuda);
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    const before = live.size;
+    const pending = program.run([x, host4()]);
+    x.dispose();
+    expect(x.disposed).toBe(true);
+    expect(live.size).toBe(before + 1); // x held, the upload's block allocated
+    releaseUploads();
+    const outs = await pending;
+    expect(live.size).toBe(before - 1 + 3); // x and the upload freed; three outputs
+    for (const t of outs) t.dispose();
+    program.dispose();
+    expect(live.size).toBe(0);
+  });
+
+  it('CudaProgram.run refuses a device input disposed before the call (KILN_DISPOSED), allocating nothing', async () => {
+    const { cuda, live } = fakeCuda();
+    const program = await fakeProgram(cuda);
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    x.dispose();
+    const before = live.size;
+    await expect(program.run([x, host4()])).rejects.toMatchObject({ code: 'KILN_DISPOSED', message: 'input 0 was disposed' });
+    expect(live.size).toBe(before);
+    program.dispose();
+  });
+
+  it('kiln.compile on the CPU: `const p = f(x); x.dispose(); await p` computes with x (its data was taken at call time)', async () => {
+    const cacheDir = mkdtempSync(join(tmpdir(), 'kiln-dispose-'));
+    try {
+      const f = kiln.compile((a: kiln.Tensor) => a.mul(2), { name: 'dispose_during_call', cacheDir });
+      for (let i = 0; i < 2; i++) { // cold (trace and compile), then warm
+        const x = kiln.tensor([1, 2, 3], [3]);
+        const p = f(x);
+        x.dispose();
+        expect(Array.from(await (await p).toArray())).toEqual([2, 4, 6]);
+      }
+    } finally {
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
+  }, 60000);
 });

@@ -19,6 +19,7 @@ import { packageRootOf } from '../engine/bundle';
 import { bundleBackend } from '../engine/bundle-target';
 import { cudaFacts } from '../engine/cuda-facts';
 import type { CompiledProgram, RawTensor } from '../engine/program';
+import type { ProgramInput } from '../runtime/cuda';
 import { isCudaProgram, run, runCuda } from '../engine/run';
 import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
 import { chooseBackend, requireBackend, type Backend } from '../runtime/select';
@@ -251,6 +252,26 @@ interface Ready {
   stats: CompileStats;
 }
 
+/**
+ * `DeviceTensor.pin` for each device input of a CUDA call (host data passes through), told
+ * apart by shape so that importing kiln loads no CUDA runtime. `programInput` has refused a
+ * disposed tensor already.
+ */
+function pinDeviceInputs(inputs: readonly ProgramInput[]): ProgramInput[] {
+  const held: ProgramInput[] = [];
+  try {
+    for (const x of inputs) held.push('pin' in x ? x.pin() : x);
+  } catch (e) {
+    unpinDeviceInputs(held);
+    throw e;
+  }
+  return held;
+}
+
+function unpinDeviceInputs(held: readonly ProgramInput[]): void {
+  for (const x of held) if ('pin' in x) x.dispose();
+}
+
 /** A compiled function's state: the signature of its first call, the device and its program. */
 interface Entry {
   signature: InputSpec[];
@@ -316,12 +337,20 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
         if (entry === mine) entry = undefined; // a failed build is retried by the next call
       });
     } else checkInputs(name, entry.signature, inputs);
-    const { program, stats: built } = await entry.ready;
-    const tensors = isCudaProgram(program)
-      ? (await runCuda(program, inputs)).map(tensorFromDevice)
-      : (await run(program, inputs as RawTensor[])).map((o) => tensorFromRaw(o, program.device));
-    stats = fresh ? built : { source: 'memory', traceMs: 0, compileMs: 0, loadMs: 0, kernels: built.kernels, ...(built.bundleDir ? { bundleDir: built.bundleDir } : {}) };
-    return rebuildStructure(program.graph.outputStructure, tensors) as R;
+    // The inputs are taken now, before the first await: a cpu tensor's typed array (above),
+    // a 'cuda' tensor's device memory pinned here, so `const p = f(x); x.dispose(); await p`
+    // computes with x (its memory is freed once the call's work is queued).
+    const held = device === 'cuda' ? pinDeviceInputs(inputs) : undefined;
+    try {
+      const { program, stats: built } = await entry.ready;
+      const tensors = isCudaProgram(program)
+        ? (await runCuda(program, held ?? inputs)).map(tensorFromDevice)
+        : (await run(program, inputs as RawTensor[])).map((o) => tensorFromRaw(o, program.device));
+      stats = fresh ? built : { source: 'memory', traceMs: 0, compileMs: 0, loadMs: 0, kernels: built.kernels, ...(built.bundleDir ? { bundleDir: built.bundleDir } : {}) };
+      return rebuildStructure(program.graph.outputStructure, tensors) as R;
+    } finally {
+      if (held) unpinDeviceInputs(held);
+    }
   };
 
   Object.defineProperty(call, 'stats', { get: () => stats, enumerable: true });

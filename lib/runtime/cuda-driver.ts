@@ -89,7 +89,9 @@ export class DeviceBuffer {
   /** The device address, for kernel arguments. */
   readonly ptr: bigint;
   #freed = false;
-  #pending = 0; // host copies in flight: they run on a worker thread, after later JS code
+  // Host copies in flight (they run on a worker thread, after later JS code) and holds
+  // (`retain`): a dispose() meanwhile frees the block when the last of them ends.
+  #pending = 0;
   #freeWhenIdle = false;
 
   /** Allocates `bytes` on `device`; throws CudaError (KILN_CUDA_OOM when the GPU is full). */
@@ -117,6 +119,29 @@ export class DeviceBuffer {
     registry.unregister(this);
     liveBuffers--;
     guard(() => this.#raw.memFree(this.#handle));
+  }
+  /**
+   * Keeps the block allocated until the returned release is called (once; later calls do
+   * nothing): a dispose() meanwhile is deferred to then, as for a copy in flight. For work
+   * that reads the buffer and is queued later (a compiled call holds its device inputs from
+   * the moment it is called). ArgumentError KILN_ARGUMENT once the block was freed; allowed
+   * while a requested dispose waits, since the memory is still there.
+   */
+  retain(): () => void {
+    if (this.#freed) throw new ArgumentError('KILN_ARGUMENT', 'device memory was already freed');
+    this.#pending++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.#settle();
+    };
+  }
+  #settle(): void {
+    if (--this.#pending === 0 && this.#freeWhenIdle) {
+      this.#freeWhenIdle = false;
+      this.dispose();
+    }
   }
   /** Same as dispose(). */
   free(): void {
@@ -168,10 +193,7 @@ export class DeviceBuffer {
     try {
       await guardAsync(start);
     } finally {
-      if (--this.#pending === 0 && this.#freeWhenIdle) {
-        this.#freeWhenIdle = false;
-        this.dispose();
-      }
+      this.#settle();
     }
   }
 }

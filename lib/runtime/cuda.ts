@@ -43,10 +43,26 @@ export class DeviceTensor {
   readonly dtype: DType;
   readonly shape: readonly number[];
   readonly buffer: DeviceBuffer;
+  // A pin (`pin()`): disposing it releases its hold on `buffer`, never frees it directly.
+  #release: (() => void) | undefined;
+  #released = false;
   constructor(dtype: DType, shape: readonly number[], buffer: DeviceBuffer) {
     this.dtype = dtype;
     this.shape = shape;
     this.buffer = buffer;
+  }
+  /**
+   * Another handle on this tensor's device memory that keeps it allocated until the handle
+   * is disposed: disposing this tensor meanwhile frees the memory only after that. What a
+   * call takes of its device inputs when it is called, so that `const p = f(x); x.dispose()`
+   * is safe before the call's work is queued. ArgumentError KILN_DISPOSED when this tensor
+   * was disposed.
+   */
+  pin(): DeviceTensor {
+    if (this.disposed) throw new ArgumentError('KILN_DISPOSED', 'this device tensor was disposed');
+    const t = new DeviceTensor(this.dtype, this.shape, this.buffer);
+    t.#release = this.buffer.retain();
+    return t;
   }
   /** Number of elements. */
   get size(): number {
@@ -56,7 +72,7 @@ export class DeviceTensor {
     return this.buffer.device;
   }
   get disposed(): boolean {
-    return this.buffer.freed;
+    return this.#release ? this.#released : this.buffer.freed;
   }
   /** Copies a host tensor to `device` (off the JS thread). */
   static async fromHost(t: RawTensor, device = 0): Promise<DeviceTensor> {
@@ -100,12 +116,41 @@ export class DeviceTensor {
     if (data.length > 0) await this.buffer.read(data);
     return { dtype: this.dtype, shape: [...this.shape], data };
   }
+  /** Frees the device memory (deferred while a pin or a copy still uses it); a pin releases its hold. Idempotent. */
   dispose(): void {
-    this.buffer.dispose();
+    if (!this.#release) return this.buffer.dispose();
+    if (this.#released) return;
+    this.#released = true;
+    this.#release();
   }
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/**
+ * Pins the device tensors among a call's inputs (`DeviceTensor.pin`); host inputs pass
+ * through. ArgumentError KILN_DISPOSED, naming the input, for one already disposed (nothing
+ * stays pinned then). Dispose the pins (`unpinInputs`) once the work that reads them is queued.
+ */
+export function pinInputs(inputs: readonly ProgramInput[]): ProgramInput[] {
+  const held: ProgramInput[] = [];
+  try {
+    inputs.forEach((x, i) => {
+      if (!(x instanceof DeviceTensor)) return void held.push(x);
+      if (x.disposed) throw new ArgumentError('KILN_DISPOSED', `input ${i} was disposed`);
+      held.push(x.pin());
+    });
+  } catch (e) {
+    unpinInputs(held);
+    throw e;
+  }
+  return held;
+}
+
+/** Releases what `pinInputs` pinned (idempotent). */
+export function unpinInputs(held: readonly ProgramInput[]): void {
+  for (const x of held) if (x instanceof DeviceTensor) x.dispose();
 }
 
 /** The element count of a host tensor whose data fits its dtype and shape; else ArgumentError. */
@@ -251,9 +296,20 @@ export class CudaProgram {
   /**
    * Runs the plan; resolves when the GPU is done, with one DeviceTensor per plan output
    * (the caller owns and disposes them). Host inputs are uploaded first and freed after.
+   * Device inputs are pinned when `run` is called (`pinInputs`): disposing one before the
+   * launches are queued (while host inputs upload) frees it after they are.
    */
   async run(inputs: readonly ProgramInput[], opts: { graphs?: boolean } = {}): Promise<DeviceTensor[]> {
     if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this CUDA program was disposed');
+    const held = pinInputs(inputs);
+    try {
+      return await this.#run(held, opts);
+    } finally {
+      unpinInputs(held); // also released as soon as the launches are queued (#run)
+    }
+  }
+
+  async #run(inputs: readonly ProgramInput[], opts: { graphs?: boolean }): Promise<DeviceTensor[]> {
     const b = this.#bind(inputs);
     const ptrs = new BigUint64Array(this.#numBuffers);
     const homes: { buf: DeviceBuffer; offset: number }[] = [];
@@ -288,10 +344,7 @@ export class CudaProgram {
         const bytes = b.elems[pb.id] * ITEMSIZE[pb.dtype];
         if (pb.role === 'input') {
           const x = inputs[Number(pb.source)];
-          if (x instanceof DeviceTensor) {
-            if (x.disposed) throw new ArgumentError('KILN_DISPOSED', `input ${String(pb.source)} was disposed`);
-            place(pb.id, x.buffer);
-          }
+          if (x instanceof DeviceTensor) place(pb.id, x.buffer); // pinned: its memory is there
         } else if (pb.role === 'output') {
           const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
           outputs.push(buf);
@@ -309,7 +362,9 @@ export class CudaProgram {
       const done = this.executor.run(ptrs, b.syms, b.grids, opts.graphs ?? this.#graphs);
       this.#collect(b, homes, outputs, result);
       // Stream order makes freeing now safe: a block is reused only by work queued later.
+      // That holds for the pinned inputs too: a dispose they deferred happens now.
       for (const buf of [...uploaded, ...outputs]) if (!result.some((t) => t.buffer === buf)) buf.dispose();
+      unpinInputs(inputs);
       await done;
       return result;
     } catch (e) {
