@@ -7,7 +7,7 @@
  * bundles ship read-only to another copy of the app; broken bundles are rebuilt (auto) or
  * refused (force-load).
  */
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import * as kiln from '../lib';
@@ -313,6 +313,38 @@ test('a bundle that verifies but fails to load (dlopen): force-load errors; auto
   const after = await app(proj, { options: { cacheDir: c, failOnRecompile: true }, batches: [4] });
   expect(after.error).toBeUndefined();
   expect(after.stats).toMatchObject({ source: 'bundle', bundleDir: dir });
+});
+
+test('a shipped bundle that verifies but fails to load (dlopen) hides no cache copy: compiled once, then the cache copy loads with zero compiles', async () => {
+  // A shipped root (read-only) whose bundle for the key has a kernels.so the loader rejects but whose checksum is right.
+  const from = cold.stats!.bundleDir!;
+  const m = manifestOf(from);
+  const shipped = join(tmp, 'broken-shipped');
+  const files = ['graph.json', 'kernels.cpp'].map((name) => ({ name, data: readFileSync(join(from, name)) }));
+  const bad = openCache({ cacheDir: shipped, env: {} }).publish(m.key, m.keyFields.namespace, [...files, { name: 'kernels.so', data: Buffer.from('not a shared object') }], {
+    keyFields: m.keyFields,
+    guards: m.guards,
+  });
+  expect(bad.status).toBe('published');
+  const env = childEnv({ KILN_BUNDLE_PATH: shipped });
+  const own = join(tmp, 'behind-broken-shipped-cache');
+  // The first process passes over the shipped bundle, compiles once and publishes to its cache.
+  const first = await app(proj, { options: { cacheDir: own }, batches: [4] }, { env });
+  expect(first.error).toBeUndefined();
+  expect(first.counters).toEqual({ traces: 1, compiles: 1 });
+  expect(first.stats).toMatchObject({ source: 'compiled', bundleDir: expect.stringContaining(join(own, 'v1')) });
+  expect(first.warnings.map((w) => w.code)).toEqual(['KILN_BUNDLE_LOAD']);
+  expect(first.outputs[0].bytes).toBe(cold.outputs[0].bytes);
+  // Every later process loads that cache copy: nothing traced or compiled.
+  for (const cacheDir of [own, copyCache(cache)]) {
+    const later = await app(proj, { options: { cacheDir, failOnRecompile: true }, batches: [4] }, { env });
+    expect(later.error).toBeUndefined();
+    expect(later.counters).toEqual({ traces: 0, compiles: 0 });
+    expect(later.stats).toMatchObject({ source: 'bundle', bundleDir: expect.stringContaining(join(cacheDir, 'v1')) });
+    expect(later.warnings).toEqual([expect.objectContaining({ code: 'KILN_BUNDLE_LOAD', message: expect.stringMatching(/passes over it to the next bundle path or the cache/) })]);
+    expect(later.outputs[0].bytes).toBe(cold.outputs[0].bytes);
+  }
+  expect(existsSync(bad.status === 'published' ? bad.dir : '')).toBe(true); // shipped bundles are never changed
 });
 
 describe('values captured from the closure', () => {

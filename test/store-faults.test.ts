@@ -14,12 +14,12 @@ import { compileCount, getProgram, loadFailureIsBundles, type ProgramRequest } f
 import { CacheError, CudaError, FormatError, KilnError } from '../lib/util/errors';
 
 // Fault injection: what loading a bundle throws instead of loading it.
-const mockFaults: { load?: () => unknown } = {};
+const mockFaults: { load?: (dir: string) => unknown } = {};
 jest.mock('../lib/engine/bundle', () => {
   const actual = jest.requireActual<typeof import('../lib/engine/bundle')>('../lib/engine/bundle');
   return {
     ...actual,
-    loadBundle: (b: Parameters<typeof actual.loadBundle>[0]) => (mockFaults.load ? Promise.reject(mockFaults.load()) : actual.loadBundle(b)),
+    loadBundle: (b: Parameters<typeof actual.loadBundle>[0]) => (mockFaults.load ? Promise.reject(mockFaults.load(b.dir)) : actual.loadBundle(b)),
   };
 });
 
@@ -74,16 +74,18 @@ describe('getProgram when a verified CUDA bundle fails to load', () => {
     delete mockFaults.load;
   });
 
-  /** A verified sm_90 bundle for a request of its own (its contents are never loaded: `mockFaults.load` fails first). */
-  function cudaBundle(): { req: ProgramRequest; cacheDir: string; dir: string } {
+  /** A verified sm_90 bundle for a request of its own (its contents are never loaded: `mockFaults.load` fails first); `also`: the same bundle in these dirs too. */
+  function cudaBundle(also: string[] = []): { req: ProgramRequest; cacheDir: string; dir: string; copies: string[] } {
     const req: ProgramRequest = { name: `faulty-${n}`, fnSource: `(x) => x.add(${n++})`, inputs: [], device: 'cuda', target: 'sm_90' };
     const codegen = cudaCodegen();
     const { key, keyFields } = bundleKey(keyInput(req, 'sm_90', codegen));
-    const cacheDir = join(tmp, `cache-${n}`);
     const files = [{ name: 'graph.json', data: '{}' }, { name: 'kernels.cubin', data: Buffer.from('cubin') }];
-    const r = publishBundle({ cacheDir, bundlePath: [], readOnly: false, maxBytes: 0 }, key, req.name, files, { keyFields, guards: { sources: [], target: 'sm_90', toolchain: { id: codegen } } });
-    if (r.status !== 'published') throw new Error(`publish: ${r.status}`);
-    return { req, cacheDir, dir: r.dir };
+    const [cacheDir, ...copies] = [join(tmp, `cache-${n}`), ...also].map((root) => {
+      const r = publishBundle({ cacheDir: root, bundlePath: [], readOnly: false, maxBytes: 0 }, key, req.name, files, { keyFields, guards: { sources: [], target: 'sm_90', toolchain: { id: codegen } } });
+      if (r.status !== 'published') throw new Error(`publish: ${r.status}`);
+      return r.dir;
+    });
+    return { req, cacheDir: join(tmp, `cache-${n}`), dir: cacheDir, copies };
   }
 
   const traced = new Error('traced');
@@ -128,5 +130,28 @@ describe('getProgram when a verified CUDA bundle fails to load', () => {
       warn.mockRestore();
     }
     expect(existsSync(dir)).toBe(false);
+  });
+
+  it('a shipped bundle that fails by its own fault is kept (read-only) and passed over for the rest of the process: the cache copy is loaded instead', async () => {
+    const shippedRoot = join(tmp, `shipped-${n}`);
+    const { req, cacheDir, dir, copies } = cudaBundle([shippedRoot]);
+    const [shippedDir] = copies;
+    const tried: string[] = [];
+    const inCache = new CudaError('KILN_NO_CUDA_DEVICE', "device: 'cuda' needs a GPU");
+    mockFaults.load = (at) => (tried.push(at), at === shippedDir ? driverError('CUDA_ERROR_INVALID_IMAGE') : inCache);
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      const store = { mode: 'auto', cacheDir, bundlePath: [shippedRoot] } as const;
+      // The machine's error from loading the cache copy shows that it was the one tried next, not a compile.
+      await expect(getProgram(req, store, noTrace)).rejects.toBe(inCache);
+      expect(tried).toEqual([shippedDir, dir]);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/passes over it to the next bundle path or the cache/), { code: 'KILN_BUNDLE_LOAD' });
+      await expect(getProgram(req, store, noTrace)).rejects.toBe(inCache);
+      expect(tried).toEqual([shippedDir, dir, dir]);
+    } finally {
+      warn.mockRestore();
+    }
+    expect(existsSync(join(shippedDir, 'manifest.json'))).toBe(true);
+    expect(existsSync(join(dir, 'manifest.json'))).toBe(true);
   });
 });

@@ -86,8 +86,9 @@ export interface Cache {
    * Finds and verifies the bundle. `hit` means every guard passed and its artifacts may be
    * loaded. In auto/read-only mode an invalid bundle is a `miss` carrying `invalid` (warned
    * once); in force-load mode a miss or invalid bundle throws CacheError; `off` always misses.
+   * Shipped bundle dirs in `skip` are passed over (ones that failed to load in this process).
    */
-  lookup(key: string, namespace: string, expect?: VerifyExpect): CacheLookup;
+  lookup(key: string, namespace: string, expect?: VerifyExpect, skip?: ReadonlySet<string>): CacheLookup;
   /** Publishes atomically; never throws for I/O trouble (see `PublishResult`). */
   publish(key: string, namespace: string, files: readonly PublishFile[], fields: ManifestFields): PublishResult;
   /**
@@ -144,9 +145,9 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
     cacheDir: dir,
     bundlePath,
     maxBytes,
-    lookup(key, namespace, expect) {
+    lookup(key, namespace, expect, skip) {
       if (mode === 'off') return { status: 'miss' };
-      const r = lookupBundle(cfg, key, namespace, expect);
+      const r = lookupBundle(cfg, key, namespace, expect, skip);
       if (r.status === 'hit') return r;
       if (mode === 'force-load') {
         if (r.status === 'miss') {

@@ -222,13 +222,15 @@ function untrustedChain(cacheDir: string, dir: string, includeBundle: boolean): 
  * Finds and verifies the bundle for `key`: shipped roots first, then the cache. The first
  * bundle that verifies is a hit; on a cache hit the LRU mark is touched unless read-only.
  * When bundles exist but none verifies, the result is `invalid` with the reason (the cache
- * one's when both failed, as that is the one a rebuild replaces).
+ * one's when both failed, as that is the one a rebuild replaces). Shipped bundle dirs in
+ * `skip` (ones that verified but failed to load in this process) are passed over as if absent.
  */
-export function lookupBundle(cfg: StoreConfig, key: string, namespace: string, expect: VerifyExpect = {}): LookupResult {
+export function lookupBundle(cfg: StoreConfig, key: string, namespace: string, expect: VerifyExpect = {}, skip?: ReadonlySet<string>): LookupResult {
   const roots: [string, 'cache' | 'shipped'][] = [...cfg.bundlePath.map((r): [string, 'shipped'] => [r, 'shipped']), [cfg.cacheDir, 'cache']];
   let invalid: Extract<LookupResult, { status: 'invalid' }> | undefined;
   for (const [root, source] of roots) {
     const dir = bundlePath(root, namespace, key);
+    if (source === 'shipped' && skip?.has(dir)) continue;
     const distrust = source === 'cache' ? untrustedChain(root, dir, false) : undefined;
     const v = distrust
       ? ({ ok: false, dir, reason: 'untrusted', detail: distrust } as const)

@@ -9,11 +9,12 @@
  *    is touched.
  * 3. Bundle: shipped roots, then the cache; every guard verified (checksums, source files,
  *    ISA or compute capability); graph.json and kernels.so (or kernels.cubin) loaded. No
- *    trace, no passes, no compiler. A verified bundle that fails to load is discarded and
- *    rebuilt once (force-load: error) when the failure is the bundle's; a CUDA bundle on
- *    a machine without a GPU (KILN_NO_CUDA_DEVICE), or one the driver fails to load for a
- *    reason of the machine's (out of memory, a dead context), is never discarded: that
- *    error goes to the caller.
+ *    trace, no passes, no compiler. A verified bundle that fails to load by its own fault
+ *    is discarded and rebuilt once (force-load: error); a shipped one, read-only, is passed
+ *    over for the rest of the process and the next root looked up (the cache may hold a
+ *    good copy). A CUDA bundle on a machine without a GPU (KILN_NO_CUDA_DEVICE), or one the
+ *    driver fails to load for the machine's reasons (out of memory, a dead context), is
+ *    never discarded: that error goes to the caller.
  * 4. Compile, under the per-key lock so concurrent cold processes compile once: look up
  *    again, trace, lower, render, compile (C++ compiler or NVRTC), publish atomically, and
  *    run what was built. An offline CUDA build (`kiln build --target sm_90`) compiles with
@@ -26,7 +27,7 @@ import { promises as fsp, readFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
 import { realpathSync } from 'fs';
-import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type PublishFile, type ToolchainIdentity, type VerifiedBundle } from '../cache';
+import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type PublishFile, type ToolchainIdentity } from '../cache';
 import { warnOnce } from '../cache/io';
 import type { Graph } from '../ir/graph';
 import { addonInfo } from '../runtime/native';
@@ -191,39 +192,53 @@ function loaded(got: Outcome): ObtainedProgram {
   return got as ObtainedProgram;
 }
 
+// Shipped bundle dirs that verified but failed to load in this process: read-only, so never
+// discarded; later lookups pass over them to the next root (another shipped one, the cache).
+const failedShipped = new Set<string>();
+
 async function obtain(ctx: Context, trace: TraceFn): Promise<Outcome> {
   const { cache, key, req } = ctx;
   const expect = { host: ctx.backend.host(), toolchain: ctx.codegen, ...(req.sourceRoot !== undefined ? { sourceRoot: req.sourceRoot } : {}) };
   const t0 = performance.now();
+  const lookup = (): CacheLookup => cache.lookup(key, req.name, expect, failedShipped);
   let found: CacheLookup;
   try {
-    found = cache.lookup(key, req.name, expect); // force-load: throws when missing or invalid
+    found = lookup(); // force-load: throws when missing or invalid
   } catch (e) {
     throw explainMissing(ctx, trace, e);
   }
-  if (found.status === 'hit') {
-    const got = await tryLoad(ctx, found.bundle, t0);
-    if (got) return got;
-  }
-  const miss: CacheLookup = found.status === 'hit' ? { status: 'miss' } : found;
-  mayCompile(ctx, miss);
+  const first = await loadFirst(ctx, found, lookup, t0);
+  if (first.got) return first.got;
+  mayCompile(ctx, first.miss);
   return cache.withKeyLock(
     key,
     async () => {
       // Another process may have published it while we waited for the lock (not after a
-      // failed load: that bundle was discarded, or is a shipped one we must not retry).
-      if (found.status !== 'hit') {
-        const t1 = performance.now();
-        const again = cache.lookup(key, req.name, expect);
-        if (again.status === 'hit') {
-          const got = await tryLoad(ctx, again.bundle, t1);
-          if (got) return got;
-        }
+      // failed load of the cache's bundle: it was discarded, or can't be, read-only).
+      if (!first.cacheFailed) {
+        const again = await loadFirst(ctx, lookup(), lookup, performance.now());
+        if (again.got) return again.got;
       }
       return compileAndPublish(ctx, trace);
     },
     { namespace: req.name },
   );
+}
+
+/**
+ * Loads the hit `found`. A shipped bundle that fails to load is passed over (it joins
+ * failedShipped) and the next root is looked up, as another shipped root or the cache may
+ * hold a good copy; the loop ends, as a cache hit is the last root. `cacheFailed`: the
+ * cache's own bundle failed to load.
+ */
+async function loadFirst(ctx: Context, found: CacheLookup, lookup: () => CacheLookup, t0: number): Promise<{ got?: Outcome; miss: CacheLookup; cacheFailed: boolean }> {
+  while (found.status === 'hit') {
+    const got = await tryLoad(ctx, found, t0);
+    if (got) return { got, miss: found, cacheFailed: false };
+    if (found.source !== 'shipped') return { miss: { status: 'miss' }, cacheFailed: true };
+    found = lookup(); // tryLoad throws in force-load, so this is auto or read-only: lookup never throws
+  }
+  return { miss: found, cacheFailed: false };
 }
 
 // CUDA load failures that are the bundle's own: its image or plan is wrong for the driver.
@@ -268,7 +283,8 @@ export function loadFailureIsBundles(e: unknown, device: Backend): boolean {
  * is not the bundle's (`loadFailureIsBundles`: no GPU, out of GPU memory, any other driver
  * trouble) goes to the caller unchanged, and the bundle stays.
  */
-async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promise<Outcome | undefined> {
+async function tryLoad(ctx: Context, found: Extract<CacheLookup, { status: 'hit' }>, t0: number): Promise<Outcome | undefined> {
+  const { bundle, source } = found;
   const hit = { origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0 } as const;
   if (ctx.purpose === 'build') return { ...hit, loadMs: performance.now() - t0 };
   try {
@@ -280,12 +296,14 @@ async function tryLoad(ctx: Context, bundle: VerifiedBundle, t0: number): Promis
     if (ctx.cache.mode === 'force-load') {
       throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${bundle.dir} verified but could not be loaded: ${why}`, { cause: e });
     }
-    const removed = ctx.cache.discard(bundle);
-    warnOnce(
-      'KILN_BUNDLE_LOAD',
-      `kiln: the bundle ${bundle.dir} verified but could not be loaded (${why}); ${removed ? 'it was removed and ' : ''}${ctx.req.name} is compiled once instead`,
-      `load:${bundle.dir}`,
-    );
+    let then: string;
+    if (source === 'shipped') {
+      failedShipped.add(bundle.dir); // read-only: it stays, so this process passes over it from now on
+      then = `this process passes over it to the next bundle path or the cache, else ${ctx.req.name} is compiled once`;
+    } else {
+      then = `${ctx.cache.discard(bundle) ? 'it was removed and ' : ''}${ctx.req.name} is compiled once instead`;
+    }
+    warnOnce('KILN_BUNDLE_LOAD', `kiln: the bundle ${bundle.dir} verified but could not be loaded (${why}); ${then}`, `load:${bundle.dir}`);
     return undefined;
   }
 }
