@@ -6,7 +6,8 @@
 import { spawnSync } from 'child_process';
 import { existsSync } from 'fs';
 import { join } from 'path';
-import { doctorReport } from '../lib/cli/doctor';
+import { autoBackend } from '../lib/api/compile';
+import { doctorAdvice, doctorExitCode, doctorReport, doctorVerdict, type DoctorFacts, type DoctorReport } from '../lib/cli/doctor';
 import { chooseBackend } from '../lib/runtime/select';
 
 const root = join(__dirname, '..');
@@ -85,6 +86,43 @@ describe('kiln doctor', () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/run bundles/);
     expect(r.out).toMatch(/Exit status 0 when programs can run here, also when only bundles can/);
+  });
+});
+
+describe('kiln doctor: the verdict (pure, no GPU needed)', () => {
+  const h100 = { index: 0, name: 'NVIDIA H100', computeCapability: [9, 0], totalMemory: 80 * 2 ** 30, smCount: 132 };
+  const driver = { available: true, version: 13000, devices: [h100] } as unknown as DoctorFacts['driver'];
+  const noNvrtc = { available: false, reason: 'libnvrtc.so not found', tried: [] } as unknown as DoctorFacts['nvrtc'];
+  const withNvrtc = { available: true, path: '/x/libnvrtc.so.13', version: [13, 0], archs: ['sm_90'], foundBy: 'ld' } as unknown as DoctorFacts['nvrtc'];
+  const cxx = { available: true, path: '/usr/bin/c++' } as unknown as DoctorFacts['cxx'];
+  const noCxx = { available: false, reason: 'no c++' } as unknown as DoctorFacts['cxx'];
+  const addon = { source: 'build', path: '/x/kiln.node' } as DoctorReport['addon'];
+
+  test('KILN_DEVICE=cuda on a GPU without NVRTC: CUDA bundles run, compile NO (no NVRTC), exit 0, and stderr says to install NVRTC', () => {
+    const v = doctorVerdict({ addonError: undefined, driver, nvrtc: noNvrtc, cxx: noCxx }, { KILN_DEVICE: 'cuda' });
+    expect(v.backend).toMatchObject({ backend: 'cuda', reason: expect.stringMatching(/^KILN_DEVICE=cuda: NVIDIA H100 runs CUDA bundles, but NVRTC was not found/) });
+    expect(v.load).toMatchObject({ ok: true, reason: expect.stringMatching(/^CUDA bundles/) });
+    expect(v.compile).toEqual({ ok: false, reason: 'no NVRTC (libnvrtc.so not found)' });
+    expect(doctorExitCode(v)).toBe(0);
+    expect(doctorAdvice({ addon, ...v })).toMatch(/can run bundles here .*KILN_NVRTC_UNAVAILABLE.*install NVRTC/);
+    // kiln.compile resolves device 'auto' the same way: CUDA, not KILN_NO_BACKEND.
+    expect(autoBackend({ driver, nvrtc: noNvrtc }, { KILN_DEVICE: 'cuda' }).backend).toBe('cuda');
+  });
+
+  test('the other cases are as before', () => {
+    const auto = doctorVerdict({ addonError: undefined, driver, nvrtc: noNvrtc, cxx }, {});
+    expect([auto.backend.backend, auto.compile.ok, doctorExitCode(auto)]).toEqual(['cpu', true, 0]);
+    const gpu = doctorVerdict({ addonError: undefined, driver, nvrtc: withNvrtc, cxx: noCxx }, {});
+    expect([gpu.backend.backend, gpu.compile, doctorAdvice({ addon, ...gpu })]).toEqual(['cuda', { ok: true, reason: 'with NVRTC /x/libnvrtc.so.13' }, undefined]);
+    const cpuOnly = doctorVerdict({ addonError: undefined, driver, nvrtc: noNvrtc, cxx: noCxx }, {});
+    expect([cpuOnly.backend.backend, cpuOnly.compile.ok, doctorExitCode(cpuOnly)]).toEqual(['cpu', false, 0]);
+    expect(doctorAdvice({ addon, ...cpuOnly })).toMatch(/KILN_NO_CXX.*install a C\+\+ compiler/);
+    const noDriver = { available: false, reason: 'libcuda.so.1 not found' } as DoctorFacts['driver'];
+    const nothing = doctorVerdict({ addonError: undefined, driver: noDriver, nvrtc: noNvrtc, cxx }, { KILN_DEVICE: 'cuda' });
+    expect([nothing.backend.backend, nothing.load.ok, doctorExitCode(nothing)]).toEqual([null, false, 1]);
+    expect(doctorAdvice({ addon, ...nothing })).toMatch(/cannot run programs here/);
+    const noAddon = doctorVerdict({ addonError: 'dlopen failed', driver: noDriver, nvrtc: noNvrtc, cxx }, {});
+    expect([noAddon.backend, doctorExitCode(noAddon)]).toEqual([{ backend: null, reason: 'the kiln addon did not load: dlopen failed' }, 1]);
   });
 });
 

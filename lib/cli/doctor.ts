@@ -3,11 +3,13 @@
  * and what works there: running compiled programs (bundles shipped with an app or built
  * earlier load without a compiler: docs/BUNDLES.md, warm path) and compiling new ones (the
  * C++ compiler for the CPU, NVRTC for a GPU). Exit code 0 when programs can run, even if
- * only from bundles; 1 when nothing can run (with what to do).
+ * only from bundles (a GPU without NVRTC under KILN_DEVICE=cuda included); 1 when nothing
+ * can run (with what to do).
  */
 import { cacheDir, dirStatus } from '../cache/dirs';
 import { addonInfo, type NativeInfo } from '../runtime/native';
-import { chooseBackend, type Choice } from '../runtime/select';
+import { autoBackend } from '../api/compile';
+import type { Choice } from '../runtime/select';
 import { cpuInfo, findCxx } from '../runtime/toolchain';
 import { KilnError } from '../util/errors';
 
@@ -45,17 +47,6 @@ export function doctorReport(): DoctorReport {
   const driver: NativeInfo['driver'] = native?.driver ?? { available: false, reason: `the kiln addon did not load: ${addonError}` };
   const nvrtc: NativeInfo['nvrtc'] = native?.nvrtc ?? { available: false, reason: `the kiln addon did not load: ${addonError}`, tried: [] };
   const cxx = findCxx();
-  // As kiln.compile resolves device 'auto' (lib/api/compile.ts, resolveDevice): the CPU
-  // backend does not need the compiler to run bundles, so it is not asked for here.
-  const chosen = chooseBackend({ driver, nvrtc, cxx: { available: true, path: '(needed only to compile)' } });
-  const backend: Choice = native || chosen.backend === null ? chosen : { backend: null, reason: `the kiln addon did not load: ${addonError}` };
-  const load: Ability = backend.backend
-    ? { ok: true, reason: `${backend.backend === 'cpu' ? 'CPU' : 'CUDA'} bundles (shipped with an app, or built earlier) load and run` }
-    : { ok: false, reason: backend.reason };
-  let compile: Ability;
-  if (backend.backend === 'cpu') compile = cxx.available ? { ok: true, reason: `with ${cxx.path}` } : { ok: false, reason: cxx.reason };
-  else if (backend.backend === 'cuda') compile = { ok: true, reason: 'with NVRTC' }; // chooseBackend picks CUDA only with NVRTC
-  else compile = { ok: false, reason: backend.reason };
   return {
     node: process.version,
     addon: native?.addon ?? { error: addonError },
@@ -64,10 +55,59 @@ export function doctorReport(): DoctorReport {
     cxx,
     cpu: cpuInfo(),
     cache: dirStatus(cacheDir()),
-    backend,
-    load,
-    compile,
+    ...doctorVerdict({ addonError: native ? undefined : addonError, driver, nvrtc, cxx }),
   };
+}
+
+/** What the verdict is drawn from: the addon's error (undefined when it loaded), the driver, NVRTC, the C++ compiler. */
+export interface DoctorFacts {
+  addonError: string | undefined;
+  driver: NativeInfo['driver'];
+  nvrtc: NativeInfo['nvrtc'];
+  cxx: ReturnType<typeof findCxx>;
+}
+
+/**
+ * The backend `device: 'auto'` runs on, as kiln.compile resolves it (`autoBackend`: the CPU
+ * backend needs no compiler to run bundles; KILN_DEVICE=cuda on a GPU without NVRTC runs CUDA
+ * bundles), whether it can run bundles (the addon loaded) and whether it can compile (the C++
+ * compiler; NVRTC). Pure: no probe, no output.
+ */
+export function doctorVerdict(facts: DoctorFacts, env: NodeJS.ProcessEnv = process.env): Pick<DoctorReport, 'backend' | 'load' | 'compile'> {
+  const { addonError, nvrtc, cxx } = facts;
+  const chosen = autoBackend(facts, env);
+  const backend: Choice = addonError === undefined || chosen.backend === null ? chosen : { backend: null, reason: `the kiln addon did not load: ${addonError}` };
+  const load: Ability = backend.backend
+    ? { ok: true, reason: `${backend.backend === 'cpu' ? 'CPU' : 'CUDA'} bundles (shipped with an app, or built earlier) load and run` }
+    : { ok: false, reason: backend.reason };
+  let compile: Ability;
+  if (backend.backend === 'cpu') compile = cxx.available ? { ok: true, reason: `with ${cxx.path}` } : { ok: false, reason: cxx.reason };
+  else if (backend.backend === 'cuda') compile = nvrtc.available ? { ok: true, reason: `with NVRTC ${nvrtc.path}` } : { ok: false, reason: `no NVRTC (${nvrtc.reason})` };
+  else compile = { ok: false, reason: backend.reason };
+  return { backend, load, compile };
+}
+
+/** `kiln doctor`'s exit status: 0 when programs can run here (also from bundles alone), 1 when nothing can. */
+export function doctorExitCode(r: Pick<DoctorReport, 'backend'>): number {
+  return r.backend.backend ? 0 : 1;
+}
+
+/** What `kiln doctor` says on stderr: what to do when nothing runs, or what to install to compile; undefined when all is well. */
+export function doctorAdvice(r: Pick<DoctorReport, 'addon' | 'backend' | 'compile'>): string | undefined {
+  if (!r.backend.backend) {
+    return (
+      'kiln cannot run programs here. ' +
+      ('error' in r.addon
+        ? 'Its native addon must load first: reinstall kiln, or run `npm run build:native` in a checkout.'
+        : 'For the CPU backend leave KILN_DEVICE unset or set it to cpu; for a GPU install the NVIDIA driver and NVRTC (the CUDA toolkit, or `pip install nvidia-cuda-nvrtc`).')
+    );
+  }
+  if (r.compile.ok) return undefined;
+  const what =
+    r.backend.backend === 'cuda'
+      ? 'a first call without a bundle fails with KILN_NVRTC_UNAVAILABLE. To compile, install NVRTC (the CUDA toolkit, or `pip install nvidia-cuda-nvrtc`) or point KILN_NVRTC_PATH at it.'
+      : 'a first call without a bundle fails with KILN_NO_CXX. To compile, install a C++ compiler (g++ or clang++) or set CXX.';
+  return `kiln can run bundles here (shipped with an app, or built on another machine of the same target) but cannot compile new programs: ${what}`;
 }
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
@@ -107,22 +147,9 @@ export function doctor(args: string[]): number {
   const report = doctorReport();
   if (args.includes('--json')) console.log(JSON.stringify(report, null, 2));
   else console.log(formatDoctor(report));
-  if (!report.backend.backend) {
-    console.error(
-      '\nkiln cannot run programs here. ' +
-        ('error' in report.addon
-          ? 'Its native addon must load first: reinstall kiln, or run `npm run build:native` in a checkout.'
-          : 'For the CPU backend leave KILN_DEVICE unset or set it to cpu; for a GPU install the NVIDIA driver and NVRTC (the CUDA toolkit, or `pip install nvidia-cuda-nvrtc`).'),
-    );
-    return 1;
-  }
-  if (!report.compile.ok) {
-    console.error(
-      `\nkiln can run bundles here (shipped with an app, or built on another machine of the same target) but cannot compile new programs: ` +
-        'a first call without a bundle fails with KILN_NO_CXX. To compile, install a C++ compiler (g++ or clang++) or set CXX.',
-    );
-  }
-  return 0;
+  const advice = doctorAdvice(report);
+  if (advice !== undefined) console.error(`\n${advice}`);
+  return doctorExitCode(report);
 }
 
 /** `kiln doctor --help`. */
@@ -136,6 +163,7 @@ cache dir), the backend \`device: 'auto'\` runs on, and what works there:
 
   --json   print the report as JSON
 
-Exit status 0 when programs can run here, also when only bundles can (no compiler: the
-report says "compile  NO" and stderr says what to install); 1 when nothing can run (the
-addon did not load, or KILN_DEVICE names a backend this machine lacks).`;
+Exit status 0 when programs can run here, also when only bundles can (no C++ compiler, or
+a GPU without NVRTC under KILN_DEVICE=cuda: the report says "compile  NO" and stderr says
+what to install); 1 when nothing can run (the addon did not load, or KILN_DEVICE names a
+backend this machine lacks: cpu without a C++ compiler, cuda without a GPU).`;
