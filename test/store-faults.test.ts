@@ -8,19 +8,29 @@
 import { existsSync, mkdtempSync, rmSync } from 'fs';
 import { tmpdir } from 'os';
 import { join } from 'path';
-import { bundleKey, publishBundle } from '../lib/cache';
+import { bundleKey, publishBundle, type PublishFile } from '../lib/cache';
 import { cudaCodegen, keyInput } from '../lib/engine/bundle-target';
 import { compileCount, getProgram, loadFailureIsBundles, type ProgramRequest } from '../lib/engine/store';
+import type { Graph } from '../lib/ir/graph';
+import type { CudaCompiledProgram } from '../lib/engine/cuda-load';
+import type { CompiledProgram } from '../lib/engine/program';
 import { CacheError, CudaError, FormatError, KilnError } from '../lib/util/errors';
 
-// Fault injection: what loading a bundle throws instead of loading it.
-const mockFaults: { load?: (dir: string) => unknown } = {};
+// Fault injection: what loading a bundle throws instead of loading it; what writing a CUDA
+// program's bundle files does; and, as this machine has no GPU, the program a CUDA compile
+// returns (a stand-in whose dispose() is watched).
+const mockFaults: { load?: (dir: string) => unknown; files?: () => PublishFile[]; compiled?: () => CompiledProgram } = {};
 jest.mock('../lib/engine/bundle', () => {
   const actual = jest.requireActual<typeof import('../lib/engine/bundle')>('../lib/engine/bundle');
   return {
     ...actual,
     loadBundle: (b: Parameters<typeof actual.loadBundle>[0]) => (mockFaults.load ? Promise.reject(mockFaults.load(b.dir)) : actual.loadBundle(b)),
+    cudaProgramFiles: (parts: Parameters<typeof actual.cudaProgramFiles>[0]) => (mockFaults.files ? mockFaults.files() : actual.cudaProgramFiles(parts)),
   };
+});
+jest.mock('../lib/engine/compile', () => {
+  const actual = jest.requireActual<typeof import('../lib/engine/compile')>('../lib/engine/compile');
+  return { ...actual, compileGraph: (...a: Parameters<typeof actual.compileGraph>) => (mockFaults.compiled ? Promise.resolve(mockFaults.compiled()) : actual.compileGraph(...a)) };
 });
 
 const driverError = (cudaError: string) => new CudaError('KILN_CUDA_ERROR', `cuModuleLoadData failed: ${cudaError}`, cudaError);
@@ -153,5 +163,75 @@ describe('getProgram when a verified CUDA bundle fails to load', () => {
     }
     expect(existsSync(join(shippedDir, 'manifest.json'))).toBe(true);
     expect(existsSync(join(dir, 'manifest.json'))).toBe(true);
+  });
+});
+
+describe('a CUDA compile whose program is not handed out frees it on the GPU', () => {
+  let tmp: string;
+  let n = 0;
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'kiln-store-dispose-'));
+  });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  afterEach(() => {
+    delete mockFaults.files;
+    delete mockFaults.compiled;
+    delete process.env.KILN_TEST_FAULT;
+  });
+
+  // What compileAndPublish reads of a traced graph: its source files and captured tensors.
+  const graph = { files: [], captured: [] } as unknown as Graph;
+  const request = (): ProgramRequest => ({ name: `dispose-${n}`, fnSource: `(x) => x.mul(${n++})`, inputs: [], device: 'cuda', target: 'sm_90' });
+
+  /** A compiled CUDA program for `target` as compileGraph returns it, holding nothing but a watched dispose(). */
+  function compiled(target: 'sm_90' | 'sm_80'): { program: CudaCompiledProgram; dispose: jest.Mock } {
+    const dispose = jest.fn();
+    const arch = Number(target.slice(3));
+    const program = {
+      device: 'cuda',
+      graph,
+      plan: { version: 1, symbols: [], buffers: [], steps: [], outputs: [] },
+      kernels: 1,
+      source: '',
+      times: { lowerMs: 0, renderMs: 0, compileMs: 1, loadMs: 0 },
+      execute: () => Promise.resolve([]),
+      cuda: { program: { dispose }, target: { target, kind: 'cubin', arch }, tuning: {}, resources: {}, image: Buffer.from('cubin'), run: () => Promise.resolve([]) },
+    } as unknown as CudaCompiledProgram;
+    return { program, dispose };
+  }
+
+  it("compiled for another target than the key's (KILN_INTERNAL): disposed", async () => {
+    const { program, dispose } = compiled('sm_80');
+    mockFaults.compiled = () => program;
+    await expect(getProgram(request(), { mode: 'auto', cacheDir: join(tmp, 'a'), bundlePath: [] }, () => graph)).rejects.toMatchObject({ code: 'KILN_INTERNAL' });
+    expect(dispose).toHaveBeenCalledTimes(1);
+  });
+
+  it('its bundle files cannot be made: disposed, and the error is the one thrown', async () => {
+    const { program, dispose } = compiled('sm_90');
+    mockFaults.compiled = () => program;
+    const fault = new FormatError('KILN_BAD_PROGRAM', 'injected: the CUDA section cannot be written');
+    mockFaults.files = () => {
+      throw fault;
+    };
+    await expect(getProgram(request(), { mode: 'auto', cacheDir: join(tmp, 'b'), bundlePath: [] }, () => graph)).rejects.toBe(fault);
+    expect(dispose).toHaveBeenCalledTimes(1);
+  });
+
+  it('publishing fails for cache trouble (ENOSPC): as on the CPU, a warning, and the program is returned without a bundle, not disposed', async () => {
+    const { program, dispose } = compiled('sm_90');
+    mockFaults.compiled = () => program;
+    mockFaults.files = () => [{ name: 'graph.json', data: '{}' }];
+    process.env.KILN_TEST_FAULT = 'write:enospc';
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      const got = await getProgram(request(), { mode: 'auto', cacheDir: join(tmp, 'c'), bundlePath: [] }, () => graph);
+      expect(got).toMatchObject({ origin: 'compiled', program });
+      expect(got.bundleDir).toBeUndefined();
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/could not publish bundle/), { code: 'KILN_CACHE_WRITE' });
+    } finally {
+      warn.mockRestore();
+    }
+    expect(dispose).not.toHaveBeenCalled();
   });
 });

@@ -418,12 +418,17 @@ async function compileAndPublish(ctx: Context, trace: TraceFn): Promise<Outcome>
   const compileMs = t.lowerMs + t.renderMs + t.compileMs;
   let bundleDir: string | undefined;
   try {
+    // Cache trouble is 'skipped' (warned): the program is returned without a bundle, as on
+    // the CPU. What throws is a bad argument: the call fails, and a GPU program is freed.
     const published = cache.publish(key, req.name, built.files, {
       keyFields: ctx.keyFields,
       guards: { sources, target: ctx.target, toolchain: built.toolchain },
       info: { function: req.name, device: req.device, kernels: built.kernels, compileMs: Math.round(compileMs) },
     });
     if (published.status !== 'skipped') bundleDir = published.dir;
+  } catch (e) {
+    if (built.program) disposeProgram(built.program);
+    throw e;
   } finally {
     await built.cleanup?.();
   }
@@ -477,13 +482,28 @@ async function compileCuda(ctx: Context, graph: Graph): Promise<Built> {
     return { files, toolchain: nvrtcIdentity(ctx.codegen), kernels, times: { ...b.times, loadMs: 0 } };
   }
   const program = (await compileOrExplain(ctx, graph)) as CudaCompiledProgram;
-  if (!imageFitsTarget(ctx.target, program.cuda.target)) {
-    // The key names the driver's sm_XY; NVRTC compiles that, or PTX when it is older than the GPU.
-    throw new KilnError('KILN_INTERNAL', `${ctx.req.name}: compiled for ${program.cuda.target.target}, which does not run as the bundle key's target ${ctx.target}`);
+  try {
+    if (!imageFitsTarget(ctx.target, program.cuda.target)) {
+      // The key names the driver's sm_XY; NVRTC compiles that, or PTX when it is older than the GPU.
+      throw new KilnError('KILN_INTERNAL', `${ctx.req.name}: compiled for ${program.cuda.target.target}, which does not run as the bundle key's target ${ctx.target}`);
+    }
+    const c = program.cuda;
+    const files = cudaProgramFiles({ graph: program.graph, plan: program.plan, kernels: program.kernels, source: program.source, image: c.image, target: c.target, tuning: c.tuning, resources: c.resources });
+    return { program, files, toolchain: nvrtcIdentity(ctx.codegen), kernels: program.kernels, times: program.times };
+  } catch (e) {
+    disposeProgram(program); // the call fails: free its module, constants and arena on the GPU
+    throw e;
   }
-  const c = program.cuda;
-  const files = cudaProgramFiles({ graph: program.graph, plan: program.plan, kernels: program.kernels, source: program.source, image: c.image, target: c.target, tuning: c.tuning, resources: c.resources });
-  return { program, files, toolchain: nvrtcIdentity(ctx.codegen), kernels: program.kernels, times: program.times };
+}
+
+/** Frees what a program that is not handed out holds: a CUDA program's module, constants and arena (a CPU program holds no device memory). */
+function disposeProgram(program: CompiledProgram): void {
+  if (program.device !== 'cuda' || !('cuda' in program)) return;
+  try {
+    (program as CudaCompiledProgram).cuda.program.dispose();
+  } catch {
+    // the error being thrown is the one to report
+  }
 }
 
 /** `guards.toolchain` of a CUDA bundle (after the compile): the code-generation identity, and the NVRTC that built it as information. */
