@@ -347,6 +347,33 @@ test('a shipped bundle that verifies but fails to load (dlopen) hides no cache c
   expect(existsSync(bad.status === 'published' ? bad.dir : '')).toBe(true); // shipped bundles are never changed
 });
 
+test('kiln build --target cpu into a dir holding a bundle that verifies but fails to load (dlopen): rebuilt, not reported as already built', async () => {
+  const from = cold.stats!.bundleDir!;
+  const m = manifestOf(from);
+  const out = join(tmp, 'build-over-broken');
+  const files = ['graph.json', 'kernels.cpp'].map((name) => ({ name, data: readFileSync(join(from, name)) }));
+  const bad = openCache({ cacheDir: out, env: {} }).publish(m.key, m.keyFields.namespace, [...files, { name: 'kernels.so', data: Buffer.from('not a shared object') }], {
+    keyFields: m.keyFields,
+    guards: m.guards,
+  });
+  if (bad.status !== 'published') throw new Error(`publish: ${bad.status}`);
+  const built = await kilnBuild([join(proj, 'mlp.js'), '--target', 'cpu', '--out', out]);
+  expect(built.code).toBe(0);
+  expect(built.stderr).toMatch(/\[1\/1\] fixture-mlp → cpu: built in [\d.]+ s → /);
+  expect(built.stderr).toMatch(/KILN_BUNDLE_LOAD.*verified but could not be loaded/);
+  expect(built.stdout).toMatch(/fixture-mlp\s+cpu-\S+\s+built/);
+  // The bundle in place is a new one, whose kernels.so loads: a process using it compiles nothing.
+  expect(readFileSync(join(bad.dir, 'kernels.so')).subarray(0, 4)).toEqual(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
+  const r = await app(project('after-rebuild'), { options: { cacheDir: join(tmp, 'after-rebuild-cache'), failOnRecompile: true }, batches: [4] }, { env: childEnv({ KILN_BUNDLE_PATH: out }) });
+  expect(r.error).toBeUndefined();
+  expect(r.stats).toMatchObject({ source: 'bundle', bundleDir: bad.dir });
+  expect(r.outputs[0].bytes).toBe(cold.outputs[0].bytes);
+  // Building again finds it and proves it loads: already built.
+  const again = await kilnBuild([join(proj, 'mlp.js'), '--target', 'cpu', '--out', out]);
+  expect(again.code).toBe(0);
+  expect(again.stderr).toMatch(/fixture-mlp → cpu: already built in/);
+});
+
 describe('values captured from the closure', () => {
   /** Runs scale-app.js (scale.js's model `by`, multiplying by `value`) in a fresh process. */
   async function scaleApp(args: { by: string; value: number; second?: number; options?: object }, opts: { env?: NodeJS.ProcessEnv } = {}) {

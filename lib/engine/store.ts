@@ -173,7 +173,8 @@ export async function getProgram(req: ProgramRequest, store: StoreOptions, trace
 
 /**
  * Makes sure a bundle for `req` exists in `cacheDir` (shipped roots are not consulted):
- * verifies the one there, or traces, compiles and publishes. For offline builds (`kiln.build`):
+ * verifies the one there (and loads it, for the CPU: one that can't be loaded is rebuilt),
+ * or traces, compiles and publishes. For offline builds (`kiln.build`):
  * nothing is evicted from a directory being filled with bundles to ship.
  * Throws CacheError KILN_CACHE_WRITE when the bundle could not be written.
  */
@@ -279,14 +280,16 @@ export function loadFailureIsBundles(e: unknown, device: Backend): boolean {
 
 /**
  * Loads a verified bundle; on failure discards it (auto) or throws (force-load). An offline
- * CUDA build loads nothing: the bundle verified for its target is the result. A failure that
+ * CUDA build loads nothing (this machine may have no GPU, or another one): the bundle verified
+ * for its target is the result. A CPU build loads what it finds, as its target is this
+ * machine: a bundle that verifies but can't be loaded is rebuilt, not shipped. A failure that
  * is not the bundle's (`loadFailureIsBundles`: no GPU, out of GPU memory, any other driver
  * trouble) goes to the caller unchanged, and the bundle stays.
  */
 async function tryLoad(ctx: Context, found: Extract<CacheLookup, { status: 'hit' }>, t0: number): Promise<Outcome | undefined> {
   const { bundle, source } = found;
   const hit = { origin: 'bundle', key: ctx.key, bundleDir: bundle.dir, traceMs: 0, compileMs: 0 } as const;
-  if (ctx.purpose === 'build') return { ...hit, loadMs: performance.now() - t0 };
+  if (ctx.purpose === 'build' && ctx.backend.device === 'cuda') return { ...hit, loadMs: performance.now() - t0 };
   try {
     const program = await loadBundle(bundle);
     return { ...hit, program, loadMs: performance.now() - t0 };
