@@ -23,7 +23,6 @@ import type { ProgramInput } from '../runtime/cuda';
 import { isCudaProgram, run, runCuda } from '../engine/run';
 import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
 import { chooseBackend, requireBackend, type Backend, type BackendFacts, type Choice } from '../runtime/select';
-import { readEnv } from '../util/env';
 import { callSite } from '../tensor/site';
 import { ArgumentError, ShapeError } from '../util/errors';
 import { programInput, rawInput, tensorFromDevice, tensorFromRaw, traceGraph, type Tensor } from './tensors';
@@ -228,19 +227,12 @@ export function resolveDevice(device: Settings['device']): Backend {
 }
 
 /**
- * The backend `device: 'auto'` runs on for these facts, as `chooseBackend` picks it (the CPU
- * backend is not asked for its compiler), except that `KILN_DEVICE=cuda` on a GPU without
- * NVRTC is CUDA, as an explicit `device: 'cuda'` is: bundles load with the GPU alone, and a
- * call that must compile says it needs NVRTC. `kiln doctor` reports the same choice.
+ * The backend `device: 'auto'` runs on for these facts, as `chooseBackend` picks it, without
+ * asking the CPU backend for its compiler (looked for only when a compile is needed).
+ * `kiln doctor` reports the same choice.
  */
 export function autoBackend(facts: Pick<BackendFacts, 'driver' | 'nvrtc'>, env: NodeJS.ProcessEnv = process.env): Choice {
-  const cpu = { available: true as const, path: '(looked for only when a compile is needed)' };
-  const chosen = chooseBackend({ ...facts, cxx: cpu }, env);
-  const { driver, nvrtc } = facts;
-  if (chosen.backend === null && readEnv('KILN_DEVICE', env) === 'cuda' && driver.available && driver.devices.length > 0 && !nvrtc.available) {
-    return { backend: 'cuda', reason: `KILN_DEVICE=cuda: ${driver.devices[0].name} runs CUDA bundles, but NVRTC was not found (${nvrtc.reason})` };
-  }
-  return chosen;
+  return chooseBackend({ ...facts, cxx: { available: true, path: '(looked for only when a compile is needed)' } }, env);
 }
 
 /** The key inputs of a signature: each input's example shape and its dynamic dims. */

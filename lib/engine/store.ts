@@ -34,7 +34,7 @@ import { addonInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { CacheError, CompilerError, CudaError, FormatError, KilnError, NvrtcError } from '../util/errors';
 import { cudaProgramFiles, loadBundle, programFiles, sourceGuards } from './bundle';
-import { bundleBackend, imageFitsTarget, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
+import { bundleBackend, fallbackTargets, imageFitsTarget, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
 import type { CudaCompiledProgram } from './cuda-load';
 import type { CompiledProgram, StageTimes } from './program';
 
@@ -206,10 +206,14 @@ async function obtain(ctx: Context, trace: TraceFn): Promise<Outcome> {
   try {
     found = lookup(); // force-load: throws when missing or invalid
   } catch (e) {
+    const other = await loadFallback(ctx, expect, t0);
+    if (other) return other;
     throw explainMissing(ctx, trace, e);
   }
   const first = await loadFirst(ctx, found, lookup, t0);
   if (first.got) return first.got;
+  const other = await loadFallback(ctx, expect, t0);
+  if (other) return other;
   mayCompile(ctx, first.miss);
   return cache.withKeyLock(
     key,
@@ -240,6 +244,30 @@ async function loadFirst(ctx: Context, found: CacheLookup, lookup: () => CacheLo
     found = lookup(); // tryLoad throws in force-load, so this is auto or read-only: lookup never throws
   }
   return { miss: found, cacheFailed: false };
+}
+
+/**
+ * This GPU's own key (`sm_XY`) found nothing that loads: a bundle built offline for another
+ * target it runs (`kiln build --target sm_90a | compute_80`) has a key of its own, looked up
+ * here in `fallbackTargets` order (docs/BUNDLES.md, "Offline builds"). Only a hit that loads
+ * counts; a missing (force-load) or invalid fallback is passed over.
+ */
+async function loadFallback(ctx: Context, expect: Parameters<Cache['lookup']>[2], t0: number): Promise<Outcome | undefined> {
+  if (ctx.purpose !== 'run' || ctx.req.target !== undefined || ctx.backend.device !== 'cuda') return undefined;
+  for (const target of fallbackTargets(ctx.target)) {
+    const { key, keyFields } = bundleKey(keyInput(ctx.req, target, ctx.codegen));
+    const alt: Context = { ...ctx, key, keyFields, target };
+    const lookup = (): CacheLookup => alt.cache.lookup(key, alt.req.name, expect, failedShipped);
+    let found: CacheLookup;
+    try {
+      found = lookup();
+    } catch {
+      continue; // force-load: no bundle under this target
+    }
+    const got = await loadFirst(alt, found, lookup, t0);
+    if (got.got) return got.got;
+  }
+  return undefined;
 }
 
 // CUDA load failures that are the bundle's own: its image or plan is wrong for the driver.

@@ -3,10 +3,10 @@
  * device and NVRTC; the CPU backend needs a C++ compiler. The reason is shown by
  * `kiln doctor` and in errors, so it names what was missing.
  *
- * `auto` (and `KILN_DEVICE=cuda`) asks for NVRTC although a CUDA bundle loads without it:
- * a GPU machine without NVRTC could run shipped bundles but fail on the first miss, where
- * the CPU backend would compile. An explicit `device: 'cuda'` needs only the GPU for
- * bundles, and says that it needs NVRTC when it must compile.
+ * `auto` asks for NVRTC although a CUDA bundle loads without it: a GPU machine without NVRTC
+ * could run shipped bundles but fail on the first miss, where the CPU backend would compile.
+ * `KILN_DEVICE=cuda`, like an explicit `device: 'cuda'`, needs only the GPU: bundles load,
+ * and a call that must compile says it needs NVRTC.
  */
 import { ArgumentError, KilnError } from '../util/errors';
 import { readEnv } from '../util/env';
@@ -29,7 +29,13 @@ export function chooseBackend(facts: BackendFacts, env: NodeJS.ProcessEnv = proc
   }
   const cuda = cudaProblem(facts);
   const cpu = facts.cxx.available ? undefined : facts.cxx.reason;
-  if (forced === 'cuda') return cuda ? { backend: null, reason: `KILN_DEVICE=cuda but ${cuda}` } : { backend: 'cuda', reason: 'KILN_DEVICE=cuda' };
+  if (forced === 'cuda') {
+    if (!cuda) return { backend: 'cuda', reason: 'KILN_DEVICE=cuda' };
+    if (facts.driver.available && facts.driver.devices.length > 0 && !facts.nvrtc.available) {
+      return { backend: 'cuda', reason: `KILN_DEVICE=cuda: ${facts.driver.devices[0].name} runs CUDA bundles, but NVRTC was not found (${facts.nvrtc.reason})` };
+    }
+    return { backend: null, reason: `KILN_DEVICE=cuda but ${cuda}` };
+  }
   if (forced === 'cpu') return cpu ? { backend: null, reason: `KILN_DEVICE=cpu but ${cpu}` } : { backend: 'cpu', reason: 'KILN_DEVICE=cpu' };
   if (!cuda && facts.driver.available) {
     return { backend: 'cuda', reason: `found ${facts.driver.devices[0].name} and NVRTC` };

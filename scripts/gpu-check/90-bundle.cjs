@@ -178,6 +178,24 @@ module.exports = {
           return 'loaded';
         });
       }
+      // A PTX bundle (compute_XY) has a key of its own; device: 'cuda' finds it through the
+      // store's fallback targets when its sm_XY key misses, and the driver JIT-compiles it.
+      const ptx = `compute_${ctx.target.arch}`;
+      const shippedPtx = path.join(tmp, 'shipped-ptx');
+      const ptxOk = await ctx.check(`kiln build --target ${ptx}`, () => {
+        const [job] = kilnBuild(dir, ptx, shippedPtx);
+        if (job.status !== 'built') throw new Error(`kiln build: ${job.status} ${job.error ? job.error.message : ''}`);
+        return `${job.result.key.slice(0, 12)} in ${(job.ms / 1000).toFixed(1)} s`;
+      });
+      if (ptxOk) {
+        await ctx.check(`shipped ${ptx} bundle found by fallback: zero compiles`, () => {
+          const r = app(dir, { cacheDir: path.join(tmp, 'consumer-ptx'), failOnRecompile: true }, { KILN_BUNDLE_PATH: shippedPtx });
+          expectOk(r, 'shipped PTX');
+          if (r.stats.source !== 'bundle' || !r.stats.bundleDir.startsWith(shippedPtx)) throw new Error(`shipped PTX: source ${r.stats.source} from ${r.stats.bundleDir}`);
+          if (r.counters.traces || r.counters.compiles) throw new Error(`shipped PTX: ${JSON.stringify(r.counters)}`);
+          return cold ? `max |diff| vs tuned ${maxDiff(r, cold).toExponential(1)}` : 'loaded';
+        });
+      }
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
