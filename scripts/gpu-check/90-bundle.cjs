@@ -158,11 +158,13 @@ module.exports = {
       }
       const target = ctx.target.target;
       const shipped = path.join(tmp, 'shipped');
-      const builtOk = await ctx.check(`kiln build --target ${target}`, () => {
-        const [job] = kilnBuild(dir, target, shipped);
-        if (job.status !== 'built') throw new Error(`kiln build: ${job.status} ${job.error ? job.error.message : ''}`);
-        return `${job.result.key.slice(0, 12)} in ${(job.ms / 1000).toFixed(1)} s`;
-      });
+      const buildInto = (t, out) =>
+        ctx.check(`kiln build --target ${t}`, () => {
+          const [job] = kilnBuild(dir, t, out);
+          if (job.status !== 'built') throw new Error(`kiln build: ${job.status} ${job.error ? job.error.message : ''}`);
+          return `${job.result.key.slice(0, 12)} in ${(job.ms / 1000).toFixed(1)} s`;
+        });
+      const builtOk = await buildInto(target, shipped);
       if (builtOk) {
         await ctx.check('shipped bundle: zero compiles (KILN_BUNDLE_PATH)', () => {
           const own = path.join(tmp, 'consumer-cache');
@@ -182,11 +184,7 @@ module.exports = {
       // store's fallback targets when its sm_XY key misses, and the driver JIT-compiles it.
       const ptx = `compute_${ctx.target.arch}`;
       const shippedPtx = path.join(tmp, 'shipped-ptx');
-      const ptxOk = await ctx.check(`kiln build --target ${ptx}`, () => {
-        const [job] = kilnBuild(dir, ptx, shippedPtx);
-        if (job.status !== 'built') throw new Error(`kiln build: ${job.status} ${job.error ? job.error.message : ''}`);
-        return `${job.result.key.slice(0, 12)} in ${(job.ms / 1000).toFixed(1)} s`;
-      });
+      const ptxOk = await buildInto(ptx, shippedPtx);
       if (ptxOk) {
         await ctx.check(`shipped ${ptx} bundle found by fallback: zero compiles`, () => {
           const r = app(dir, { cacheDir: path.join(tmp, 'consumer-ptx'), failOnRecompile: true }, { KILN_BUNDLE_PATH: shippedPtx });
