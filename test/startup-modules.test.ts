@@ -36,7 +36,8 @@ test("the startup benchmark's app loads kiln and the models, none of the benchma
   expect(files.filter((f) => f.startsWith('cli/'))).toEqual([]);
 });
 
-test('importing kiln loads no child_process (only compiling or finding NVRTC spawns)', () => {
+test('importing kiln loads no child_process (only compiling or finding NVRTC spawns) and no fs/promises', () => {
   const { builtins } = loadedBy([join(dist, 'index.js')]);
   expect(builtins).not.toContain('child_process');
+  expect(builtins).not.toContain('fs/promises');
 });

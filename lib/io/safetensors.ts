@@ -20,7 +20,7 @@
  *
  * This module imports only util and ir; `lib/api/weights.ts` turns entries into Tensors.
  */
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { promises as fsp } from 'node:fs'; // fs.promises loads on first use, not at import
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ITEMSIZE, type DType, type Storage } from '../ir/dtype';
@@ -169,7 +169,7 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors data'
 
 /** Reads and decodes a safetensors file; errors name the path. */
 export async function readSafetensorsFile(path: string): Promise<SafetensorsContents> {
-  return decodeSafetensors(await readFile(path), path);
+  return decodeSafetensors(await fsp.readFile(path), path);
 }
 
 function isCount(x: unknown): x is number {
@@ -303,10 +303,10 @@ export async function writeSafetensorsFile(path: string, tensors: Parameters<typ
   const bytes = encodeSafetensors(tensors, metadata);
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    await writeFile(tmp, bytes, { flag: 'wx' });
-    await rename(tmp, path);
+    await fsp.writeFile(tmp, bytes, { flag: 'wx' });
+    await fsp.rename(tmp, path);
   } catch (e) {
-    await rm(tmp, { force: true });
+    await fsp.rm(tmp, { force: true });
     throw e;
   }
 }
