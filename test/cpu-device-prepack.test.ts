@@ -57,4 +57,34 @@ describe('packed matmul weights on the CPU', () => {
     const sets = [weightSet(), weightSet(), weightSet()];
     for (let round = 0; round < 3; round++) await Promise.all([...sets, ...sets].map((ws) => check(ws)));
   }, 120_000);
+
+  // The first call with a weight packs B per work unit (no pack slot filled yet), later calls
+  // read the slot's packed panels: the micro-kernel sums the same products in the same order,
+  // so the results must be the same bits. Sizes: two and three K blocks, partial N panels,
+  // several units per thread, M tails, one B per batch and a B shared by the batches.
+  it.each([
+    [13, 300, 37],
+    [131, 257, 1000],
+  ])('first (B packed per unit) and later (B from the pack slot) calls give the same bits, %i x %i x %i', async (m, k, n) => {
+    const g = compile(
+      (x: kiln.Tensor, w: kiln.Tensor, w3: kiln.Tensor) => ({
+        dense: x.matmul(w).relu(),
+        batched: x.reshape([1, m, k]).expand([2, m, k]).matmul(w3),
+        broadcast: x.reshape([1, m, k]).expand([3, m, k]).matmul(w),
+      }),
+      { device: 'cpu', cache: 'off' },
+    );
+    const [xx, w, w3] = [rand([m, k]), rand([k, n], 0.1), rand([2, k, n], 0.1)];
+    const bits = async (): Promise<Uint32Array[]> => {
+      const out = (await g(xx, w, w3)) as Record<string, kiln.Tensor>;
+      return Promise.all(['dense', 'batched', 'broadcast'].map(async (name) => new Uint32Array(new Float32Array(await out[name].toArray()).buffer)));
+    };
+    const first = await bits(); // B packed per work unit
+    await bits(); // fills the pack slot
+    const third = await bits(); // B from the pack slot
+    for (let i = 0; i < first.length; i++) expect(Buffer.compare(Buffer.from(first[i].buffer), Buffer.from(third[i].buffer))).toBe(0);
+    const want = (await g(xx, w, w3)) as Record<string, kiln.Tensor>;
+    const eager = (x: kiln.Tensor) => x.matmul(w).relu();
+    expect(await relErr(want.dense, eager(xx))).toBeLessThan(1e-5);
+  }, 120_000);
 });
