@@ -18,24 +18,15 @@ import { evalGridDim, parseGridDim } from '../lib/runtime/cuda';
 import { parsePtxasLog, type PtxasFunctionInfo } from '../lib/runtime/cuda-arch';
 import { bindSymbols, interpret, type TensorData } from '../lib/runtime/interpreter';
 import { cpuLoad, nvrtcCompile, type CpuLibrary } from '../lib/runtime/native';
+import type { NumCase } from './codegen-harness';
 import { BF16, F16, ulpDistance } from './helpers/ref';
 import * as F from '../lib/tensor/functional';
 import { tensor } from '../lib/tensor/tensor';
-import { trace, type InputSpec, type TracedFn } from '../lib/tensor/trace';
+import { trace } from '../lib/tensor/trace';
 import type { DType } from '../lib/ir';
 
-/** One program of the shared case list. */
-export interface CudaCase {
-  name: string;
-  fn: TracedFn;
-  specs: InputSpec[];
-  dynamic?: Record<number, number[]>;
-  runs?: number[][][];
-  gen?: (input: number, dtype: DType, n: number, rng: unknown) => number[];
-  rtol?: number;
-  atol?: number;
-  ulps?: number;
-}
+/** One program of the shared case list: a C++ harness case whose generator gets the case list's own RNG. */
+export type CudaCase = Omit<NumCase, 'gen'> & { gen?: (input: number, dtype: DType, n: number, rng: unknown) => number[] };
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the case list is plain JS shared with the GPU suite
 const shared = require('../scripts/gpu-check/cases.cjs') as {
