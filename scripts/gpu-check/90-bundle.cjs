@@ -18,7 +18,9 @@ const path = require('node:path');
 const { DRY } = require('./cuda-run.cjs');
 
 const ROOT = path.join(__dirname, '..', '..');
-const KILN_BIN = path.join(ROOT, 'bin', 'kiln.js');
+// The kiln command: bin/kiln.js, or the same two lines over dist/ where a payload has no bin/.
+const CLI = `require(${JSON.stringify(path.join(ROOT, 'dist', 'cli', 'main.js'))}).main(process.argv.slice(1)).then((c) => { process.exitCode = c; });`;
+const KILN_BIN = fs.existsSync(path.join(ROOT, 'bin', 'kiln.js')) ? [path.join(ROOT, 'bin', 'kiln.js')] : ['-e', CLI, '--'];
 
 // The model: an MLP with a row softmax (matmuls, a fused epilogue, a reduction), dynamic batch.
 const MODEL = `'use strict';
@@ -76,10 +78,12 @@ function node(args, opts) {
 
 /** Runs the app in a fresh process; its JSON result. */
 function app(dir, options, extraEnv = {}) {
+  const t0 = process.hrtime.bigint();
   const r = node([path.join(dir, 'app.js'), JSON.stringify({ options })], { cwd: dir, env: env(extraEnv) });
+  const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const line = r.stdout.trim().split('\n').pop() || '';
   try {
-    return JSON.parse(line);
+    return { ...JSON.parse(line), wallMs };
   } catch {
     throw new Error(`app exited ${r.status} without a result: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
   }
@@ -110,7 +114,7 @@ function maxDiff(a, b) {
 
 /** `kiln build --target <targets> --out <out>` of the app's model. */
 function kilnBuild(dir, targets, out) {
-  const r = node([KILN_BIN, 'build', path.join(dir, 'model.js'), '--target', targets, '--out', out, '--json'], { cwd: dir, env: env() });
+  const r = node([...KILN_BIN, 'build', path.join(dir, 'model.js'), '--target', targets, '--out', out, '--json'], { cwd: dir, env: env() });
   if (r.status !== 0) throw new Error(`kiln build exited ${r.status}: ${r.stderr.trim().split('\n').slice(-2).join(' | ')}`);
   return JSON.parse(r.stdout);
 }
@@ -147,7 +151,14 @@ module.exports = {
           if (warm.coldModules.length) throw new Error(`warm: loaded cold-path modules ${warm.coldModules.join(', ')}`);
           if (bytes(warm).join() !== bytes(cold).join()) throw new Error(`warm: outputs differ from the cold run's (max |diff| ${maxDiff(warm, cold)})`);
           ctx.metric('bundle: warm load', warm.stats.loadMs, 'ms', 'verify + read + module load + constants');
-          return `loaded in ${warm.stats.loadMs.toFixed(1)} ms`;
+          // Whole processes (start, three calls at three batch sizes, exit), against bare Node.
+          const bare = Number(process.hrtime.bigint());
+          node(['-e', '0'], { env: env() });
+          const bareMs = (Number(process.hrtime.bigint()) - bare) / 1e6;
+          ctx.metric('startup: cold app process', cold.wallMs, 'ms', 'trace + compile + tune + 3 calls');
+          ctx.metric('startup: warm app process', warm.wallMs, 'ms', `bare node -e 0: ${bareMs.toFixed(0)} ms`);
+          ctx.metric('startup: warm ÷ cold', warm.wallMs / cold.wallMs, '', 'target <= 0.1');
+          return `loaded in ${warm.stats.loadMs.toFixed(1)} ms; process ${warm.wallMs.toFixed(0)} ms warm vs ${cold.wallMs.toFixed(0)} ms cold`;
         });
       }
       // The bundle device: 'cuda' looks up is keyed by the driver's sm_XY; an NVRTC older than
@@ -212,10 +223,10 @@ async function dry(ctx, dir, tmp) {
   });
   if (ok) {
     await ctx.check('kiln cache verify + show (dry run)', () => {
-      const v = node([KILN_BIN, 'cache', 'verify', '--cache-dir', out], { cwd: dir, env: env() });
+      const v = node([...KILN_BIN, 'cache', 'verify', '--cache-dir', out], { cwd: dir, env: env() });
       if (v.status !== 0 || !/2 ok, 0 failed/.test(v.stdout)) throw new Error(`verify exited ${v.status}: ${v.stdout.trim().split('\n').pop()}`);
-      const key = JSON.parse(node([KILN_BIN, 'cache', 'ls', '--json', '--cache-dir', out], { env: env() }).stdout).find((b) => b.target === 'sm_90').key;
-      const s = node([KILN_BIN, 'cache', 'show', key.slice(0, 12), '--cache-dir', out], { env: env() });
+      const key = JSON.parse(node([...KILN_BIN, 'cache', 'ls', '--json', '--cache-dir', out], { env: env() }).stdout).find((b) => b.target === 'sm_90').key;
+      const s = node([...KILN_BIN, 'cache', 'show', key.slice(0, 12), '--cache-dir', out], { env: env() });
       if (!/kernels \(ptxas's report for sm_90/.test(s.stdout)) throw new Error(`show: ${s.stdout.slice(0, 200)}`);
       return 'verified; show lists the kernels';
     });

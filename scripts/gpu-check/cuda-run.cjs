@@ -1,5 +1,5 @@
 /**
- * Helpers of the CUDA backend's GPU sections (70-ops, 80-bench): kiln's modules from dist/,
+ * Helpers of the CUDA backend's GPU sections (70-ops, 95-bench): kiln's modules from dist/,
  * building a traced program for the device's target, running a CUDA plan step by step on
  * buffers this file owns (outputs and temps poisoned with 0xff bytes — NaN for floats — so a
  * kernel that skips an element it owns is caught), timing plans as replayed CUDA graphs, and
