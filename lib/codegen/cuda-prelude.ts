@@ -95,7 +95,17 @@ KILN_D int32_t kiln_isub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - 
 KILN_D int32_t kiln_imul(int32_t a, int32_t b) { return (int32_t)((uint32_t)a * (uint32_t)b); }
 KILN_D int32_t kiln_ineg(int32_t a) { return (int32_t)(0u - (uint32_t)a); }
 KILN_D int32_t kiln_iabs(int32_t a) { return a < 0 ? kiln_ineg(a) : a; }
-KILN_D int32_t kiln_ipow(int32_t a, int32_t b) { return kiln_f2i(pow((double)a, (double)b)); }
+/* Math.pow, then ToInt32. A non-negative power is a product of doubles, exact while the
+   result is below 2^53 (a GPU's pow may be an ulp off there); others go through pow. */
+KILN_D int32_t kiln_ipow(int32_t a, int32_t b) {
+  if (b < 0) return kiln_f2i(pow((double)a, (double)b));
+  double r = 1.0, x = (double)a;
+  for (int32_t e = b; e > 0; e >>= 1) {
+    if (e & 1) r *= x;
+    x *= x;
+  }
+  return kiln_f2i(r);
+}
 /* Math.max / Math.min: NaN wins, +0 is above -0. */
 KILN_D float kiln_maxf(float a, float b) {
   return (a != a || b != b) ? a + b : (a > b ? a : (a < b ? b : (signbit(a) ? b : a)));
