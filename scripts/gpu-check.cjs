@@ -115,7 +115,7 @@ function loadSections() {
 }
 
 // Seconds a section may take at most; the last one (the benchmarks) gets what is left.
-const CAPS = { '70-ops.cjs': 150, '85-tensors.cjs': 60, '90-bundle.cjs': 120 };
+const CAPS = { '70-ops.cjs': 150, '85-tensors.cjs': 60, '90-bundle.cjs': 120, '92-startup.cjs': 150 };
 const DEFAULT_CAP = 45;
 
 /** Runs every section in a child process of its own, within the run's time budget. */

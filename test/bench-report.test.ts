@@ -7,7 +7,7 @@
 import { linearTicks, niceNumber } from '../lib/bench/charts';
 import type { ModelResult } from '../lib/bench/cpu';
 import { markers, renderReport, replaceSection, type CpuReport, type StartupReport } from '../lib/bench/report';
-import type { StartupResult } from '../lib/bench/startup';
+import { startupBench, type StartupResult } from '../lib/bench/startup';
 import type { Timing } from '../lib/bench/stats';
 
 const timing = (median: number): Timing & { gflops: number; cpuMs: number } => ({ median, p10: median * 0.9, p90: median * 1.2, min: median * 0.85, mean: median, samples: 10, gflops: 1 / median, cpuMs: median });
@@ -191,5 +191,23 @@ describe('charts', () => {
     expect(linearTicks(18)).toEqual([0, 5, 10, 15, 20]);
     expect(linearTicks(47)).toEqual([0, 10, 20, 30, 40, 50]);
     expect(linearTicks(1.3)).toEqual([0, 0.5, 1, 1.5]);
+  });
+});
+
+describe('kiln bench startup command line', () => {
+  const run = async (argv: string[]): Promise<{ code: number; err: string }> => {
+    const spy = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      const code = await startupBench(argv);
+      return { code, err: spy.mock.calls.map((c) => String(c[0])).join('\n') };
+    } finally {
+      spy.mockRestore();
+    }
+  };
+
+  test('--device takes cpu or cuda; a GPU run does not rewrite the CPU report', async () => {
+    expect(await run(['--device', 'tpu'])).toEqual({ code: 2, err: expect.stringContaining("--device must be cpu or cuda, got 'tpu'") });
+    expect(await run(['--device'])).toEqual({ code: 2, err: expect.stringContaining("--device must be cpu or cuda, got ''") });
+    expect(await run(['--device', 'cuda', '--report'])).toEqual({ code: 2, err: expect.stringContaining('--report rewrites the CPU figures') });
   });
 });

@@ -1,7 +1,7 @@
 /**
  * One app start of `kiln bench startup` (lib/bench/startup.ts spawns this file): start Node,
- * import kiln, read the checkpoint, kiln.compile the model's function, make the input and
- * weight tensors, call, read the output back. Writes one JSON line as soon as the first
+ * import kiln, read the checkpoint, kiln.compile the model's function for the CPU or the GPU,
+ * make the input and weight tensors on that device, call, read the output back. Writes one JSON line as soon as the first
  * result is back (with the times of each step since the process started), then times
  * steady-state calls and writes a second line.
  *
@@ -16,6 +16,8 @@ import type { Timing } from './stats';
 /** What the parent tells a child. */
 export interface ChildArgs {
   model: 'mlp' | 'block';
+  /** Where the model runs; 'cuda' makes the input and weights 'cuda' tensors too. */
+  device: 'cpu' | 'cuda';
   checkpoint: string;
   cacheDir: string;
   calls: number;
@@ -82,8 +84,8 @@ async function child(args: ChildArgs): Promise<void> {
   const models = require('./models') as typeof import('./models');
   const m = withoutWeights(() => (args.model === 'mlp' ? models.mlp() : models.block()));
   const modelMs = performance.now();
-  const f = kiln.compile(m.kilnFn, { name: `startup-${m.name}`, device: 'cpu', cacheDir: args.cacheDir });
-  const [x, ...ws] = [...m.inputs, ...m.weights].map((w) => kiln.tensor(ckpt.data[w.name], ckpt.shapes[w.name]));
+  const f = kiln.compile(m.kilnFn, { name: `startup-${m.name}`, device: args.device, cacheDir: args.cacheDir });
+  const [x, ...ws] = [...m.inputs, ...m.weights].map((w) => kiln.tensor(ckpt.data[w.name], ckpt.shapes[w.name], 'float32', args.device));
   const tensorsMs = performance.now();
   const y = await f(x, ...ws);
   await y.toArray();

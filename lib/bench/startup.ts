@@ -49,18 +49,21 @@ installed copy of this kiln (made in a temporary dir from dist/ and the addon), 
 does, and bare Node starts are timed alongside.
 
   --models LIST   comma-separated: mlp, block (default: mlp,block)
+  --device D      cpu or cuda (default cpu); cuda needs a GPU and NVRTC, and its cold
+                  starts autotune on the GPU, as kiln.compile(fn, { device: 'cuda' }) does
   --reps N        cold/warm pairs per model (default 3)
   --calls N       steady-state calls timed per process after the first (default 30)
   --threads N     KILN_CPU_THREADS of the children (default: KILN_CPU_THREADS, else all cores)
-  --out PATH      JSON results (default bench-results/startup.json)
+  --out PATH      JSON results (default bench-results/startup.json, startup-cuda.json for cuda)
   --report        then rewrite the startup section and chart of docs/BENCHMARKS.md from the
-                  JSON (see \`kiln bench report --help\`)
+                  JSON (see \`kiln bench report --help\`; CPU only)
   --keep-ca-certs children inherit NODE_EXTRA_CA_CERTS (dropped by default: with it Node 20
                   reads its whole CA store at every start, which no TLS-free app needs)
   --keep          keep the temporary caches and checkpoints (printed at the end)`;
 
 interface Args {
   models: string[];
+  device: 'cpu' | 'cuda';
   reps: number;
   calls: number;
   threads: number;
@@ -71,7 +74,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
-  const a: Args = { models: ['mlp', 'block'], reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: path.join('bench-results', 'startup.json'), keep: false, keepCaCerts: false, report: false };
+  const a: Args = { models: ['mlp', 'block'], device: 'cpu', reps: 3, calls: 30, threads: Number(env.KILN_CPU_THREADS || os.availableParallelism()), out: '', keep: false, keepCaCerts: false, report: false };
   const count = (i: number, min: number): number => {
     const n = Number(argv[i + 1]);
     if (!Number.isInteger(n) || n < min) throw new UsageError(`${argv[i]} must be an integer ≥ ${min}, got '${argv[i + 1]}'`);
@@ -82,6 +85,12 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
       case '--models':
         a.models = (argv[++i] ?? '').split(',').filter(Boolean);
         break;
+      case '--device': {
+        const d = argv[++i];
+        if (d !== 'cpu' && d !== 'cuda') throw new UsageError(`--device must be cpu or cuda, got '${d ?? ''}'`);
+        a.device = d;
+        break;
+      }
       case '--reps':
         a.reps = count(i++, 1);
         break;
@@ -111,6 +120,8 @@ function parseArgs(argv: string[], env: NodeJS.ProcessEnv): Args {
   for (const m of a.models) if (m !== 'mlp' && m !== 'block') throw new UsageError(`unknown model '${m}' (mlp, block)`);
   if (!a.models.length) throw new UsageError('--models needs at least one model');
   if (!Number.isInteger(a.threads) || a.threads < 1) throw new UsageError('KILN_CPU_THREADS must be a positive integer');
+  if (a.report && a.device === 'cuda') throw new UsageError('--report rewrites the CPU figures; GPU figures are recorded with their card in docs/BENCHMARKS.md');
+  a.out ||= path.join('bench-results', a.device === 'cuda' ? 'startup-cuda.json' : 'startup.json');
   return a;
 }
 
@@ -218,6 +229,14 @@ async function bareNode(env: NodeJS.ProcessEnv): Promise<number> {
 
 const med = (xs: number[]): number => summarize(xs).median;
 
+/** The first GPU's name, for the report (the parent asks the driver; children load the bundle). */
+function gpuName(): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the parent only, and only for --device cuda
+  const { addonInfo } = require('../runtime/native') as typeof import('../runtime/native');
+  const d = addonInfo().driver;
+  return d.available && d.devices.length ? d.devices[0].name : 'no GPU';
+}
+
 export interface StartupResult {
   model: string;
   config: Record<string, number>;
@@ -296,7 +315,7 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
         const cacheDir = path.join(tmp, `cache-${name}-${rep}`);
         for (const kind of ['cold', 'warm'] as const) {
           process.stderr.write(`[${name}] rep ${rep + 1}/${args.reps}: ${kind} start…`);
-          const r: Run = { ...(await runChild(kilnRoot, { model: name, checkpoint, cacheDir, calls: args.calls }, envOfChildren)), kind };
+          const r: Run = { ...(await runChild(kilnRoot, { model: name, device: args.device, checkpoint, cacheDir, calls: args.calls }, envOfChildren)), kind };
           process.stderr.write(` first result after ${r.wallMs.toFixed(0)} ms (${String(r.first.stats.source)}), ${r.steady.median.toFixed(2)} ms/call\n`);
           runs.push(r);
         }
@@ -326,10 +345,12 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
   }
 
   const cpu = cpuInfo();
+  const gpu = args.device === 'cuda' ? gpuName() : undefined;
   const date = new Date().toISOString();
   const loadAfter = os.loadavg()[0];
   const nodeStart: NodeStart = { bareMs: med(bare), samples: bare.length, ...(bareWithCa.length ? { withCaCertsMs: med(bareWithCa) } : {}), dropped };
-  console.log(`\nkiln startup, fresh processes: ${args.reps} cold/warm pair(s) per model, ${args.threads} kernel thread(s), ${cpu.model} (${cpu.cores} cores), Node ${process.version}, ${date}`);
+  const where = gpu ? `on ${gpu} (CUDA), host ${cpu.model} (${cpu.cores} cores)` : `${args.threads} kernel thread(s), ${cpu.model} (${cpu.cores} cores)`;
+  console.log(`\nkiln startup, fresh processes: ${args.reps} cold/warm pair(s) per model, ${where}, Node ${process.version}, ${date}`);
   console.log('first = spawn → first result read back (median of reps); warm/cold target ≤ 0.05. Warm breakdown (ms since the child started):');
   console.log('start→import = Node start + kiln import; checkpoint = reading the weights file; tensors = kiln.compile + kiln.tensor of input and weights;');
   console.log('load = bundle lookup, verify, graph.json, dlopen (in the first call); first call = the first call without the load, read-back included.');
@@ -340,6 +361,8 @@ export async function startupBench(argv: string[], env: NodeJS.ProcessEnv = proc
   console.log(`load average (1 min) before ${loadBefore.toFixed(2)}, after ${loadAfter.toFixed(2)}${args.keep ? `; kept ${tmp}` : ''}`);
   const report = {
     benchmark: 'startup',
+    device: args.device,
+    ...(gpu ? { gpu } : {}),
     date,
     cpu: cpu.model,
     simd: cpu.features,

@@ -47,7 +47,7 @@ const fill = (n, seed) => Float32Array.from({ length: n }, (_, i) => Math.sin(i 
   const since = performance.now();
   if (args.probe) {
     // The CUDA context and one upload, alone: what any process using the GPU pays first.
-    kiln.tensor(new Float32Array(4), [4], 'cuda').dispose();
+    kiln.tensor(new Float32Array(4), [4], 'float32', 'cuda').dispose();
     out.times.context = performance.now() - since;
     console.log(JSON.stringify(out));
     return;
