@@ -112,7 +112,7 @@ function laneBlock(x: CudaExprs, values: readonly number[], stores: Kernel['stor
     if (vectorOk && lanes && laneAccess(s.view, vec) === 'vector') {
       const arr = `S${si}${suffix}`;
       pre.push(`alignas(16) ${r.storage[p.dtype]} ${arr}[${vec}];`);
-      body.push(`${arr}[j] = ${r.store(p.dtype, x.ref(s.value))};`);
+      body.push(`${arr}[j] = ${x.stored(s.value, p.dtype)};`);
       const w = wordOf(ITEMSIZE[p.dtype] * vec);
       post.push(`*reinterpret_cast<${w}*>(p${s.param} + ${x.indexWith(s.view, base)}) = *reinterpret_cast<const ${w}*>(${arr});`);
     } else body.push(x.storeLine(s));
@@ -214,7 +214,11 @@ export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): st
 
   const lines: string[] = [];
   const P = c.split ?? 1;
-  if (role === 'part') lines.push(`const ${it} row = (${it})blockIdx.x / ${P};`, `const ${it} part = (${it})blockIdx.x % ${P};`, 'const int tid = threadIdx.x;');
+  if (role === 'part' && T === 1) {
+    // Part-major: the row blocks of part 0, then of part 1, … (a column's partials are `rows` apart).
+    const nb = Math.ceil((rows as number) / c.block);
+    lines.push(`const ${it} part = (${it})blockIdx.x / ${nb};`, `const ${it} row = ((${it})blockIdx.x % ${nb}) * ${c.block} + threadIdx.x;`, `if (row >= ${r.dim(rows)}) return;`);
+  } else if (role === 'part') lines.push(`const ${it} row = (${it})blockIdx.x / ${P};`, `const ${it} part = (${it})blockIdx.x % ${P};`, 'const int tid = threadIdx.x;');
   else if (T === 1) lines.push(`const ${it} row = (${it})blockIdx.x * ${c.block} + threadIdx.x;`, `if (row >= ${r.dim(rows)}) return;`);
   else if (T === 32) lines.push(`const ${it} row = (${it})blockIdx.x * ${c.block / 32} + threadIdx.x / 32;`, 'const int tid = threadIdx.x % 32;', `if (row >= ${r.dim(rows)}) return;`);
   else lines.push(`const ${it} row = blockIdx.x;`, 'const int tid = threadIdx.x;');
@@ -251,7 +255,8 @@ export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): st
   };
   /** The loop over this thread's elements (chunks of V) around `body`. */
   const elementLoop = (body: string[]): string[] => {
-    if (T === 1) return [`for (${it} q = 0; q < ${lenC}; q++) {`, ...indent([...redCoords('q'), ...body]), '}'];
+    // Unrolled by 4 so that four loads are in flight per thread (the sum stays in order).
+    if (T === 1) return ['#pragma unroll 4', `for (${it} q = ${role === 'part' ? 'q_lo' : '0'}; q < ${role === 'part' ? 'q_hi' : lenC}; q++) {`, ...indent([...redCoords('q'), ...body]), '}'];
     if (chunks > 0) {
       const inside = [...redCoords('q0'), ...body];
       const guarded = full ? inside : [`if (q0 < ${lenC}) {`, ...indent(inside), '}'];
@@ -289,8 +294,9 @@ export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): st
     lines.push(`${red0.accType} ${acc} = ${red0.init};`);
     if (role === 'final') {
       // The row's partials, combined in part order (every thread the same way after the reduce below).
-      const part = red0.accType === 'unsigned int' ? `(unsigned int)pp[row * ${P} + q]` : `pp[row * ${P} + q]`;
-      lines.push(`for (int q = tid; q < ${P}; q += ${T}) ${acc} = ${red0.combine(acc, part)};`);
+      const at = T === 1 ? `pp[q * ${r.dim(rows)} + row]` : `pp[row * ${P} + q]`;
+      const part = red0.accType === 'unsigned int' ? `(unsigned int)${at}` : at;
+      lines.push(`for (int q = ${T === 1 ? '0' : 'tid'}; q < ${P}; q += ${T}) ${acc} = ${red0.combine(acc, part)};`);
     } else lines.push(...rowLoop(innerValues([s.src]), [], [`${acc} = ${red0.step(acc, x.ref(s.src))};`], `_s${j}`));
     if (T > 1) {
       // Every lane shuffles unconditionally (the partner's value first, then the combine, which may branch).
@@ -306,7 +312,9 @@ export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): st
         `for (int w = 1; w < ${w}; w++) ${acc} = ${red0.combine(acc, `red${j}[w]`)};`,
       );
     }
-    if (role === 'part') lines.push(`if (tid == 0) pp[blockIdx.x] = ${red0.accType === 'unsigned int' ? `(int)${acc}` : acc};`);
+    const partial = red0.accType === 'unsigned int' ? `(int)${acc}` : acc;
+    if (role === 'part' && T === 1) lines.push(`pp[part * ${r.dim(rows)} + row] = ${partial};`);
+    else if (role === 'part') lines.push(`if (tid == 0) pp[blockIdx.x] = ${partial};`);
     else lines.push(`const ${r.compute[s.dtype]} a${j} = ${red0.result(acc)};`);
   });
   if (role === 'part') return lines;

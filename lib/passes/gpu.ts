@@ -41,9 +41,10 @@ export interface RowConfig {
   readonly vec: number;
   readonly cache: 'registers' | 'shared' | 'none';
   /**
-   * Parts per row of a two-level reduction (few long rows, one stage): a first kernel
-   * (`<name>__part`) reduces each part with a block and writes a partial; the kernel itself
-   * then combines a row's partials in a fixed order (deterministic) and stores.
+   * Parts per row of a two-level reduction (too few rows to fill the GPU, one stage): a
+   * first kernel (`<name>__part`) reduces each part of every row (with a block, or with the
+   * row's thread for reductions over leading dims) and writes a partial; the kernel itself
+   * then combines a row's partials in part order (deterministic) and stores.
    */
   readonly split?: number;
 }
@@ -203,17 +204,22 @@ export function rowSharedBytes(k: Kernel, c: RowConfig): number {
 }
 
 /**
- * Parts per row worth splitting a one-stage block-row reduction into: when its rows cannot
- * fill the GPU (fewer than the SMs), enough parts for two blocks per SM, each at least four
- * chunks per thread. Undefined when the kernel is not such a reduction.
+ * Parts per row worth splitting a one-stage reduction into, when its rows cannot fill the
+ * GPU. Block rows (the last dim reduced, fewer rows than SMs): enough parts for two blocks
+ * per SM, each at least four chunks per thread. A thread per row (leading dims reduced,
+ * `block` threads a block): enough parts for a full SM of threads (2048) on every SM, each
+ * at least 64 elements, so the partials stay a small fraction of the input. Undefined when
+ * the kernel is not such a reduction or its sizes are symbolic.
  */
-function splitParts(k: Kernel, facts: GpuFacts, threads: number, vec: number): number | undefined {
+function splitParts(k: Kernel, facts: GpuFacts, threads: number, vec: number, block: number): number | undefined {
   const { rows, len } = rowShape(k);
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
-  if (k.stages.length !== 1 || threads < 64 || !lastReduced || !isStatic(rows) || !isStatic(len)) return undefined;
+  if (k.stages.length !== 1 || !isStatic(rows) || !isStatic(len)) return undefined;
   const sms = facts.smCount ?? 132;
-  if (rows >= sms) return undefined;
-  const parts = Math.min(Math.ceil((2 * sms) / Math.max(1, rows)), Math.floor(len / (threads * vec * 4)));
+  let parts: number;
+  if (threads === 1 && !lastReduced) parts = Math.min(Math.ceil((2048 * sms) / (Math.ceil(rows / block) * block)), Math.floor(len / 64));
+  else if (threads >= 64 && lastReduced && rows < sms) parts = Math.min(Math.ceil((2 * sms) / Math.max(1, rows)), Math.floor(len / (threads * vec * 4)));
+  else return undefined;
   return parts >= 2 ? parts : undefined;
 }
 
@@ -221,7 +227,7 @@ function rowConfig(k: Kernel, facts: GpuFacts, threads: number, block?: number, 
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
   const vec = threads > 1 && lastReduced ? pickVec(k, false) : 1;
   const b = block ?? (threads >= 64 ? threads : 256);
-  const parts = split ? splitParts(k, facts, threads, vec) : undefined;
+  const parts = split ? splitParts(k, facts, threads, vec, b) : undefined;
   if (parts !== undefined) return { kind: 'reduce', block: b, threads, vec, cache: 'none', split: parts };
   return { kind: 'reduce', block: b, threads, vec, cache: cacheOf(k, threads, vec, facts) };
 }
@@ -244,7 +250,7 @@ function defaultRow(k: Kernel, facts: GpuFacts): RowConfig {
 
 function rowCandidates(k: Kernel, facts: GpuFacts): RowConfig[] {
   const lastReduced = k.reduced[k.reduced.length - 1] ?? false;
-  if (!lastReduced) return [128, 256, 512].map((b) => rowConfig(k, facts, 1, b));
+  if (!lastReduced) return [128, 256, 512].flatMap((b) => [rowConfig(k, facts, 1, b), rowConfig(k, facts, 1, b, false)]);
   const { len } = rowShape(k);
   const out = [rowConfig(k, facts, 32, 128), rowConfig(k, facts, 32, 256)];
   for (const t of [64, 128, 256, 512, 1024]) {
@@ -399,10 +405,14 @@ export function configFits(k: Kernel, c: GpuConfig, facts: GpuFacts): boolean {
   return candidateConfigs(k, facts).some((x) => JSON.stringify(x) === JSON.stringify(c));
 }
 
-/** The launch of a split reduction's first kernel: a block per part of every row. */
+/**
+ * The launch of a split reduction's first kernel: a block per part of every row (block
+ * rows), or for a thread per row, the row blocks once per part (part-major).
+ */
 export function partGeometry(k: Kernel, c: RowConfig): Geometry {
   const { rows } = rowShape(k);
-  return { grid: [cdiv(dimMul(rows, c.split ?? 1), 1)], block: [c.block], sharedBytes: 0 };
+  const blocks = c.threads === 1 && isStatic(rows) ? Math.ceil(rows / c.block) : rows; // split only when static
+  return { grid: [cdiv(dimMul(blocks, c.split ?? 1), 1)], block: [c.block], sharedBytes: 0 };
 }
 
 /**

@@ -45,7 +45,7 @@ const fill = (n, seed) => Float32Array.from({ length: n }, (_, i) => Math.sin(i 
   const args = JSON.parse(process.argv[2]);
   const out = { outputs: [], times: { boot, require: performance.now() - boot } };
   const since = performance.now();
-  if (args.probe) {
+  if (args.options.probe) {
     // The CUDA context and one upload, alone: what any process using the GPU pays first.
     kiln.tensor(new Float32Array(4), [4], 'float32', 'cuda').dispose();
     out.times.context = performance.now() - since;

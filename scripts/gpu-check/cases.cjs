@@ -104,6 +104,7 @@ function cases({ F, tensor }) {
     { name: 'scalar', fn: (x) => x.sum().mul(2), specs: [f32(10)] },
     { name: 'vec-ragged', fn: (x, y) => x.mul(y).add(1), specs: [f32(1003), f32(1003)] },
     { name: 'vec-f16-broadcast', fn: (x, b) => x.add(b).relu(), specs: [f16(7, 24), f16(24)] },
+    { name: 'f16-gelu-bias', fn: (x, b) => x.add(b).gelu(), specs: [f16(16, 64), f16(64)], gen: (i, _d, n, r) => r.array(n, (g) => (i === 0 ? g.uniform(-12, 12) : g.normal())) },
     { name: 'vec-mixed-cast', fn: (x) => x.to('float16').mul(2), specs: [f32(517)] },
   ];
 
@@ -133,6 +134,10 @@ function cases({ F, tensor }) {
     { name: 'int-sum-split', fn: (x) => x.sum(-1), specs: [i32(2, 40000)], gen: special },
     { name: 'max-nan-split', fn: (x) => [x.max(), x.abs().max()], specs: [f32(70000)], gen: special },
     { name: 'layerNorm-row-in-shared', fn: (x, w, b) => F.layerNorm(x, w, b), specs: [f32(2, 20000), f32(20000), f32(20000)], atol: 1e-5 },
+    // Reductions over leading dims with few kept columns: split into parts (the last part ragged), partials combined in order.
+    { name: 'sum-cols-split', fn: (x) => x.sum(0), specs: [f32(1000, 37)], atol: 1e-5 },
+    { name: 'max-cols-split', fn: (x) => x.max(0), specs: [f32(700, 20)], gen: special },
+    { name: 'sum-cols-split-3d', fn: (x) => x.sum([0, 1]), specs: [f16(30, 40, 9)], ulps: 2 },
     { name: 'softmax-f16-row-in-shared', fn: (x) => x.softmax(-1), specs: [f16(2, 24576)], ulps: 2 },
   ];
 
