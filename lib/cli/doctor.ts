@@ -165,5 +165,5 @@ cache dir), the backend \`device: 'auto'\` runs on, and what works there:
 
 Exit status 0 when programs can run here, also when only bundles can (no C++ compiler, or
 a GPU without NVRTC under KILN_DEVICE=cuda: the report says "compile  NO" and stderr says
-what to install); 1 when nothing can run (the addon did not load, or KILN_DEVICE names a
-backend this machine lacks: cpu without a C++ compiler, cuda without a GPU).`;
+what to install); 1 when nothing can run (the addon did not load, or KILN_DEVICE=cuda on a
+machine without a GPU).`;
