@@ -1,9 +1,41 @@
 // The completion queue: see completion.h for why it is a waiter thread.
 #include "completion.h"
 
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdlib>
+
 #include "driver.h"
 
 namespace kiln {
+
+namespace {
+
+constexpr int kDefaultPollMicros = 50;  // a short graph replay (a few kernels) fits easily
+
+// cuEventQuery is looked up here rather than in DriverApi: only the poll uses it, and a
+// driver without it (none kiln supports) just leaves polling off.
+using EventQueryFn = CUresult (*)(CUevent);
+EventQueryFn ResolveEventQuery() {
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);  // Driver's handle
+  return lib != nullptr ? reinterpret_cast<EventQueryFn>(dlsym(lib, "cuEventQuery")) : nullptr;
+}
+
+// What a failed event means to the caller, the same whichever thread saw it.
+void Failed(CUresult r, const char* via, ErrorInfo* err) {
+  Driver::Get().Check(r, std::string("GPU work of this call failed (reported by ") + via + ")", err);
+}
+
+}  // namespace
+
+int CompletionPollMicros() {
+  const char* env = std::getenv("KILN_CUDA_POLL_US");
+  if (env == nullptr || *env == '\0') return kDefaultPollMicros;
+  char* end = nullptr;
+  long v = std::strtol(env, &end, 10);
+  return *end == '\0' && v >= 0 && v <= 10000 ? static_cast<int>(v) : kDefaultPollMicros;
+}
 
 std::shared_ptr<Completions> Completions::Create(Napi::Env env) {
   std::shared_ptr<Completions> self(new Completions());
@@ -18,6 +50,23 @@ std::shared_ptr<Completions> Completions::Create(Napi::Env env) {
                           },
                           ref);
   self->tsfn_.Unref(env);  // idle: only pending runs keep the event loop alive
+  self->pollMicros_ = CompletionPollMicros();
+  self->eventQuery_ = ResolveEventQuery();
+  Napi::Value queueMicrotask = env.Global().Get("queueMicrotask");
+  if (self->pollMicros_ > 0 && self->eventQuery_ != nullptr && queueMicrotask.IsFunction()) {
+    Completions* c = self.get();  // lives as long as the environment, so as the function
+    auto poll = Napi::Function::New(
+        env, [](const Napi::CallbackInfo& info) {
+          static_cast<Completions*>(info.Data())->Poll(info.Env());
+        },
+        "kilnCompletionPoll", c);
+    self->queueMicrotask_ = Napi::Persistent(queueMicrotask.As<Napi::Function>());
+    self->pollFn_ = Napi::Persistent(poll);
+    self->queueMicrotask_.SuppressDestruct();  // the environment frees them at teardown
+    self->pollFn_.SuppressDestruct();
+  } else {
+    self->pollMicros_ = 0;
+  }
   self->thread_ = std::thread(&Completions::Loop, self.get());
   return self;
 }
@@ -49,6 +98,24 @@ bool Completions::Track(Napi::Env env, int device, CUstream stream, Napi::Promis
   *promise = Napi::Promise(env, value);
   auto* item = new Item{device, ev, deferred, {}, true};
   if (pending_++ == 0) tsfn_.Ref(env);
+  if (polled_ != nullptr) {  // a run issued before this one settles first: both to the waiter
+    Hand(polled_);
+    polled_ = nullptr;
+  }
+  if (pending_ == 1 && pollMicros_ > 0 && polledInARow_ < kMaxPolledInARow) {
+    polled_ = item;
+    try {
+      queueMicrotask_.Call({pollFn_.Value()});
+      return true;
+    } catch (const Napi::Error&) {
+      polled_ = nullptr;  // not polled, then: the waiter takes it
+    }
+  }
+  Hand(item);
+  return true;
+}
+
+void Completions::Hand(Item* item) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -56,7 +123,36 @@ bool Completions::Track(Napi::Env env, int device, CUstream stream, Napi::Promis
     wake = sleeping_;
   }
   if (wake) cv_.notify_one();  // a busy waiter finds the item without a futex wake-up
-  return true;
+}
+
+void Completions::Poll(Napi::Env env) {
+  Item* item = polled_;
+  if (item == nullptr) return;  // handed to the waiter when a later run was tracked
+  polled_ = nullptr;
+  Driver& d = Driver::Get();
+  if (d.UseDevice(item->device, &item->err)) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(pollMicros_);
+    CUresult r = 0;
+    do {
+      r = eventQuery_(item->event);
+    } while (r == KILN_CUDA_ERROR_NOT_READY && std::chrono::steady_clock::now() < until);
+    if (r == KILN_CUDA_ERROR_NOT_READY) {  // longer work: the waiter settles it
+      Hand(item);
+      return;
+    }
+    if (r != 0) {
+      Failed(r, "cuEventQuery", &item->err);
+      item->ok = false;
+    }
+  } else {
+    item->ok = false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    spareEvents_.push_back({item->device, item->event});
+  }
+  polledInARow_++;
+  Settle(env, item);
 }
 
 void Completions::Loop() {
@@ -76,7 +172,7 @@ void Completions::Loop() {
     if (d.UseDevice(item->device, &item->err)) {
       CUresult r = d.api().cuEventSynchronize(item->event);
       if (r != 0) {
-        d.Check(r, "GPU work of this call failed (reported by cuEventSynchronize)", &item->err);
+        Failed(r, "cuEventSynchronize", &item->err);
         item->ok = false;
       }
     } else {
@@ -91,8 +187,16 @@ void Completions::Loop() {
 }
 
 void Completions::Deliver(Napi::Env env, Napi::Function, Completions* self, Item* item) {
+  if (static_cast<napi_env>(env) == nullptr) {  // torn down: nobody is waiting
+    delete item;
+    return;
+  }
+  self->polledInARow_ = 0;  // the event loop turned to get here
+  self->Settle(env, item);
+}
+
+void Completions::Settle(Napi::Env env, Item* item) {
   std::unique_ptr<Item> owned(item);
-  if (static_cast<napi_env>(env) == nullptr) return;  // torn down: nobody is waiting
   try {
     if (item->ok) {
       napi_resolve_deferred(env, item->deferred, env.Undefined());
@@ -102,11 +206,15 @@ void Completions::Deliver(Napi::Env env, Napi::Function, Completions* self, Item
   } catch (const Napi::Error&) {
     // Building the error failed (the environment is going away); nothing else to do.
   }
-  if (--self->pending_ == 0) self->tsfn_.Unref(env);
+  if (--pending_ == 0) tsfn_.Unref(env);
 }
 
 void Completions::Join() {
   if (!thread_.joinable()) return;
+  if (polled_ != nullptr) {  // its microtask will not run now: the waiter finishes it
+    Hand(polled_);
+    polled_ = nullptr;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;

@@ -11,6 +11,18 @@
 // result to the JS thread through one thread-safe function: no pool thread is held, errors
 // such as CUDA_ERROR_ILLEGAL_ADDRESS reject the Promise, and each run costs one event record,
 // one condition-variable notify and one uv_async wake-up.
+//
+// The wake-up is most of an awaited short run's latency (the JS thread sleeps in epoll and
+// is woken through the waiter), so a run tracked while nothing else is pending is first
+// polled on the JS thread: a microtask queued by Track calls cuEventQuery for at most
+// KILN_CUDA_POLL_US (default 50 us, 0 = off) and settles the Promise itself when the event
+// completes in time, else hands the run to the waiter as usual. A microtask and not a poll
+// inside Track, so that runs issued back to back are not each held until the GPU is done:
+// the run is handed to the waiter as soon as a later one is tracked. Settling in stream order
+// still holds (nothing earlier is pending when a run is polled), the poll is bounded (no
+// busy CPU for long work), and at most kMaxPolledInARow runs in a row settle by polling
+// before one goes through the waiter, so an awaited loop of short runs still lets the event
+// loop turn (timers and I/O) instead of running wholly on microtasks.
 #pragma once
 
 #include <napi.h>
@@ -27,9 +39,12 @@
 
 namespace kiln {
 
+/** KILN_CUDA_POLL_US: microseconds a run is polled on the JS thread (default 50, 0 = off). */
+int CompletionPollMicros();
+
 class Completions {
  public:
-  /** Creates the queue of `env`, starting its waiter thread. */
+  /** Creates the queue of `env`, starting its waiter thread; reads KILN_CUDA_POLL_US. */
   static std::shared_ptr<Completions> Create(Napi::Env env);
   ~Completions();
 
@@ -53,10 +68,14 @@ class Completions {
   };
   static void Deliver(Napi::Env env, Napi::Function fn, Completions* self, Item* item);
   using Tsfn = Napi::TypedThreadSafeFunction<Completions, Item, Completions::Deliver>;
+  static constexpr int kMaxPolledInARow = 64;
 
   Completions() = default;
   void Loop();
-  void Join();  // JS thread only
+  void Join();                          // JS thread only
+  void Hand(Item* item);                // to the waiter
+  void Poll(Napi::Env env);             // the microtask: polls polled_
+  void Settle(Napi::Env env, Item* item);  // JS thread only: resolves or rejects, frees item
 
   Tsfn tsfn_;
   std::thread thread_;
@@ -68,6 +87,12 @@ class Completions {
   bool sleeping_ = false;                                // guarded by mu_: waiter in cv_.wait
   int pending_ = 0;      // JS thread only: while > 0 the TSFN keeps the event loop alive
   bool closed_ = false;  // JS thread only: the TSFN was released or finalized
+  // JS thread only: the polling (see the header comment).
+  int pollMicros_ = 0;
+  CUresult (*eventQuery_)(CUevent) = nullptr;  // cuEventQuery
+  Napi::FunctionReference queueMicrotask_, pollFn_;
+  Item* polled_ = nullptr;  // the run a queued microtask will poll, if not handed on since
+  int polledInARow_ = 0;    // runs settled by polling since the waiter last delivered one
 };
 
 }  // namespace kiln

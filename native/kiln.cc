@@ -85,6 +85,7 @@ Napi::Value KilnAddon::Info(const Napi::CallbackInfo& info) {
   auto o = Napi::Object::New(env);
   o.Set("napiVersion", NAPI_VERSION);
   o.Set("compileJobs", compileQueue_.limit());
+  o.Set("completionPollUs", CompletionPollMicros());  // KILN_CUDA_POLL_US, read in completion.cc
   o.Set("driver", DriverToJs(env, Driver::Get()));
   return o;
 }

@@ -27,6 +27,7 @@ const vars = [
   { name: 'KILN_CXXFLAGS', affectsCode: true, doc: 'Extra flags appended to the CPU backend compile.' },
   // Not code-relevant: tuned or not, a CUDA program computes the same; its bundle records the configurations it uses.
   { name: 'KILN_CUDA_TUNE', affectsCode: false, doc: 'When 0, a CUDA compile skips timing candidate kernel configurations on the GPU (heuristic choices).' },
+  { name: 'KILN_CUDA_POLL_US', affectsCode: false, doc: 'Microseconds the JS thread polls a CUDA run for completion before leaving it to the waiter thread, when nothing else is pending (default 50, 0 = off; read when the first run starts).' },
   { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
   { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
   { name: 'CUDA_HOME', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },

@@ -2,13 +2,100 @@
  * Host overhead per call, with and without CUDA graphs, over 2000 calls of a 3-kernel plan
  * on 1024 elements (GPU time is negligible): issuing all calls then awaiting them (host
  * throughput), awaiting each call (round trip), and the native enqueue time alone. Then the
- * same through CudaProgram.run (symbol binding, output allocation, tensors).
+ * same through CudaProgram.run (symbol binding, output allocation, tensors): the host's part
+ * of a call (until run() returns its Promise), calls issued back to back (4 in flight) and
+ * each awaited. The awaited figures again with the JS-thread poll off (KILN_CUDA_POLL_US=0,
+ * in a worker: the addon reads it once per thread), and the CPU time spent while awaiting
+ * long GPU work (the poll and the waiter thread's cuEventSynchronize), and a faulting kernel
+ * rejecting its Promise with the poll on and off (each in a child: a fault kills the context).
  */
 'use strict';
+const path = require('node:path');
+const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
 const k = require('./kernels.cjs');
 
 const CALLS = 2000;
 const us = (ns) => Number(ns) / CALLS / 1e3;
+const POLL = 'KILN_CUDA_POLL_US';
+
+const FAULT = `extern "C" __global__ void fault(float* out, long long s0) { out[s0] = 1.0f; }`;
+
+/** In a child process: runs FAULT on a bad pointer and returns how its Promise settled. */
+const faultChild = (dist, cubin, dev) => `
+  const drv = require(${JSON.stringify(path.join(dist, 'cuda-driver.js'))});
+  const m = new drv.CudaModule(require('node:fs').readFileSync(${JSON.stringify(cubin)}), ${dev});
+  const ex = new drv.PlanExecutor(m, { numBuffers: 1, numSymbols: 1, steps: [{ kernel: 'fault', buffers: [0], block: [1] }] });
+  ex.run(new BigUint64Array([8n]), new BigInt64Array([0n]), new Uint32Array([1, 1, 1])).then(
+    () => console.log(JSON.stringify({ resolved: true })),
+    (e) => console.log(JSON.stringify({ code: e.code, cudaError: e.cudaError, message: e.message })));`;
+
+const SPIN = `
+extern "C" __global__ void spin(float* out, long long cycles) {
+  long long t0 = clock64();
+  while (clock64() - t0 < cycles) {}
+  if (threadIdx.x == 0) out[0] = 1.0f;
+}
+`;
+
+/** Microseconds per awaited call of `call`, after 100 warm-up calls. */
+async function awaitedUs(call) {
+  for (let i = 0; i < 100; i++) await call();
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < CALLS; i++) await call();
+  return us(process.hrtime.bigint() - t0);
+}
+
+/** The awaited round trips measured in the main thread, in this thread (a worker). */
+async function awaitedFigures({ drv, cuda, binary, dev }) {
+  const module = new drv.CudaModule(binary, dev);
+  const ex = new drv.PlanExecutor(module, k.threeStepSpec());
+  const n = 1024;
+  const x = new drv.DeviceBuffer(n * 4, dev), y = new drv.DeviceBuffer(n * 4, dev);
+  const ptrs = new BigUint64Array([x.ptr, y.ptr]), syms = new BigInt64Array([BigInt(n)]), grids = k.grids(n);
+  const program = await cuda.CudaProgram.load(binary, { plan: k.programPlan(), ...k.programParts(1), device: dev });
+  const input = await cuda.DeviceTensor.fromHost({ dtype: 'float32', shape: [n], data: k.ramp(n) }, dev);
+  try {
+    return {
+      eager: await awaitedUs(() => ex.run(ptrs, syms, grids, false)),
+      graph: await awaitedUs(() => ex.run(ptrs, syms, grids, true)),
+      program: await awaitedUs(async () => {
+        for (const t of await program.run([input], { graphs: true })) t.dispose();
+      }),
+    };
+  } finally {
+    input.dispose();
+    program.dispose();
+    ex.dispose();
+    x.dispose();
+    y.dispose();
+    module.unload();
+  }
+}
+
+if (!isMainThread && workerData?.overheadPollOff) {
+  const dist = path.join(__dirname, '..', '..', 'dist', 'runtime');
+  const drv = require(path.join(dist, 'cuda-driver.js'));
+  const cuda = require(path.join(dist, 'cuda.js'));
+  const pollUs = require(path.join(dist, 'native.js')).addon().info().completionPollUs;
+  awaitedFigures({ drv, cuda, ...workerData })
+    .then((figures) => parentPort.postMessage({ pollUs, figures }))
+    .catch((e) => parentPort.postMessage({ error: String(e && e.stack ? e.stack : e) }));
+}
+
+/** awaitedFigures in a worker whose addon reads KILN_CUDA_POLL_US=0. */
+function pollOffFigures(binary, dev) {
+  const before = process.env[POLL];
+  process.env[POLL] = '0'; // the main thread's process.env is the C environment the addon reads
+  return new Promise((resolve, reject) => {
+    const w = new Worker(__filename, { workerData: { overheadPollOff: true, binary, dev } });
+    w.once('message', (m) => (m.error ? reject(new Error(m.error)) : resolve(m)));
+    w.once('error', reject);
+    w.once('exit', (code) => reject(new Error(`worker exited (${code}) without an answer`)));
+  }).finally(() => {
+    if (before === undefined) delete process.env[POLL];
+    else process.env[POLL] = before;
+  });
+}
 
 module.exports = {
   name: 'overhead',
@@ -16,12 +103,14 @@ module.exports = {
   async run(ctx) {
     const { drv, cuda, device } = ctx;
     const dev = device.index;
+    const pollUs = ctx.native.addon().info().completionPollUs;
     const { binary } = await ctx.compile(k.ELEMENTWISE, 'elementwise.cu');
     const module = new drv.CudaModule(binary, dev);
     const ex = new drv.PlanExecutor(module, k.threeStepSpec());
     const n = 1024;
     const x = new drv.DeviceBuffer(n * 4, dev), y = new drv.DeviceBuffer(n * 4, dev);
     const ptrs = new BigUint64Array([x.ptr, y.ptr]), syms = new BigInt64Array([BigInt(n)]), grids = k.grids(n);
+    const on = { eager: 0, graph: 0, program: 0 };
     try {
       for (const graph of [false, true]) {
         const mode = graph ? 'graph' : 'eager';
@@ -38,8 +127,9 @@ module.exports = {
           const s1 = ex.stats();
           const replays = s1.graphLaunches - s0.graphLaunches;
           if (graph && replays !== 2 * CALLS) throw new Error(`only ${replays} of ${2 * CALLS} calls replayed a graph`);
+          on[mode] = us(t2 - t1);
           ctx.metric(`executor ${mode}: issued back to back`, us(t1 - t0), 'us/call');
-          ctx.metric(`executor ${mode}: each awaited`, us(t2 - t1), 'us/call', graph ? 'target <= 20' : '');
+          ctx.metric(`executor ${mode}: each awaited`, us(t2 - t1), 'us/call', `poll ${pollUs} us${graph ? '; target <= 20' : ''}`);
           ctx.metric(`executor ${mode}: native enqueue`, (s1.enqueueNs - s0.enqueueNs) / (2 * CALLS) / 1e3, 'us/call');
           return `${us(t2 - t1).toFixed(1)} us/call awaited`;
         });
@@ -50,23 +140,91 @@ module.exports = {
         for (const graphs of [false, true]) {
           const mode = graphs ? 'graph' : 'eager';
           await ctx.check(`CudaProgram.run ${mode}: ${CALLS} calls`, async () => {
+            let issueNs = 0n;
             const call = async () => {
-              for (const t of await program.run([input], { graphs })) t.dispose(); // recycled outputs: same pointers
+              const t = process.hrtime.bigint();
+              const done = program.run([input], { graphs });
+              issueNs += process.hrtime.bigint() - t;
+              for (const t of await done) t.dispose(); // recycled outputs: same pointers
             };
             for (let i = 0; i < 100; i++) await call();
+            issueNs = 0n;
             const s0 = program.stats();
             const t0 = process.hrtime.bigint();
             for (let i = 0; i < CALLS; i++) await call();
             const t1 = process.hrtime.bigint();
+            // Back to back, 4 in flight: outputs recycle through a few pointer sets, so graphs replay.
+            const inflight = [];
+            for (let i = 0; i < CALLS; i++) {
+              inflight.push(program.run([input], { graphs }));
+              if (inflight.length === 4) for (const t of await inflight.shift()) t.dispose();
+            }
+            while (inflight.length > 0) for (const t of await inflight.shift()) t.dispose();
+            const t2 = process.hrtime.bigint();
             const s1 = program.stats();
-            ctx.metric(`CudaProgram.run ${mode}: each awaited`, us(t1 - t0), 'us/call', '4 kernels, 4 outputs');
-            return `${us(t1 - t0).toFixed(1)} us/call, ${s1.graphLaunches - s0.graphLaunches} graph replays`;
+            if (graphs) on.program = us(t1 - t0);
+            ctx.metric(`CudaProgram.run ${mode}: host part`, us(issueNs), 'us/call', 'until run() returns');
+            ctx.metric(`CudaProgram.run ${mode}: issued back to back`, us(t2 - t1), 'us/call', '4 in flight');
+            ctx.metric(`CudaProgram.run ${mode}: each awaited`, us(t1 - t0), 'us/call', `4 kernels, 4 outputs; poll ${pollUs} us`);
+            return `${us(t1 - t0).toFixed(1)} us/call awaited, ${us(t2 - t1).toFixed(1)} back to back; ` +
+              `${s1.graphLaunches - s0.graphLaunches} graph replays, ${s1.graphCaptures - s0.graphCaptures} captures`;
           });
         }
       } finally {
         input.dispose();
         program.dispose();
       }
+      await ctx.check('awaited, JS-thread poll off (worker)', async () => {
+        const off = await pollOffFigures(binary, dev);
+        if (off.pollUs !== 0) throw new Error(`the worker's addon reads ${POLL}=${off.pollUs}, not 0`);
+        const names = { eager: 'executor eager', graph: 'executor graph', program: 'CudaProgram.run graph' };
+        for (const [key, name] of Object.entries(names)) {
+          ctx.metric(`${name}: each awaited, poll off`, off.figures[key], 'us/call', `vs ${on[key].toFixed(1)} with poll ${pollUs} us`);
+        }
+        return Object.keys(names).map((key) => `${key} ${on[key].toFixed(1)} -> ${off.figures[key].toFixed(1)}`).join(', ');
+      });
+      await ctx.check('CPU while awaiting long GPU work', async () => {
+        const spin = await ctx.compile(SPIN, 'spin.cu');
+        const spinModule = new drv.CudaModule(spin.binary, dev);
+        const spinEx = new drv.PlanExecutor(spinModule, { numBuffers: 1, numSymbols: 1, steps: [{ kernel: 'spin', buffers: [0], block: [32] }] });
+        try {
+          const run = (cycles) => spinEx.run(new BigUint64Array([x.ptr]), new BigInt64Array([BigInt(cycles)]), new Uint32Array([1, 1, 1]));
+          await run(1000);
+          const c0 = process.cpuUsage();
+          const t0 = process.hrtime.bigint();
+          for (let i = 0; i < 3; i++) await run(40_000_000); // ~20 ms at 2 GHz
+          const wallUs = Number(process.hrtime.bigint() - t0) / 1e3;
+          const c1 = process.cpuUsage(c0);
+          const busy = (c1.user + c1.system) / wallUs;
+          ctx.metric('CPU busy while awaiting GPU work', busy * 100, '%', `3 awaited runs of ${(wallUs / 3e3).toFixed(1)} ms; 100 = one core spinning`);
+          return `${(busy * 100).toFixed(0)}% of a core over ${(wallUs / 1e3).toFixed(0)} ms`;
+        } finally {
+          spinEx.dispose();
+          spinModule.unload();
+        }
+      });
+      await ctx.check('a faulting kernel rejects, poll on and off (children)', async () => {
+        const { execFile } = require('node:child_process');
+        const fs = require('node:fs');
+        const os = require('node:os');
+        const cubin = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-fault-')), 'fault.cubin');
+        fs.writeFileSync(cubin, (await ctx.compile(FAULT, 'fault.cu')).binary);
+        const script = faultChild(path.join(__dirname, '..', '..', 'dist', 'runtime'), cubin, dev);
+        const child = (poll) => new Promise((resolve, reject) => {
+          const env = { ...process.env };
+          if (poll === undefined) delete env[POLL];
+          else env[POLL] = poll;
+          execFile(process.execPath, ['-e', script], { env, timeout: 20_000 }, (err, stdout, stderr) => {
+            if (err) reject(new Error(`child (${POLL}=${poll}): ${err.message} ${stderr}`));
+            else resolve(JSON.parse(stdout.trim().split('\n').pop()));
+          });
+        });
+        const [on, off] = await Promise.all([child(undefined), child('0')]);
+        for (const r of [on, off]) {
+          if (r.code !== 'KILN_CUDA_ERROR' || r.cudaError !== 'CUDA_ERROR_ILLEGAL_ADDRESS') throw new Error(`expected a CUDA_ERROR_ILLEGAL_ADDRESS rejection, got ${JSON.stringify(r)}`);
+        }
+        return `poll on: ${on.message}; poll off: ${off.message}`;
+      });
     } finally {
       ex.dispose();
       x.dispose();
