@@ -255,8 +255,11 @@ export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): st
   };
   /** The loop over this thread's elements (chunks of V) around `body`. */
   const elementLoop = (body: string[]): string[] => {
-    // Unrolled by 4 so that four loads are in flight per thread (the sum stays in order).
-    if (T === 1) return ['#pragma unroll 4', `for (${it} q = ${role === 'part' ? 'q_lo' : '0'}; q < ${role === 'part' ? 'q_hi' : lenC}; q++) {`, ...indent([...redCoords('q'), ...body]), '}'];
+    if (T === 1 && role === 'part') {
+      // Bounds known only at run time: unrolled by 4 so that four loads are in flight per thread (the sum stays in order).
+      return ['#pragma unroll 4', `for (${it} q = q_lo; q < q_hi; q++) {`, ...indent([...redCoords('q'), ...body]), '}'];
+    }
+    if (T === 1) return [`for (${it} q = 0; q < ${lenC}; q++) {`, ...indent([...redCoords('q'), ...body]), '}'];
     if (chunks > 0) {
       const inside = [...redCoords('q0'), ...body];
       const guarded = full ? inside : [`if (q0 < ${lenC}) {`, ...indent(inside), '}'];
