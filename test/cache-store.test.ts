@@ -99,15 +99,28 @@ describe('publish and lookup', () => {
     expect(tree(shipped)).toEqual(before);
   });
 
-  test('an invalid shipped bundle falls through to a valid cached one', () => {
+  test('an invalid shipped bundle falls through to a valid cached one', async () => {
     const shipped = fresh('shipped');
     const s = sample();
     openCache({ cacheDir: shipped, env: {} }).publish(s.key, s.namespace, s.files, s.fields);
     writeFileSync(join(shipped, 'v1', s.namespace, s.key.slice(0, 2), s.key, 'kernels.so'), 'corrupt');
     const cache = openCache({ cacheDir: fresh(), bundlePath: [shipped], env: {} });
     expect(cache.lookup(s.key, s.namespace).status).toBe('miss');
+    await nextTick();
+    // The warning says what happens: a compile into the cache, the shipped bundle untouched.
+    expect(warnings).toEqual([expect.objectContaining({ code: 'KILN_BUNDLE_INVALID', message: expect.stringMatching(/compiling instead; the shipped bundle is left as it is$/) })]);
     cache.publish(s.key, s.namespace, s.files, s.fields);
     expect(cache.lookup(s.key, s.namespace)).toMatchObject({ status: 'hit', source: 'cache' });
+  });
+
+  test("another target's invalid bundle (a CUDA fallback) is passed over, not promised a rebuild", async () => {
+    const cache = openCache({ cacheDir: fresh(), env: {} });
+    const s = sample();
+    const { dir } = cache.publish(s.key, s.namespace, s.files, s.fields) as { dir: string };
+    writeFileSync(join(dir, 'kernels.so'), 'corrupt');
+    expect(cache.lookup(s.key, s.namespace, undefined, undefined, true).status).toBe('miss');
+    await nextTick();
+    expect(warnings).toEqual([expect.objectContaining({ message: expect.stringMatching(/passing over it \(another target's bundle\)$/) })]);
   });
 });
 

@@ -11,7 +11,7 @@
  * trace or compile throws.
  */
 import { accessSync, constants } from 'fs';
-import { dirname, resolve } from 'path';
+import { dirname, resolve, sep } from 'path';
 import { envFlag, readEnv } from '../util/env';
 import { ArgumentError, CacheError } from '../util/errors';
 import { type VerifiedBundle, type VerifyExpect } from './bundle';
@@ -87,8 +87,10 @@ export interface Cache {
    * loaded. In auto/read-only mode an invalid bundle is a `miss` carrying `invalid` (warned
    * once); in force-load mode a miss or invalid bundle throws CacheError; `off` always misses.
    * Shipped bundle dirs in `skip` are passed over (ones that failed to load in this process).
+   * `alternative`: the key is another target's, tried after this machine's own missed (a
+   * CUDA fallback), so an invalid one is passed over rather than rebuilt.
    */
-  lookup(key: string, namespace: string, expect?: VerifyExpect, skip?: ReadonlySet<string>): CacheLookup;
+  lookup(key: string, namespace: string, expect?: VerifyExpect, skip?: ReadonlySet<string>, alternative?: boolean): CacheLookup;
   /** Publishes atomically; never throws for I/O trouble (see `PublishResult`). */
   publish(key: string, namespace: string, files: readonly PublishFile[], fields: ManifestFields): PublishResult;
   /**
@@ -145,7 +147,7 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
     cacheDir: dir,
     bundlePath,
     maxBytes,
-    lookup(key, namespace, expect, skip) {
+    lookup(key, namespace, expect, skip, alternative) {
       if (mode === 'off') return { status: 'miss' };
       const r = lookupBundle(cfg, key, namespace, expect, skip);
       if (r.status === 'hit') return r;
@@ -156,7 +158,14 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
         throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${r.dir} is invalid (${r.reason}): ${r.detail}`, { cause: r });
       }
       if (r.status === 'invalid') {
-        warnOnce('KILN_BUNDLE_INVALID', `kiln: ignoring the bundle ${r.dir} (${r.reason}): ${r.detail}; ${readOnly ? 'compiling without replacing it (read-only)' : 'it will be rebuilt and replaced'}`, `invalid:${r.dir}`);
+        const next = alternative
+          ? "passing over it (another target's bundle)"
+          : !r.dir.startsWith(dir + sep)
+            ? 'compiling instead; the shipped bundle is left as it is'
+            : readOnly
+              ? 'compiling without replacing it (read-only)'
+              : 'it will be rebuilt and replaced';
+        warnOnce('KILN_BUNDLE_INVALID', `kiln: ignoring the bundle ${r.dir} (${r.reason}): ${r.detail}; ${next}`, `invalid:${r.dir}`);
         return { status: 'miss', invalid: r };
       }
       return r;

@@ -257,7 +257,7 @@ async function loadFallback(ctx: Context, expect: Parameters<Cache['lookup']>[2]
   for (const target of fallbackTargets(ctx.target)) {
     const { key, keyFields } = bundleKey(keyInput(ctx.req, target, ctx.codegen));
     const alt: Context = { ...ctx, key, keyFields, target };
-    const lookup = (): CacheLookup => alt.cache.lookup(key, alt.req.name, expect, failedShipped);
+    const lookup = (): CacheLookup => alt.cache.lookup(key, alt.req.name, expect, failedShipped, true);
     let found: CacheLookup;
     try {
       found = lookup();
