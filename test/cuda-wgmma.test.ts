@@ -6,7 +6,7 @@
  * spills. That the hardware agrees is scripts/gpu-check/75-wgmma.cjs's job.
  */
 import { renderCuda } from '../lib/codegen/cuda';
-import { wgmmaAccCoord, wgmmaDescriptor, wgmmaDescs, wgmmaKMajorChunk, wgmmaMnMajorChunk, wgmmaSwizzle } from '../lib/codegen/cuda-wgmma';
+import { wgmmaAccCoord, wgmmaDescriptor, wgmmaDescs, wgmmaKMajorChunk, wgmmaMnMajorChunk, wgmmaSwizzle, wgmmaTileOf } from '../lib/codegen/cuda-wgmma';
 import { buildCuda, chooseConfigs } from '../lib/engine/cuda';
 import { lower } from '../lib/passes';
 import { candidateConfigs, configFits, wgmmaProblem, type GpuFacts, type WgmmaConfig } from '../lib/passes/gpu';
@@ -84,6 +84,25 @@ describe('wgmma index math', () => {
       const { b } = wgmmaDescs(0, kk, 'n');
       for (let n = 0; n < bn; n++) for (let k = 0; k < 16; k++) expect(written.get(isaAddress(b, 'mn', n, k))).toBe(`${n},${kk * 16 + k}`);
     }
+  });
+
+  it.each([
+    [1, 1],
+    [4, 16],
+    [8, 3],
+    [13, 5],
+    [64, 32],
+  ])('orders the blocks of a %i×%i tile grid as a bijection, 8 tile rows per group', (tm, tn) => {
+    const seen = new Set<number>();
+    for (let pid = 0; pid < tm * tn; pid++) {
+      const t = wgmmaTileOf(pid, tm, tn);
+      expect(t.tm).toBeGreaterThanOrEqual(0);
+      expect(t.tm).toBeLessThan(tm);
+      expect(t.tn).toBeLessThan(tn);
+      expect(Math.floor(t.tm / 8)).toBe(Math.floor(pid / (8 * tn)));
+      seen.add(t.tm * tn + t.tn);
+    }
+    expect(seen.size).toBe(tm * tn);
   });
 
   it('encodes descriptors as the ISA lays them out', () => {

@@ -22,8 +22,11 @@ import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, type GpuFacts, type
 import { delinearize, indent, unroll, type CudaExprs } from './cuda-exprs';
 
 
-/** Shared prologue: sizes, batch coordinates, operand base pointers, tile origin. */
-export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
+/**
+ * Shared prologue: sizes, batch coordinates, operand base pointers, tile origin (`m0`, `n0`:
+ * block (x, y) is tile (y, x) unless `origin` gives the lines that define them).
+ */
+export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?: string[]): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
   const { k, r } = x;
   const it = x.it;
   const mm = k.matmul!;
@@ -41,7 +44,7 @@ export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }): { lines
     ...(batch.length ? delinearize(x, 'bz', batch) : ['(void)bz;']),
     `const ${r.storage[pa.dtype]}* __restrict__ A = p${mm.a.param} + ${base(a)};`,
     `const ${r.storage[pb.dtype]}* __restrict__ B = p${mm.b.param} + ${base(b)};`,
-    `const ${it} m0 = (${it})blockIdx.y * ${cfg.bm}, n0 = (${it})blockIdx.x * ${cfg.bn};`,
+    ...(origin ?? [`const ${it} m0 = (${it})blockIdx.y * ${cfg.bm}, n0 = (${it})blockIdx.x * ${cfg.bn};`]),
   ];
   return {
     lines,

@@ -9,6 +9,8 @@
  *   width) through a `stages`-deep ring filled by every thread with 16-byte `cp.async.cg`
  *   copies, written in the 128B-swizzle pattern (16-byte chunk c of a 128-byte row r sits
  *   at chunk c ^ (r % 8); the ring is 1024-byte aligned so the pattern is the address's).
+ * - Blocks take tiles in groups of 8 tile rows, column-major within a group, so that the
+ *   blocks of a wave share operand panels in L2 (`wgmmaTileOf`).
  * - A (K contiguous) and B with K contiguous are K-major tiles [rows][64]; B with N
  *   contiguous is MN-major: 64-column atoms [64 k][64 n], read with the transpose bit.
  * - Per tile: wait for its copies, `fence.proxy.async` (cp.async writes are generic-proxy,
@@ -28,6 +30,8 @@ import { prologue, stagedEpilogue } from './cuda-matmul';
 
 /** Bytes of a 128B-swizzle atom: 8 rows of 128 bytes. */
 const ATOM = 1024;
+/** Tile rows per group of the block order. */
+const GROUP_M = 8;
 /** Bytes of one MN-major B column block: 64 k-rows of 64 n-columns. */
 const MN_BLOCK = WGMMA_BK * 128;
 
@@ -77,6 +81,15 @@ export function wgmmaAccCoord(t: number, j: number): { row: number; col: number 
   return { row: warp * 16 + (lane >> 2) + 8 * (q >> 1), col: 8 * (j >> 2) + 2 * (lane & 3) + (q & 1) };
 }
 
+/** The tile (row, column) block `pid` (row-major over a tilesM × tilesN grid) computes: the generated code's order. */
+export function wgmmaTileOf(pid: number, tilesM: number, tilesN: number): { tm: number; tn: number } {
+  const group = Math.floor(pid / (GROUP_M * tilesN));
+  const first = group * GROUP_M;
+  const size = Math.min(tilesM - first, GROUP_M);
+  const inGroup = pid % (GROUP_M * tilesN);
+  return { tm: first + (inGroup % size), tn: Math.floor(inGroup / size) };
+}
+
 /** The kernel body and block size. */
 export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; threads: number } {
   const { k } = x;
@@ -94,7 +107,15 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
   const aBytes = c.bm * WGMMA_BK * 2;
   const stage = wgmmaStageBytes(c);
   const nAcc = c.bn / 2;
-  const { lines, aStride, bStride } = prologue(x, c);
+  // Tiles in groups of GROUP_M tile rows, column by column within a group (a bijection of
+  // the grid): blocks running together share A and B panels in L2 (Triton's grouped order).
+  const origin = [
+    'const int tiles_n = gridDim.x, tiles_m = gridDim.y, pid = blockIdx.y * tiles_n + blockIdx.x;',
+    `const int group = pid / (${GROUP_M} * tiles_n), first_m = group * ${GROUP_M}, group_m = min(tiles_m - first_m, ${GROUP_M});`,
+    `const int in_group = pid % (${GROUP_M} * tiles_n);`,
+    `const ${it} m0 = (${it})(first_m + in_group % group_m) * ${c.bm}, n0 = (${it})(in_group / group_m) * ${c.bn};`,
+  ];
+  const { lines, aStride, bStride } = prologue(x, c, origin);
   const [sAm] = aStride;
   const [sBk, sBn] = bStride;
   const copies = (count: number, body: string[]): string[] => [

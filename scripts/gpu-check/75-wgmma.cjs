@@ -7,8 +7,8 @@
  *   batched case, and a fused bias + gelu epilogue in bf16;
  * - a few outputs of every case against the host (float64 dot products, rounded as the
  *   graph rounds);
- * - TFLOP/s of f16/bf16 4096³, 8192³ and 512×4096×4096 (the plan repeated in a CUDA graph,
- *   as run.timePlan does), beside the mma variant's heuristic configuration.
+ * - TFLOP/s of f16/bf16 4096³, 8192³ and 512×4096×4096 on random inputs (the plan repeated
+ *   in a CUDA graph, as run.timePlan does), beside the mma variant's heuristic configuration.
  *
  * KILN_GPU_CHECK_DRY=1 builds everything for sm_90a and checks the ptxas reports only
  * (no spills, registers within 255), and that a shape the variant refuses is refused.
@@ -34,6 +34,21 @@ function rng(seed) {
   };
 }
 
+/**
+ * Random 16-bit storage of `n` elements, magnitudes in [1/8, 1), random signs: timing on
+ * zeros would flatter the tensor cores (less switching, higher clocks).
+ */
+function randomBits(dtype, n, seed) {
+  const next = rng(seed);
+  const [base, span] = dtype === 'bfloat16' ? [0x3e00, 0x180] : [0x3000, 0xc00];
+  const out = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = ((next() + 1) * 2 ** 30) >>> 0;
+    out[i] = (r & 0x8000) | (base + ((r >>> 16) % span));
+  }
+  return out;
+}
+
 /** erf to ~1e-7 (Abramowitz & Stegun 7.1.26), enough for a bf16 check. */
 function erf(x) {
   const t = 1 / (1 + 0.3275911 * Math.abs(x));
@@ -44,6 +59,7 @@ function erf(x) {
 // Correctness cases: fn, specs, the wgmma configuration, and the host value of output (b, i, j).
 const CASES = [
   { name: 'f16 x@w 512x768x1024 128x256', fn: (x, w) => x.matmul(w), specs: ['float16', [512, 1024], [1024, 768]], cfg: wg(128, 256, 4), bLayout: 'n' },
+  { name: 'f16 x@w 1664x512x256 128x256 (13 tile rows: two block groups)', fn: (x, w) => x.matmul(w), specs: ['float16', [1664, 256], [256, 512]], cfg: wg(128, 256, 4), bLayout: 'n' },
   { name: 'bf16 x@wT 256x512x512 128x256', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: ['bfloat16', [256, 512], [512, 512]], cfg: wg(128, 256, 4), bLayout: 'k' },
   { name: 'f16 x@wT 192x384x320 64x128', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: ['float16', [192, 320], [384, 320]], cfg: wg(64, 128, 6), bLayout: 'k' },
   { name: 'bf16 x@w 256x256x576 128x128', fn: (x, w) => x.matmul(w), specs: ['bfloat16', [256, 576], [576, 256]], cfg: wg(128, 128, 6), bLayout: 'n' },
@@ -155,8 +171,8 @@ module.exports = {
 
     // Throughput: f16/bf16, x @ w (B N-contiguous), and x @ wT for f16 4096³.
     const shapesT = [
-      [4096, 4096, 4096, [wg(128, 256, 4)]],
-      [8192, 8192, 8192, [wg(128, 256, 4)]],
+      [4096, 4096, 4096, [wg(128, 256, 4), wg(128, 128, 6)]],
+      [8192, 8192, 8192, [wg(128, 256, 4), wg(128, 128, 6)]],
       [512, 4096, 4096, [wg(128, 256, 4), wg(128, 128, 6), wg(64, 256, 4)]],
     ];
     const runs = [];
@@ -171,14 +187,15 @@ module.exports = {
         for (const cfg of m.cfgs) built.push(await buildWgmma(k, fn, specs, cfg));
         if (skip) return `${built.map((w) => report(w.r)).join('; ')} (${skip})`;
         const flops = 2 * m.M * m.N * m.K;
+        const inputs = specs.map((s, j) => ({ dtype: s.dtype, shape: s.shape, data: randomBits(s.dtype, numel(s.shape), j + 1) }));
         let best = { tf: 0 };
         for (const w of built) {
-          const us = await run.timePlan(k, ctx, w.b.program.graph, w.b, {});
+          const us = await run.timePlan(k, ctx, w.b.program.graph, w.b, {}, { inputs });
           const tf = flops / (us * 1e-6) / 1e12;
           if (tf > best.tf) best = { tf, cfg: w.r.config };
         }
         const mma = await k.engine.buildCuda(built[0].graph, run.targetOf(ctx), { smCount: ctx.device.smCount });
-        const mmaTf = flops / ((await run.timePlan(k, ctx, mma.program.graph, mma, {})) * 1e-6) / 1e12;
+        const mmaTf = flops / ((await run.timePlan(k, ctx, mma.program.graph, mma, {}, { inputs })) * 1e-6) / 1e12;
         ctx.metric(`wgmma matmul ${label}`, best.tf, 'TFLOP/s', `${JSON.stringify(best.cfg)}; mma heuristic ${mmaTf.toFixed(0)}`);
         ctx.metric(`wgmma ÷ mma ${label}`, best.tf / mmaTf, '');
         return `${best.tf.toFixed(0)} TFLOP/s (${best.cfg.bm}x${best.cfg.bn}x${best.cfg.stages}); mma heuristic ${mmaTf.toFixed(0)}`;
