@@ -11,6 +11,8 @@
  *   tile interleaved by 16 (conflict-free shared reads, coalesced epilogue), explicit fmaf.
  * - int32: one thread per output, products and sums wrapping modulo 2^32.
  *
+ * - f16/bf16 on Hopper warpgroup MMA (sm_90a, experimental): cuda-wgmma.ts.
+ *
  * The fused elementwise epilogue (bias, activation, residual, casts) runs on each
  * accumulator with the output coordinates bound, through the kernel's views.
  */
@@ -20,8 +22,11 @@ import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, type GpuFacts, type
 import { delinearize, indent, unroll, type CudaExprs } from './cuda-exprs';
 
 
-/** Shared prologue: sizes, batch coordinates, operand base pointers, tile origin. */
-function prologue(x: CudaExprs, cfg: { bm: number; bn: number }): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
+/**
+ * Shared prologue: sizes, batch coordinates, operand base pointers, tile origin (`m0`, `n0`:
+ * block (x, y) is tile (y, x) unless `origin` gives the lines that define them).
+ */
+export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?: string[]): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
   const { k, r } = x;
   const it = x.it;
   const mm = k.matmul!;
@@ -39,7 +44,7 @@ function prologue(x: CudaExprs, cfg: { bm: number; bn: number }): { lines: strin
     ...(batch.length ? delinearize(x, 'bz', batch) : ['(void)bz;']),
     `const ${r.storage[pa.dtype]}* __restrict__ A = p${mm.a.param} + ${base(a)};`,
     `const ${r.storage[pb.dtype]}* __restrict__ B = p${mm.b.param} + ${base(b)};`,
-    `const ${it} m0 = (${it})blockIdx.y * ${cfg.bm}, n0 = (${it})blockIdx.x * ${cfg.bn};`,
+    ...(origin ?? [`const ${it} m0 = (${it})blockIdx.y * ${cfg.bm}, n0 = (${it})blockIdx.x * ${cfg.bn};`]),
   ];
   return {
     lines,
@@ -67,7 +72,7 @@ function epilogue(x: CudaExprs, row: string, col: string): string[] {
  * bn+4): consecutive threads take consecutive columns (coalesced loads and stores), and
  * the epilogue's code appears once instead of once per register of the tile.
  */
-function stagedEpilogue(x: CudaExprs, c: { bm: number; bn: number }, threads: number): string[] {
+export function stagedEpilogue(x: CudaExprs, c: { bm: number; bn: number }, threads: number): string[] {
   return [
     '__syncthreads();',
     '#pragma unroll 1',

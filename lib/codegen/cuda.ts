@@ -14,6 +14,7 @@ import { CStyleRenderer, shapeText } from './cstyle';
 import { CUDA_HELPERS } from './cuda-prelude';
 import { CudaExprs, delinearize, domVar, indent, unroll } from './cuda-exprs';
 import { matmulKernel } from './cuda-matmul';
+import { wgmmaKernel } from './cuda-wgmma';
 
 /** Renders kernels as CUDA C `__global__` functions (kiln's parameter ABI). */
 export class CudaRenderer extends CStyleRenderer {
@@ -54,7 +55,7 @@ export class CudaRenderer extends CStyleRenderer {
         threads = config.block;
         break;
       case 'matmul':
-        ({ body, threads } = matmulKernel(x, config, this.facts));
+        ({ body, threads } = config.variant === 'wgmma' ? wgmmaKernel(x, config) : matmulKernel(x, config, this.facts));
         break;
       default:
         return config satisfies never;

@@ -17,11 +17,11 @@ import { renderCuda } from '../codegen/cuda';
 import type { Graph } from '../ir/graph';
 import type { LaunchPlan } from '../ir/plan';
 import { lower, type Program } from '../passes';
-import { configFits, defaultConfig, gpuPlan, type GpuConfig, type GpuFacts } from '../passes/gpu';
+import { configFits, defaultConfig, gpuPlan, wgmmaProblem, type GpuConfig, type GpuFacts } from '../passes/gpu';
 import { parsePtxasLog, selectCudaTarget, type CudaTarget } from '../runtime/cuda-arch';
 import { addonInfo, nvrtcCompile } from '../runtime/native';
 import { readEnv } from '../util/env';
-import { CudaError } from '../util/errors';
+import { CudaError, KilnError } from '../util/errors';
 import { cudaDevice } from './bundle-target';
 import { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaTuning } from './cuda-load';
 
@@ -61,10 +61,18 @@ export interface BuildCudaOptions {
   program?: Program;
 }
 
-/** Kernel configurations for a program: tuned where the table fits, else the heuristic. */
+/**
+ * Kernel configurations for a program: tuned where the table fits, else the heuristic. An
+ * explicit wgmma entry that cannot run its kernel is an error (KILN_BAD_TUNING), not a
+ * silent fallback: it is only ever asked for on purpose.
+ */
 export function chooseConfigs(program: Program, facts: GpuFacts, tuning: CudaTuning = {}): GpuConfig[] {
   return program.kernels.map((k) => {
     const t = tuning[k.name];
+    if (t?.kind === 'matmul' && t.variant === 'wgmma') {
+      const why = k.kind === 'matmul' ? wgmmaProblem(k, t, facts) : 'not a matmul kernel';
+      if (why) throw new KilnError('KILN_BAD_TUNING', `cuda: the wgmma configuration of ${k.name} (${JSON.stringify(t)}) ${why}`);
+    }
     return t && configFits(k, t, facts) ? t : defaultConfig(k, facts);
   });
 }
@@ -75,7 +83,7 @@ export function chooseConfigs(program: Program, facts: GpuFacts, tuning: CudaTun
  */
 export async function buildCuda(graph: Graph, target: string | CudaTarget, opts: BuildCudaOptions = {}): Promise<CudaBuild> {
   const t = cudaTarget(target);
-  const facts: GpuFacts = { arch: t.arch, ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}) };
+  const facts: GpuFacts = { arch: t.arch, archSpecific: /a$/.test(t.target), ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}) };
   const t0 = performance.now();
   const program = opts.program ?? lower(graph);
   const configs = chooseConfigs(program, facts, opts.tuning);

@@ -18,6 +18,8 @@ export interface GpuFacts {
   readonly arch: number;
   /** Streaming multiprocessors (for grid-filling heuristics); default 132 (H100). */
   readonly smCount?: number;
+  /** True for an arch-specific target (`sm_90a`): wgmma and other features that do not carry forward. */
+  readonly archSpecific?: boolean;
 }
 
 /** Elementwise: one thread per `vec` consecutive elements of the last domain dim. */
@@ -69,7 +71,24 @@ export interface SimtConfig {
   readonly bn: number;
 }
 
-export type GpuConfig = ElementwiseConfig | RowConfig | MmaConfig | SimtConfig;
+/**
+ * Matmul on Hopper warpgroup MMA (`wgmma.mma_async`, sm_90a only; experimental): bm/64
+ * warpgroups each compute 64×bn with m64n{bn}k16, operands from a `stages`-deep ring of
+ * 128B-swizzled shared tiles (BK = 64). Never a candidate: reachable only through an
+ * explicit tuning entry (see `wgmmaProblem`).
+ */
+export interface WgmmaConfig {
+  readonly kind: 'matmul';
+  readonly variant: 'wgmma';
+  readonly bm: 64 | 128;
+  readonly bn: 128 | 256;
+  readonly stages: number;
+}
+
+/** Every matmul configuration. */
+export type MatmulConfig = MmaConfig | SimtConfig | WgmmaConfig;
+
+export type GpuConfig = ElementwiseConfig | RowConfig | MatmulConfig;
 
 /** One step's launch geometry. */
 export interface Geometry {
@@ -82,6 +101,10 @@ export interface Geometry {
 export const MMA_BK = 32;
 /** The K tile of the f32 kernel. */
 export const SIMT_BK = 16;
+/** The K tile of the wgmma kernel: one 128-byte swizzle row of 16-bit elements. */
+export const WGMMA_BK = 64;
+/** Shared memory above this needs more than an H100 block may have (227 KiB). */
+export const MAX_BLOCK_SHARED = 232448;
 /** Shared-memory row padding (elements) that keeps ldmatrix rows conflict-free and 16-byte aligned. */
 export const MMA_PAD = 8;
 
@@ -364,9 +387,10 @@ export function candidateConfigs(k: Kernel, facts: GpuFacts): GpuConfig[] {
 }
 
 /** Bytes of dynamic shared memory a matmul configuration uses. */
-export function matmulSharedBytes(k: Kernel, c: MmaConfig | SimtConfig): number {
+export function matmulSharedBytes(k: Kernel, c: MatmulConfig): number {
   if (c.variant === 'int') return 0;
   const staged = 4 * c.bm * (c.bn + 4); // the C tile, staged for the epilogue
+  if (c.variant === 'wgmma') return Math.max(c.stages * wgmmaStageBytes(c) + 1024, staged); // +1024: the ring is aligned to the swizzle atom
   if (c.variant === 'simt') return Math.max(4 * SIMT_BK * (c.bm + 4 + c.bn + 4), staged);
   const l = mmaLayout(k);
   const stages = (c as MmaConfig).stages;
@@ -376,8 +400,39 @@ export function matmulSharedBytes(k: Kernel, c: MmaConfig | SimtConfig): number 
 }
 
 /** Threads per block of a matmul configuration. */
-export function matmulThreads(c: MmaConfig | SimtConfig): number {
+export function matmulThreads(c: MatmulConfig): number {
+  if (c.variant === 'wgmma') return 128 * (c.bm / 64);
   return c.variant === 'mma' ? 32 * c.warpsM * c.warpsN : 256;
+}
+
+/** Bytes of one wgmma pipeline stage: the A tile (bm×64) and the B tile (bn×64), 16-bit. */
+export function wgmmaStageBytes(c: WgmmaConfig): number {
+  return (c.bm + c.bn) * WGMMA_BK * 2;
+}
+
+/**
+ * Why the wgmma variant cannot run kernel `k` with `c` under `facts`, or undefined when it
+ * can: an sm_90a target, f16/bf16 operands with A's K contiguous and B's N or K contiguous,
+ * static M, N, K with M % bm, N % bn and K % 64 all zero, and a ring that fits in shared memory.
+ */
+export function wgmmaProblem(k: Kernel, c: WgmmaConfig, facts: GpuFacts): string | undefined {
+  if (k.kind !== 'matmul' || !k.matmul) return 'not a matmul kernel';
+  if (facts.arch !== 90 || !facts.archSpecific) return `needs the sm_90a target (got sm_${facts.arch}${facts.archSpecific ? 'a' : ''})`;
+  const dt = matmulDType(k);
+  if (dt !== 'float16' && dt !== 'bfloat16') return `needs float16 or bfloat16 operands (got ${dt})`;
+  if (c.bm !== 64 && c.bm !== 128) return `bm must be 64 or 128 (got ${c.bm})`;
+  if (c.bn !== 128 && c.bn !== 256) return `bn must be 128 or 256 (got ${c.bn})`;
+  if (!Number.isInteger(c.stages) || c.stages < 3) return `stages must be an integer >= 3 (got ${c.stages})`;
+  const l = mmaLayout(k);
+  if (l.a !== 'k') return `needs A with K contiguous and 16-byte aligned rows (A's layout is '${l.a}')`;
+  if (l.b === 'scalar') return "needs B with N or K contiguous and 16-byte aligned rows (B's layout is 'scalar')";
+  const r = k.domain.length;
+  const [M, N, K] = [k.domain[r - 2], k.domain[r - 1], k.matmul.k];
+  if (!isStatic(M) || !isStatic(N) || !isStatic(K)) return 'needs static M, N and K';
+  if (M % c.bm || N % c.bn || K % WGMMA_BK) return `needs M % ${c.bm}, N % ${c.bn} and K % ${WGMMA_BK} to be 0 (M=${M}, N=${N}, K=${K})`;
+  const bytes = matmulSharedBytes(k, c);
+  if (bytes > MAX_BLOCK_SHARED) return `needs ${bytes} bytes of shared memory (at most ${MAX_BLOCK_SHARED}): fewer stages`;
+  return undefined;
 }
 
 /** The launch geometry a configuration implies. */
@@ -402,6 +457,7 @@ export function geometry(k: Kernel, c: GpuConfig): Geometry {
 
 /** True when `c` is a valid configuration for `k` (a tuning table from a bundle is data: check it). */
 export function configFits(k: Kernel, c: GpuConfig, facts: GpuFacts): boolean {
+  if (c.kind === 'matmul' && c.variant === 'wgmma') return k.kind === 'matmul' && wgmmaProblem(k, c, facts) === undefined;
   return candidateConfigs(k, facts).some((x) => JSON.stringify(x) === JSON.stringify(c));
 }
 

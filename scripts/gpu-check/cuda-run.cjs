@@ -121,13 +121,14 @@ async function runPlan(k, ctx, graph, b, inputs) {
 
 /**
  * Times a built program: its plan's steps repeated `reps` times in one executor, replayed as
- * a CUDA graph; returns microseconds per plan execution (best of `rounds`).
+ * a CUDA graph; returns microseconds per plan execution (best of `rounds`). Inputs are zeros
+ * unless `inputs` (host storage per graph input) is given.
  */
-async function timePlan(k, ctx, graph, b, values, { reps = 20, rounds = 5 } = {}) {
+async function timePlan(k, ctx, graph, b, values, { reps = 20, rounds = 5, inputs = null } = {}) {
   const dev = ctx.device.index;
   const plan = b.plan;
   const module = new k.drv.CudaModule(b.image, dev);
-  const { bufs, ptrs } = await planBuffers(k, graph, plan, values, null, dev);
+  const { bufs, ptrs } = await planBuffers(k, graph, plan, values, inputs, dev);
   const one = plan.steps.map((s) => ({ kernel: s.kernel, buffers: s.buffers, block: s.block, sharedBytes: s.sharedBytes || 0 }));
   const steps = Array.from({ length: reps }, () => one).flat();
   const grid1 = gridsOf(k, plan, values);

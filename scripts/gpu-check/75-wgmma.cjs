@@ -1,0 +1,205 @@
+/**
+ * The experimental wgmma matmul (lib/codegen/cuda-wgmma.ts), built for sm_90a through an
+ * explicit tuning entry, on a compute capability 9.0 GPU:
+ *
+ * - outputs against the mma variant's (the device's default build, same inputs): f16 and
+ *   bf16, B with N contiguous (x @ w) and K contiguous (x @ wᵀ), 64- and 128-row tiles, a
+ *   batched case, and a fused bias + gelu epilogue in bf16;
+ * - a few outputs of every case against the host (float64 dot products, rounded as the
+ *   graph rounds);
+ * - TFLOP/s of f16/bf16 4096³, 8192³ and 512×4096×4096 on random inputs (the plan repeated
+ *   in a CUDA graph, as run.timePlan does), beside the mma variant's heuristic configuration.
+ *
+ * KILN_GPU_CHECK_DRY=1 builds everything for sm_90a and checks the ptxas reports only
+ * (no spills, registers within 255), and that a shape the variant refuses is refused.
+ */
+'use strict';
+const run = require('./cuda-run.cjs');
+
+const SM90A = { target: 'sm_90a', kind: 'cubin', arch: 90 };
+const wg = (bm, bn, stages) => ({ kind: 'matmul', variant: 'wgmma', bm, bn, stages });
+const spec = (dtype, ...shape) => ({ shape, dtype });
+const numel = (s) => s.reduce((a, d) => a * d, 1);
+
+/** A small deterministic generator (xorshift32), values in [-1, 1). */
+function rng(seed) {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 31 - 1;
+  };
+}
+
+/**
+ * Random 16-bit storage of `n` elements, magnitudes in [1/8, 1), random signs: timing on
+ * zeros would flatter the tensor cores (less switching, higher clocks).
+ */
+function randomBits(dtype, n, seed) {
+  const next = rng(seed);
+  const [base, span] = dtype === 'bfloat16' ? [0x3e00, 0x180] : [0x3000, 0xc00];
+  const out = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = ((next() + 1) * 2 ** 30) >>> 0;
+    out[i] = (r & 0x8000) | (base + ((r >>> 16) % span));
+  }
+  return out;
+}
+
+/** erf to ~1e-7 (Abramowitz & Stegun 7.1.26), enough for a bf16 check. */
+function erf(x) {
+  const t = 1 / (1 + 0.3275911 * Math.abs(x));
+  const y = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
+  return x < 0 ? -y : y;
+}
+
+// Correctness cases: fn, specs, the wgmma configuration, and the host value of output (b, i, j).
+const CASES = [
+  { name: 'f16 x@w 512x768x1024 128x256', fn: (x, w) => x.matmul(w), specs: ['float16', [512, 1024], [1024, 768]], cfg: wg(128, 256, 4), bLayout: 'n' },
+  { name: 'f16 x@w 1664x512x256 128x256 (13 tile rows: two block groups)', fn: (x, w) => x.matmul(w), specs: ['float16', [1664, 256], [256, 512]], cfg: wg(128, 256, 4), bLayout: 'n' },
+  { name: 'bf16 x@wT 256x512x512 128x256', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: ['bfloat16', [256, 512], [512, 512]], cfg: wg(128, 256, 4), bLayout: 'k' },
+  { name: 'f16 x@wT 192x384x320 64x128', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: ['float16', [192, 320], [384, 320]], cfg: wg(64, 128, 6), bLayout: 'k' },
+  { name: 'bf16 x@w 256x256x576 128x128', fn: (x, w) => x.matmul(w), specs: ['bfloat16', [256, 576], [576, 256]], cfg: wg(128, 128, 6), bLayout: 'n' },
+  { name: 'f16 batched 2x256x256x512 64x256', fn: (x, w) => x.matmul(w), specs: ['float16', [2, 256, 512], [2, 512, 256]], cfg: wg(64, 256, 4), bLayout: 'n' },
+  {
+    name: 'bf16 gelu(x@wT + bias) 256x512x384 128x256',
+    fn: (x, w, b) => x.matmul(w.transpose(0, 1)).add(b).gelu(),
+    specs: ['bfloat16', [256, 384], [512, 384], [512]],
+    cfg: wg(128, 256, 4),
+    bLayout: 'k',
+    epilogue: (acc, j, ins, round) => {
+      const z = round(round(acc) + ins[2][j]);
+      return 0.5 * z * (1 + erf(z / Math.SQRT2));
+    },
+  },
+];
+
+/** Builds `fn` on `specs` with the wgmma configuration `cfg` for sm_90a (one matmul kernel). */
+async function buildWgmma(k, fn, specs, cfg) {
+  const graph = k.trace(fn, specs, {});
+  const program = k.lower(graph);
+  const mm = program.kernels.filter((x) => x.kind === 'matmul');
+  if (mm.length !== 1) throw new Error(`expected one matmul kernel, got ${mm.length}`);
+  const b = await k.engine.buildCuda(graph, SM90A, { program, tuning: { [mm[0].name]: cfg } });
+  const r = b.resources[mm[0].name];
+  if (r.config.variant !== 'wgmma') throw new Error(`the build did not use the wgmma configuration: ${JSON.stringify(r.config)}`);
+  if (r.spillStores || r.spillLoads) throw new Error(`${mm[0].name} spills (${r.spillStores} B stores, ${r.spillLoads} B loads)`);
+  if (r.registers > 255) throw new Error(`${mm[0].name} uses ${r.registers} registers`);
+  return { graph, b, r, name: mm[0].name };
+}
+
+const report = (r) => `${r.registers} regs, ${r.dynamicSharedBytes} B shared, ${r.threads} threads, no spills`;
+
+module.exports = {
+  name: 'wgmma',
+  needs: run.DRY ? undefined : 'gpu',
+  async run(ctx) {
+    const k = run.kiln();
+    const cc = ctx.device?.computeCapability;
+    const hopper = !run.DRY && cc && cc[0] === 9 && cc[1] === 0;
+    const skip = run.DRY ? 'dry run' : !hopper ? `compute capability ${cc ? cc.join('.') : '?'}, not 9.0: nothing run` : undefined;
+
+    await ctx.check('wgmma: unsupported shapes are refused at build time', async () => {
+      const graph = k.trace((x, w) => x.matmul(w), [spec('float16', 128, 96), spec('float16', 96, 256)], {});
+      const program = k.lower(graph);
+      const name = program.kernels[0].name;
+      try {
+        await k.engine.buildCuda(graph, SM90A, { program, tuning: { [name]: wg(128, 256, 4) } });
+      } catch (e) {
+        if (e.code === 'KILN_BAD_TUNING' && /K % 64/.test(e.message)) return e.message;
+        throw e;
+      }
+      throw new Error('K = 96 was accepted');
+    });
+
+    for (const c of CASES) {
+      await ctx.check(`wgmma ${c.name}`, async () => {
+        const [dtype, ...shapes] = c.specs;
+        const specs = shapes.map((s) => spec(dtype, ...s));
+        const w = await buildWgmma(k, c.fn, specs, c.cfg);
+        if (skip) return `${report(w.r)} (${skip})`;
+        const mma = await k.engine.buildCuda(w.graph, run.targetOf(ctx), { smCount: ctx.device.smCount });
+        const next = rng(numel(shapes[0]) + shapes.length);
+        const values = shapes.map((s) => Float64Array.from({ length: numel(s) }, () => next()));
+        const inputs = shapes.map((s, j) => ({ dtype, shape: s, data: k.ir.encodeStorage(dtype, values[j]) }));
+        const ins = inputs.map((x) => k.ir.decodeStorage(dtype, x.data)); // the values as stored
+        const got = k.ir.decodeStorage(dtype, (await run.runPlan(k, ctx, w.b.program.graph, w.b, inputs))[0]);
+        const ref = k.ir.decodeStorage(dtype, (await run.runPlan(k, ctx, mma.program.graph, mma, inputs))[0]);
+        // Against the mma variant: the same f32 products, summed in another order (2 ulps, plus
+        // 2 ulps of the rms for outputs that cancel).
+        const eps = dtype === 'bfloat16' ? 2 ** -6 : 2 ** -9;
+        const scale = Math.sqrt(ref.reduce((s, v) => s + v * v, 0) / ref.length) || 1;
+        const N0 = shapes[0].length === 3 ? ref.length / (2 * shapes[0][1]) : ref.length / shapes[0][0];
+        let worst = 0;
+        const bad = [];
+        for (let e = 0; e < ref.length; e++) {
+          const d = Math.abs(got[e] - ref[e]);
+          if (!(d <= eps * (scale + Math.abs(ref[e])))) bad.push(e);
+          if (!(d <= worst)) worst = d;
+        }
+        if (bad.length) {
+          const at = bad.slice(0, 6).map((e) => `[${Math.floor(e / N0)},${e % N0}] ${got[e]} vs ${ref[e]}`);
+          throw new Error(`${bad.length} of ${ref.length} outputs differ from the mma variant (row-major [row,col] over ${N0} cols): ${at.join('; ')}`);
+        }
+        // Against the host at a few spots: float64 dot products rounded like the graph.
+        const round = (v) => k.ir.decodeStorage(dtype, k.ir.encodeStorage(dtype, [v]))[0];
+        const [A, B] = ins;
+        const batched = shapes[0].length === 3;
+        const [M, Kd] = shapes[0].slice(-2);
+        const N = c.bLayout === 'n' ? shapes[1][shapes[1].length - 1] : shapes[1][shapes[1].length - 2];
+        const pick = rng(7);
+        const spots = [[0, 0, 0], [batched ? 1 : 0, M - 1, N - 1]];
+        for (let s = 0; s < 14; s++) spots.push([batched ? Math.floor(((pick() + 1) / 2) * 2) : 0, Math.floor(((pick() + 1) / 2) * M), Math.floor(((pick() + 1) / 2) * N)]);
+        for (const [bi, i, j] of spots) {
+          let acc = 0;
+          for (let kk = 0; kk < Kd; kk++) {
+            const a = A[bi * M * Kd + i * Kd + kk];
+            const b = c.bLayout === 'n' ? B[bi * Kd * N + kk * N + j] : B[j * Kd + kk];
+            acc += a * b;
+          }
+          const want = round(c.epilogue ? c.epilogue(acc, j, ins, round) : acc);
+          const have = got[bi * M * N + i * N + j];
+          const stol = eps * (scale + Math.abs(want));
+          if (!(Math.abs(have - want) <= stol)) throw new Error(`output [${bi},${i},${j}]: got ${have}, host ${want}`);
+        }
+        return `${report(w.r)}; max |wgmma - mma| ${worst.toExponential(2)} (rms ${scale.toFixed(2)}); ${spots.length} host spots`;
+      });
+    }
+
+    // Throughput: f16/bf16, x @ w (B N-contiguous), and x @ wT for f16 4096³.
+    const shapesT = [
+      [4096, 4096, 4096, [wg(128, 256, 4), wg(128, 128, 6)]],
+      [8192, 8192, 8192, [wg(128, 256, 4), wg(128, 128, 6)]],
+      [512, 4096, 4096, [wg(128, 256, 4), wg(128, 128, 6), wg(64, 256, 4)]],
+    ];
+    const runs = [];
+    for (const dtype of ['float16', 'bfloat16']) for (const [M, N, K, cfgs] of shapesT) runs.push({ dtype, M, N, K, cfgs, t: false });
+    runs.push({ dtype: 'float16', M: 4096, N: 4096, K: 4096, cfgs: [wg(128, 256, 4)], t: true });
+    for (const m of runs) {
+      const label = `${m.dtype} ${m.M}x${m.N}x${m.K}${m.t ? ' x@wT' : ''}`;
+      await ctx.check(`wgmma time ${label}`, async () => {
+        const fn = m.t ? (x, w) => x.matmul(w.transpose(0, 1)) : (x, w) => x.matmul(w);
+        const specs = [spec(m.dtype, m.M, m.K), m.t ? spec(m.dtype, m.N, m.K) : spec(m.dtype, m.K, m.N)];
+        const built = [];
+        for (const cfg of m.cfgs) built.push(await buildWgmma(k, fn, specs, cfg));
+        if (skip) return `${built.map((w) => report(w.r)).join('; ')} (${skip})`;
+        const flops = 2 * m.M * m.N * m.K;
+        const inputs = specs.map((s, j) => ({ dtype: s.dtype, shape: s.shape, data: randomBits(s.dtype, numel(s.shape), j + 1) }));
+        let best = { tf: 0 };
+        for (const w of built) {
+          const us = await run.timePlan(k, ctx, w.b.program.graph, w.b, {}, { inputs });
+          const tf = flops / (us * 1e-6) / 1e12;
+          if (tf > best.tf) best = { tf, cfg: w.r.config };
+        }
+        const mma = await k.engine.buildCuda(built[0].graph, run.targetOf(ctx), { smCount: ctx.device.smCount });
+        const mmaTf = flops / ((await run.timePlan(k, ctx, mma.program.graph, mma, {}, { inputs })) * 1e-6) / 1e12;
+        ctx.metric(`wgmma matmul ${label}`, best.tf, 'TFLOP/s', `${JSON.stringify(best.cfg)}; mma heuristic ${mmaTf.toFixed(0)}`);
+        ctx.metric(`wgmma ÷ mma ${label}`, best.tf / mmaTf, '');
+        return `${best.tf.toFixed(0)} TFLOP/s (${best.cfg.bm}x${best.cfg.bn}x${best.cfg.stages}); mma heuristic ${mmaTf.toFixed(0)}`;
+      });
+    }
+  },
+};

@@ -1,0 +1,196 @@
+/**
+ * The experimental wgmma matmul without a GPU: the index math of lib/codegen/cuda-wgmma.ts
+ * (where the loaders put each element, the matrix descriptors, the accumulator fragment)
+ * against the PTX ISA's canonical 128B-swizzle layouts and fragment layout; the generated
+ * loaders' expressions against that math; refusals; and, with NVRTC, sm_90a builds without
+ * spills. That the hardware agrees is scripts/gpu-check/75-wgmma.cjs's job.
+ */
+import { renderCuda } from '../lib/codegen/cuda';
+import { wgmmaAccCoord, wgmmaDescriptor, wgmmaDescs, wgmmaKMajorChunk, wgmmaMnMajorChunk, wgmmaSwizzle, wgmmaTileOf } from '../lib/codegen/cuda-wgmma';
+import { buildCuda, chooseConfigs } from '../lib/engine/cuda';
+import { lower } from '../lib/passes';
+import { candidateConfigs, configFits, wgmmaProblem, type GpuFacts, type WgmmaConfig } from '../lib/passes/gpu';
+import { addonInfo } from '../lib/runtime/native';
+import { trace } from '../lib/tensor/trace';
+import type { Tensor } from '../lib/tensor/tensor';
+
+type T = Tensor;
+const nvrtcIt = addonInfo().nvrtc.available || process.env.KILN_REQUIRE_NVRTC === '1' ? it : it.skip;
+const SM90A: GpuFacts = { arch: 90, archSpecific: true };
+const wg = (bm: 64 | 128, bn: 128 | 256, stages: number): WgmmaConfig => ({ kind: 'matmul', variant: 'wgmma', bm, bn, stages });
+const spec = (dtype: 'float16' | 'bfloat16' | 'float32', ...shape: number[]) => ({ shape, dtype });
+
+/**
+ * The ISA's canonical layouts (CUTLASS's GMMA atoms) for the 128B swizzle, as the tensor
+ * cores read them: byte address of element (mn, k) of an instruction operand (MN × 16)
+ * described by `d`. K-major: 8-row groups SBO apart, rows 128 B apart, K contiguous.
+ * MN-major: 64-element MN blocks LBO apart, K rows 128 B apart in 8-row groups SBO apart.
+ * The swizzle applies to the whole address (the ring is 1024-byte aligned).
+ */
+function isaAddress(d: { start: number; lbo: number; sbo: number }, major: 'k' | 'mn', mn: number, k: number): number {
+  const linear =
+    major === 'k' ? d.start + (mn >> 3) * d.sbo + (mn & 7) * 128 + k * 2 : d.start + (mn >> 6) * d.lbo + (mn & 63) * 2 + (k >> 3) * d.sbo + (k & 7) * 128;
+  return wgmmaSwizzle(linear);
+}
+
+describe('wgmma index math', () => {
+  it('the 128B swizzle permutes 16-byte chunks within each 128-byte row of a 1024-byte atom', () => {
+    const seen = new Set<number>();
+    for (let off = 0; off < 1024; off += 16) {
+      const s = wgmmaSwizzle(off);
+      expect(s >> 7).toBe(off >> 7); // same row
+      seen.add(s);
+    }
+    expect(seen.size).toBe(64);
+    expect(wgmmaSwizzle(3 * 128 + 16)).toBe(3 * 128 + (1 ^ 3) * 16);
+  });
+
+  it.each([64, 128])('the A loader (bm=%i) puts every element where each warpgroup\'s descriptors read it', (bm) => {
+    const written = new Map<number, string>();
+    for (let row = 0; row < bm; row++)
+      for (let kg = 0; kg < 64; kg++) {
+        const at = wgmmaKMajorChunk(row, kg >> 3) + (kg & 7) * 2;
+        expect(at).toBeLessThan(bm * 128);
+        expect(written.has(at)).toBe(false);
+        written.set(at, `${row},${kg}`);
+      }
+    for (let w = 0; w < bm / 64; w++)
+      for (let kk = 0; kk < 4; kk++) {
+        const { a } = wgmmaDescs(w, kk, 'k');
+        for (let m = 0; m < 64; m++) for (let k = 0; k < 16; k++) expect(written.get(isaAddress(a, 'k', m, k))).toBe(`${w * 64 + m},${kk * 16 + k}`);
+      }
+  });
+
+  it.each([128, 256])('the K-major B loader (bn=%i) matches the descriptors', (bn) => {
+    const written = new Map<number, string>();
+    for (let n = 0; n < bn; n++) for (let kg = 0; kg < 64; kg++) written.set(wgmmaKMajorChunk(n, kg >> 3) + (kg & 7) * 2, `${n},${kg}`);
+    expect(written.size).toBe(bn * 64);
+    for (let kk = 0; kk < 4; kk++) {
+      const { b } = wgmmaDescs(0, kk, 'k');
+      for (let n = 0; n < bn; n++) for (let k = 0; k < 16; k++) expect(written.get(isaAddress(b, 'k', n, k))).toBe(`${n},${kk * 16 + k}`);
+    }
+  });
+
+  it.each([128, 256])('the MN-major B loader (bn=%i) matches the descriptors (transposed B)', (bn) => {
+    const written = new Map<number, string>();
+    for (let kg = 0; kg < 64; kg++)
+      for (let n = 0; n < bn; n++) {
+        const at = wgmmaMnMajorChunk(kg, n >> 3) + (n & 7) * 2;
+        expect(at).toBeLessThan(bn * 128);
+        written.set(at, `${n},${kg}`);
+      }
+    expect(written.size).toBe(bn * 64);
+    for (let kk = 0; kk < 4; kk++) {
+      const { b } = wgmmaDescs(0, kk, 'n');
+      for (let n = 0; n < bn; n++) for (let k = 0; k < 16; k++) expect(written.get(isaAddress(b, 'mn', n, k))).toBe(`${n},${kk * 16 + k}`);
+    }
+  });
+
+  it.each([
+    [1, 1],
+    [4, 16],
+    [8, 3],
+    [13, 5],
+    [64, 32],
+  ])('orders the blocks of a %i×%i tile grid as a bijection, 8 tile rows per group', (tm, tn) => {
+    const seen = new Set<number>();
+    for (let pid = 0; pid < tm * tn; pid++) {
+      const t = wgmmaTileOf(pid, tm, tn);
+      expect(t.tm).toBeGreaterThanOrEqual(0);
+      expect(t.tm).toBeLessThan(tm);
+      expect(t.tn).toBeLessThan(tn);
+      expect(Math.floor(t.tm / 8)).toBe(Math.floor(pid / (8 * tn)));
+      seen.add(t.tm * tn + t.tn);
+    }
+    expect(seen.size).toBe(tm * tn);
+  });
+
+  it('encodes descriptors as the ISA lays them out', () => {
+    const d = wgmmaDescriptor({ start: 0x2a400 + 96, lbo: 8192, sbo: 1024 });
+    expect(d & 0x3fffn).toBe(BigInt((0x2a400 + 96) >> 4));
+    expect((d >> 16n) & 0x3fffn).toBe(512n);
+    expect((d >> 32n) & 0x3fffn).toBe(64n);
+    expect((d >> 49n) & 7n).toBe(0n); // base offset: the ring is 1024-byte aligned
+    expect(d >> 62n).toBe(1n); // 128B swizzle
+  });
+
+  it.each([128, 256])('maps the m64n%ik16 accumulators one-to-one onto the 64×N tile, warp by warp as mma.m16n8', (n) => {
+    const seen = new Set<number>();
+    for (let t = 0; t < 128; t++)
+      for (let j = 0; j < n / 2; j++) {
+        const { row, col } = wgmmaAccCoord(t, j);
+        // The m16n8 C fragment of warp t/32, n8 tile j/4: c[q] at (g + 8*(q/2), 2*(lane%4) + q%2).
+        const lane = t % 32;
+        const q = j % 4;
+        expect(row).toBe(16 * Math.floor(t / 32) + Math.floor(lane / 4) + 8 * Math.floor(q / 2));
+        expect(col).toBe(8 * Math.floor(j / 4) + 2 * (lane % 4) + (q % 2));
+        seen.add(row * n + col);
+      }
+    expect(seen.size).toBe(64 * n);
+    expect(Math.max(...seen)).toBe(64 * n - 1);
+  });
+});
+
+describe('wgmma kernels', () => {
+  const xw = trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 512), spec('float16', 512, 512)]);
+  const xwt = trace((x: T, w: T, b: T) => x.matmul(w.transpose(0, 1)).add(b).gelu(), [spec('bfloat16', 256, 512), spec('bfloat16', 256, 512), spec('bfloat16', 256)]);
+
+  it('renders loaders whose expressions are the tested index math', () => {
+    for (const [graph, bLayout] of [[xw, 'n'], [xwt, 'k']] as const) {
+      const p = lower(graph);
+      const c = wg(128, 256, 4);
+      const name = p.kernels.find((k) => k.kind === 'matmul')!.name;
+      const src = renderCuda(p, SM90A, chooseConfigs(p, SM90A, { [name]: c }));
+      // The C offset expressions, with C's integer division.
+      const dsts = [...src.matchAll(/kiln_cp_async16\((\w) \+ ([^,]+), /g)].map((m) => ({ tile: m[1], expr: m[2].replace(/(\w+) \/ (\d+)/g, 'Math.trunc($1 / $2)') }));
+      expect(dsts.map((d) => d.tile)).toEqual(['a', 'b']);
+      const aAt = new Function('row', 'ch', `return ${dsts[0].expr};`) as (r: number, c: number) => number;
+      for (let row = 0; row < 128; row++) for (let ch = 0; ch < 8; ch++) expect(aAt(row, ch)).toBe(wgmmaKMajorChunk(row, ch));
+      if (bLayout === 'k') {
+        const bAt = new Function('row', 'ch', `return ${dsts[1].expr};`) as (r: number, c: number) => number;
+        for (let row = 0; row < 256; row++) for (let ch = 0; ch < 8; ch++) expect(bAt(row, ch)).toBe(wgmmaKMajorChunk(row, ch));
+      } else {
+        const bAt = new Function('kr', 'ch', `return ${dsts[1].expr};`) as (r: number, c: number) => number;
+        for (let kr = 0; kr < 64; kr++) for (let ch = 0; ch < 32; ch++) expect(bAt(kr, ch)).toBe(wgmmaMnMajorChunk(kr, ch));
+      }
+      const ptx = graph === xw ? 'f16' : 'bf16';
+      expect(src).toContain(`wgmma.mma_async.sync.aligned.m64n256k16.f32.${ptx}.${ptx}`);
+      expect(src).toContain(`p, 1, 1, 0, ${bLayout === 'n' ? 1 : 0};`);
+      for (let kk = 0; kk < 4; kk++) {
+        const d = wgmmaDescs(0, kk, bLayout);
+        expect(src).toContain(`desc(sa + ${d.a.start}, ${d.a.lbo}, ${d.a.sbo}), db = desc(sb + ${d.b.start}, ${d.b.lbo}, ${d.b.sbo})`);
+      }
+    }
+  });
+
+  it('is never a candidate and refuses what it cannot run, with the reason', () => {
+    const k = lower(xw).kernels[0];
+    expect(candidateConfigs(k, SM90A).some((c) => c.kind === 'matmul' && c.variant === 'wgmma')).toBe(false);
+    expect(wgmmaProblem(k, wg(128, 256, 4), SM90A)).toBeUndefined();
+    expect(configFits(k, wg(128, 256, 4), SM90A)).toBe(true);
+    expect(wgmmaProblem(k, wg(128, 256, 4), { arch: 90 })).toMatch(/sm_90a/);
+    expect(wgmmaProblem(k, wg(128, 256, 5), SM90A)).toMatch(/shared memory/);
+    const oddProgram = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 96), spec('float16', 96, 512)]));
+    const odd = oddProgram.kernels[0];
+    expect(wgmmaProblem(odd, wg(128, 256, 4), SM90A)).toMatch(/K % 64/);
+    const f32 = lower(trace((x: T, w: T) => x.matmul(w), [spec('float32', 256, 64), spec('float32', 64, 256)])).kernels[0];
+    expect(wgmmaProblem(f32, wg(128, 128, 4), SM90A)).toMatch(/float16 or bfloat16/);
+    const aT = lower(trace((x: T, w: T) => x.transpose(0, 1).matmul(w), [spec('float16', 64, 256), spec('float16', 64, 256)])).kernels[0];
+    expect(wgmmaProblem(aT, wg(128, 256, 4), SM90A)).toMatch(/A with K contiguous/);
+    const dyn = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 64), spec('float16', 64, 256)], { dynamic: { 0: [0] } })).kernels[0];
+    expect(wgmmaProblem(dyn, wg(128, 256, 4), SM90A)).toMatch(/static/);
+    expect(() => chooseConfigs(oddProgram, SM90A, { [odd.name]: wg(128, 256, 4) })).toThrow(expect.objectContaining({ code: 'KILN_BAD_TUNING' }) as Error);
+  });
+
+  nvrtcIt('builds for sm_90a without spills (f16 x@w, bf16 gelu(x@wT + b))', async () => {
+    for (const graph of [xw, xwt]) {
+      const p = lower(graph);
+      const name = p.kernels.find((k) => k.kind === 'matmul')!.name;
+      const b = await buildCuda(graph, { target: 'sm_90a', kind: 'cubin', arch: 90 }, { program: p, tuning: { [name]: wg(128, 256, 4) } });
+      const r = b.resources[name];
+      expect(r.config).toEqual(wg(128, 256, 4));
+      expect(r).toMatchObject({ spillStores: 0, spillLoads: 0, threads: 256, dynamicSharedBytes: 4 * 49152 + 1024 });
+      expect(r.registers).toBeLessThanOrEqual(255);
+    }
+  }, 120_000);
+});
