@@ -20,6 +20,7 @@ import { cacheCommand } from '../lib/cli/cache';
 import { bundleBackend, cudaCodegen, getProgram, loadBundle, readProgramDocument } from '../lib/engine';
 import { CODE_DIRS, CODE_FILES, fallbackTargets, imageFitsTarget } from '../lib/engine/bundle-target';
 import { checkCudaDocument, type CudaProgramDocument } from '../lib/engine/cuda-bundle';
+import { deviceCubinTarget } from '../lib/runtime/cuda-arch';
 import { readCubinArch } from '../lib/runtime/cuda-driver';
 import { addonInfo } from '../lib/runtime/native';
 import { sha256Hex } from '../lib/util/hash';
@@ -98,10 +99,14 @@ test("fallbackTargets: what else an sm_XY GPU runs, best first (arch-specific cu
   expect(fallbackTargets('sm_120').slice(0, 6)).toEqual(['sm_120a', 'compute_120a', 'compute_120', 'compute_110', 'compute_103', 'compute_101']);
   // A GPU newer than every architecture kiln knows: its own PTX first, then the known ones.
   expect(fallbackTargets('sm_130').slice(0, 5)).toEqual(['sm_130a', 'compute_130a', 'compute_130', 'compute_121', 'compute_120']);
-  for (const t of ['sm_90a', 'compute_90', 'compute_90a', 'cpu-x64+avx2', 'gfx90a']) expect(fallbackTargets(t)).toEqual([]);
+  // Hopper's own target is sm_90a: an sm_90 bundle (kiln build --target sm_90) comes first after it.
+  expect(fallbackTargets('sm_90a').slice(0, 4)).toEqual(['sm_90', 'compute_90a', 'compute_90', 'compute_89']);
+  for (const t of ['compute_90', 'compute_90a', 'cpu-x64+avx2', 'gfx90a']) expect(fallbackTargets(t)).toEqual([]);
   // Every fallback passes the target guard for a GPU of that capability, and none is newer than it.
   for (const cc of [75, 80, 86, 89, 90, 100, 120]) {
-    for (const t of fallbackTargets(`sm_${cc}`)) expect(checkTarget(t, { kind: 'cuda', computeCapability: cc })).toEqual({ ok: true });
+    for (const t of [deviceCubinTarget(cc), ...fallbackTargets(`sm_${cc}`), ...fallbackTargets(deviceCubinTarget(cc))]) {
+      expect(checkTarget(t, { kind: 'cuda', computeCapability: cc })).toEqual({ ok: true });
+    }
   }
 });
 

@@ -15,7 +15,8 @@ const fixture = (name: string): string => fs.readFileSync(path.join(__dirname, '
 
 describe('selectCudaTarget', () => {
   it('picks the exact sm_XY cubin when NVRTC supports the device', () => {
-    expect(selectCudaTarget({ computeCapability: [9, 0], nvrtcArchs: NVRTC13 })).toEqual({ target: 'sm_90', kind: 'cubin', arch: 90 });
+    // Hopper: the arch-specific cubin, for warpgroup MMA (an sm_90a cubin runs on 9.0 only).
+    expect(selectCudaTarget({ computeCapability: [9, 0], nvrtcArchs: NVRTC13 })).toEqual({ target: 'sm_90a', kind: 'cubin', arch: 90 });
     expect(selectCudaTarget({ computeCapability: [8, 6], nvrtcArchs: NVRTC13 })).toEqual({ target: 'sm_86', kind: 'cubin', arch: 86 });
     expect(selectCudaTarget({ computeCapability: [12, 1], nvrtcArchs: NVRTC13 }).target).toBe('sm_121');
   });

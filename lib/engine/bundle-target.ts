@@ -14,7 +14,7 @@
 import { readdirSync, readFileSync, statSync } from 'fs';
 import { basename, dirname, join } from 'path';
 import { cpuTarget, parseTarget, type Host, type InputSignature, type KeyInput } from '../cache';
-import type { CudaTarget } from '../runtime/cuda-arch';
+import { deviceCubinTarget, type CudaTarget } from '../runtime/cuda-arch';
 import { addon, type DeviceInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { cpuInfo } from '../runtime/toolchain';
@@ -112,9 +112,9 @@ export function cudaDevice(ordinal = 0): DeviceInfo {
 let cudaMemo: { target: string; host: Host } | undefined;
 
 /**
- * This machine's GPU as a bundle target: `sm_XY` of its compute capability, from the driver
- * alone — a warm start neither loads nor even looks for NVRTC (finding it can take longer
- * than the whole warm start). When the NVRTC here is older than the GPU, a compile under this
+ * This machine's GPU as a bundle target: `sm_XY` of its compute capability (`sm_90a` on
+ * Hopper: `deviceCubinTarget`), from the driver alone — a warm start neither loads nor even
+ * looks for NVRTC (finding it can take longer than the whole warm start). When the NVRTC here is older than the GPU, a compile under this
  * key builds PTX for the newest architecture it knows, which the driver JIT-compiles for this
  * GPU (see `imageFitsTarget`).
  */
@@ -122,7 +122,7 @@ function localCuda(): { target: string; host: Host } {
   if (!cudaMemo) {
     const dev = cudaDevice(0);
     const [major, minor] = dev.computeCapability;
-    cudaMemo = { target: `sm_${major * 10 + minor}`, host: { kind: 'cuda', computeCapability: dev.computeCapability } };
+    cudaMemo = { target: deviceCubinTarget(major * 10 + minor), host: { kind: 'cuda', computeCapability: dev.computeCapability } };
   }
   return cudaMemo;
 }
@@ -147,19 +147,20 @@ export function imageFitsTarget(target: string, image: CudaTarget): boolean {
 const KNOWN_CUDA_ARCHS: readonly number[] = [50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 88, 89, 90, 100, 101, 103, 110, 120, 121];
 
 /**
- * The other bundle targets a GPU whose own target is `sm_XY` also runs, best first: the
- * arch-specific `sm_XYa` cubin and `compute_XYa` PTX (sm_90 and newer only: earlier GPUs have
- * none), then `compute_ZW` PTX for XY and every known ZW below it, newest first (the driver
- * JIT-compiles PTX for a GPU of its capability or newer). What `kiln build --target sm_90a`
- * or `--target compute_80` built has its own key (the target is a key field), so
- * `kiln.compile(fn, { device: 'cuda' })` finds it only by looking these up when the key of
- * `sm_XY` misses. [] for any other target (a CPU target, PTX, an arch-specific one).
+ * The other bundle targets a GPU whose own target is `sm_XY` (or `sm_XYa`, Hopper's own) also
+ * runs, best first: the other cubin of its capability (`sm_XYa` for `sm_XY` and back; sm_90
+ * and newer only: earlier GPUs have no arch-specific targets) and `compute_XYa` PTX, then
+ * `compute_ZW` PTX for XY and every known ZW below it, newest first (the driver JIT-compiles
+ * PTX for a GPU of its capability or newer). What `kiln build --target sm_90` or `--target
+ * compute_80` built has its own key (the target is a key field), so
+ * `kiln.compile(fn, { device: 'cuda' })` finds it only by looking these up when its own key
+ * misses. [] for any other target (a CPU target, PTX).
  */
 export function fallbackTargets(target: string): string[] {
   const t = parseTarget(target);
-  if (t?.kind !== 'cuda' || t.output !== 'cubin' || t.archSpecific) return [];
+  if (t?.kind !== 'cuda' || t.output !== 'cubin') return [];
   const cc = t.cc;
-  const specific = cc >= 90 ? [`sm_${cc}a`, `compute_${cc}a`] : [];
+  const specific = cc >= 90 ? [t.archSpecific ? `sm_${cc}` : `sm_${cc}a`, `compute_${cc}a`] : [];
   const ptx = [...new Set([cc, ...KNOWN_CUDA_ARCHS.filter((a) => a <= cc)])].sort((a, b) => b - a).map((a) => `compute_${a}`);
   return [...specific, ...ptx];
 }

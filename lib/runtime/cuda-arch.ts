@@ -4,7 +4,8 @@
  * NVRTC's log), so it is tested on machines without a GPU.
  *
  * Target choice follows LESSONS.md (NVRTC in practice): an `sm_XY` cubin for the device's
- * exact compute capability when NVRTC supports it (no driver JIT, nothing to fail at load);
+ * exact compute capability when NVRTC supports it (no driver JIT, nothing to fail at load;
+ * `sm_90a` on Hopper, see `deviceCubinTarget`);
  * only when the device is newer than NVRTC knows, PTX for the highest `compute_XY` below it,
  * which the driver JIT-compiles at load (PyTorch does the same).
  */
@@ -35,6 +36,16 @@ export interface TargetFacts {
 const warned = new Set<string>();
 
 /**
+ * The cubin target for a GPU of compute capability `cc` (× 10) that NVRTC supports: the
+ * arch-specific `sm_90a` on Hopper, whose matmuls use warpgroup MMA (`wgmma`, which no other
+ * target has; an sm_90a cubin loads on 9.0 GPUs only, which is the one it is built for),
+ * else `sm_XY`. The store keys a GPU's bundles by this target, from the driver alone.
+ */
+export function deviceCubinTarget(cc: number): string {
+  return cc === 90 ? 'sm_90a' : `sm_${cc}`;
+}
+
+/**
  * Picks the compile target for a device. Throws CudaError KILN_CUDA_UNSUPPORTED_DEVICE when
  * the device is older than every arch NVRTC supports (NVRTC 13 starts at sm_75). A PTX
  * fallback is announced once per process with a `KILN_PTX_JIT` warning unless `warn` is false.
@@ -49,7 +60,7 @@ export function selectCudaTarget(facts: TargetFacts, warn = true): CudaTarget {
     .sort((a, b) => a - b);
   const gpu = `${facts.deviceName ?? 'the GPU'} (compute capability ${major}.${minor})`;
   const nvrtc = `NVRTC ${facts.nvrtcVersion?.join('.') ?? ''}`.trim();
-  if (archs.includes(device)) return { target: `sm_${device}`, kind: 'cubin', arch: device };
+  if (archs.includes(device)) return { target: deviceCubinTarget(device), kind: 'cubin', arch: device };
   const below = archs.filter((a) => a <= device);
   if (below.length === 0) {
     const range = archs.length ? `sm_${archs[0]} to sm_${archs[archs.length - 1]}` : 'no architectures';
