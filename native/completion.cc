@@ -22,6 +22,16 @@ EventQueryFn ResolveEventQuery() {
   return lib != nullptr ? reinterpret_cast<EventQueryFn>(dlsym(lib, "cuEventQuery")) : nullptr;
 }
 
+// Queries `ev` until it is no longer CUDA_ERROR_NOT_READY or `micros` have passed.
+CUresult Spin(EventQueryFn query, CUevent ev, int micros) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  CUresult r = 0;
+  do {
+    r = query(ev);
+  } while (r == KILN_CUDA_ERROR_NOT_READY && std::chrono::steady_clock::now() < until);
+  return r;
+}
+
 // What a failed event means to the caller, the same whichever thread saw it.
 void Failed(CUresult r, const char* via, ErrorInfo* err) {
   Driver::Get().Check(r, std::string("GPU work of this call failed (reported by ") + via + ")", err);
@@ -131,11 +141,7 @@ void Completions::Poll(Napi::Env env) {
   polled_ = nullptr;
   Driver& d = Driver::Get();
   if (d.UseDevice(item->device, &item->err)) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(pollMicros_);
-    CUresult r = 0;
-    do {
-      r = eventQuery_(item->event);
-    } while (r == KILN_CUDA_ERROR_NOT_READY && std::chrono::steady_clock::now() < until);
+    CUresult r = Spin(eventQuery_, item->event, pollMicros_);
     if (r == KILN_CUDA_ERROR_NOT_READY) {  // longer work: the waiter settles it
       Hand(item);
       return;

@@ -10,7 +10,11 @@
 // One waiter thread per Node environment syncs on an event per run, in order, and hands the
 // result to the JS thread through one thread-safe function: no pool thread is held, errors
 // such as CUDA_ERROR_ILLEGAL_ADDRESS reject the Promise, and each run costs one event record,
-// one condition-variable notify and one uv_async wake-up.
+// one condition-variable notify and one uv_async wake-up. While the GPU runs, the waiter's
+// cuEventSynchronize spins a core: the primary context's CU_CTX_SCHED_AUTO spins while the
+// process has no more contexts than cores (100% of a core on an H100 machine). Events made
+// with CU_EVENT_BLOCKING_SYNC, after a 1 ms spin, cut that to 8% but added 0.1-0.3 ms to
+// every awaited run longer than the spin (H100, 2026-11-26), so they are not used.
 //
 // The wake-up is most of an awaited short run's latency (the JS thread sleeps in epoll and
 // is woken through the waiter), so a run tracked while nothing else is pending is first

@@ -4,14 +4,16 @@
  * throughput), awaiting each call (round trip), and the native enqueue time alone. Then the
  * same through CudaProgram.run (symbol binding, output allocation, tensors): the host's part
  * of a call (until run() returns its Promise), calls issued back to back (4 in flight) and
- * each awaited. The awaited figures again with the JS-thread poll off (KILN_CUDA_POLL_US=0,
- * in a worker: the addon reads it once per thread), and the CPU time spent while awaiting
+ * each awaited. The awaited figures again in two fresh processes, JS-thread poll on and off
+ * (KILN_CUDA_POLL_US=0: the addon reads it once), and the CPU time spent while awaiting
  * long GPU work (the poll and the waiter thread's cuEventSynchronize), and a faulting kernel
  * rejecting its Promise with the poll on and off (each in a child: a fault kills the context).
  */
 'use strict';
 const path = require('node:path');
-const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
+const { execFile } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
 const k = require('./kernels.cjs');
 
 const CALLS = 2000;
@@ -72,29 +74,34 @@ async function awaitedFigures({ drv, cuda, binary, dev }) {
   }
 }
 
-if (!isMainThread && workerData?.overheadPollOff) {
+// As a child (`node 60-overhead.cjs --awaited CUBIN DEVICE`): prints awaitedFigures as JSON.
+if (require.main === module && process.argv[2] === '--awaited') {
   const dist = path.join(__dirname, '..', '..', 'dist', 'runtime');
   const drv = require(path.join(dist, 'cuda-driver.js'));
   const cuda = require(path.join(dist, 'cuda.js'));
   const pollUs = require(path.join(dist, 'native.js')).addon().info().completionPollUs;
-  awaitedFigures({ drv, cuda, ...workerData })
-    .then((figures) => parentPort.postMessage({ pollUs, figures }))
-    .catch((e) => parentPort.postMessage({ error: String(e && e.stack ? e.stack : e) }));
+  const binary = require('node:fs').readFileSync(process.argv[3]);
+  awaitedFigures({ drv, cuda, binary, dev: Number(process.argv[4]) }).then((figures) => console.log(JSON.stringify({ pollUs, figures })));
 }
 
-/** awaitedFigures in a worker whose addon reads KILN_CUDA_POLL_US=0. */
-function pollOffFigures(binary, dev) {
-  const before = process.env[POLL];
-  process.env[POLL] = '0'; // the main thread's process.env is the C environment the addon reads
+/** awaitedFigures in a fresh process with KILN_CUDA_POLL_US=`poll` (undefined: unset). */
+function awaitedInChild(cubin, dev, poll) {
+  const env = { ...process.env };
+  if (poll === undefined) delete env[POLL];
+  else env[POLL] = poll;
   return new Promise((resolve, reject) => {
-    const w = new Worker(__filename, { workerData: { overheadPollOff: true, binary, dev } });
-    w.once('message', (m) => (m.error ? reject(new Error(m.error)) : resolve(m)));
-    w.once('error', reject);
-    w.once('exit', (code) => reject(new Error(`worker exited (${code}) without an answer`)));
-  }).finally(() => {
-    if (before === undefined) delete process.env[POLL];
-    else process.env[POLL] = before;
+    execFile(process.execPath, [__filename, '--awaited', cubin, String(dev)], { env, timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`child (${POLL}=${poll}): ${err.message} ${stderr}`));
+      else resolve(JSON.parse(stdout.trim().split('\n').pop()));
+    });
   });
+}
+
+/** Writes `binary` to a temp file for a child process; returns its path. */
+function tempCubin(binary, name) {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-overhead-')), name);
+  fs.writeFileSync(file, binary);
+  return file;
 }
 
 module.exports = {
@@ -110,7 +117,6 @@ module.exports = {
     const n = 1024;
     const x = new drv.DeviceBuffer(n * 4, dev), y = new drv.DeviceBuffer(n * 4, dev);
     const ptrs = new BigUint64Array([x.ptr, y.ptr]), syms = new BigInt64Array([BigInt(n)]), grids = k.grids(n);
-    const on = { eager: 0, graph: 0, program: 0 };
     try {
       for (const graph of [false, true]) {
         const mode = graph ? 'graph' : 'eager';
@@ -127,7 +133,6 @@ module.exports = {
           const s1 = ex.stats();
           const replays = s1.graphLaunches - s0.graphLaunches;
           if (graph && replays !== 2 * CALLS) throw new Error(`only ${replays} of ${2 * CALLS} calls replayed a graph`);
-          on[mode] = us(t2 - t1);
           ctx.metric(`executor ${mode}: issued back to back`, us(t1 - t0), 'us/call');
           ctx.metric(`executor ${mode}: each awaited`, us(t2 - t1), 'us/call', `poll ${pollUs} us${graph ? '; target <= 20' : ''}`);
           ctx.metric(`executor ${mode}: native enqueue`, (s1.enqueueNs - s0.enqueueNs) / (2 * CALLS) / 1e3, 'us/call');
@@ -162,7 +167,6 @@ module.exports = {
             while (inflight.length > 0) for (const t of await inflight.shift()) t.dispose();
             const t2 = process.hrtime.bigint();
             const s1 = program.stats();
-            if (graphs) on.program = us(t1 - t0);
             ctx.metric(`CudaProgram.run ${mode}: host part`, us(issueNs), 'us/call', 'until run() returns');
             ctx.metric(`CudaProgram.run ${mode}: issued back to back`, us(t2 - t1), 'us/call', '4 in flight');
             ctx.metric(`CudaProgram.run ${mode}: each awaited`, us(t1 - t0), 'us/call', `4 kernels, 4 outputs; poll ${pollUs} us`);
@@ -174,14 +178,17 @@ module.exports = {
         input.dispose();
         program.dispose();
       }
-      await ctx.check('awaited, JS-thread poll off (worker)', async () => {
-        const off = await pollOffFigures(binary, dev);
-        if (off.pollUs !== 0) throw new Error(`the worker's addon reads ${POLL}=${off.pollUs}, not 0`);
+      await ctx.check('awaited, JS-thread poll on and off (children)', async () => {
+        const cubin = tempCubin(binary, 'elementwise.cubin');
+        const on = await awaitedInChild(cubin, dev, undefined);
+        const off = await awaitedInChild(cubin, dev, '0');
+        if (off.pollUs !== 0) throw new Error(`the child's addon reads ${POLL}=${off.pollUs}, not 0`);
         const names = { eager: 'executor eager', graph: 'executor graph', program: 'CudaProgram.run graph' };
         for (const [key, name] of Object.entries(names)) {
-          ctx.metric(`${name}: each awaited, poll off`, off.figures[key], 'us/call', `vs ${on[key].toFixed(1)} with poll ${pollUs} us`);
+          ctx.metric(`${name}: each awaited, poll ${on.pollUs} us (child)`, on.figures[key], 'us/call');
+          ctx.metric(`${name}: each awaited, poll off (child)`, off.figures[key], 'us/call');
         }
-        return Object.keys(names).map((key) => `${key} ${on[key].toFixed(1)} -> ${off.figures[key].toFixed(1)}`).join(', ');
+        return Object.keys(names).map((key) => `${key} ${on.figures[key].toFixed(1)} vs ${off.figures[key].toFixed(1)} off`).join(', ');
       });
       await ctx.check('CPU while awaiting long GPU work', async () => {
         const spin = await ctx.compile(SPIN, 'spin.cu');
@@ -197,18 +204,23 @@ module.exports = {
           const c1 = process.cpuUsage(c0);
           const busy = (c1.user + c1.system) / wallUs;
           ctx.metric('CPU busy while awaiting GPU work', busy * 100, '%', `3 awaited runs of ${(wallUs / 3e3).toFixed(1)} ms; 100 = one core spinning`);
-          return `${(busy * 100).toFixed(0)}% of a core over ${(wallUs / 1e3).toFixed(0)} ms`;
+          // Runs longer than the JS-thread poll: settled by the waiter.
+          const awaited = async (cycles) => {
+            const t = process.hrtime.bigint();
+            for (let i = 0; i < 20; i++) await run(cycles);
+            return Number(process.hrtime.bigint() - t) / 20e3;
+          };
+          const shortUs = await awaited(1_000_000), longUs = await awaited(4_000_000);
+          ctx.metric('awaited ~0.5 ms GPU run', shortUs, 'us/call', 'clock64 spin: SM clock dependent');
+          ctx.metric('awaited ~2 ms GPU run', longUs, 'us/call', 'clock64 spin: SM clock dependent');
+          return `${(busy * 100).toFixed(0)}% of a core over ${(wallUs / 1e3).toFixed(0)} ms; runs of ~0.5 and ~2 ms: ${shortUs.toFixed(0)}, ${longUs.toFixed(0)} us awaited`;
         } finally {
           spinEx.dispose();
           spinModule.unload();
         }
       });
       await ctx.check('a faulting kernel rejects, poll on and off (children)', async () => {
-        const { execFile } = require('node:child_process');
-        const fs = require('node:fs');
-        const os = require('node:os');
-        const cubin = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-fault-')), 'fault.cubin');
-        fs.writeFileSync(cubin, (await ctx.compile(FAULT, 'fault.cu')).binary);
+        const cubin = tempCubin((await ctx.compile(FAULT, 'fault.cu')).binary, 'fault.cubin');
         const script = faultChild(path.join(__dirname, '..', '..', 'dist', 'runtime'), cubin, dev);
         const child = (poll) => new Promise((resolve, reject) => {
           const env = { ...process.env };
