@@ -18,10 +18,11 @@ export const buildUsage = `kiln build <module> [--target cpu[,sm_90,...]] [--out
 
   <module>             a JavaScript module (CommonJS; ESM on Node >= 20.19) describing what to build
   --target LIST        comma-separated targets: cpu (this machine's CPU and C++ compiler), sm_XY
-                       (a CUDA cubin for compute capability X.Y, e.g. sm_80,sm_90), sm_XYa (its
-                       arch-specific cubin), compute_XY (PTX for X.Y and newer; a GPU loads it
-                       when no bundle of its own sm_XY is there); CUDA targets need NVRTC, not
-                       a GPU. Default: cpu
+                       (a CUDA cubin for compute capability X.Y, e.g. sm_80), sm_XYa (its
+                       arch-specific cubin: sm_90a is what an H100/H200 compiles for itself,
+                       with warpgroup-MMA matmuls), compute_XY (PTX for X.Y and newer; a GPU
+                       loads it when no bundle of its own target is there); CUDA targets need
+                       NVRTC, not a GPU. Default: cpu
   --out DIR            bundle root to write (the cache layout: DIR/v1/...); ship it and point
                        KILN_BUNDLE_PATH at it. Default: the cache (KILN_CACHE_DIR, else ~/.cache/kiln)
   --export NAME        build only this named export of the module (repeatable)
