@@ -37,6 +37,8 @@ export interface BuildOptions {
   dynamic?: CompileOptions['dynamic'];
   /** As in `kiln.compile` (values the function depends on that its source and inputs don't show); must match. */
   key?: unknown;
+  /** As in `kiln.compile` (float32 matmuls on TF32 tensor cores; CUDA targets only); must match. */
+  tf32?: boolean;
   /**
    * Base of relative source guards (default: the package root of the code calling build).
    * The bundle verifies where the same files sit under the root of the process loading it.
@@ -58,7 +60,7 @@ export interface BuildResult {
   compileMs: number;
 }
 
-const BUILD_KEYS = ['target', 'cacheDir', 'name', 'dynamic', 'key', 'sourceRoot'];
+const BUILD_KEYS = ['target', 'cacheDir', 'name', 'dynamic', 'key', 'tf32', 'sourceRoot'];
 
 function badOption(msg: string): never {
   throw new ArgumentError('KILN_BAD_OPTION', `kiln.build: ${msg}`);
@@ -95,7 +97,8 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
   const name = opts.name ?? spec?.settings.name;
   const dynamic = opts.dynamic ?? (spec ? Object.fromEntries(spec.settings.dynamic) : undefined);
   const key: unknown = opts.key !== undefined ? opts.key : spec?.settings.key !== undefined ? JSON.parse(spec.settings.key) : undefined;
-  const settings = readOptions(plain, { ...(name !== undefined ? { name } : {}), ...(dynamic !== undefined ? { dynamic } : {}), ...(key !== undefined ? { key } : {}) });
+  const tf32 = opts.tf32 ?? spec?.settings.tf32;
+  const settings = readOptions(plain, { ...(name !== undefined ? { name } : {}), ...(dynamic !== undefined ? { dynamic } : {}), ...(key !== undefined ? { key } : {}), ...(tf32 !== undefined ? { tf32 } : {}) });
   const target = opts.target;
   if (typeof target !== 'string' || !(target === 'cpu' || /^(sm|compute)_\d+a?$/.test(target))) {
     throw new ArgumentError('KILN_BAD_TARGET', `kiln.build: target must be 'cpu' or a CUDA architecture such as 'sm_90'; got ${JSON.stringify(target)}`);
@@ -117,6 +120,7 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
     device: backend.device,
     ...(target !== 'cpu' ? { target } : {}),
     ...(settings.key !== undefined ? { userKey: settings.key } : {}),
+    ...(settings.tf32 ? { tf32: true } : {}),
     ...(sourceRoot ? { sourceRoot } : {}),
   };
   const got = await ensureBundle(request, opts.cacheDir, () => traceGraph(plain, examples, dynamicDims(signature)));

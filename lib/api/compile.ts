@@ -49,6 +49,16 @@ export interface CompileOptions {
    * built with (docs/BUNDLES.md, "What the key does not see").
    */
   key?: unknown;
+  /**
+   * Let float32 matmuls use TF32 tensor cores on the CUDA backend (sm_80 and newer), like
+   * PyTorch's `torch.backends.cuda.matmul.allow_tf32`: operands are rounded to TF32 (10
+   * mantissa bits, float32's range) and products summed in float32 — several times faster,
+   * with a relative error of about 1e-3 instead of float32's 1e-7. Default `false`: float32
+   * matmuls keep float32 accuracy. Part of a CUDA program's bundle key; no effect on the CPU
+   * backend (its bundles are the same either way) nor on float16/bfloat16 matmuls, which
+   * always use tensor cores.
+   */
+  tf32?: boolean;
 }
 
 /** What the last call of a compiled function did. */
@@ -79,7 +89,7 @@ export function counters(): { traces: number; compiles: number } {
   return { traces, compiles: compileCount() };
 }
 
-const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile', 'key'] as const;
+const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile', 'key', 'tf32'] as const;
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 
 /** `kiln.compile`'s options, checked and resolved. */
@@ -92,6 +102,8 @@ export interface Settings {
   failOnRecompile: boolean;
   /** The `key` option as canonical JSON, taken when `compile` is called (later mutation does not leak in). */
   key?: string;
+  /** float32 matmuls on TF32 tensor cores (CUDA). */
+  tf32: boolean;
 }
 
 function badOption(msg: string): never {
@@ -119,6 +131,7 @@ export function readOptions(fn: unknown, opts: unknown): Settings {
   const cache = resolveCacheMode(o.cache as string | undefined);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) badOption(`cacheDir must be a non-empty string; got ${JSON.stringify(o.cacheDir)}`);
   if (o.failOnRecompile !== undefined && typeof o.failOnRecompile !== 'boolean') badOption(`failOnRecompile must be true or false; got ${JSON.stringify(o.failOnRecompile)}`);
+  if (o.tf32 !== undefined && typeof o.tf32 !== 'boolean') badOption(`tf32 must be true or false; got ${JSON.stringify(o.tf32)}`);
   const key = readKey(o.key);
   return {
     name,
@@ -128,6 +141,7 @@ export function readOptions(fn: unknown, opts: unknown): Settings {
     ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir as string } : {}),
     failOnRecompile: resolveFailOnRecompile(o.failOnRecompile as boolean | undefined),
     ...(key !== undefined ? { key } : {}),
+    tf32: o.tf32 === true,
   };
 }
 
@@ -307,6 +321,7 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
       inputs: keySignature(signature, examples),
       device,
       ...(settings.key !== undefined ? { userKey: settings.key } : {}),
+      ...(settings.tf32 ? { tf32: true } : {}),
       ...(sourceRoot ? { sourceRoot } : {}),
     };
     const store = { mode: settings.cache, failOnRecompile: settings.failOnRecompile, ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}) };

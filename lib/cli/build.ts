@@ -38,12 +38,12 @@ The module exports one spec, an array of specs, or named exports that are specs 
   module.exports = {
     fn: mlp,                                    // the plain function, or what kiln.compile returned
     inputs: [{ shape: [64, 1024] }, { shape: [1024, 1024] }, { shape: [1024], dtype: 'float32' }],
-    options: { name: 'mlp', dynamic: { 0: [0] } },  // kiln.compile's name, dynamic and key (optional)
+    options: { name: 'mlp', dynamic: { 0: [0] } },  // kiln.compile's name, dynamic, key and tf32 (optional)
   };
 
 Each spec builds the very bundle that kiln.compile(fn, options) loads when called with inputs
 of that signature (dims listed in dynamic may then take any size). A compiled function as fn
-brings its own name, dynamic dims and key. A function that captures tensors from its closure
+brings its own name, dynamic dims, key and tf32. A function that captures tensors from its closure
 cannot be built (KILN_CAPTURED_TENSORS): pass them as inputs. Inputs are shapes and dtypes ({ shape, dtype? }, dtype
 default float32) or example Tensors.`;
 
@@ -51,7 +51,7 @@ default float32) or example Tensors.`;
 export interface BuildSpec {
   fn: (...args: Tensor[]) => unknown;
   inputs: ExampleInput[];
-  options?: Pick<CompileOptions, 'name' | 'dynamic' | 'key'>;
+  options?: Pick<CompileOptions, 'name' | 'dynamic' | 'key' | 'tf32'>;
 }
 
 /** One (spec, target) build and how it went. */
@@ -203,6 +203,7 @@ export async function buildCommand(argv: string[]): Promise<number> {
           ...(spec.options?.name !== undefined ? { name: spec.options.name } : {}),
           ...(spec.options?.dynamic !== undefined ? { dynamic: spec.options.dynamic } : {}),
           ...(spec.options?.key !== undefined ? { key: spec.options.key } : {}),
+          ...(spec.options?.tf32 !== undefined ? { tf32: spec.options.tf32 } : {}),
           ...(args.sourceRoot !== undefined ? { sourceRoot: args.sourceRoot } : {}),
         });
         Object.assign(job, { name: result.namespace, status: result.source === 'compiled' ? 'built' : 'exists', result });

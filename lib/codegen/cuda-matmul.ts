@@ -7,6 +7,10 @@
  *   operand's layout) reads without bank conflicts. When both operands arrive in 16-byte
  *   chunks (a contiguous, aligned K, M or N) tiles stream with `cp.async` through a
  *   `stages`-deep ring; otherwise elements are loaded synchronously (any strides).
+ * - f32 with the `tf32` option (sm_80+): the same kernel on TF32 tensor cores,
+ *   `mma.sync.aligned.m16n8k8` with operands rounded by `cvt.rna.tf32.f32`; 4-byte elements
+ *   (16-byte chunks of 4 floats), K tiles of 16, fragments read from shared memory with 32-bit
+ *   loads (no ldmatrix: it moves 16-bit pairs), rows padded to stay conflict-free (TF32_PAD_*).
  * - f32: CUDA cores, bm×bn tiles of 256 threads, each thread a (bm/16)×(bn/16) register
  *   tile interleaved by 16 (conflict-free shared reads, coalesced epilogue), explicit fmaf.
  * - int32: one thread per output, products and sums wrapping modulo 2^32.
@@ -18,7 +22,7 @@
  */
 import type { DType } from '../ir';
 import { idim, indexOf, ivar, type View } from '../passes';
-import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, type GpuFacts, type MmaConfig, type SimtConfig } from '../passes/gpu';
+import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, TF32_BK, tf32Tiles, type GpuFacts, type MmaConfig, type MmaLayout, type SimtConfig, type Tf32Config } from '../passes/gpu';
 import { delinearize, indent, unroll, type CudaExprs } from './cuda-exprs';
 
 
@@ -84,9 +88,10 @@ export function stagedEpilogue(x: CudaExprs, c: { bm: number; bn: number }, thre
 }
 
 /** The body and block size of a matmul kernel. */
-export function matmulKernel(x: CudaExprs, c: MmaConfig | SimtConfig, facts: GpuFacts): { body: string[]; threads: number } {
+export function matmulKernel(x: CudaExprs, c: MmaConfig | Tf32Config | SimtConfig, facts: GpuFacts): { body: string[]; threads: number } {
   switch (c.variant) {
     case 'mma':
+    case 'tf32':
       return { body: mmaBody(x, c, facts), threads: matmulThreads(c) };
     case 'simt':
       return { body: simtBody(x, c), threads: matmulThreads(c) };
@@ -97,24 +102,34 @@ export function matmulKernel(x: CudaExprs, c: MmaConfig | SimtConfig, facts: Gpu
   }
 }
 
-/** f16/bf16 on tensor cores. */
-function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
+/**
+ * f16/bf16 on tensor cores, and f32 on TF32 tensor cores (`tf32`): the same tiles, loaders,
+ * cp.async ring and staged epilogue; elements of 2 or 4 bytes (`E`, `V` per 16-byte chunk),
+ * and each its own fragment loads and MMA (`compute`).
+ */
+function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts): string[] {
   const { k } = x;
   const it = x.it;
-  const layout = mmaLayout(k);
+  const tf32 = c.variant === 'tf32';
   const dtype: DType = k.params[k.matmul!.a.param].dtype;
+  if (tf32 && (dtype !== 'float32' || facts.arch < 80)) throw new Error('cuda: the TF32 matmul needs float32 operands and sm_80');
+  const tiles = tf32 ? tf32Tiles(k, c) : undefined;
+  const layout = tiles?.layout ?? mmaLayout(k);
   const mma = dtype === 'bfloat16' ? 'kiln_mma_bf16' : 'kiln_mma_f16';
   const async = c.stages > 1;
   if (async && (facts.arch < 80 || layout.a === 'scalar' || layout.b === 'scalar')) throw new Error('cuda: a cp.async matmul needs sm_80 and chunked operands');
   const NT = matmulThreads(c);
-  const BK = MMA_BK;
+  const BK = tf32 ? TF32_BK : MMA_BK;
+  const E = tf32 ? 'float' : 'uint16_t'; // shared-memory element
+  const V = tf32 ? 4 : 8; // elements per 16-byte chunk
+  const zero = tf32 ? '0.0f' : '(uint16_t)0';
   const WTM = c.bm / c.warpsM;
   const WTN = c.bn / c.warpsN;
   const MI = WTM / 16;
   const NI = WTN / 8;
   // Shared tiles: A as [bm][BK+pad] (K-major) or [BK][bm+pad]; B as [bn][BK+pad] or [BK][bn+pad].
-  const ldA = layout.a === 'm' ? c.bm + MMA_PAD : BK + MMA_PAD;
-  const ldB = layout.b === 'n' ? c.bn + MMA_PAD : BK + MMA_PAD;
+  const ldA = tiles?.ldA ?? (layout.a === 'm' ? c.bm + MMA_PAD : BK + MMA_PAD);
+  const ldB = tiles?.ldB ?? (layout.b === 'n' ? c.bn + MMA_PAD : BK + MMA_PAD);
   const aTile = layout.a === 'm' ? BK * ldA : c.bm * ldA;
   const bTile = layout.b === 'n' ? BK * ldB : c.bn * ldB;
   const { lines, aStride, bStride } = prologue(x, c);
@@ -124,8 +139,8 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
     'const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;',
     `const int wm = warp / ${c.warpsN}, wn = warp % ${c.warpsN};`,
     'KILN_DYNAMIC_SMEM(kiln_smem);',
-    `uint16_t* sA = reinterpret_cast<uint16_t*>(kiln_smem);`,
-    `uint16_t* sB = sA + ${c.stages * aTile};`,
+    `${E}* sA = reinterpret_cast<${E}*>(kiln_smem);`,
+    `${E}* sB = sA + ${c.stages * aTile};`,
     `float acc[${MI}][${NI}][4];`,
     unroll,
     `for (int mi = 0; mi < ${MI}; mi++)`,
@@ -143,12 +158,12 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
     '}',
   ];
   // Tile loaders: (stage s, k origin k0).
-  const loadA: string[] = [`auto loadA = [&](int s, ${it} k0) {`, `  uint16_t* dst = sA + s * ${aTile};`];
+  const loadA: string[] = [`auto loadA = [&](int s, ${it} k0) {`, `  ${E}* dst = sA + s * ${aTile};`];
   if (layout.a === 'k') {
     loadA.push(
       ...indent(
-        spread(c.bm * (BK / 8), [
-          `const int row = c / ${BK / 8}, kc = (c % ${BK / 8}) * 8;`,
+        spread(c.bm * (BK / V), [
+          `const int row = c / ${BK / V}, kc = (c % ${BK / V}) * ${V};`,
           `const ${it} gm = m0 + row, gk = k0 + kc;`,
           'const bool ok = gm < M && gk < K;',
           chunkCopy(`dst + row * ${ldA} + kc`, `A + (ok ? gm * ${sAm} + gk : 0)`, 'ok'),
@@ -158,8 +173,8 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
   } else if (layout.a === 'm') {
     loadA.push(
       ...indent(
-        spread(BK * (c.bm / 8), [
-          `const int kr = c / ${c.bm / 8}, mc = (c % ${c.bm / 8}) * 8;`,
+        spread(BK * (c.bm / V), [
+          `const int kr = c / ${c.bm / V}, mc = (c % ${c.bm / V}) * ${V};`,
           `const ${it} gm = m0 + mc, gk = k0 + kr;`,
           'const bool ok = gm < M && gk < K;',
           chunkCopy(`dst + kr * ${ldA} + mc`, `A + (ok ? gm + gk * ${sAk} : 0)`, 'ok'),
@@ -173,18 +188,18 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
         spread(c.bm * BK, [
           mFast ? `const int row = c % ${c.bm}, kk = c / ${c.bm};` : `const int row = c / ${BK}, kk = c % ${BK};`,
           `const ${it} gm = m0 + row, gk = k0 + kk;`,
-          `dst[row * ${ldA} + kk] = (gm < M && gk < K) ? A[gm * ${sAm} + gk * ${sAk}] : (uint16_t)0;`,
+          `dst[row * ${ldA} + kk] = (gm < M && gk < K) ? A[gm * ${sAm} + gk * ${sAk}] : ${zero};`,
         ]),
       ),
     );
   }
   loadA.push('};');
-  const loadB: string[] = [`auto loadB = [&](int s, ${it} k0) {`, `  uint16_t* dst = sB + s * ${bTile};`];
+  const loadB: string[] = [`auto loadB = [&](int s, ${it} k0) {`, `  ${E}* dst = sB + s * ${bTile};`];
   if (layout.b === 'n') {
     loadB.push(
       ...indent(
-        spread(BK * (c.bn / 8), [
-          `const int kr = c / ${c.bn / 8}, nc = (c % ${c.bn / 8}) * 8;`,
+        spread(BK * (c.bn / V), [
+          `const int kr = c / ${c.bn / V}, nc = (c % ${c.bn / V}) * ${V};`,
           `const ${it} gk = k0 + kr, gn = n0 + nc;`,
           'const bool ok = gk < K && gn < N;',
           chunkCopy(`dst + kr * ${ldB} + nc`, `B + (ok ? gk * ${sBk} + gn : 0)`, 'ok'),
@@ -194,8 +209,8 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
   } else if (layout.b === 'k') {
     loadB.push(
       ...indent(
-        spread(c.bn * (BK / 8), [
-          `const int nr = c / ${BK / 8}, kc = (c % ${BK / 8}) * 8;`,
+        spread(c.bn * (BK / V), [
+          `const int nr = c / ${BK / V}, kc = (c % ${BK / V}) * ${V};`,
           `const ${it} gn = n0 + nr, gk = k0 + kc;`,
           'const bool ok = gn < N && gk < K;',
           chunkCopy(`dst + nr * ${ldB} + kc`, `B + (ok ? gn * ${sBn} + gk : 0)`, 'ok'),
@@ -209,7 +224,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
         spread(c.bn * BK, [
           nFast ? `const int nr = c % ${c.bn}, kk = c / ${c.bn};` : `const int nr = c / ${BK}, kk = c % ${BK};`,
           `const ${it} gn = n0 + nr, gk = k0 + kk;`,
-          `dst[nr * ${ldB} + kk] = (gn < N && gk < K) ? B[gk * ${sBk} + gn * ${sBn}] : (uint16_t)0;`,
+          `dst[nr * ${ldB} + kk] = (gn < N && gk < K) ? B[gk * ${sBk} + gn * ${sBn}] : ${zero};`,
         ]),
       ),
     );
@@ -224,7 +239,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
     layout.b === 'n'
       ? `kiln_ldsm_x4_t(t4, b_s + (kk + ((lane / 8) % 2) * 8 + lane % 8) * ${ldB} + ncol + (lane / 16) * 8);`
       : `kiln_ldsm_x4(t4, b_s + (ncol + (lane / 16) * 8 + lane % 8) * ${ldB} + kk + ((lane / 8) % 2) * 8);`;
-  const compute = [
+  const compute = tf32 ? tf32Compute(c, layout, { BK, ldA, ldB, aTile, bTile }) : [
     'auto compute = [&](int s) {',
     `  const uint16_t* a_s = sA + s * ${aTile};`,
     `  const uint16_t* b_s = sB + s * ${bTile};`,
@@ -288,6 +303,51 @@ function mmaBody(x: CudaExprs, c: MmaConfig, facts: GpuFacts): string[] {
     ...stagedEpilogue(x, c, NT),
   );
   return lines;
+}
+
+/**
+ * One stage of TF32 MMAs: TF32_BK/8 k-steps of m16n8k8. PTX fragments (g = lane/4, t = lane%4):
+ * A a0..a3 = (row g, k t), (g+8, t), (g, t+4), (g+8, t+4); B b0, b1 = (k t, col g), (k t+4, g);
+ * C as m16n8k16's. Each element is one 32-bit shared load, rounded with cvt.rna.tf32.f32: a
+ * warp's 32 loads hit 32 banks with the TF32_PAD_* row strides (see lib/passes/gpu.ts).
+ */
+function tf32Compute(c: Tf32Config, layout: MmaLayout, t: { BK: number; ldA: number; ldB: number; aTile: number; bTile: number }): string[] {
+  const WTM = c.bm / c.warpsM;
+  const WTN = c.bn / c.warpsN;
+  const MI = WTM / 16;
+  const NI = WTN / 8;
+  // Shared offsets of (row, k) of A and (k, col) of B in the stage's tiles.
+  const a = (row: string, kk: string): string => (layout.a === 'm' ? `(${kk}) * ${t.ldA} + ${row}` : `(${row}) * ${t.ldA} + ${kk}`);
+  const b = (kk: string, col: string): string => (layout.b === 'n' ? `(${kk}) * ${t.ldB} + ${col}` : `(${col}) * ${t.ldB} + ${kk}`);
+  return [
+    'auto compute = [&](int s) {',
+    `  const float* a_s = sA + s * ${t.aTile};`,
+    `  const float* b_s = sB + s * ${t.bTile};`,
+    '  const int g = lane / 4, t = lane % 4;',
+    `  ${unroll}`,
+    `  for (int kk = 0; kk < ${t.BK}; kk += 8) {`,
+    `    uint32_t af[${MI}][4], bf[${NI}][2];`,
+    `    ${unroll}`,
+    `    for (int mi = 0; mi < ${MI}; mi++) {`,
+    `      const int r = wm * ${WTM} + mi * 16 + g;`,
+    `      af[mi][0] = kiln_tf32(a_s[${a('r', 'kk + t')}]);`,
+    `      af[mi][1] = kiln_tf32(a_s[${a('r + 8', 'kk + t')}]);`,
+    `      af[mi][2] = kiln_tf32(a_s[${a('r', 'kk + t + 4')}]);`,
+    `      af[mi][3] = kiln_tf32(a_s[${a('r + 8', 'kk + t + 4')}]);`,
+    '    }',
+    `    ${unroll}`,
+    `    for (int ni = 0; ni < ${NI}; ni++) {`,
+    `      const int n = wn * ${WTN} + ni * 8 + g;`,
+    `      bf[ni][0] = kiln_tf32(b_s[${b('kk + t', 'n')}]);`,
+    `      bf[ni][1] = kiln_tf32(b_s[${b('kk + t + 4', 'n')}]);`,
+    '    }',
+    `    ${unroll}`,
+    `    for (int mi = 0; mi < ${MI}; mi++)`,
+    `      ${unroll}`,
+    `      for (int ni = 0; ni < ${NI}; ni++) kiln_mma_tf32(acc[mi][ni], af[mi], bf[ni]);`,
+    '  }',
+    '};',
+  ];
 }
 
 /** f32 on CUDA cores: shared tiles, an (bm/16)×(bn/16) register tile per thread, interleaved by 16. */

@@ -6,8 +6,9 @@
  * that wraps like JavaScript's, the float ops whose NaN and signed-zero behaviour must
  * match the reference interpreter (the same names as the C++ helpers, so the C-style op
  * table renders alike), and thin wrappers over the PTX the tensor-core kernels use
- * (ldmatrix, mma.sync, cp.async). The PTX wrappers and the hardware f16 conversions are
- * the only target-specific lines; a test emulator supplies its own (`KILN_EMULATOR`).
+ * (ldmatrix, mma.sync, cp.async, cvt to tf32). The PTX wrappers and the hardware f16
+ * conversions are the only target-specific lines; a test emulator supplies its own
+ * (`KILN_EMULATOR`).
  */
 
 /** The helper functions, as CUDA C source. */
@@ -59,6 +60,16 @@ KILN_D void kiln_cp_async16(void* s, const void* g, bool valid) {
 }
 KILN_D void kiln_cp_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> KILN_D void kiln_cp_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N)); }
+/* float -> tf32 (round to nearest, ties away: cvt.rna), and D = A.B + D for one m16n8k8 tf32 tile. */
+KILN_D uint32_t kiln_tf32(float f) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
+  return r;
+}
+KILN_D void kiln_mma_tf32(float* c, const uint32_t* a, const uint32_t* b) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
 #endif
 /* Rounding to float16 and back, as one asm block without kiln_f2h's NaN fix-up (a NaN stays
    a NaN; only stored bits are canonical, and every float16 store goes through kiln_f2h). */

@@ -195,6 +195,8 @@ export interface ProgramSignature {
   readonly inputs: readonly InputSignature[];
   /** The `key` option as canonical JSON; absent when none was given. */
   readonly userKey?: string;
+  /** The `tf32` option: float32 matmuls on TF32 tensor cores (CUDA only). */
+  readonly tf32?: boolean;
 }
 
 /**
@@ -218,14 +220,20 @@ export function dynamicGroups(inputs: readonly InputSignature[]): string[][] {
   return [...bySize.values()];
 }
 
-/** The key's input: namespace, source, signature, the options that change code, the user's key, target, code generation. */
+/**
+ * The key's input: namespace, source, signature, the options that change code, the user's
+ * key, target, code generation. `tf32` is an option field of CUDA targets only (it changes
+ * their matmul kernels); the CPU backend ignores it, so CPU bundles stay shared. Absent when
+ * off, so that keys from before the option stay valid.
+ */
 export function keyInput(sig: ProgramSignature, target: string, codegen: string): KeyInput {
   const groups = dynamicGroups(sig.inputs);
+  const tf32 = sig.tf32 === true && parseTarget(target)?.kind === 'cuda';
   return {
     namespace: sig.name,
     source: sig.fnSource,
     inputs: sig.inputs,
-    options: groups.length ? { dynamicGroups: groups } : {},
+    options: { ...(groups.length ? { dynamicGroups: groups } : {}), ...(tf32 ? { tf32: true } : {}) },
     ...(sig.userKey !== undefined ? { userKey: sig.userKey } : {}),
     target,
     toolchain: codegen,

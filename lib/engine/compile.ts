@@ -27,6 +27,8 @@ export interface CompileGraphOptions {
   workDir?: string;
   /** Environment for the compiler lookup and its flags (tests inject a missing compiler). */
   env?: NodeJS.ProcessEnv;
+  /** CUDA: float32 matmuls on TF32 tensor cores (the `tf32` compile option); the CPU ignores it. */
+  tf32?: boolean;
 }
 
 // Process-wide count of programs compiled (read by tests through the API's counters()).
@@ -44,7 +46,7 @@ export async function compileGraph(graph: Graph, opts: CompileGraphOptions): Pro
       return compileCpu(graph, opts);
     case 'cuda':
       compiles++;
-      return compileGraphCuda(graph); // this machine's GPU (lib/engine/cuda.ts)
+      return compileGraphCuda(graph, opts.tf32 ? { tf32: true } : {}); // this machine's GPU (lib/engine/cuda.ts)
     default:
       return opts.device satisfies never;
   }
@@ -59,10 +61,10 @@ const OFFLINE_SM_COUNT: Readonly<Record<number, number>> = { 80: 108, 90: 132, 1
  * it: NVRTC only, no GPU (`kiln build --target sm_90`), heuristic configurations sized for
  * the architecture's data-center GPU. Counted as a compile.
  */
-export async function buildGraphCuda(graph: Graph, target: string): Promise<CudaBuild> {
+export async function buildGraphCuda(graph: Graph, target: string, opts: { tf32?: boolean } = {}): Promise<CudaBuild> {
   compiles++;
   const smCount = OFFLINE_SM_COUNT[cudaTarget(target).arch];
-  return buildCuda(graph, target, smCount !== undefined ? { smCount } : {});
+  return buildCuda(graph, target, { ...(smCount !== undefined ? { smCount } : {}), ...(opts.tf32 ? { tf32: true } : {}) });
 }
 
 async function compileCpu(graph: Graph, opts: CompileGraphOptions): Promise<CompiledProgram> {

@@ -59,6 +59,8 @@ export interface BuildCudaOptions {
   smCount?: number;
   /** An already lowered program of `graph` (the autotuner lowers once). */
   program?: Program;
+  /** float32 matmuls on TF32 tensor cores (sm_80+; the `tf32` compile option). */
+  tf32?: boolean;
 }
 
 /**
@@ -83,7 +85,7 @@ export function chooseConfigs(program: Program, facts: GpuFacts, tuning: CudaTun
  */
 export async function buildCuda(graph: Graph, target: string | CudaTarget, opts: BuildCudaOptions = {}): Promise<CudaBuild> {
   const t = cudaTarget(target);
-  const facts: GpuFacts = { arch: t.arch, archSpecific: /a$/.test(t.target), ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}) };
+  const facts: GpuFacts = { arch: t.arch, archSpecific: /a$/.test(t.target), ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}), ...(opts.tf32 ? { tf32: true } : {}) };
   const t0 = performance.now();
   const program = opts.program ?? lower(graph);
   const configs = chooseConfigs(program, facts, opts.tuning);
@@ -131,6 +133,8 @@ export interface CompileCudaOptions {
   /** Symbol values the tuner measures at (default 256 for each). */
   tuneSizes?: Readonly<Record<string, number>>;
   graphs?: boolean;
+  /** float32 matmuls on TF32 tensor cores (sm_80+; the `tf32` compile option). */
+  tf32?: boolean;
 }
 
 /**
@@ -141,7 +145,9 @@ export interface CompileCudaOptions {
  */
 export async function compileGraphCuda(graph: Graph, opts: CompileCudaOptions = {}): Promise<CudaCompiledProgram> {
   const device = opts.device ?? 0;
-  const { target, facts } = localCudaTarget(device);
+  const local = localCudaTarget(device);
+  const target = local.target;
+  const facts: GpuFacts = { ...local.facts, ...(opts.tf32 ? { tf32: true } : {}) };
   const t0 = performance.now();
   const program = lower(graph);
   const lowerMs = performance.now() - t0;
@@ -154,7 +160,7 @@ export async function compileGraphCuda(graph: Graph, opts: CompileCudaOptions = 
     tuning = (await autotuneCuda(program, target, facts, { device, ...(opts.tuneSizes ? { sizes: opts.tuneSizes } : {}) })).tuning;
     tuneMs = performance.now() - t1;
   }
-  const built = await buildCuda(graph, target, { program, ...(tuning ? { tuning } : {}), ...(facts.smCount !== undefined ? { smCount: facts.smCount } : {}) });
+  const built = await buildCuda(graph, target, { program, ...(tuning ? { tuning } : {}), ...(facts.smCount !== undefined ? { smCount: facts.smCount } : {}), ...(opts.tf32 ? { tf32: true } : {}) });
   const loaded = await loadCudaProgram({
     image: built.image,
     graph: program.graph,

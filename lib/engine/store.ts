@@ -372,7 +372,8 @@ async function explainMissingCompiler<T>(ctx: Context, compile: () => Promise<T>
 
 /** Compiles the traced graph for this machine's device and loads it. */
 function compileOrExplain(ctx: Context, graph: Graph, workDir?: string): Promise<CompiledProgram> {
-  return explainMissingCompiler(ctx, () => compiler().compileGraph(graph, { device: ctx.req.device, ...(workDir !== undefined ? { workDir } : {}) }));
+  const tf32 = ctx.req.tf32 ? { tf32: true } : {};
+  return explainMissingCompiler(ctx, () => compiler().compileGraph(graph, { device: ctx.req.device, ...(workDir !== undefined ? { workDir } : {}), ...tf32 }));
 }
 
 /**
@@ -507,7 +508,7 @@ async function compileCpu(ctx: Context, graph: Graph): Promise<Built> {
  */
 async function compileCuda(ctx: Context, graph: Graph): Promise<Built> {
   if (ctx.purpose === 'build') {
-    const b = await explainMissingCompiler(ctx, () => compiler().buildGraphCuda(graph, ctx.target));
+    const b = await explainMissingCompiler(ctx, () => compiler().buildGraphCuda(graph, ctx.target, ctx.req.tf32 ? { tf32: true } : {}));
     const kernels = b.program.kernels.length;
     const files = cudaProgramFiles({ graph: b.program.graph, plan: b.plan, kernels, source: b.source, image: b.image, target: b.target, tuning: b.tuning, resources: b.resources });
     return { files, toolchain: nvrtcIdentity(ctx.codegen), kernels, times: { ...b.times, loadMs: 0 } };

@@ -20,6 +20,11 @@ export interface GpuFacts {
   readonly smCount?: number;
   /** True for an arch-specific target (`sm_90a`): wgmma and other features that do not carry forward. */
   readonly archSpecific?: boolean;
+  /**
+   * float32 matmuls may run on TF32 tensor cores (the `tf32` compile option, like PyTorch's
+   * `allow_tf32`): operands rounded to 10 mantissa bits, f32 accumulate. sm_80 and newer.
+   */
+  readonly tf32?: boolean;
 }
 
 /** Elementwise: one thread per `vec` consecutive elements of the last domain dim. */
@@ -63,6 +68,22 @@ export interface MmaConfig {
   readonly stages: number;
 }
 
+/**
+ * float32 matmul on TF32 tensor cores (`mma.sync.aligned.m16n8k8` tf32, f32 accumulate; only
+ * with `GpuFacts.tf32`): the tiles, warps and cp.async ring of `MmaConfig` with 4-byte
+ * elements (16-byte chunks of 4 floats), K tiles of `TF32_BK`.
+ */
+export interface Tf32Config {
+  readonly kind: 'matmul';
+  readonly variant: 'tf32';
+  readonly bm: number;
+  readonly bn: number;
+  readonly warpsM: number;
+  readonly warpsN: number;
+  /** Shared-memory pipeline depth (cp.async); 1 = synchronous loads. */
+  readonly stages: number;
+}
+
 /** Matmul on CUDA cores: f32 (shared-memory tiles, bm×bn per block of 256 threads) or exact int32. */
 export interface SimtConfig {
   readonly kind: 'matmul';
@@ -86,7 +107,7 @@ export interface WgmmaConfig {
 }
 
 /** Every matmul configuration. */
-export type MatmulConfig = MmaConfig | SimtConfig | WgmmaConfig;
+export type MatmulConfig = MmaConfig | Tf32Config | SimtConfig | WgmmaConfig;
 
 export type GpuConfig = ElementwiseConfig | RowConfig | MatmulConfig;
 
@@ -107,6 +128,16 @@ export const WGMMA_BK = 64;
 export const MAX_BLOCK_SHARED = 232448;
 /** Shared-memory row padding (elements) that keeps ldmatrix rows conflict-free and 16-byte aligned. */
 export const MMA_PAD = 8;
+/** The K tile of the TF32 kernel (two k8 steps; 64-byte rows, as the f16 kernel's). */
+export const TF32_BK = 16;
+/**
+ * Row padding (floats) of the TF32 kernel's shared tiles, for conflict-free 32-bit fragment
+ * reads (lane = 4g + t reads row g, column t, or row t, column g): a K-major row of
+ * TF32_BK + 4 = 20 floats puts the 8 rows g·20 mod 32 on 8 distinct multiples of 4, and an
+ * M/N-major row of bm + 8 puts the 4 rows t·8 mod 32 on distinct multiples of 8.
+ */
+export const TF32_PAD_K = 4;
+export const TF32_PAD_MN = 8;
 
 // ---- dim helpers ------------------------------------------------------------------------
 
@@ -294,15 +325,15 @@ export interface MmaLayout {
   readonly b: 'n' | 'k' | 'scalar';
 }
 
-/** The operand layouts of a matmul kernel for 16-byte (8 × 2-byte) chunks. */
-export function mmaLayout(k: Kernel): MmaLayout {
+/** The operand layouts of a matmul kernel for 16-byte chunks of `chunk` elements (8 × 2 bytes; 4 × 4 for TF32). */
+export function mmaLayout(k: Kernel, chunk = 8): MmaLayout {
   const mm = k.matmul!;
   const r = k.domain.length;
   const [M, N] = [k.domain[r - 2], k.domain[r - 1]];
   const chunked = (v: ViewStack, contig: number, other: number, along: Dim): boolean => {
     const s = v[0].strides;
-    const batchOk = s.slice(0, r - 2).every((x) => divisible(x, 8));
-    return s[contig] === 1 && divisible(s[other], 8) && batchOk && divisible(v[0].offset, 8) && divisible(along, 8);
+    const batchOk = s.slice(0, r - 2).every((x) => divisible(x, chunk));
+    return s[contig] === 1 && divisible(s[other], chunk) && batchOk && divisible(v[0].offset, chunk) && divisible(along, chunk);
   };
   const a = chunked(mm.a.view, r - 1, r - 2, mm.k) ? 'k' : chunked(mm.a.view, r - 2, r - 1, M) ? 'm' : 'scalar';
   const b = chunked(mm.b.view, r - 1, r - 2, N) ? 'n' : chunked(mm.b.view, r - 2, r - 1, mm.k) ? 'k' : 'scalar';
@@ -337,18 +368,38 @@ function ctas(k: Kernel, bm: number, bn: number): number {
   return Math.ceil(guess(k.domain[r - 2]) / bm) * Math.ceil(guess(k.domain[r - 1]) / bn) * guess(dimProd(k.domain.slice(0, r - 2)));
 }
 
-function defaultMatmul(k: Kernel, facts: GpuFacts): MmaConfig | SimtConfig {
+/** Whether float32 matmuls run on TF32 tensor cores: asked for (`GpuFacts.tf32`) and sm_80 or newer. */
+export function tf32Enabled(facts: GpuFacts): boolean {
+  return facts.tf32 === true && facts.arch >= 80;
+}
+
+/** The TF32 kernel's tiles: those of the f16/bf16 kernel. */
+const TF32_TILES: readonly Omit<Tf32Config, 'stages'>[] = MMA_TILES.map((t) => ({ ...t, variant: 'tf32' }));
+
+/** A TF32 configuration: cp.async with `stages` when both operands come in 16-byte chunks of 4 floats, else synchronous loads. */
+function tf32Config(k: Kernel, tile: Omit<Tf32Config, 'stages'>, stages = 3): Tf32Config {
+  const l = mmaLayout(k, 4);
+  return { ...tile, stages: l.a !== 'scalar' && l.b !== 'scalar' ? stages : 1 };
+}
+
+function defaultMatmul(k: Kernel, facts: GpuFacts): MmaConfig | Tf32Config | SimtConfig {
   const sms = facts.smCount ?? 132;
   const dt = matmulDType(k);
   if (dt === 'int32') return { kind: 'matmul', variant: 'int', bm: 16, bn: 16 };
+  if (dt === 'float32' && tf32Enabled(facts)) return tf32Config(k, TF32_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? TF32_TILES[TF32_TILES.length - 1]);
   if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };
   const tile = MMA_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? MMA_TILES[MMA_TILES.length - 1];
   return mmaConfig(k, facts, tile);
 }
 
-function matmulCandidates(k: Kernel, facts: GpuFacts): (MmaConfig | SimtConfig)[] {
+function matmulCandidates(k: Kernel, facts: GpuFacts): (MmaConfig | Tf32Config | SimtConfig)[] {
   const dt = matmulDType(k);
   if (dt === 'int32') return [defaultMatmul(k, facts)];
+  if (dt === 'float32' && tf32Enabled(facts)) {
+    const out = TF32_TILES.map((t) => tf32Config(k, t));
+    if (out[0].stages > 1) out.push(...TF32_TILES.slice(0, 2).map((t) => tf32Config(k, t, 2)));
+    return out;
+  }
   if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
   const out = MMA_TILES.map((t) => mmaConfig(k, facts, t));
   if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
@@ -392,6 +443,10 @@ export function matmulSharedBytes(k: Kernel, c: MatmulConfig): number {
   const staged = 4 * c.bm * (c.bn + 4); // the C tile, staged for the epilogue
   if (c.variant === 'wgmma') return Math.max(c.stages * wgmmaStageBytes(c) + 1024, staged); // +1024: the ring is aligned to the swizzle atom
   if (c.variant === 'simt') return Math.max(4 * SIMT_BK * (c.bm + 4 + c.bn + 4), staged);
+  if (c.variant === 'tf32') {
+    const t = tf32Tiles(k, c);
+    return Math.max(4 * c.stages * (t.aTile + t.bTile), staged);
+  }
   const l = mmaLayout(k);
   const stages = (c as MmaConfig).stages;
   const aTile = l.a === 'm' ? MMA_BK * (c.bm + MMA_PAD) : c.bm * (MMA_BK + MMA_PAD);
@@ -399,10 +454,22 @@ export function matmulSharedBytes(k: Kernel, c: MatmulConfig): number {
   return Math.max(2 * stages * (aTile + bTile), staged);
 }
 
+/**
+ * The TF32 kernel's shared tiles (in floats): operand layouts for 4-float chunks, row strides
+ * (`ldA`, `ldB`: K-major rows of TF32_BK + TF32_PAD_K, M/N-major rows of bm|bn + TF32_PAD_MN;
+ * element-loaded operands are stored K-major) and elements per stage.
+ */
+export function tf32Tiles(k: Kernel, c: Tf32Config): { layout: MmaLayout; ldA: number; ldB: number; aTile: number; bTile: number } {
+  const layout = mmaLayout(k, 4);
+  const ldA = layout.a === 'm' ? c.bm + TF32_PAD_MN : TF32_BK + TF32_PAD_K;
+  const ldB = layout.b === 'n' ? c.bn + TF32_PAD_MN : TF32_BK + TF32_PAD_K;
+  return { layout, ldA, ldB, aTile: layout.a === 'm' ? TF32_BK * ldA : c.bm * ldA, bTile: layout.b === 'n' ? TF32_BK * ldB : c.bn * ldB };
+}
+
 /** Threads per block of a matmul configuration. */
 export function matmulThreads(c: MatmulConfig): number {
   if (c.variant === 'wgmma') return 128 * (c.bm / 64);
-  return c.variant === 'mma' ? 32 * c.warpsM * c.warpsN : 256;
+  return c.variant === 'mma' || c.variant === 'tf32' ? 32 * c.warpsM * c.warpsN : 256;
 }
 
 /** Bytes of one wgmma pipeline stage: the A tile (bm×64) and the B tile (bn×64), 16-bit. */

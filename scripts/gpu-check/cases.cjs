@@ -230,4 +230,39 @@ function cases({ F, tensor }) {
   return { elementwise, reductions, views, matmuls, dynamic, composites };
 }
 
-module.exports = { cases, Rng, seedOf, defaultGen, special };
+/**
+ * float32 matmuls for the TF32 tensor-core kernel (compiled with the `tf32` option): awkward
+ * sizes, K tails, operands in 16-byte chunks along K, M or N and element-loaded ones,
+ * batched and broadcast batches, dynamic rows and a fused bias + gelu epilogue. The TF32
+ * tolerance: rtol 1e-3 and atol 1e-3·K for unit-normal inputs (a tf32 operand keeps 10
+ * mantissa bits, so a dot product of K terms is off by at most 2^-10·Σ|a_k·b_k|, about
+ * 6.2e-4·K here). The `exact` cases use small integers, which tf32 holds exactly: their
+ * sums must match to f32 rounding (here exact), which pins the fragment layouts down.
+ */
+function tf32Cases() {
+  const f32 = (...shape) => ({ shape, dtype: 'float32' });
+  const tol = (K) => ({ rtol: 1e-3, atol: 1e-3 * K });
+  const ints = (_i, _d, n, rng) => rng.array(n, (r) => r.int(-8, 9));
+  const exact = { gen: ints, rtol: 1e-6, atol: 0 };
+  return [
+    { name: 'tf32-bias-gelu', fn: (x, w, b) => x.matmul(w).add(b).gelu(), specs: [f32(13, 40), f32(40, 37), f32(37)], ...tol(40) },
+    { name: 'tf32-tails', fn: (x, w) => x.matmul(w).add(1), specs: [f32(149, 700), f32(700, 72)], ...tol(700) },
+    { name: 'tf32-exact-scalar-b', fn: (x, w) => x.matmul(w), specs: [f32(67, 52), f32(52, 37)], ...exact },
+    { name: 'tf32-exact-at-bt', fn: (x, w) => x.transpose(0, 1).matmul(w.transpose(0, 1)), specs: [f32(52, 68), f32(36, 52)], ...exact },
+    { name: 'tf32-exact-tiles', fn: (x, w) => x.matmul(w), specs: [f32(130, 84), f32(84, 136)], ...exact },
+    { name: 'tf32-bt', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: [f32(70, 64), f32(40, 64)], ...tol(64) },
+    { name: 'tf32-at', fn: (x, w) => x.transpose(0, 1).matmul(w), specs: [f32(48, 72), f32(48, 24)], ...tol(48) },
+    { name: 'tf32-batched-bias-relu', fn: (x, w, b) => x.matmul(w).add(b).relu(), specs: [f32(3, 40, 64), f32(3, 64, 24), f32(24)], ...tol(64) },
+    { name: 'tf32-batched-broadcast', fn: (x, w) => x.matmul(w), specs: [f32(2, 3, 7, 9), f32(3, 9, 5)], ...tol(9) },
+    {
+      name: 'tf32-dyn-rows',
+      fn: (x, w) => x.matmul(w).gelu(),
+      specs: [f32(16, 64), f32(64, 40)],
+      dynamic: { 0: [0] },
+      runs: [[[1, 64], [64, 40]], [[77, 64], [64, 40]]],
+      ...tol(64),
+    },
+  ];
+}
+
+module.exports = { cases, tf32Cases, Rng, seedOf, defaultGen, special };

@@ -2,9 +2,10 @@
 // compiled by the host C++ compiler after this header: every CUDA thread of a block is an
 // OS thread, blocks run one after another (so a `static` local is exactly one block's
 // `__shared__` memory), __syncthreads is a barrier of the block's threads, and warp-level
-// operations (shuffles, ldmatrix, mma.sync) exchange values through per-warp slots between
-// two barriers of the warp's 32 threads. The PTX wrappers of lib/codegen/cuda-prelude.ts
-// are re-implemented from the PTX ISA's fragment layouts; cp.async copies synchronously.
+// operations (shuffles, ldmatrix, mma.sync for f16/bf16/tf32) exchange values through
+// per-warp slots between two barriers of the warp's 32 threads. The PTX wrappers of
+// lib/codegen/cuda-prelude.ts are re-implemented from the PTX ISA's fragment layouts;
+// cp.async copies synchronously.
 // This checks the kernels' index arithmetic, synchronization structure, fragment layouts
 // and numerics against the reference interpreter; it says nothing about speed.
 #pragma once
@@ -154,6 +155,36 @@ static inline void kiln_emu_mma(float* c, const uint32_t* a, const uint32_t* b, 
 }
 static inline void kiln_mma_f16(float* c, const uint32_t* a, const uint32_t* b) { kiln_emu_mma(c, a, b, false); }
 static inline void kiln_mma_bf16(float* c, const uint32_t* a, const uint32_t* b) { kiln_emu_mma(c, a, b, true); }
+
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, at the 13th mantissa bit (adding
+// half a tf32 ulp to the magnitude and truncating); NaN passes through, inf stays inf, and a
+// value past the largest finite tf32 by half an ulp or more becomes inf.
+static inline uint32_t kiln_tf32(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return u;
+  return (u + 0x1000u) & 0xffffe000u;
+}
+
+// mma.sync m16n8k8 row.col tf32, f32 accumulators. Fragments (g = lane/4, tq = lane%4):
+// A a0..a3: (g, tq), (g+8, tq), (g, tq+4), (g+8, tq+4); B b0, b1: (k = tq, n = g),
+// (k = tq+4, n = g); C as m16n8k16's. The tensor cores read the tf32 bits of each operand
+// register (the low 13 are ignored); products of two tf32 values are exact in float.
+static inline void kiln_mma_tf32(float* c, const uint32_t* a, const uint32_t* b) {
+  uint64_t* s = kiln_emu_slot(threadIdx.x);
+  s[0] = a[0]; s[1] = a[1]; s[2] = a[2]; s[3] = a[3]; s[4] = b[0]; s[5] = b[1];
+  kiln_emu_warp_sync();
+  auto op = [&](unsigned lane, int reg) { return __uint_as_float((uint32_t)kiln_emu_slot(kiln_emu_lane0() + lane)[reg] & 0xffffe000u); };
+  auto A = [&](unsigned r, unsigned k) { return op((r % 8) * 4 + k % 4, (r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)); };
+  auto B = [&](unsigned k, unsigned n) { return op(n * 4 + k % 4, 4 + (k >= 4 ? 1 : 0)); };
+  const unsigned t = kiln_emu_lane(), g = t / 4, tq = t % 4;
+  for (int i = 0; i < 4; i++) {
+    const unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * tq + i % 2;
+    float acc = c[i];
+    for (unsigned k = 0; k < 8; k++) acc += A(r, k) * B(k, n);
+    c[i] = acc;
+  }
+  kiln_emu_warp_sync();
+}
 
 static inline void kiln_cp_async16(void* s, const void* g, bool valid) {
   if (valid) memcpy(s, g, 16);
