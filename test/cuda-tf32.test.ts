@@ -17,7 +17,7 @@ import { buildCuda } from '../lib/engine/cuda';
 import { keyInput, type ProgramSignature } from '../lib/engine/bundle-target';
 import { bundleKey } from '../lib/cache';
 import { lower } from '../lib/passes';
-import { candidateConfigs, defaultConfig, geometry, tf32Enabled, type GpuConfig, type GpuFacts } from '../lib/passes/gpu';
+import { candidateConfigs, defaultConfig, geometry, TF32_BK, TF32_PAD_K, TF32_PAD_MN, tf32Enabled, type GpuConfig, type GpuFacts } from '../lib/passes/gpu';
 import { addonInfo } from '../lib/runtime/native';
 import { trace } from '../lib/tensor/trace';
 import type { Tensor } from '../lib/tensor/tensor';
@@ -58,16 +58,28 @@ describe('the tf32 option in launch decisions', () => {
     expect(candidateConfigs(matmulOf(p), TF32).every((c) => (c as { stages: number }).stages === 1)).toBe(true);
     const g = geometry(matmulOf(mlp), defaultConfig(matmulOf(mlp), TF32));
     expect(g.block).toEqual([256]);
-    expect(g.sharedBytes).toBe(4 * 128 * 132); // the staged C tile outweighs 3 stages of 128×20 + 16×136 floats
+    expect(g.sharedBytes).toBe(4 * 128 * 132); // the staged C tile outweighs 3 stages of 128×24 + 16×132 floats
     expect(g.sharedBytes).toBeLessThanOrEqual(99 * 1024);
   });
 
-  it('renders m16n8k8 tf32 MMAs on rounded 32-bit fragment loads', () => {
+  it('fragment loads from shared memory are conflict-free (banks of the rendered addresses, per memory transaction)', () => {
+    const lanes = Array.from({ length: 32 }, (_, lane) => ({ g: lane >> 2, t: lane & 3 }));
+    const distinct = (words: number[]) => new Set(words.map((w) => w % 32)).size === words.length;
+    // K-major rows: 64-bit loads of stored k 2t, 2t+1 of row g; a half-warp per transaction.
+    const ldK = TF32_BK + TF32_PAD_K;
+    for (const half of [lanes.slice(0, 16), lanes.slice(16)]) expect(distinct(half.flatMap(({ g, t }) => [g * ldK + 2 * t, g * ldK + 2 * t + 1]))).toBe(true);
+    // M/N-major rows (bm or bn of 32, 64 or 128): 32-bit loads of k row 2t (or 2t + 1), column g.
+    for (const mn of [32, 64, 128]) for (const dk of [0, 1]) expect(distinct(lanes.map(({ g, t }) => (2 * t + dk) * (mn + TF32_PAD_MN) + g))).toBe(true);
+    expect(((TF32_BK + TF32_PAD_K) * 4) % 16).toBe(0); // rows stay 16-byte aligned for cp.async
+    expect(TF32_PAD_MN % 4).toBe(0);
+  });
+
+  it('renders m16n8k8 tf32 MMAs on rounded 64- and 32-bit fragment loads', () => {
     const unit = renderCuda(mlp, TF32, mlp.kernels.map((k) => defaultConfig(k, TF32)));
     const src = unit.slice(unit.indexOf('__global__')); // the kernels, without the helpers
     expect(src).toContain('kiln_mma_tf32(acc[mi][ni], af[mi], bf[ni]);');
-    expect(src).toContain('af[mi][0] = kiln_tf32(a_s[(r) * 20 + kk + t]);');
-    expect(src).toContain('bf[ni][1] = kiln_tf32(b_s[(kk + t + 4) * 136 + n]);');
+    expect(src).toContain('const uint2 lo = *reinterpret_cast<const uint2*>(a_s + r * 24 + kk + 2 * t);');
+    expect(src).toContain('bf[ni][0] = kiln_tf32(b0[0]); bf[ni][1] = kiln_tf32(b0[132]);');
     expect(src).toContain('kiln_cp_async16(');
     expect(src).not.toMatch(/kiln_ldsm|fmaf\(a\[i\]/);
     expect(unit).toContain('mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32');

@@ -9,8 +9,8 @@
  *   `stages`-deep ring; otherwise elements are loaded synchronously (any strides).
  * - f32 with the `tf32` option (sm_80+): the same kernel on TF32 tensor cores,
  *   `mma.sync.aligned.m16n8k8` with operands rounded by `cvt.rna.tf32.f32`; 4-byte elements
- *   (16-byte chunks of 4 floats), K tiles of 16, fragments read from shared memory with 32-bit
- *   loads (no ldmatrix: it moves 16-bit pairs), rows padded to stay conflict-free (TF32_PAD_*).
+ *   (16-byte chunks of 4 floats), K tiles of 16, fragments read from shared memory with 64-
+ *   and 32-bit loads (no ldmatrix: it moves 16-bit pairs), conflict-free (TF32_PAD_*).
  * - f32: CUDA cores, bm×bn tiles of 256 threads, each thread a (bm/16)×(bn/16) register
  *   tile interleaved by 16 (conflict-free shared reads, coalesced epilogue), explicit fmaf.
  * - int32: one thread per output, products and sums wrapping modulo 2^32.
@@ -308,17 +308,32 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts): stri
 /**
  * One stage of TF32 MMAs: TF32_BK/8 k-steps of m16n8k8. PTX fragments (g = lane/4, t = lane%4):
  * A a0..a3 = (row g, k t), (g+8, t), (g, t+4), (g+8, t+4); B b0, b1 = (k t, col g), (k t+4, g);
- * C as m16n8k16's. Each element is one 32-bit shared load, rounded with cvt.rna.tf32.f32: a
- * warp's 32 loads hit 32 banks with the TF32_PAD_* row strides (see lib/passes/gpu.ts).
+ * C as m16n8k16's. MMA k t and t+4 read stored k 2t and 2t+1 of the step (for A and B alike),
+ * so K-major operands load both with one 64-bit read; M/N-major ones read 32 bits at a time.
+ * Every value is rounded with cvt.rna.tf32.f32. Conflict-free by the TF32_PAD_* row strides.
  */
 function tf32Compute(c: Tf32Config, layout: MmaLayout, t: { BK: number; ldA: number; ldB: number; aTile: number; bTile: number }): string[] {
   const WTM = c.bm / c.warpsM;
   const WTN = c.bn / c.warpsN;
   const MI = WTM / 16;
   const NI = WTN / 8;
-  // Shared offsets of (row, k) of A and (k, col) of B in the stage's tiles.
-  const a = (row: string, kk: string): string => (layout.a === 'm' ? `(${kk}) * ${t.ldA} + ${row}` : `(${row}) * ${t.ldA} + ${kk}`);
-  const b = (kk: string, col: string): string => (layout.b === 'n' ? `(${kk}) * ${t.ldB} + ${col}` : `(${col}) * ${t.ldB} + ${kk}`);
+  const cvt = (v: string): string => `kiln_tf32(__uint_as_float(${v}))`;
+  const aFrag =
+    layout.a === 'm'
+      ? [
+          `const float* a0 = a_s + (kk + 2 * t) * ${t.ldA} + r;`,
+          `af[mi][0] = kiln_tf32(a0[0]); af[mi][1] = kiln_tf32(a0[8]);`,
+          `af[mi][2] = kiln_tf32(a0[${t.ldA}]); af[mi][3] = kiln_tf32(a0[${t.ldA + 8}]);`,
+        ]
+      : [
+          `const uint2 lo = *reinterpret_cast<const uint2*>(a_s + r * ${t.ldA} + kk + 2 * t);`,
+          `const uint2 hi = *reinterpret_cast<const uint2*>(a_s + (r + 8) * ${t.ldA} + kk + 2 * t);`,
+          `af[mi][0] = ${cvt('lo.x')}; af[mi][1] = ${cvt('hi.x')}; af[mi][2] = ${cvt('lo.y')}; af[mi][3] = ${cvt('hi.y')};`,
+        ];
+  const bFrag =
+    layout.b === 'n'
+      ? [`const float* b0 = b_s + (kk + 2 * t) * ${t.ldB} + n;`, `bf[ni][0] = kiln_tf32(b0[0]); bf[ni][1] = kiln_tf32(b0[${t.ldB}]);`]
+      : [`const uint2 v = *reinterpret_cast<const uint2*>(b_s + n * ${t.ldB} + kk + 2 * t);`, `bf[ni][0] = ${cvt('v.x')}; bf[ni][1] = ${cvt('v.y')};`];
   return [
     'auto compute = [&](int s) {',
     `  const float* a_s = sA + s * ${t.aTile};`,
@@ -330,16 +345,12 @@ function tf32Compute(c: Tf32Config, layout: MmaLayout, t: { BK: number; ldA: num
     `    ${unroll}`,
     `    for (int mi = 0; mi < ${MI}; mi++) {`,
     `      const int r = wm * ${WTM} + mi * 16 + g;`,
-    `      af[mi][0] = kiln_tf32(a_s[${a('r', 'kk + t')}]);`,
-    `      af[mi][1] = kiln_tf32(a_s[${a('r + 8', 'kk + t')}]);`,
-    `      af[mi][2] = kiln_tf32(a_s[${a('r', 'kk + t + 4')}]);`,
-    `      af[mi][3] = kiln_tf32(a_s[${a('r + 8', 'kk + t + 4')}]);`,
+    ...aFrag.map((l) => `      ${l}`),
     '    }',
     `    ${unroll}`,
     `    for (int ni = 0; ni < ${NI}; ni++) {`,
     `      const int n = wn * ${WTN} + ni * 8 + g;`,
-    `      bf[ni][0] = kiln_tf32(b_s[${b('kk + t', 'n')}]);`,
-    `      bf[ni][1] = kiln_tf32(b_s[${b('kk + t + 4', 'n')}]);`,
+    ...bFrag.map((l) => `      ${l}`),
     '    }',
     `    ${unroll}`,
     `    for (int mi = 0; mi < ${MI}; mi++)`,

@@ -131,13 +131,15 @@ export const MMA_PAD = 8;
 /** The K tile of the TF32 kernel (two k8 steps; 64-byte rows, as the f16 kernel's). */
 export const TF32_BK = 16;
 /**
- * Row padding (floats) of the TF32 kernel's shared tiles, for conflict-free 32-bit fragment
- * reads (lane = 4g + t reads row g, column t, or row t, column g): a K-major row of
- * TF32_BK + 4 = 20 floats puts the 8 rows g·20 mod 32 on 8 distinct multiples of 4, and an
- * M/N-major row of bm + 8 puts the 4 rows t·8 mod 32 on distinct multiples of 8.
+ * Row padding (floats) of the TF32 kernel's shared tiles. Its MMAs see the K of each k8 step
+ * permuted (MMA k t and t+4 are stored k 2t and 2t+1, for A and B alike: a sum does not
+ * care), so a K-major operand gives each lane its two k values as one 64-bit load. With K-major
+ * rows of TF32_BK + 8 = 24 floats, the 4 rows g of a half-warp's 64-bit loads start 8 banks
+ * apart (g·24 mod 32); with M/N-major rows of bm|bn + 4, the 32-bit loads of k row 2t, column g
+ * fall on bank 8t + g: every fragment load is conflict-free.
  */
-export const TF32_PAD_K = 4;
-export const TF32_PAD_MN = 8;
+export const TF32_PAD_K = 8;
+export const TF32_PAD_MN = 4;
 
 // ---- dim helpers ------------------------------------------------------------------------
 
