@@ -1,5 +1,5 @@
 /**
- * The experimental wgmma matmul without a GPU: the index math of lib/codegen/cuda-wgmma.ts
+ * The wgmma matmul (Hopper, sm_90a) without a GPU: when it is chosen; the index math of lib/codegen/cuda-wgmma.ts
  * (where the loaders put each element, the matrix descriptors, the accumulator fragment)
  * against the PTX ISA's canonical 128B-swizzle layouts and fragment layout; the generated
  * loaders' expressions against that math; refusals; and, with NVRTC, sm_90a builds without
@@ -7,9 +7,11 @@
  */
 import { renderCuda } from '../lib/codegen/cuda';
 import { wgmmaAccCoord, wgmmaDescriptor, wgmmaDescs, wgmmaKMajorChunk, wgmmaMnMajorChunk, wgmmaSwizzle, wgmmaTileOf } from '../lib/codegen/cuda-wgmma';
-import { buildCuda, chooseConfigs } from '../lib/engine/cuda';
+import { bundleKey } from '../lib/cache';
+import { keyInput, type ProgramSignature } from '../lib/engine/bundle-target';
+import { buildCuda, chooseConfigs, cudaFacts } from '../lib/engine/cuda';
 import { lower } from '../lib/passes';
-import { candidateConfigs, configFits, wgmmaProblem, type GpuFacts, type WgmmaConfig } from '../lib/passes/gpu';
+import { candidateConfigs, configFits, defaultConfig, wgmmaProblem, type GpuConfig, type GpuFacts, type WgmmaConfig } from '../lib/passes/gpu';
 import { addonInfo } from '../lib/runtime/native';
 import { trace } from '../lib/tensor/trace';
 import type { Tensor } from '../lib/tensor/tensor';
@@ -163,9 +165,27 @@ describe('wgmma kernels', () => {
     }
   });
 
-  it('is never a candidate and refuses what it cannot run, with the reason', () => {
+  it('is the default and the first candidates on sm_90a where it runs, and nowhere else', () => {
+    const isWg = (c: GpuConfig) => c.kind === 'matmul' && c.variant === 'wgmma';
+    const k = lower(xw).kernels[0]; // 256×512×512: 2×2 tiles of 128×256 cannot fill 132 SMs
+    expect(defaultConfig(k, SM90A)).toEqual(wg(128, 128, 6));
+    expect(candidateConfigs(k, SM90A).slice(0, 2)).toEqual([wg(128, 128, 6), wg(128, 256, 4)]);
+    expect(candidateConfigs(k, SM90A).filter((c) => !isWg(c)).length).toBeGreaterThan(2); // mma tiles too: the tuner decides
+    const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    expect(defaultConfig(big, { ...SM90A, smCount: 132 })).toEqual(wg(128, 256, 4));
+    // Not on sm_90, not with KILN_CUDA_WGMMA=0 (facts.wgmma false), not for shapes it refuses or a broadcast batch.
+    for (const facts of [{ arch: 90 }, { ...SM90A, wgmma: false }]) expect(candidateConfigs(k, facts).some(isWg)).toBe(false);
+    const odd = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 80, 512), spec('float16', 512, 512)])).kernels[0];
+    expect(candidateConfigs(odd, SM90A).some(isWg)).toBe(false);
+    const bcast = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
+    expect(wgmmaProblem(bcast, wg(128, 256, 4), SM90A)).toBeUndefined(); // it could run it (an explicit entry)
+    expect(candidateConfigs(bcast, SM90A).some(isWg)).toBe(false); // but a broadcast batch is not offered yet
+    const both = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 4, 512, 512)])).kernels[0];
+    expect(defaultConfig(both, SM90A)).toEqual(wg(128, 128, 6));
+  });
+
+  it('refuses what it cannot run, with the reason', () => {
     const k = lower(xw).kernels[0];
-    expect(candidateConfigs(k, SM90A).some((c) => c.kind === 'matmul' && c.variant === 'wgmma')).toBe(false);
     expect(wgmmaProblem(k, wg(128, 256, 4), SM90A)).toBeUndefined();
     expect(configFits(k, wg(128, 256, 4), SM90A)).toBe(true);
     expect(wgmmaProblem(k, wg(128, 256, 4), { arch: 90 })).toMatch(/sm_90a/);
@@ -193,4 +213,32 @@ describe('wgmma kernels', () => {
       expect(r.registers).toBeLessThanOrEqual(255);
     }
   }, 120_000);
+});
+
+describe('KILN_CUDA_WGMMA=0 in the bundle key', () => {
+  const sig: ProgramSignature = { name: 'mm', fnSource: '(x, w) => x.matmul(w)', inputs: [{ dtype: 'float16', shape: [256, 512] }, { dtype: 'float16', shape: [512, 512] }] };
+  const key = (target: string) => bundleKey(keyInput(sig, target, 'cuda:kiln-test')).key;
+  const withEnv = <R>(value: string | undefined, fn: () => R): R => {
+    const old = process.env.KILN_CUDA_WGMMA;
+    if (value === undefined) delete process.env.KILN_CUDA_WGMMA;
+    else process.env.KILN_CUDA_WGMMA = value;
+    try {
+      return fn();
+    } finally {
+      if (old === undefined) delete process.env.KILN_CUDA_WGMMA;
+      else process.env.KILN_CUDA_WGMMA = old;
+    }
+  };
+
+  it('changes sm_90a keys only (a bundle built with wgmma is not loaded with it off), and the facts', () => {
+    const targets = ['sm_90a', 'sm_90', 'compute_90', 'sm_80', 'cpu-x64+avx2'];
+    const on = withEnv(undefined, () => targets.map(key));
+    const off = withEnv('0', () => targets.map(key));
+    expect(off[0]).not.toBe(on[0]);
+    expect(off.slice(1)).toEqual(on.slice(1));
+    expect(withEnv('1', () => key('sm_90a'))).toBe(on[0]);
+    const t = { target: 'sm_90a', kind: 'cubin' as const, arch: 90 };
+    expect(withEnv('0', () => cudaFacts(t))).toEqual({ arch: 90, archSpecific: true, wgmma: false });
+    expect(withEnv(undefined, () => cudaFacts(t, { smCount: 132 }))).toEqual({ arch: 90, archSpecific: true, smCount: 132 });
+  });
 });

@@ -19,6 +19,7 @@ import { addon, type DeviceInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { cpuInfo } from '../runtime/toolchain';
 import { ArgumentError, CudaError } from '../util/errors';
+import { readEnv } from '../util/env';
 import { hashFields } from '../util/hash';
 import { kilnVersion } from '../util/version';
 
@@ -224,16 +225,20 @@ export function dynamicGroups(inputs: readonly InputSignature[]): string[][] {
  * The key's input: namespace, source, signature, the options that change code, the user's
  * key, target, code generation. `tf32` is an option field of CUDA targets only (it changes
  * their matmul kernels); the CPU backend ignores it, so CPU bundles stay shared. Absent when
- * off, so that keys from before the option stay valid.
+ * off, so that keys from before the option stay valid. Likewise `wgmma: false`, for sm_90a
+ * targets under `KILN_CUDA_WGMMA=0`: turning the wgmma kernel off must not load a bundle
+ * built with it.
  */
 export function keyInput(sig: ProgramSignature, target: string, codegen: string): KeyInput {
   const groups = dynamicGroups(sig.inputs);
-  const tf32 = sig.tf32 === true && parseTarget(target)?.kind === 'cuda';
+  const t = parseTarget(target);
+  const tf32 = sig.tf32 === true && t?.kind === 'cuda';
+  const noWgmma = t?.kind === 'cuda' && t.archSpecific && t.cc === 90 && readEnv('KILN_CUDA_WGMMA') === '0';
   return {
     namespace: sig.name,
     source: sig.fnSource,
     inputs: sig.inputs,
-    options: { ...(groups.length ? { dynamicGroups: groups } : {}), ...(tf32 ? { tf32: true } : {}) },
+    options: { ...(groups.length ? { dynamicGroups: groups } : {}), ...(tf32 ? { tf32: true } : {}), ...(noWgmma ? { wgmma: false } : {}) },
     ...(sig.userKey !== undefined ? { userKey: sig.userKey } : {}),
     target,
     toolchain: codegen,

@@ -80,12 +80,27 @@ export function chooseConfigs(program: Program, facts: GpuFacts, tuning: CudaTun
 }
 
 /**
+ * What kernel choices depend on when building for `target`: its architecture, whether it is
+ * arch-specific (`sm_90a`: the wgmma matmul, unless `KILN_CUDA_WGMMA=0`), the GPU's SMs when
+ * known, and the tf32 option. The autotuner and the build must see the same facts.
+ */
+export function cudaFacts(target: CudaTarget, opts: { smCount?: number; tf32?: boolean } = {}): GpuFacts {
+  return {
+    arch: target.arch,
+    archSpecific: /a$/.test(target.target),
+    ...(readEnv('KILN_CUDA_WGMMA') === '0' ? { wgmma: false } : {}),
+    ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}),
+    ...(opts.tf32 ? { tf32: true } : {}),
+  };
+}
+
+/**
  * Builds the CUDA program of `graph` for `target` (`sm_90` or `compute_90`) without a GPU:
  * NVRTC only. Throws NvrtcError (KILN_NVRTC_UNAVAILABLE, KILN_NVRTC_COMPILE with the log).
  */
 export async function buildCuda(graph: Graph, target: string | CudaTarget, opts: BuildCudaOptions = {}): Promise<CudaBuild> {
   const t = cudaTarget(target);
-  const facts: GpuFacts = { arch: t.arch, archSpecific: /a$/.test(t.target), ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}), ...(opts.tf32 ? { tf32: true } : {}) };
+  const facts = cudaFacts(t, opts);
   const t0 = performance.now();
   const program = opts.program ?? lower(graph);
   const configs = chooseConfigs(program, facts, opts.tuning);
@@ -119,7 +134,7 @@ export function localCudaTarget(device = 0): { target: CudaTarget; facts: GpuFac
   const info = addonInfo();
   if (!info.nvrtc.available) throw new CudaError('KILN_NVRTC_UNAVAILABLE', `device: 'cuda' needs NVRTC to compile kernels: ${info.nvrtc.reason}. \`npx kiln doctor\` shows where kiln looked.`);
   const target = selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: info.nvrtc.archs, deviceName: dev.name, nvrtcVersion: info.nvrtc.version });
-  return { target, facts: { arch: target.arch, smCount: dev.smCount }, name: dev.name };
+  return { target, facts: cudaFacts(target, { smCount: dev.smCount }), name: dev.name };
 }
 
 /** Options of `compileGraphCuda`. */

@@ -25,6 +25,11 @@ export interface GpuFacts {
    * `allow_tf32`): operands rounded to 10 mantissa bits, f32 accumulate. sm_80 and newer.
    */
   readonly tf32?: boolean;
+  /**
+   * False turns off choosing the wgmma matmul on sm_90a (heuristic and candidates;
+   * `KILN_CUDA_WGMMA=0`): the mma kernel serves every matmul, as on sm_90.
+   */
+  readonly wgmma?: boolean;
 }
 
 /** Elementwise: one thread per `vec` consecutive elements of the last domain dim. */
@@ -95,8 +100,9 @@ export interface SimtConfig {
 /**
  * Matmul on Hopper warpgroup MMA (`wgmma.mma_async`, sm_90a only; experimental): bm/64
  * warpgroups each compute 64×bn with m64n{bn}k16, operands from a `stages`-deep ring of
- * 128B-swizzled shared tiles (BK = 64). Never a candidate: reachable only through an
- * explicit tuning entry (see `wgmmaProblem`).
+ * 128B-swizzled shared tiles (BK = 64). On an sm_90a target (Hopper's own, see
+ * `deviceCubinTarget`) it is the default and the first candidates for every f16/bf16 matmul
+ * it can run (`wgmmaProblem`); the mma kernel serves the rest.
  */
 export interface WgmmaConfig {
   readonly kind: 'matmul';
@@ -384,17 +390,39 @@ function tf32Config(k: Kernel, tile: Omit<Tf32Config, 'stages'>, stages = 3): Tf
   return { ...tile, stages: l.a !== 'scalar' && l.b !== 'scalar' ? stages : 1 };
 }
 
-function defaultMatmul(k: Kernel, facts: GpuFacts): MmaConfig | Tf32Config | SimtConfig {
+// wgmma tiles worth choosing, best first. 64-row tiles run too (an explicit tuning entry),
+// but are not offered until they are measured on more layouts.
+const WGMMA_TILES: readonly WgmmaConfig[] = [
+  { kind: 'matmul', variant: 'wgmma', bm: 128, bn: 256, stages: 4 },
+  { kind: 'matmul', variant: 'wgmma', bm: 128, bn: 128, stages: 6 },
+];
+
+/**
+ * The wgmma configurations offered for `k` (none off sm_90a, or with `facts.wgmma` false):
+ * those it can run, except over a broadcast batch (an operand with a batch stride of 0), a
+ * layout not yet measured on hardware.
+ */
+function wgmmaConfigs(k: Kernel, facts: GpuFacts): WgmmaConfig[] {
+  if (!facts.archSpecific || facts.wgmma === false || k.kind !== 'matmul' || !k.matmul) return [];
+  const r = k.domain.length;
+  const broadcast = [k.matmul.a, k.matmul.b].some((o) => o.view[0].strides.slice(0, r - 2).some((st, d) => st === 0 && guess(k.domain[d]) > 1));
+  return broadcast ? [] : WGMMA_TILES.filter((c) => wgmmaProblem(k, c, facts) === undefined);
+}
+
+function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
   const sms = facts.smCount ?? 132;
   const dt = matmulDType(k);
   if (dt === 'int32') return { kind: 'matmul', variant: 'int', bm: 16, bn: 16 };
+  // wgmma on sm_90a: the largest tile that still gives every SM a block, else 128×128.
+  const wg = wgmmaConfigs(k, facts);
+  if (wg.length) return wg.find((c) => ctas(k, c.bm, c.bn) >= sms) ?? wg[wg.length - 1];
   if (dt === 'float32' && tf32Enabled(facts)) return tf32Config(k, TF32_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? TF32_TILES[TF32_TILES.length - 1]);
   if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };
   const tile = MMA_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? MMA_TILES[MMA_TILES.length - 1];
   return mmaConfig(k, facts, tile);
 }
 
-function matmulCandidates(k: Kernel, facts: GpuFacts): (MmaConfig | Tf32Config | SimtConfig)[] {
+function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
   const dt = matmulDType(k);
   if (dt === 'int32') return [defaultMatmul(k, facts)];
   if (dt === 'float32' && tf32Enabled(facts)) {
@@ -403,7 +431,7 @@ function matmulCandidates(k: Kernel, facts: GpuFacts): (MmaConfig | Tf32Config |
     return out;
   }
   if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
-  const out = MMA_TILES.map((t) => mmaConfig(k, facts, t));
+  const out: MatmulConfig[] = [...wgmmaConfigs(k, facts), ...MMA_TILES.map((t) => mmaConfig(k, facts, t))];
   if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
   return out;
 }

@@ -7,6 +7,8 @@
 export interface EnvVar {
   readonly name: string;
   readonly affectsCode: boolean;
+  /** Keyed by the bundles it changes alone, not through `codeRelevantEnv` (which bundles). */
+  readonly keyedFor?: string;
   readonly doc: string;
 }
 
@@ -27,6 +29,8 @@ const vars = [
   { name: 'KILN_CXXFLAGS', affectsCode: true, doc: 'Extra flags appended to the CPU backend compile.' },
   // Not code-relevant: tuned or not, a CUDA program computes the same; its bundle records the configurations it uses.
   { name: 'KILN_CUDA_TUNE', affectsCode: false, doc: 'When 0, a CUDA compile skips timing candidate kernel configurations on the GPU (heuristic choices).' },
+  // Keyed for sm_90a targets only (keyInput), where it changes the matmul kernels; other bundles stay shared.
+  { name: 'KILN_CUDA_WGMMA', affectsCode: false, keyedFor: 'sm_90a bundles', doc: "When 0, matmuls on Hopper (sm_90a) use the mma.sync kernel instead of warpgroup MMA (wgmma)." },
   { name: 'KILN_CUDA_POLL_US', affectsCode: false, doc: 'Microseconds the JS thread polls a CUDA run for completion before leaving it to the waiter thread, when nothing else is pending (default 50, 0 = off; read when the first run starts).' },
   { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
   { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },

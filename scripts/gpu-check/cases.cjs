@@ -177,6 +177,12 @@ function cases({ F, tensor }) {
     { name: 'mma-f16-odd', fn: (x, w) => x.matmul(w), specs: [f16(33, 27), f16(27, 19)], ulps: 2 },
     { name: 'mma-f16-batched', fn: (x, w) => x.matmul(w).relu(), specs: [f16(3, 40, 64), f16(3, 64, 24)], ulps: 2 },
     { name: 'mm-f32-wide', fn: (x, w) => x.matmul(w), specs: [f32(200, 64), f32(64, 300)], rtol: 1e-4, atol: 1e-4 },
+    // Shapes the wgmma kernel takes on sm_90a (static, M % 128, N % 128, K % 64): N-contiguous B
+    // with a bias + gelu epilogue, and K-contiguous B batched on both operands. The gelu sees
+    // the f16-rounded sum, which an f32 accumulation may round one f16 ulp (up to 2^-7 here)
+    // away from the float64 one: a layout mistake is off by far more.
+    { name: 'wgmma-f16-gelu', fn: (x, w, b) => x.matmul(w).add(b).gelu(), specs: [f16(256, 128), f16(128, 384), f16(384)], rtol: 1e-2, atol: 1e-2 },
+    { name: 'wgmma-bf16-bt-batched', fn: (x, w) => x.matmul(w.transpose(1, 2)), specs: [bf16(2, 128, 192), bf16(2, 256, 192)], ulps: 2 },
   ];
 
   const dynamic = [

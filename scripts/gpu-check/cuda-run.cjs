@@ -6,7 +6,8 @@
  * comparing against the reference interpreter.
  *
  * Dry mode (KILN_GPU_CHECK_DRY=1): the sections run on a machine without a GPU, building
- * (NVRTC) everything they would run, for sm_90 — a check of the JS paths before GPU time.
+ * (NVRTC) everything they would run, for sm_90a (an H100 or H200) — a check of the JS paths
+ * before GPU time.
  */
 'use strict';
 const path = require('node:path');
@@ -35,7 +36,7 @@ function kiln() {
 /** The compile target: the device's, or sm_90 in dry mode. */
 function targetOf(ctx) {
   if (ctx.target) return ctx.target;
-  if (DRY) return { target: 'sm_90', kind: 'cubin', arch: 90 };
+  if (DRY) return { target: 'sm_90a', kind: 'cubin', arch: 90 }; // what an H100 or H200 compiles for
   throw ctx.targetError || new Error('no compile target');
 }
 
