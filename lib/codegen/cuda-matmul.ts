@@ -15,7 +15,7 @@
  *   tile interleaved by 16 (conflict-free shared reads, coalesced epilogue), explicit fmaf.
  * - int32: one thread per output, products and sums wrapping modulo 2^32.
  *
- * - f16/bf16 on Hopper warpgroup MMA (sm_90a, experimental): cuda-wgmma.ts.
+ * - f16/bf16 on Hopper warpgroup MMA (sm_90a, the default there where the shape allows): cuda-wgmma.ts.
  *
  * The fused elementwise epilogue (bias, activation, residual, casts) runs on each
  * accumulator with the output coordinates bound, through the kernel's views.

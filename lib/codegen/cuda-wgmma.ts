@@ -1,5 +1,5 @@
 /**
- * The experimental Hopper matmul (sm_90a only, see docs/CUDA.md, "wgmma"): f16/bf16 with
+ * The Hopper matmul (sm_90a only, see docs/CUDA.md, "wgmma"): f16/bf16 with
  * f32 accumulators on warpgroup MMA, `wgmma.mma_async.m64n{bn}k16`, operands read by the
  * tensor cores straight from shared memory through matrix descriptors.
  *

@@ -98,7 +98,7 @@ export interface SimtConfig {
 }
 
 /**
- * Matmul on Hopper warpgroup MMA (`wgmma.mma_async`, sm_90a only; experimental): bm/64
+ * Matmul on Hopper warpgroup MMA (`wgmma.mma_async`, sm_90a only): bm/64
  * warpgroups each compute 64×bn with m64n{bn}k16, operands from a `stages`-deep ring of
  * 128B-swizzled shared tiles (BK = 64). On an sm_90a target (Hopper's own, see
  * `deviceCubinTarget`) it is the default and the first candidates for every f16/bf16 matmul

@@ -1,8 +1,8 @@
 /**
- * The experimental wgmma matmul (lib/codegen/cuda-wgmma.ts), built for sm_90a through an
+ * The wgmma matmul (lib/codegen/cuda-wgmma.ts), built for sm_90a through an
  * explicit tuning entry, on a compute capability 9.0 GPU:
  *
- * - outputs against the mma variant's (the device's default build, same inputs): f16 and
+ * - outputs against the mma variant's (an sm_90 build, same inputs): f16 and
  *   bf16, B with N contiguous (x @ w) and K contiguous (x @ wᵀ), 64- and 128-row tiles, a
  *   batched case, and a fused bias + gelu epilogue in bf16;
  * - a few outputs of every case against the host (float64 dot products, rounded as the
@@ -17,6 +17,8 @@
 const run = require('./cuda-run.cjs');
 
 const SM90A = { target: 'sm_90a', kind: 'cubin', arch: 90 };
+// The reference: the mma kernel, which is what sm_90 (not arch-specific) builds use.
+const SM90 = { target: 'sm_90', kind: 'cubin', arch: 90 };
 const wg = (bm, bn, stages) => ({ kind: 'matmul', variant: 'wgmma', bm, bn, stages });
 const spec = (dtype, ...shape) => ({ shape, dtype });
 const numel = (s) => s.reduce((a, d) => a * d, 1);
@@ -121,7 +123,7 @@ module.exports = {
         const specs = shapes.map((s) => spec(dtype, ...s));
         const w = await buildWgmma(k, c.fn, specs, c.cfg);
         if (skip) return `${report(w.r)} (${skip})`;
-        const mma = await k.engine.buildCuda(w.graph, run.targetOf(ctx), { smCount: ctx.device.smCount });
+        const mma = await k.engine.buildCuda(w.graph, SM90, { smCount: ctx.device.smCount });
         const next = rng(numel(shapes[0]) + shapes.length);
         const values = shapes.map((s) => Float64Array.from({ length: numel(s) }, () => next()));
         const inputs = shapes.map((s, j) => ({ dtype, shape: s, data: k.ir.encodeStorage(dtype, values[j]) }));
@@ -194,7 +196,7 @@ module.exports = {
           const tf = flops / (us * 1e-6) / 1e12;
           if (tf > best.tf) best = { tf, cfg: w.r.config };
         }
-        const mma = await k.engine.buildCuda(built[0].graph, run.targetOf(ctx), { smCount: ctx.device.smCount });
+        const mma = await k.engine.buildCuda(built[0].graph, SM90, { smCount: ctx.device.smCount });
         const mmaTf = flops / ((await run.timePlan(k, ctx, mma.program.graph, mma, {}, { inputs })) * 1e-6) / 1e12;
         ctx.metric(`wgmma matmul ${label}`, best.tf, 'TFLOP/s', `${JSON.stringify(best.cfg)}; mma heuristic ${mmaTf.toFixed(0)}`);
         ctx.metric(`wgmma ÷ mma ${label}`, best.tf / mmaTf, '');
