@@ -116,6 +116,9 @@ test('imageFitsTarget: PTX of an older architecture fits an sm_XY bundle, arch-s
   expect(imageFitsTarget('sm_90', { target: 'compute_90a', kind: 'ptx', arch: 90 })).toBe(false);
   expect(imageFitsTarget('compute_90a', { target: 'compute_90a', kind: 'ptx', arch: 90 })).toBe(true);
   expect(imageFitsTarget('sm_100', { target: 'compute_120', kind: 'ptx', arch: 120 })).toBe(false);
+  // Hopper's own key is sm_90a: an NVRTC without sm_90 would publish older PTX under it.
+  expect(imageFitsTarget('sm_90a', { target: 'compute_89', kind: 'ptx', arch: 89 })).toBe(true);
+  expect(imageFitsTarget('sm_90a', { target: 'compute_90a', kind: 'ptx', arch: 90 })).toBe(false);
 });
 
 test("a development build's code identity hashes the CUDA runtime and bundle loader too (kernel ABI, grids, temp placement)", () => {
@@ -259,7 +262,8 @@ describeNvrtc('CUDA bundles built without a GPU', () => {
     expect(imageFitsTarget('sm_100', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(true);
     expect(imageFitsTarget('sm_80', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(false);
     expect(imageFitsTarget('sm_100', { target: 'sm_90', kind: 'cubin', arch: 90 })).toBe(false);
-    expect(imageFitsTarget('sm_90a', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(false);
+    // sm_90a is a Hopper GPU's own key: PTX that the GPU JIT-compiles may sit under it too.
+    expect(imageFitsTarget('sm_90a', { target: 'compute_90', kind: 'ptx', arch: 90 })).toBe(true);
     // The compute_90 bundle's files published under an sm_100 key (what a compile on a GPU
     // newer than its NVRTC publishes), and under sm_80 (never published: refused on load).
     const files = ['graph.json', 'kernels.ptx', 'kernels.cu'].map((name) => ({ name, data: readFileSync(join(built.compute_90.bundleDir, name)) }));

@@ -189,6 +189,8 @@ describe('wgmma kernels', () => {
     expect(wgmmaProblem(k, wg(128, 256, 4), SM90A)).toBeUndefined();
     expect(configFits(k, wg(128, 256, 4), SM90A)).toBe(true);
     expect(wgmmaProblem(k, wg(128, 256, 4), { arch: 90 })).toMatch(/sm_90a/);
+    expect(wgmmaProblem(k, wg(128, 256, 4), { ...SM90A, wgmma: false })).toMatch(/KILN_CUDA_WGMMA=0/); // explicit entries too
+    expect(configFits(k, wg(128, 256, 4), { ...SM90A, wgmma: false })).toBe(false);
     expect(wgmmaProblem(k, wg(128, 256, 5), SM90A)).toMatch(/shared memory/);
     const oddProgram = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 96), spec('float16', 96, 512)]));
     const odd = oddProgram.kernels[0];

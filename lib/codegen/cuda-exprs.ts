@@ -28,18 +28,27 @@ export class CudaExprs extends KernelExprs {
   }
   override expr(i: number): string {
     const n = this.k.nodes[i];
-    if (n.k === 'alu' && (n.op as string) === 'ERFC' /* gelu's op, missing from ElementwiseOp */ && !this.over.has(i) && (isHalf(n.dtype) || this.#halfOnly(i))) {
+    if (n.k === 'alu' && (n.op as string) === 'ERFC' /* gelu's op, missing from ElementwiseOp */ && !this.over.has(i) && (n.dtype === 'float16' || this.#halfOnly(i))) {
       return this.r.round(n.dtype, `kiln_erfc_half(${this.ref(n.src[0])})`);
     }
     return this.over.get(i) ?? super.expr(i);
   }
   #users?: number[][];
+  readonly #halfMemo = new Map<number, boolean>();
   /**
    * True when value `i` reaches the results only through products and then a rounding to
-   * float16/bfloat16 (a cast, or a store to such a buffer): a relative error of 1e-5 in it
-   * moves no result by more than that rounding's ulp (gelu of half-precision tensors).
+   * float16 (a cast, or a store to such a buffer): a relative error of 1e-5 in it moves no
+   * result by more than that rounding's ulp (gelu of float16 tensors). Not bfloat16: its range
+   * reaches float32's subnormals, which the fast exp flushes to zero.
    */
   #halfOnly(i: number): boolean {
+    const known = this.#halfMemo.get(i);
+    if (known !== undefined) return known;
+    const r = this.#halfOnlyOf(i);
+    this.#halfMemo.set(i, r);
+    return r;
+  }
+  #halfOnlyOf(i: number): boolean {
     if (!this.#users) {
       const users: number[][] = this.k.nodes.map(() => []);
       this.k.nodes.forEach((n, j) => {
@@ -49,11 +58,11 @@ export class CudaExprs extends KernelExprs {
       this.#users = users;
     }
     if (this.k.stages.some((s) => s.src === i)) return false;
-    if (this.k.stores.some((s) => s.value === i && !isHalf(this.k.params[s.param].dtype))) return false;
+    if (this.k.stores.some((s) => s.value === i && this.k.params[s.param].dtype !== 'float16')) return false;
     return this.#users[i].every((j) => {
       const u = this.k.nodes[j];
       if (u.k !== 'alu') return false;
-      if (u.op === 'CAST') return isHalf(u.dtype);
+      if (u.op === 'CAST') return u.dtype === 'float16';
       return u.op === 'MUL' && this.#halfOnly(j);
     });
   }
@@ -80,7 +89,6 @@ export class CudaExprs extends KernelExprs {
   }
 }
 
-const isHalf = (dt: DType): boolean => dt === 'float16' || dt === 'bfloat16';
 
 /** The index of the parenthesis closing the one at `open`. */
 function closingParen(e: string, open: number): number {

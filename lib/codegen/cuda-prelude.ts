@@ -85,7 +85,7 @@ KILN_D float kiln_rh(float f) { return kiln_h2f(kiln_f2h(f)); }
 #define KILN_RCP_APPROX(d) (1.0f / (d))
 #define KILN_EXP_APPROX(x) expf(x)
 #endif
-/* erfc for a value whose every use ends in a float16/bfloat16 rounding (CudaExprs decides):
+/* erfc for a value whose every use ends in a float16 rounding (CudaExprs decides):
    Numerical Recipes' erfcc (a Chebyshev fit, 1.2e-7) with the approximate reciprocal and exp,
    within 1e-5 relative of erfc (half an ulp of float16 is 4.9e-4) in about a third of
    erfcf's instructions. NaN stays NaN; erfc(+inf) = 0, erfc(-inf) = 2. */

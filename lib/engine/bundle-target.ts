@@ -137,7 +137,7 @@ function localCuda(): { target: string; host: Host } {
  */
 export function imageFitsTarget(target: string, image: CudaTarget): boolean {
   if (image.target === target) return true;
-  const sm = /^sm_(\d+)$/.exec(target);
+  const sm = /^sm_(\d+)a?$/.exec(target); // Hopper's own target is sm_90a
   if (sm === null || image.kind !== 'ptx' || image.arch > Number(sm[1])) return false;
   const t = parseTarget(image.target);
   return t?.kind === 'cuda' && t.output === 'ptx' && !t.archSpecific;

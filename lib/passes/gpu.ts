@@ -515,6 +515,7 @@ export function wgmmaStageBytes(c: WgmmaConfig): number {
 export function wgmmaProblem(k: Kernel, c: WgmmaConfig, facts: GpuFacts): string | undefined {
   if (k.kind !== 'matmul' || !k.matmul) return 'not a matmul kernel';
   if (facts.arch !== 90 || !facts.archSpecific) return `needs the sm_90a target (got sm_${facts.arch}${facts.archSpecific ? 'a' : ''})`;
+  if (facts.wgmma === false) return 'turned off (KILN_CUDA_WGMMA=0)';
   const dt = matmulDType(k);
   if (dt !== 'float16' && dt !== 'bfloat16') return `needs float16 or bfloat16 operands (got ${dt})`;
   if (c.bm !== 64 && c.bm !== 128) return `bm must be 64 or 128 (got ${c.bm})`;
