@@ -134,6 +134,18 @@ static inline void kiln_ldsm_x4_t(uint32_t* r, const void* p) { kiln_emu_ldsm(r,
 // A a0..a7: (g, 2tq+{0,1}), (g+8, ..), (g, 2tq+8+{0,1}), (g+8, 2tq+8+..) in registers of 2;
 // B b0..b3: (k = 2tq+{0,1}, n = g), (k = 2tq+8+{0,1}, n = g); C c0..c3: (g, 2tq+{0,1}), (g+8, ..).
 static inline float kiln_emu_bf(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
+// This lane's C fragment of an m16n8 MMA (c0, c1: row g, columns 2tq, 2tq+1; c2, c3: row
+// g+8), plus K products of A(row, k) and B(k, col), in k order.
+template <typename FA, typename FB>
+static inline void kiln_emu_mma_acc(float* c, unsigned K, FA A, FB B) {
+  const unsigned t = kiln_emu_lane(), g = t / 4, tq = t % 4;
+  for (int i = 0; i < 4; i++) {
+    const unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * tq + i % 2;
+    float acc = c[i];
+    for (unsigned k = 0; k < K; k++) acc += A(r, k) * B(k, n);
+    c[i] = acc;
+  }
+}
 static inline void kiln_emu_mma(float* c, const uint32_t* a, const uint32_t* b, bool bf16) {
   uint64_t* s = kiln_emu_slot(threadIdx.x);
   s[0] = a[0]; s[1] = a[1]; s[2] = a[2]; s[3] = a[3]; s[4] = b[0]; s[5] = b[1];
@@ -144,13 +156,7 @@ static inline void kiln_emu_mma(float* c, const uint32_t* a, const uint32_t* b, 
   };
   auto A = [&](unsigned r, unsigned k) { return half((r % 8) * 4 + (k % 8) / 2, (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0), k % 2); };
   auto B = [&](unsigned k, unsigned n) { return half(n * 4 + (k % 8) / 2, 4 + (k >= 8 ? 1 : 0), k % 2); };
-  const unsigned t = kiln_emu_lane(), g = t / 4, tq = t % 4;
-  for (int i = 0; i < 4; i++) {
-    const unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * tq + i % 2;
-    float acc = c[i];
-    for (unsigned k = 0; k < 16; k++) acc += A(r, k) * B(k, n);
-    c[i] = acc;
-  }
+  kiln_emu_mma_acc(c, 16, A, B);
   kiln_emu_warp_sync();
 }
 static inline void kiln_mma_f16(float* c, const uint32_t* a, const uint32_t* b) { kiln_emu_mma(c, a, b, false); }
@@ -176,13 +182,7 @@ static inline void kiln_mma_tf32(float* c, const uint32_t* a, const uint32_t* b)
   auto op = [&](unsigned lane, int reg) { return __uint_as_float((uint32_t)kiln_emu_slot(kiln_emu_lane0() + lane)[reg] & 0xffffe000u); };
   auto A = [&](unsigned r, unsigned k) { return op((r % 8) * 4 + k % 4, (r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)); };
   auto B = [&](unsigned k, unsigned n) { return op(n * 4 + k % 4, 4 + (k >= 4 ? 1 : 0)); };
-  const unsigned t = kiln_emu_lane(), g = t / 4, tq = t % 4;
-  for (int i = 0; i < 4; i++) {
-    const unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * tq + i % 2;
-    float acc = c[i];
-    for (unsigned k = 0; k < 8; k++) acc += A(r, k) * B(k, n);
-    c[i] = acc;
-  }
+  kiln_emu_mma_acc(c, 8, A, B);
   kiln_emu_warp_sync();
 }
 
