@@ -19,7 +19,6 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
 const run = require('./cuda-run.cjs');
 const shared = require('./cases.cjs');
 
@@ -47,20 +46,7 @@ for n in json.load(open(sys.argv[1]))["sizes"]:
 `;
 
 /** torch.matmul TF32 TFLOP/s per size, or { error }; bounded by the section's deadline. */
-function torchTf32(sizes, dir) {
-  const deadline = Number(process.env.KILN_GPU_CHECK_DEADLINE) || Date.now() + 60_000;
-  const left = () => Math.max(1000, deadline - Date.now() - 2000);
-  const probe = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available()'], { encoding: 'utf8', timeout: Math.min(30_000, left()) });
-  if (probe.status !== 0) return { error: `PyTorch with CUDA not available (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})` };
-  const script = path.join(dir, 'torch_tf32.py');
-  const job = path.join(dir, 'job.json');
-  fs.writeFileSync(script, TORCH_SCRIPT);
-  fs.writeFileSync(job, JSON.stringify({ sizes }));
-  const r = spawnSync('python3', [script, job], { encoding: 'utf8', timeout: left(), killSignal: 'SIGKILL' });
-  const lines = (r.stdout || '').trim().split('\n').filter((l) => l.startsWith('{'));
-  if (lines.length === 0) return { error: `torch script gave no figures (${r.error?.code === 'ETIMEDOUT' ? 'out of time' : `exit ${r.status}: ${(r.stderr || '').trim().split('\n').pop()}`})` };
-  return JSON.parse(lines.pop());
-}
+const torchTf32 = (sizes, dir) => run.runTorch(TORCH_SCRIPT, { sizes }, dir, 'torch_tf32');
 
 /** `n` floats in [-1, 1) from a fast integer hash (random inputs for the timings, quickly). */
 function noise(n, seed) {

@@ -18,7 +18,6 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
 const run = require('./cuda-run.cjs');
 
 const f32 = (...shape) => ({ shape, dtype: 'float32' });
@@ -104,26 +103,8 @@ if g:
 print(json.dumps(out), flush=True)
 `;
 
-/**
- * PyTorch's figures for `job`, or { error } when torch is not there. The script prints what
- * it has after each part, so a run cut short by the section's deadline still reports.
- */
-function torchBench(job, dir) {
-  const probe = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available()'], { encoding: 'utf8', timeout: 60_000 });
-  if (probe.status !== 0) return { error: `PyTorch with CUDA not available (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})` };
-  const script = path.join(dir, 'torch_bench.py');
-  const jobFile = path.join(dir, 'job.json');
-  fs.writeFileSync(script, TORCH_SCRIPT);
-  fs.writeFileSync(jobFile, JSON.stringify(job));
-  const deadline = Number(process.env.KILN_GPU_CHECK_DEADLINE) || Date.now() + 900_000;
-  const timeout = Math.max(5000, deadline - Date.now() - 3000);
-  const r = spawnSync('python3', [script, jobFile], { encoding: 'utf8', timeout, killSignal: 'SIGKILL', maxBuffer: 1 << 24 });
-  const lines = (r.stdout || '').trim().split('\n').filter((l) => l.startsWith('{'));
-  const why = r.error?.code === 'ETIMEDOUT' ? `cut short after ${(timeout / 1000).toFixed(0)} s` : `exit ${r.status}: ${(r.stderr || '').trim().split('\n').slice(-2).join(' ')}`;
-  if (lines.length === 0) return { error: `torch script gave no figures (${why})` };
-  const out = JSON.parse(lines.pop());
-  return r.status === 0 ? out : { ...out, partial: why };
-}
+/** PyTorch's figures for `job` (TORCH_SCRIPT), or { error } when torch is not there. */
+const torchBench = (job, dir) => run.runTorch(TORCH_SCRIPT, job, dir, 'torch_bench');
 
 module.exports = {
   name: 'cuda-bench',

@@ -10,6 +10,8 @@
  * before GPU time.
  */
 'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 
 const dist = path.join(__dirname, '..', '..', 'dist');
@@ -188,4 +190,29 @@ function compare(k, c, graph, plan, inputs, got, label) {
   return errors;
 }
 
-module.exports = { DRY, kiln, targetOf, build, makeInputs, runPlan, timePlan, compare, planBuffers, gridsOf };
+/**
+ * Runs a PyTorch script (`source`, given the path of `job` written as JSON; both files named
+ * `name` in `dir`) within the section's deadline (KILN_GPU_CHECK_DEADLINE). Returns its last
+ * printed JSON line — with `partial` saying why when it did not finish (scripts print what
+ * they have after each part, so a run cut short still reports) — or { error } when PyTorch
+ * with CUDA is not there or the script printed nothing.
+ */
+function runTorch(source, job, dir, name) {
+  const deadline = Number(process.env.KILN_GPU_CHECK_DEADLINE) || Date.now() + 900_000;
+  const left = () => Math.max(5000, deadline - Date.now() - 3000);
+  const probe = spawnSync('python3', ['-c', 'import torch; assert torch.cuda.is_available()'], { encoding: 'utf8', timeout: Math.min(60_000, left()) });
+  if (probe.status !== 0) return { error: `PyTorch with CUDA not available (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})` };
+  const script = path.join(dir, `${name}.py`);
+  const jobFile = path.join(dir, `${name}.json`);
+  fs.writeFileSync(script, source);
+  fs.writeFileSync(jobFile, JSON.stringify(job));
+  const timeout = left();
+  const r = spawnSync('python3', [script, jobFile], { encoding: 'utf8', timeout, killSignal: 'SIGKILL', maxBuffer: 1 << 24 });
+  const lines = (r.stdout || '').trim().split('\n').filter((l) => l.startsWith('{'));
+  const why = r.error?.code === 'ETIMEDOUT' ? `cut short after ${(timeout / 1000).toFixed(0)} s` : `exit ${r.status}: ${(r.stderr || '').trim().split('\n').slice(-2).join(' ')}`;
+  if (lines.length === 0) return { error: `torch script gave no figures (${why})` };
+  const out = JSON.parse(lines.pop());
+  return r.status === 0 ? out : { ...out, partial: why };
+}
+
+module.exports = { DRY, kiln, targetOf, build, makeInputs, runPlan, timePlan, compare, planBuffers, gridsOf, runTorch };
