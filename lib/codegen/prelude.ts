@@ -5,6 +5,25 @@
  * signed-zero behaviour must match the reference interpreter (Math.max, Math.pow, ToInt32).
  */
 
+/**
+ * `kiln_ipow` with the function qualifier of a prelude (C++ or CUDA): Math.pow, then ToInt32.
+ * A non-negative power is a product of doubles, exact while the result is below 2^53 (a GPU's
+ * pow may be an ulp off there); others go through pow.
+ */
+export function intPow(qualifier: string): string {
+  return String.raw`/* Math.pow, then ToInt32. A non-negative power is a product of doubles, exact while the
+   result is below 2^53 (a GPU's pow may be an ulp off there); others go through pow. */
+${qualifier} int32_t kiln_ipow(int32_t a, int32_t b) {
+  if (b < 0) return kiln_f2i(pow((double)a, (double)b));
+  double r = 1.0, x = (double)a;
+  for (int32_t e = b; e > 0; e >>= 1) {
+    if (e & 1) r *= x;
+    x *= x;
+  }
+  return kiln_f2i(r);
+}`;
+}
+
 /** The helper functions, as C++ source. */
 export const C_HELPERS = String.raw`#include <stdint.h>
 #include <string.h>
@@ -72,17 +91,7 @@ static inline int32_t kiln_isub(int32_t a, int32_t b) { return (int32_t)((uint32
 static inline int32_t kiln_imul(int32_t a, int32_t b) { return (int32_t)((uint32_t)a * (uint32_t)b); }
 static inline int32_t kiln_ineg(int32_t a) { return (int32_t)(0u - (uint32_t)a); }
 static inline int32_t kiln_iabs(int32_t a) { return a < 0 ? kiln_ineg(a) : a; }
-/* Math.pow, then ToInt32. A non-negative power is a product of doubles, exact while the
-   result is below 2^53 (a GPU's pow may be an ulp off there); others go through pow. */
-static inline int32_t kiln_ipow(int32_t a, int32_t b) {
-  if (b < 0) return kiln_f2i(pow((double)a, (double)b));
-  double r = 1.0, x = (double)a;
-  for (int32_t e = b; e > 0; e >>= 1) {
-    if (e & 1) r *= x;
-    x *= x;
-  }
-  return kiln_f2i(r);
-}
+${intPow('static inline')}
 
 /* Math.max / Math.min: NaN wins, +0 is above -0. */
 static inline float kiln_maxf(float a, float b) {
