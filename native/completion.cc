@@ -1,8 +1,6 @@
 // The completion queue: see completion.h for why it is a waiter thread.
 #include "completion.h"
 
-#include <dlfcn.h>
-
 #include <chrono>
 #include <cstdlib>
 
@@ -14,16 +12,9 @@ namespace {
 
 constexpr int kDefaultPollMicros = 50;  // a short graph replay (a few kernels) fits easily
 
-// cuEventQuery is looked up here rather than in DriverApi: only the poll uses it, and a
-// driver without it (none kiln supports) just leaves polling off.
-using EventQueryFn = CUresult (*)(CUevent);
-EventQueryFn ResolveEventQuery() {
-  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);  // Driver's handle
-  return lib != nullptr ? reinterpret_cast<EventQueryFn>(dlsym(lib, "cuEventQuery")) : nullptr;
-}
-
 // Queries `ev` until it is no longer CUDA_ERROR_NOT_READY or `micros` have passed.
-CUresult Spin(EventQueryFn query, CUevent ev, int micros) {
+CUresult Spin(CUevent ev, int micros) {
+  const auto query = Driver::Get().api().cuEventQuery;
   auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
   CUresult r = 0;
   do {
@@ -61,18 +52,23 @@ std::shared_ptr<Completions> Completions::Create(Napi::Env env) {
                           ref);
   self->tsfn_.Unref(env);  // idle: only pending runs keep the event loop alive
   self->pollMicros_ = CompletionPollMicros();
-  self->eventQuery_ = ResolveEventQuery();
-  Napi::Value queueMicrotask = env.Global().Get("queueMicrotask");
-  if (self->pollMicros_ > 0 && self->eventQuery_ != nullptr && queueMicrotask.IsFunction()) {
+  // The poll is queued as a reaction to a resolved Promise, through Promise.prototype.then as
+  // it is now, not through the global queueMicrotask: test fake timers replace that global
+  // (and never run what is queued), which would leave a lone awaited run pending forever.
+  Napi::Value promise = env.Global().Get("Promise");
+  Napi::Value then = promise.IsFunction()
+                         ? promise.As<Napi::Object>().Get("prototype").As<Napi::Object>().Get("then")
+                         : env.Undefined();
+  if (self->pollMicros_ > 0 && then.IsFunction()) {
     Completions* c = self.get();  // lives as long as the environment, so as the function
     auto poll = Napi::Function::New(
         env, [](const Napi::CallbackInfo& info) {
           static_cast<Completions*>(info.Data())->Poll(info.Env());
         },
         "kilnCompletionPoll", c);
-    self->queueMicrotask_ = Napi::Persistent(queueMicrotask.As<Napi::Function>());
+    self->then_ = Napi::Persistent(then.As<Napi::Function>());
     self->pollFn_ = Napi::Persistent(poll);
-    self->queueMicrotask_.SuppressDestruct();  // the environment frees them at teardown
+    self->then_.SuppressDestruct();  // the environment frees them at teardown
     self->pollFn_.SuppressDestruct();
   } else {
     self->pollMicros_ = 0;
@@ -98,8 +94,7 @@ bool Completions::Track(Napi::Env env, int device, CUstream stream, Napi::Promis
       !d.Check(d.api().cuEventCreate(&ev, KILN_CU_EVENT_DISABLE_TIMING), "cuEventCreate", err))
     return false;
   if (!d.Check(d.api().cuEventRecord(ev, stream), "cuEventRecord", err)) {
-    std::lock_guard<std::mutex> lock(mu_);
-    spareEvents_.push_back({device, ev});
+    Spare(device, ev);
     return false;
   }
   napi_deferred deferred = nullptr;
@@ -114,15 +109,29 @@ bool Completions::Track(Napi::Env env, int device, CUstream stream, Napi::Promis
   }
   if (pending_ == 1 && pollMicros_ > 0 && polledInARow_ < kMaxPolledInARow) {
     polled_ = item;
-    try {
-      queueMicrotask_.Call({pollFn_.Value()});
-      return true;
-    } catch (const Napi::Error&) {
-      polled_ = nullptr;  // not polled, then: the waiter takes it
-    }
+    if (QueuePoll(env)) return true;
+    polled_ = nullptr;  // not polled, then: the waiter takes it
   }
   Hand(item);
   return true;
+}
+
+bool Completions::QueuePoll(Napi::Env env) {
+  napi_deferred deferred = nullptr;
+  napi_value promise = nullptr;
+  if (napi_create_promise(env, &deferred, &promise) != napi_ok) return false;
+  try {
+    then_.Call(promise, {pollFn_.Value()});
+  } catch (const Napi::Error&) {
+    napi_resolve_deferred(env, deferred, env.Undefined());  // settles the unused Promise
+    return false;
+  }
+  return napi_resolve_deferred(env, deferred, env.Undefined()) == napi_ok;
+}
+
+void Completions::Spare(int device, CUevent ev) {
+  std::lock_guard<std::mutex> lock(mu_);
+  spareEvents_.push_back({device, ev});
 }
 
 void Completions::Hand(Item* item) {
@@ -141,7 +150,7 @@ void Completions::Poll(Napi::Env env) {
   polled_ = nullptr;
   Driver& d = Driver::Get();
   if (d.UseDevice(item->device, &item->err)) {
-    CUresult r = Spin(eventQuery_, item->event, pollMicros_);
+    CUresult r = Spin(item->event, pollMicros_);
     if (r == KILN_CUDA_ERROR_NOT_READY) {  // longer work: the waiter settles it
       Hand(item);
       return;
@@ -153,10 +162,7 @@ void Completions::Poll(Napi::Env env) {
   } else {
     item->ok = false;
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    spareEvents_.push_back({item->device, item->event});
-  }
+  Spare(item->device, item->event);
   polledInARow_++;
   Settle(env, item);
 }
@@ -184,10 +190,7 @@ void Completions::Loop() {
     } else {
       item->ok = false;
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      spareEvents_.push_back({item->device, item->event});
-    }
+    Spare(item->device, item->event);
     if (tsfn_.NonBlockingCall(item) != napi_ok) delete item;  // the environment is closing
   }
 }

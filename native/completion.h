@@ -78,6 +78,8 @@ class Completions {
   void Loop();
   void Join();                          // JS thread only
   void Hand(Item* item);                // to the waiter
+  bool QueuePoll(Napi::Env env);        // queues the microtask that runs Poll
+  void Spare(int device, CUevent ev);   // keeps a finished run's event for the next one
   void Poll(Napi::Env env);             // the microtask: polls polled_
   void Settle(Napi::Env env, Item* item);  // JS thread only: resolves or rejects, frees item
 
@@ -93,8 +95,7 @@ class Completions {
   bool closed_ = false;  // JS thread only: the TSFN was released or finalized
   // JS thread only: the polling (see the header comment).
   int pollMicros_ = 0;
-  CUresult (*eventQuery_)(CUevent) = nullptr;  // cuEventQuery
-  Napi::FunctionReference queueMicrotask_, pollFn_;
+  Napi::FunctionReference then_, pollFn_;  // Promise.prototype.then, and the poll it queues
   Item* polled_ = nullptr;  // the run a queued microtask will poll, if not handed on since
   int polledInARow_ = 0;    // runs settled by polling since the waiter last delivered one
 };

@@ -93,6 +93,7 @@ typedef CUresult (*PFN_cuEventCreate)(CUevent* event, unsigned flags);
 typedef CUresult (*PFN_cuEventDestroy_v2)(CUevent event);
 typedef CUresult (*PFN_cuEventRecord)(CUevent event, CUstream stream);
 typedef CUresult (*PFN_cuEventSynchronize)(CUevent event);
+typedef CUresult (*PFN_cuEventQuery)(CUevent event);
 typedef CUresult (*PFN_cuMemGetInfo_v2)(size_t* free, size_t* total);
 typedef CUresult (*PFN_cuMemcpyHtoDAsync_v2)(CUdeviceptr dst, const void* src, size_t bytes,
                                              CUstream stream);

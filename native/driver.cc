@@ -61,6 +61,7 @@ bool Driver::Resolve(void* lib) {
   find("cuEventDestroy", "cuEventDestroy_v2", api_.cuEventDestroy);
   find("cuEventRecord", "cuEventRecord", api_.cuEventRecord);
   find("cuEventSynchronize", "cuEventSynchronize", api_.cuEventSynchronize);
+  find("cuEventQuery", "cuEventQuery", api_.cuEventQuery);
   find("cuMemGetInfo", "cuMemGetInfo_v2", api_.cuMemGetInfo);
   find("cuMemcpyHtoDAsync", "cuMemcpyHtoDAsync_v2", api_.cuMemcpyHtoDAsync);
   find("cuMemcpyDtoHAsync", "cuMemcpyDtoHAsync_v2", api_.cuMemcpyDtoHAsync);

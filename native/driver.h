@@ -39,6 +39,7 @@ struct DriverApi {
   PFN_cuEventDestroy_v2 cuEventDestroy = nullptr;
   PFN_cuEventRecord cuEventRecord = nullptr;
   PFN_cuEventSynchronize cuEventSynchronize = nullptr;
+  PFN_cuEventQuery cuEventQuery = nullptr;
   PFN_cuMemGetInfo_v2 cuMemGetInfo = nullptr;
   PFN_cuMemcpyHtoDAsync_v2 cuMemcpyHtoDAsync = nullptr;
   PFN_cuMemcpyDtoHAsync_v2 cuMemcpyDtoHAsync = nullptr;

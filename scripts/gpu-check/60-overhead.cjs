@@ -7,7 +7,9 @@
  * each awaited. The awaited figures again in two fresh processes, JS-thread poll on and off
  * (KILN_CUDA_POLL_US=0: the addon reads it once), and the CPU time spent while awaiting
  * long GPU work (the poll and the waiter thread's cuEventSynchronize), and a faulting kernel
- * rejecting its Promise with the poll on and off (each in a child: a fault kills the context).
+ * rejecting its Promise with the poll on and off (each in a child: a fault kills the context),
+ * and a lone awaited run settling in a child whose queueMicrotask never runs anything (as test
+ * fake timers installed before the first GPU call leave it).
  */
 'use strict';
 const path = require('node:path');
@@ -30,6 +32,22 @@ const faultChild = (dist, cubin, dev) => `
   ex.run(new BigUint64Array([8n]), new BigInt64Array([0n]), new Uint32Array([1, 1, 1])).then(
     () => console.log(JSON.stringify({ resolved: true })),
     (e) => console.log(JSON.stringify({ code: e.code, cudaError: e.cudaError, message: e.message })));`;
+
+/** In a child process: queueMicrotask made a no-op before the first GPU run, then 3 awaited runs. */
+const fakeTimersChild = (dist, cubin, dev) => `
+  globalThis.queueMicrotask = () => {};
+  const drv = require(${JSON.stringify(path.join(dist, 'cuda-driver.js'))});
+  const m = new drv.CudaModule(require('node:fs').readFileSync(${JSON.stringify(cubin)}), ${dev});
+  const ex = new drv.PlanExecutor(m, ${JSON.stringify(k.threeStepSpec())});
+  const n = 1024, x = new drv.DeviceBuffer(n * 4, ${dev}), y = new drv.DeviceBuffer(n * 4, ${dev});
+  const args = [new BigUint64Array([x.ptr, y.ptr]), new BigInt64Array([BigInt(n)]), new Uint32Array(${JSON.stringify(Array.from(k.grids(1024)))})];
+  let settled = 0;
+  const timeout = setTimeout(() => { console.log(JSON.stringify({ settled })); process.exit(0); }, 5000);
+  (async () => {
+    for (let i = 0; i < 3; i++) { await ex.run(...args); settled++; }
+    clearTimeout(timeout);
+    console.log(JSON.stringify({ settled, pollUs: require(${JSON.stringify(path.join(dist, 'native.js'))}).addon().info().completionPollUs }));
+  })();`;
 
 const SPIN = `
 extern "C" __global__ void spin(float* out, long long cycles) {
@@ -236,6 +254,18 @@ module.exports = {
           if (r.code !== 'KILN_CUDA_ERROR' || r.cudaError !== 'CUDA_ERROR_ILLEGAL_ADDRESS') throw new Error(`expected a CUDA_ERROR_ILLEGAL_ADDRESS rejection, got ${JSON.stringify(r)}`);
         }
         return `poll on: ${on.message}; poll off: ${off.message}`;
+      });
+      await ctx.check('a lone awaited run settles with queueMicrotask replaced (child)', async () => {
+        const cubin = tempCubin(binary, 'elementwise.cubin');
+        const script = fakeTimersChild(path.join(__dirname, '..', '..', 'dist', 'runtime'), cubin, dev);
+        const r = await new Promise((resolve, reject) => {
+          execFile(process.execPath, ['-e', script], { timeout: 20_000 }, (err, stdout, stderr) => {
+            if (err) reject(new Error(`child: ${err.message} ${stderr}`));
+            else resolve(JSON.parse(stdout.trim().split('\n').pop()));
+          });
+        });
+        if (r.settled !== 3) throw new Error(`only ${r.settled} of 3 awaited runs settled within 5 s`);
+        return `3 of 3 settled, poll ${r.pollUs} us`;
       });
     } finally {
       ex.dispose();
