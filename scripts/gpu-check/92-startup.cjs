@@ -3,7 +3,9 @@
  * processes of an app running the MLP (4×1024, batch 64) and the GPT block (d=768, 12 heads,
  * seq 128) with `device: 'cuda'`, cold (trace, compile, autotune, publish) against warm (load
  * the bundle), with the warm start's breakdown. Target (BRIEF.md): warm ÷ cold ≤ 0.05; a
- * warm start that did not load its bundle with zero compiles fails the check.
+ * warm start that did not load its bundle with zero compiles fails the check. Then what no
+ * bundle can save: the CUDA context alone (import kiln, one 4-byte 'cuda' tensor) in fresh
+ * processes, the driver's persistence mode, and each ratio again net of that context.
  *
  * KILN_GPU_CHECK_DRY=1: the command's usage only (the children need a GPU).
  */
@@ -15,6 +17,19 @@ const path = require('node:path');
 const { DRY } = require('./cuda-run.cjs');
 
 const BENCH = path.join(__dirname, '..', '..', 'dist', 'bench', 'startup.js');
+const DIST = path.join(__dirname, '..', '..', 'dist', 'index.js');
+
+/** A fresh process's milliseconds for importing kiln, then for its first 'cuda' tensor (the context). */
+function contextInChild() {
+  const script = `const t0 = performance.now(); const kiln = require(${JSON.stringify(DIST)}); const t1 = performance.now();
+    kiln.tensor(new Float32Array(1), [1], 'float32', 'cuda').dispose();
+    console.log(JSON.stringify({ importMs: t1 - t0, contextMs: performance.now() - t1 }));`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`context probe exited ${r.status ?? r.signal}: ${(r.stderr || '').trim().slice(-200)}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 module.exports = {
   name: 'startup',
@@ -32,6 +47,7 @@ module.exports = {
     }
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-gpu-startup-'));
     const out = path.join(tmp, 'startup-cuda.json');
+    let report;
     try {
       await ctx.check('kiln bench startup --device cuda (mlp, block)', () => {
         const deadline = Number(process.env.KILN_GPU_CHECK_DEADLINE) || Date.now() + 300_000;
@@ -41,7 +57,7 @@ module.exports = {
           killSignal: 'SIGKILL',
         });
         if (!fs.existsSync(out)) throw new Error(`no results (exit ${r.status ?? r.signal}): ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`);
-        const report = JSON.parse(fs.readFileSync(out, 'utf8'));
+        report = JSON.parse(fs.readFileSync(out, 'utf8'));
         for (const m of report.results) {
           const w = m.warm;
           ctx.metric(`${m.model}: cold, start to first result`, m.cold.firstMs, 'ms', 'trace + compile + autotune + publish');
@@ -53,6 +69,17 @@ module.exports = {
         const notBundle = report.results.filter((m) => !m.warmFromBundle).map((m) => m.model);
         if (notBundle.length) throw new Error(`warm start did not load its bundle: ${notBundle.join(', ')}`);
         return report.results.map((m) => `${m.model} ${m.ratio.toFixed(3)}`).join(', ');
+      });
+      await ctx.check('the CUDA context alone (3 fresh processes)', () => {
+        const runs = [0, 1, 2].map(contextInChild);
+        const contextMs = median(runs.map((r) => r.contextMs));
+        const smi = spawnSync('nvidia-smi', ['--query-gpu=persistence_mode', '--format=csv,noheader'], { encoding: 'utf8' });
+        const persistence = smi.status === 0 ? smi.stdout.trim().split('\n')[0] : 'unknown (no nvidia-smi)';
+        ctx.metric('CUDA context + first tensor, fresh process', contextMs, 'ms', `median of 3; import ${median(runs.map((r) => r.importMs)).toFixed(0)} ms before it; persistence mode ${persistence}`);
+        for (const m of report?.results ?? []) {
+          ctx.metric(`${m.model}: warm ÷ cold net of the context`, (m.warm.firstMs - contextMs) / (m.cold.firstMs - contextMs), '', 'both starts pay it');
+        }
+        return `${contextMs.toFixed(0)} ms, persistence mode ${persistence}`;
       });
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
