@@ -48,6 +48,7 @@ class KilnAddon : public Napi::Addon<KilnAddon> {
   Napi::Value CpuLoad(const Napi::CallbackInfo& info);
   Napi::Value CpuCall(const Napi::CallbackInfo& info);
   Napi::Value CpuCallAsync(const Napi::CallbackInfo& info);
+  Napi::Value CpuTryCall(const Napi::CallbackInfo& info);
   // memory.cc
   Napi::Value MemAlloc(const Napi::CallbackInfo& info);
   Napi::Value MemFree(const Napi::CallbackInfo& info);

@@ -40,6 +40,7 @@ using KernelFn = void (*)(void** bufs, const int64_t* ints);
 struct CpuLibrary {
   void* handle;
   std::string path;
+  bool kilnPool = false;  // parallelizes through KernelPool (kiln_set_runtime), not OpenMP
   std::mutex mu;                                     // guards symbols
   std::unordered_map<std::string, KernelFn> symbols;  // dlsym results, looked up once
 };
@@ -73,24 +74,38 @@ KernelFn Lookup(Napi::Env env, CpuLibrary* lib, const std::string& symbol) {
   return fn;
 }
 
+/** A buffer's data pointer: one N-API call for a TypedArray (the common case), two for an ArrayBuffer. */
+void* BufferData(napi_env env, napi_value v, uint32_t i) {
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, v, nullptr, nullptr, &data, nullptr, nullptr) == napi_ok) return data;
+  size_t bytes = 0;
+  if (napi_get_arraybuffer_info(env, v, &data, &bytes) == napi_ok) return data;
+  return GetBytes(Napi::Value(env, v), "buffers[" + std::to_string(i) + "]").data;  // DataView, or throws
+}
+
+/**
+ * Reads a call's arguments (lib, symbol, buffers, ints). Asynchronous calls keep the
+ * caller's `buffers` array itself alive (one reference), so the caller must not change that
+ * array, nor the buffers, until the call settles (lib/runtime/cpu.ts builds a fresh one per
+ * call); the buffers are read here, element by element, with the fewest N-API calls
+ * (~0.1 µs a buffer; a program passes dozens).
+ */
 CpuArgs ReadArgs(const Napi::CallbackInfo& info, KeepAlive* keep) {
   Napi::Env env = info.Env();
   auto* lib = UnwrapHandle<CpuLibrary>(info[0], kCpuLibraryTag, "CPU library");
   CpuArgs args;
   args.fn = Lookup(env, lib, GetString(info[1], "symbol"));
   if (!info[2].IsArray()) ThrowArg(env, "buffers must be an array of ArrayBuffers or TypedArrays");
-  auto bufs = info[2].As<Napi::Array>();
-  const uint32_t n = bufs.Length();
-  args.bufs.reserve(n);
-  // One reference to a private array holding the buffers keeps them all alive (a reference
-  // per buffer cost a V8 global handle each: ~40 per call of a small model, measurable GC).
-  Napi::Array held = keep ? Napi::Array::New(env, n) : Napi::Array();
+  napi_value bufs = info[2];
+  uint32_t n = 0;
+  NAPI_THROW_IF_FAILED(env, napi_get_array_length(env, bufs, &n), CpuArgs());
+  args.bufs.resize(n);
   for (uint32_t i = 0; i < n; i++) {
-    Napi::Value b = bufs.Get(i);
-    args.bufs.push_back(GetBytes(b, "buffers[" + std::to_string(i) + "]").data);
-    if (keep) held.Set(i, b);
+    napi_value b = nullptr;
+    NAPI_THROW_IF_FAILED(env, napi_get_element(env, bufs, i, &b), CpuArgs());
+    args.bufs[i] = BufferData(env, b, i);
   }
-  if (keep) keep->Add(held);
+  if (keep) keep->Add(info[2]);
   Napi::Value ints = info[3];
   if (ints.IsTypedArray() && ints.As<Napi::TypedArray>().TypedArrayType() == napi_bigint64_array) {
     auto ta = ints.As<Napi::BigInt64Array>();
@@ -105,6 +120,13 @@ CpuArgs ReadArgs(const Napi::CallbackInfo& info, KeepAlive* keep) {
   return args;
 }
 
+/** Wall time of one kernel call, in microseconds (what the JS side's inline policy reads). */
+double TimedCall(const CpuArgs& args) {
+  const auto t0 = std::chrono::steady_clock::now();
+  args.fn(const_cast<void**>(args.bufs.data()), args.ints.data());
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+}
+
 class CpuQueue;
 
 /** One asynchronous call: what to run, the buffers it keeps alive, the Promise it settles. */
@@ -113,6 +135,7 @@ struct CpuJob {
   KeepAlive keep;  // released on the JS thread (Deliver), never on the compute thread
   napi_deferred deferred = nullptr;
   CpuQueue* owner = nullptr;
+  double us = 0;  // the kernel's wall time, set on the compute thread
 };
 
 /**
@@ -158,6 +181,28 @@ class CpuExecutor {
     cv_.notify_one();
   }
 
+  /**
+   * Claims the executor for a call on the caller's own thread: true when no job is queued
+   * or running (nor another inline call), and then no job starts until EndInline. Calls
+   * stay one at a time, process-wide, in submission order.
+   */
+  bool TryBeginInline() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (inline_ || kernels_ || !queue_.empty()) return false;
+    inline_ = true;
+    return true;
+  }
+
+  void EndInline() {
+    bool queued;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      inline_ = false;
+      queued = !queue_.empty();  // submitted by another environment meanwhile
+    }
+    if (queued) cv_.notify_one();
+  }
+
   /** Blocks until no job of `owner` is queued or running. */
   void Drain(CpuQueue* owner) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -177,12 +222,19 @@ class CpuExecutor {
       CpuJob* job = nullptr;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return !queue_.empty(); });
+        cv_.wait(lock, [this] { return !queue_.empty() && !inline_; });
         job = queue_.front();
         queue_.pop_front();
         running_ = job;
+        kernels_ = true;
       }
-      job->args.fn(job->args.bufs.data(), job->args.ints.data());
+      job->us = TimedCall(job->args);
+      {
+        // Cleared before the completion is handed over: the awaited caller's next call
+        // may run inline at once (running_ still guards Drain until Finished is done).
+        std::lock_guard<std::mutex> lock(mu_);
+        kernels_ = false;
+      }
       job->owner->Finished(job);
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -198,6 +250,8 @@ class CpuExecutor {
   std::deque<CpuJob*> queue_;     // guarded by mu_
   CpuJob* running_ = nullptr;     // guarded by mu_
   bool started_ = false;          // guarded by mu_
+  bool inline_ = false;           // guarded by mu_: a call runs on a JS thread (TryBeginInline)
+  bool kernels_ = false;          // guarded by mu_: the running job's kernels have not returned
 };
 
 std::mutex g_queuesMu;
@@ -231,7 +285,7 @@ void CpuQueue::Finished(CpuJob* job) {
 void CpuQueue::Deliver(Napi::Env env, Napi::Function, CpuQueue* self, CpuJob* job) {
   if (static_cast<napi_env>(env) == nullptr) return;  // torn down: nobody waits; leaked as above
   std::unique_ptr<CpuJob> owned(job);
-  napi_resolve_deferred(env, job->deferred, env.Undefined());
+  napi_resolve_deferred(env, job->deferred, Napi::Number::New(env, job->us));
   if (--self->pending_ == 0) self->tsfn_.Unref(env);
 }
 
@@ -402,10 +456,12 @@ Napi::Value KilnAddon::CpuLoad(const Napi::CallbackInfo& info) {
   }
   // Libraries with kiln's own thread pool take it here (older bundles use OpenMP).
   using SetRuntime = void (*)(const void*);
-  if (auto set = reinterpret_cast<SetRuntime>(dlsym(handle, "kiln_set_runtime"))) set(&kRuntime);
+  auto set = reinterpret_cast<SetRuntime>(dlsym(handle, "kiln_set_runtime"));
+  if (set) set(&kRuntime);
   auto* lib = new CpuLibrary();
   lib->handle = handle;
   lib->path = path;
+  lib->kilnPool = set != nullptr;
   return WrapHandle(env, lib, kCpuLibraryTag);
 }
 
@@ -413,6 +469,19 @@ Napi::Value KilnAddon::CpuCall(const Napi::CallbackInfo& info) {
   CpuArgs args = ReadArgs(info, nullptr);
   args.fn(args.bufs.data(), args.ints.data());
   return info.Env().Undefined();
+}
+
+Napi::Value KilnAddon::CpuTryCall(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* lib = UnwrapHandle<CpuLibrary>(info[0], kCpuLibraryTag, "CPU library");
+  // An OpenMP library would build a second team of threads for this thread (see the top).
+  if (!lib->kilnPool) return Napi::Number::New(env, -1);
+  CpuArgs args = ReadArgs(info, nullptr);
+  CpuExecutor& executor = CpuExecutor::Get();
+  if (!executor.TryBeginInline()) return Napi::Number::New(env, -1);
+  const double us = TimedCall(args);
+  executor.EndInline();
+  return Napi::Number::New(env, us);
 }
 
 Napi::Value KilnAddon::CpuCallAsync(const Napi::CallbackInfo& info) {

@@ -52,6 +52,7 @@ KilnAddon::KilnAddon(Napi::Env, Napi::Object exports) : compileQueue_(CompileJob
       InstanceMethod("cpuLoad", &KilnAddon::CpuLoad),
       InstanceMethod("cpuCall", &KilnAddon::CpuCall),
       InstanceMethod("cpuCallAsync", &KilnAddon::CpuCallAsync),
+      InstanceMethod("cpuTryCall", &KilnAddon::CpuTryCall),
       InstanceMethod("memAlloc", &KilnAddon::MemAlloc),
       InstanceMethod("memFree", &KilnAddon::MemFree),
       InstanceMethod("memInfo", &KilnAddon::MemInfo),

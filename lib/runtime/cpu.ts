@@ -177,6 +177,8 @@ export interface CpuProgramParts {
   threads?: number;
   /** Keep packed copies of matmul weights across calls (default true; see PackCache). */
   prepack?: boolean;
+  /** Longest previous run, in µs, after which a call may run on the JS thread (default: `$KILN_CPU_INLINE_US`, else 1000; 0 = never). */
+  inlineUs?: number;
 }
 
 const offsetOf = (offsets: ArenaLayout['offsets'], id: number): number | undefined =>
@@ -193,10 +195,63 @@ export function cpuThreads(env: NodeJS.ProcessEnv = process.env): number {
   return n;
 }
 
+/** Default of KILN_CPU_INLINE_US: a run this short costs less than the two thread wake-ups it saves. */
+const DEFAULT_INLINE_US = 1000;
+
+/** The longest previous run (µs) after which a call runs on the JS thread, from `KILN_CPU_INLINE_US` (0 = never). */
+export function cpuInlineUs(env: NodeJS.ProcessEnv = process.env): number {
+  const text = readEnv('KILN_CPU_INLINE_US', env);
+  if (text === undefined) return DEFAULT_INLINE_US;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new ArgumentError('KILN_BAD_ENV', `KILN_CPU_INLINE_US=${text} must be a non-negative integer (microseconds; 0 runs every call on kiln's compute thread)`);
+  }
+  return n;
+}
+
+// Calls run inline back to back never let the event loop turn (an awaited loop of them is
+// all microtasks; so is one of short calls on the compute thread, whose completions Node
+// delivers in one batch): after this many in a row, a call first waits for it to turn.
+const INLINE_STREAK = 16;
+let inlineStreak = 0;
+let turnWatch = false;
+
+/** Resolves after the event loop has turned once more (timers, I/O, immediates). */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+function ranInline(): void {
+  inlineStreak++;
+  if (turnWatch) return;
+  turnWatch = true;
+  setImmediate(() => {
+    turnWatch = false;
+    inlineStreak = 0;
+  }).unref();
+}
+
+/** What one set of symbol values fixes for every call with them (sizes, arena, shapes). */
+interface Bound {
+  /** Element count by buffer id. */
+  readonly elems: readonly number[];
+  /** The symbol values as the library takes them (plan.symbols order). */
+  readonly symValues: BigInt64Array;
+  readonly layout: ArenaLayout;
+  readonly outShapes: readonly number[][];
+  readonly outElems: readonly number[];
+}
+
+/** A kept arena and the buffer list its views were made for: consts, temps and unused ids filled in. */
+interface Arena {
+  readonly buffer: ArrayBuffer;
+  readonly bound: Bound;
+  readonly template: HostBuffer[];
+}
+
 /**
- * A loaded CPU program: a shared object plus the plan it runs. `run` is asynchronous (the
- * kernels run on libuv's pool) and may be called concurrently: each call gets its own
- * outputs and arena.
+ * A loaded CPU program: a shared object plus the plan it runs. `run` is asynchronous and
+ * may be called concurrently: each call gets its own outputs and arena. Its kernels run on
+ * kiln's compute thread, or on the calling JS thread when the program's previous run took
+ * at most `inlineUs` µs and the compute thread is idle (see `run`).
  */
 export class CpuProgram {
   readonly lib: CpuLibrary;
@@ -208,10 +263,18 @@ export class CpuProgram {
   readonly #elems: Dim[];
   readonly #outShapes: Dim[][];
   readonly #consts = new Map<number, Storage>();
-  #spareArena: ArrayBuffer | undefined;
-  // Arena layouts by symbol values: placement is pure, and calls mostly repeat sizes.
-  readonly #layouts = new Map<string, ArenaLayout>();
+  #spareArena: Arena | undefined;
+  // Sizes and arena layouts by symbol values: placement is pure, and calls mostly repeat sizes.
+  readonly #bound = new Map<string, Bound>();
   readonly #packs: PackCache | undefined;
+  readonly #inputs: { id: number; index: number; dtype: DType }[] = [];
+  readonly #outputs: { id: number; dtype: DType }[] = [];
+  readonly #temps: number[] = [];
+  /** Whether each plan output gets a copy (it is not a fresh output buffer of its own). */
+  readonly #copyOut: boolean[];
+  readonly #inlineUs: number;
+  // Wall time of the last run's kernels; Infinity until one finished (the first run is never inline).
+  #lastUs = Infinity;
 
   /** Loads `soPath` (dlopen) and checks the plan against the symbol bindings and constants. */
   static load(soPath: string, parts: CpuProgramParts): CpuProgram {
@@ -240,6 +303,15 @@ export class CpuProgram {
       }
       this.#consts.set(b.id, c.data);
     }
+    for (const b of plan.buffers) {
+      if (b.role === 'input') this.#inputs.push({ id: b.id, index: Number(b.source), dtype: b.dtype });
+      else if (b.role === 'output') this.#outputs.push({ id: b.id, dtype: b.dtype });
+      else if (b.role === 'temp') this.#temps.push(b.id);
+    }
+    // An output that is an input, a constant or a temp, or a buffer shared by two outputs:
+    // each returned tensor gets its own copy, so no caller aliases another's data.
+    this.#copyOut = plan.outputs.map((o, i) => plan.buffers[o.buffer]?.role !== 'output' || plan.outputs.findIndex((p) => p.buffer === o.buffer) !== i);
+    this.#inlineUs = parts.inlineUs ?? cpuInlineUs();
     this.threads = this.#setThreads(parts.threads ?? cpuThreads());
     const slots = parts.prepack === false ? [] : readPackSlots(lib, plan);
     this.#packs = slots.length ? new PackCache(slots) : undefined;
@@ -284,102 +356,122 @@ export class CpuProgram {
   /**
    * Runs the plan. Inputs are checked against the plan's buffer sizes (a wrong size would
    * let native code read past an array); returns one tensor per plan output.
+   *
+   * Where the kernels run: a call runs on the calling JS thread, blocking it, when the
+   * program's previous run took at most `inlineUs` µs (KILN_CPU_INLINE_US) and the compute
+   * thread has nothing queued or running; else on kiln's compute thread. Inline saves the
+   * compute thread's wake-up and the completion's wake-up of the JS thread (tens of µs on
+   * a loaded VM); either way calls run one at a time, in call order. After INLINE_STREAK
+   * inline calls with no turn of the event loop, the next one waits for a turn first.
    */
   async run(inputs: readonly RawTensor[]): Promise<RawTensor[]> {
     const plan = this.plan;
+    const inline = this.#lastUs <= this.#inlineUs;
+    if (inline && inlineStreak >= INLINE_STREAK) await nextTurn();
     const syms = this.bindSymbols(inputs);
-    const elems = (id: number): number => evalDim(this.#elems[id], syms);
-    const bufs: HostBuffer[] = [];
-    const outputs = new Map<number, Storage>();
-    const temps: number[] = [];
-    for (const b of plan.buffers) {
-      switch (b.role) {
-        case 'input': {
-          const x = inputs[Number(b.source)];
-          if (!x) throw new ArgumentError('KILN_INPUT_COUNT', `the program reads input ${String(b.source)}, but only ${inputs.length} were given`);
-          if (x.dtype !== b.dtype || !isStorageOf(b.dtype, x.data) || x.data.length !== elems(b.id)) {
-            throw new ShapeError(
-              'KILN_INPUT_SHAPE',
-              `input ${String(b.source)} must be ${b.dtype} with ${elems(b.id)} elements; got ${x.dtype}[${x.shape}] with ${x.data.length}`,
-            );
-          }
-          bufs[b.id] = x.data;
-          break;
-        }
-        case 'output': {
-          const data = allocStorage(b.dtype, elems(b.id));
-          outputs.set(b.id, data);
-          bufs[b.id] = data;
-          break;
-        }
-        case 'const':
-          bufs[b.id] = this.#consts.get(b.id) as Storage;
-          break;
-        case 'temp':
-          temps.push(b.id);
-          break;
-        default:
-          return b.role satisfies never;
+    const bound = this.#boundFor(syms);
+    for (const { id, index, dtype } of this.#inputs) {
+      const x = inputs[index];
+      if (!x) throw new ArgumentError('KILN_INPUT_COUNT', `the program reads input ${index}, but only ${inputs.length} were given`);
+      if (x.dtype !== dtype || !isStorageOf(dtype, x.data) || x.data.length !== bound.elems[id]) {
+        throw new ShapeError(
+          'KILN_INPUT_SHAPE',
+          `input ${index} must be ${dtype} with ${bound.elems[id]} elements; got ${x.dtype}[${x.shape}] with ${x.data.length}`,
+        );
       }
     }
-    const arena = this.#takeArena(temps.length ? this.#layoutFor(syms) : { offsets: [], bytes: 0 });
-    for (const id of temps) {
-      const offset = offsetOf(arena.layout.offsets, id);
-      const b = plan.buffers[id];
-      const bytes = elems(id) * ITEMSIZE[b.dtype];
-      if (offset === undefined || offset % 64 !== 0 || offset + bytes > arena.layout.bytes) {
-        throw internal(`arena layout places temp buffer ${id} (${bytes} bytes) at ${offset} in ${arena.layout.bytes} bytes`);
-      }
-      bufs[id] = new Uint8Array(arena.buffer, offset, bytes);
+    const arena = this.#takeArena(bound);
+    // The library's buffer list: the arena's template (consts, temps), this call's inputs
+    // and outputs, then the packed-weight slots.
+    const bufs = arena.template.slice();
+    for (const { id, index } of this.#inputs) bufs[id] = inputs[index].data;
+    const outputs: Storage[] = [];
+    for (const { id, dtype } of this.#outputs) {
+      const data = allocStorage(dtype, bound.elems[id]);
+      outputs.push(data);
+      bufs[id] = data;
     }
-    for (let i = 0; i < bufs.length; i++) bufs[i] ??= new ArrayBuffer(0); // ids the plan does not use
-    const symValues = BigInt64Array.from(plan.symbols, (name) => BigInt(syms[name]));
     const packs = this.#packs?.begin(bufs);
+    let ints = bound.symValues;
+    if (packs) {
+      for (const b of packs.buffers) bufs.push(b);
+      ints = new BigInt64Array(bound.symValues.length + packs.states.length);
+      ints.set(bound.symValues);
+      ints.set(packs.states, bound.symValues.length);
+    }
+    const symbol = packs ? 'kiln_run_packed' : 'kiln_run';
     let ok = false;
     try {
-      if (packs) {
-        const ints = new BigInt64Array(symValues.length + packs.states.length);
-        ints.set(symValues);
-        ints.set(packs.states, symValues.length);
-        await this.lib.callAsync('kiln_run_packed', [...bufs, ...packs.buffers], ints);
-      } else {
-        await this.lib.callAsync('kiln_run', bufs, symValues);
-      }
+      let us = inline ? this.lib.tryCall(symbol, bufs, ints) : -1;
+      if (us >= 0) ranInline();
+      else us = await this.lib.callAsync(symbol, bufs, ints);
+      this.#lastUs = us;
       ok = true;
     } finally {
-      this.#spareArena = arena.buffer;
+      this.#spareArena = arena;
       if (packs) this.#packs?.end(packs, ok);
     }
+    let nextOwn = 0;
+    const own = new Map<number, Storage>();
+    for (const { id } of this.#outputs) own.set(id, outputs[nextOwn++]);
     return plan.outputs.map((o, i) => {
-      const shape = this.#outShapes[i].map((d) => evalDim(d, syms));
-      const own = outputs.get(o.buffer);
-      // An output that is an input, a constant or a temp, or a buffer shared by two
-      // outputs: each returned tensor gets its own copy, so no caller aliases another's data.
-      const shared = plan.outputs.findIndex((p) => p.buffer === o.buffer) !== i;
-      const data = own && !shared ? own : copyStorage(o.dtype, bufs[o.buffer], shape.reduce((a, d) => a * d, 1));
-      return { dtype: o.dtype, shape, data };
+      const shape = bound.outShapes[i];
+      const data = this.#copyOut[i] ? copyStorage(o.dtype, bufs[o.buffer], bound.outElems[i]) : (own.get(o.buffer) as Storage);
+      return { dtype: o.dtype, shape: shape.slice(), data };
     });
   }
 
-  #layoutFor(syms: Record<string, number>): ArenaLayout {
-    const key = this.plan.symbols.map((n) => syms[n]).join(',');
-    let layout = this.#layouts.get(key);
-    if (!layout) {
-      layout = this.#layout(this.plan, syms);
-      if (this.#layouts.size >= 64) this.#layouts.delete(this.#layouts.keys().next().value as string);
-      this.#layouts.set(key, layout);
+  /** Sizes, symbol values and arena layout for these symbol values (cached: calls mostly repeat sizes). */
+  #boundFor(syms: Record<string, number>): Bound {
+    const names = this.plan.symbols;
+    const key = names.length ? names.map((n) => syms[n]).join(',') : '';
+    let bound = this.#bound.get(key);
+    if (bound) return bound;
+    const plan = this.plan;
+    const elems = plan.buffers.map((b) => evalDim(this.#elems[b.id], syms));
+    const layout = this.#temps.length ? this.#layout(plan, syms) : { offsets: [], bytes: 0 };
+    for (const id of this.#temps) {
+      const offset = offsetOf(layout.offsets, id);
+      const bytes = elems[id] * ITEMSIZE[plan.buffers[id].dtype];
+      if (offset === undefined || offset % 64 !== 0 || offset + bytes > layout.bytes) {
+        throw internal(`arena layout places temp buffer ${id} (${bytes} bytes) at ${offset} in ${layout.bytes} bytes`);
+      }
     }
-    return layout;
+    const outShapes = this.#outShapes.map((s) => s.map((d) => evalDim(d, syms)));
+    bound = {
+      elems,
+      symValues: BigInt64Array.from(names, (name) => BigInt(syms[name])),
+      layout,
+      outShapes,
+      outElems: outShapes.map((s) => s.reduce((a, d) => a * d, 1)),
+    };
+    if (this.#bound.size >= 64) this.#bound.delete(this.#bound.keys().next().value as string);
+    this.#bound.set(key, bound);
+    return bound;
   }
 
-  /** One arena per call; the last one is kept for the next call when it is big enough. */
-  #takeArena(layout: ArenaLayout): { buffer: ArrayBuffer; layout: ArenaLayout } {
+  /**
+   * One arena per call; the last one is kept for the next call, with its buffer list, when
+   * it was made for the same sizes (else when it is big enough: its views are made anew).
+   */
+  #takeArena(bound: Bound): Arena {
     const spare = this.#spareArena;
-    if (spare && spare.byteLength >= layout.bytes) {
+    if (spare && spare.bound === bound) {
       this.#spareArena = undefined;
-      return { buffer: spare, layout };
+      return spare;
     }
-    return { buffer: new ArrayBuffer(layout.bytes), layout };
+    const fits = spare && spare.buffer.byteLength >= bound.layout.bytes;
+    if (fits) this.#spareArena = undefined;
+    const buffer = fits ? spare.buffer : new ArrayBuffer(bound.layout.bytes);
+    const template: HostBuffer[] = [];
+    for (const b of this.plan.buffers) {
+      if (b.role === 'const') template[b.id] = this.#consts.get(b.id) as Storage;
+      else if (b.role === 'temp') {
+        template[b.id] = new Uint8Array(buffer, offsetOf(bound.layout.offsets, b.id) as number, bound.elems[b.id] * ITEMSIZE[b.dtype]);
+      }
+    }
+    for (let i = 0; i < template.length; i++) template[i] ??= EMPTY; // inputs and outputs are set per call; ids the plan does not use
+    return { buffer, bound, template };
   }
 }
 
@@ -463,6 +555,12 @@ class PackCache {
     this.#slots.forEach((slot, s) => {
       const key = bufs[slot.buffer] as object;
       const list = this.#entries[s];
+      const head = list[0];
+      if (head !== undefined && head.state === 'ready' && head.buffer && head.key.deref() === key) {
+        buffers.push(head.buffer); // the usual call: the same weights as last time, packed
+        states[s] = 2n;
+        return;
+      }
       let i = list.findIndex((e) => e.key.deref() === key);
       let e: PackEntry;
       if (i < 0) {

@@ -52,8 +52,19 @@ export interface CpuLibrary {
   readonly path: string;
   /** Calls `symbol` on the JS thread (for short kernels). */
   call(symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): void;
-  /** Calls `symbol` on libuv's pool; the buffers must not be touched until it resolves. */
-  callAsync(symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<void>;
+  /**
+   * Calls `symbol` on kiln's compute thread (one per process, calls in submission order);
+   * resolves with the call's wall time in microseconds. Neither `buffers` (the array is kept
+   * as it is) nor the buffers may be touched until it resolves.
+   */
+  callAsync(symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<number>;
+  /**
+   * Calls `symbol` on this (the JS) thread if the compute thread is idle, nothing being
+   * queued or running, and returns its wall time in microseconds; returns -1 without calling
+   * it when the compute thread is busy or the library parallelizes with OpenMP (a second
+   * team of threads for this thread). Calls stay one at a time, process-wide.
+   */
+  tryCall(symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): number;
 }
 
 /** An opaque native handle (device memory, module, kernel, executor). */
@@ -69,7 +80,8 @@ export interface RawAddon {
   nvrtcCompile(req: NvrtcRequest): Promise<NvrtcResult>;
   cpuLoad(path: string): Handle;
   cpuCall(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): void;
-  cpuCallAsync(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<void>;
+  cpuCallAsync(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<number>;
+  cpuTryCall(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): number;
   memAlloc(bytes: number, device: number, ptrOut?: BigUint64Array): Handle;
   memFree(mem: Handle): void;
   memInfo(mem: Handle): { ptr: bigint; bytes: number; device: number; freed: boolean };
@@ -377,5 +389,6 @@ export function cpuLoad(file: string): CpuLibrary {
     path: abs,
     call: (symbol, buffers, ints) => guard(() => raw.cpuCall(lib, symbol, buffers, ints)),
     callAsync: (symbol, buffers, ints) => guardAsync(() => raw.cpuCallAsync(lib, symbol, buffers, ints)),
+    tryCall: (symbol, buffers, ints) => guard(() => raw.cpuTryCall(lib, symbol, buffers, ints)),
   };
 }
