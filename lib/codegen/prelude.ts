@@ -113,8 +113,10 @@ static inline float kiln_powf(float a, float b) {
  * infinities and subnormal results as IEEE (coefficients: kiln's own least-squares and
  * minimax fits). ulp: 2^(floor(log2 |exact|) - 23), 2^-149 below the normal range.
  */
-/* Polynomial steps as fused multiply-adds where the CPU has them (one rounding, half the ops). */
-#if defined(__FMA__)
+/* Polynomial steps as fused multiply-adds where the CPU has them (one rounding, half the ops):
+   x86 with FMA3, and aarch64, where fused multiply-add is part of the base ISA. */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define KILN_HAS_FMA 1
 #define KILN_FMA(a, b, c) fmaf(a, b, c)
 #else
 #define KILN_FMA(a, b, c) ((a) * (b) + (c))
@@ -187,7 +189,7 @@ static inline float kiln_erff(float x) {
  */
 static inline float kiln_erfcf(float x) {
   const float a = fabsf(x), z = a > 10.1f ? 10.1f : a; /* NaN stays NaN */
-#if defined(__FMA__)
+#if defined(KILN_HAS_FMA)
   const float zz = z * z, zl = fmaf(z, z, -zz);
 #else
   const float h = kiln_bits_f(kiln_f_bits(z) & 0xfffff000u), zz = h * h, zl = (z - h) * (z + h);
@@ -196,7 +198,7 @@ static inline float kiln_erfcf(float x) {
   const float s = KILN_FMA(zz, -1.44269504088896341f, 12582912.0f), n = s - 12582912.0f;
   float r = KILN_FMA(n, -0.693145751953125f, -zz) - KILN_FMA(n, 1.42860682030941723e-6f, zl);
   const float d = KILN_FMA(0.37f, z, 1.0f), t = 1.0f / d;
-#if defined(__FMA__)
+#if defined(KILN_HAS_FMA)
   const float c = fmaf(-t, fmaf(0.37f, z, 1.0f - d), fmaf(-t, d, 1.0f)); /* 1 - t*(1 + 0.37z), exact terms */
   r = fmaf(fmaf(2.3631415f, t, 0.6531018f), c, r);
 #endif
