@@ -133,20 +133,35 @@ describe('CPU calls on the JS thread', () => {
     expect(Array.from(y.data)).toEqual([10]);
   });
 
-  it('lets the event loop turn during an awaited loop of inline calls', async () => {
+  it('runs every 17th call of an awaited loop on the compute thread, so the event loop turns', async () => {
     const { lib, n } = counted(cpuLoad(so));
     const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
-    await program.run(input([1]));
-    await new Promise((r) => setImmediate(r)); // a fresh streak
+    await program.run(input([1])); // the first run is never inline; it starts a streak
     let turned = 0;
     setImmediate(() => turned++);
-    const seen: number[] = [];
+    const where: string[] = [];
     for (let i = 0; i < 40; i++) {
-      await program.run(input([i]));
-      seen.push(turned);
+      const before = n.async;
+      expect(Array.from((await program.run(input([i])))[0].data)).toEqual([2 * i]);
+      where.push(n.async > before ? 'async' : 'inline');
     }
-    expect(seen.indexOf(1)).toBe(16); // the 17th call waited for the turn
-    expect(n).toEqual({ inline: 40, refused: 0, async: 1 });
+    const expected = Array.from({ length: 40 }, (_, i) => (i % 17 === 16 ? 'async' : 'inline'));
+    expect(where).toEqual(expected);
+    expect(turned).toBe(1);
+    expect(n).toEqual({ inline: 38, refused: 0, async: 3 });
+  });
+
+  it('never waits on a timer: with setImmediate faked, an awaited loop goes on', async () => {
+    const { lib, n } = counted(cpuLoad(so));
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const real = global.setImmediate;
+    global.setImmediate = (() => ({ unref() {} })) as unknown as typeof setImmediate; // never fires
+    try {
+      for (let i = 0; i < 24; i++) expect(Array.from((await program.run(input([i])))[0].data)).toEqual([2 * i]);
+    } finally {
+      global.setImmediate = real;
+    }
+    expect(n).toEqual({ inline: 22, refused: 0, async: 2 });
   });
 });
 

@@ -210,24 +210,12 @@ export function cpuInlineUs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 // Calls run inline back to back never let the event loop turn (an awaited loop of them is
-// all microtasks; so is one of short calls on the compute thread, whose completions Node
-// delivers in one batch): after this many in a row, a call first waits for it to turn.
+// all microtasks): after this many in a row, the next call goes to the compute thread,
+// whose completion comes through the event loop (I/O callbacks run, and timers and
+// immediates within the next such call). Nothing waits on a timer, so test fake timers can
+// cost speed, never a hang.
 const INLINE_STREAK = 16;
 let inlineStreak = 0;
-let turnWatch = false;
-
-/** Resolves after the event loop has turned once more (timers, I/O, immediates). */
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-function ranInline(): void {
-  inlineStreak++;
-  if (turnWatch) return;
-  turnWatch = true;
-  setImmediate(() => {
-    turnWatch = false;
-    inlineStreak = 0;
-  }).unref();
-}
 
 /** What one set of symbol values fixes for every call with them (sizes, arena, shapes). */
 interface Bound {
@@ -362,12 +350,11 @@ export class CpuProgram {
    * thread has nothing queued or running; else on kiln's compute thread. Inline saves the
    * compute thread's wake-up and the completion's wake-up of the JS thread (tens of µs on
    * a loaded VM); either way calls run one at a time, in call order. After INLINE_STREAK
-   * inline calls with no turn of the event loop, the next one waits for a turn first.
+   * inline calls in a row, the next one runs on the compute thread, so the event loop turns.
    */
   async run(inputs: readonly RawTensor[]): Promise<RawTensor[]> {
     const plan = this.plan;
-    const inline = this.#lastUs <= this.#inlineUs;
-    if (inline && inlineStreak >= INLINE_STREAK) await nextTurn();
+    const inline = this.#lastUs <= this.#inlineUs && inlineStreak < INLINE_STREAK;
     const syms = this.bindSymbols(inputs);
     const bound = this.#boundFor(syms);
     for (const { id, index, dtype } of this.#inputs) {
@@ -403,8 +390,11 @@ export class CpuProgram {
     let ok = false;
     try {
       let us = inline ? this.lib.tryCall(symbol, bufs, ints) : -1;
-      if (us >= 0) ranInline();
-      else us = await this.lib.callAsync(symbol, bufs, ints);
+      if (us >= 0) inlineStreak++;
+      else {
+        us = await this.lib.callAsync(symbol, bufs, ints);
+        inlineStreak = 0;
+      }
       this.#lastUs = us;
       ok = true;
     } finally {
