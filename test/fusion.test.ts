@@ -32,6 +32,13 @@ describe('fusion: kernel counts', () => {
     const p = kernels((x, w, b) => F.layerNorm(x, w, b), [f32(8, 768), f32(768), f32(768)]);
     expect(names(p)).toEqual(['R_8_768']);
   });
+  test('a half-precision layerNorm or rmsNorm is one kernel: its weights are converted inside it', () => {
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const h = (...shape: number[]) => ({ shape, dtype });
+      expect(names(kernels((x, w, b) => F.layerNorm(x, w, b), [h(1024, 768), h(768), h(768)]))).toEqual(['R_1024_768']);
+      expect(names(kernels((x, w) => F.rmsNorm(x, w), [h(1024, 768), h(768)]))).toEqual(['R_1024_768']);
+    }
+  });
   test('rmsNorm is one kernel', () => {
     expect(kernels((x, w) => F.rmsNorm(x, w), [f32(8, 768), f32(768)]).kernels).toHaveLength(1);
   });
