@@ -4,7 +4,7 @@
  * per kernel; launch geometry for dynamic dims; tuning tables as data; the autotuner's
  * choice logic. Skipped without NVRTC unless KILN_REQUIRE_NVRTC=1.
  */
-import { buildCuda, chooseConfigs, cudaTarget } from '../lib/engine/cuda';
+import { buildCuda, chooseConfigs, cudaFacts as targetFacts, cudaTarget } from '../lib/engine/cuda';
 import { cudaFacts } from '../lib/engine/cuda-facts';
 import { pickFastest } from '../lib/engine/cuda-tune';
 import { lower } from '../lib/passes';
@@ -49,6 +49,27 @@ describe('buildCuda', () => {
       expect(Object.keys(b.tuning)).toEqual(b.program.kernels.map((k) => k.name));
     }, 120_000);
   }
+
+  nvrtcIt('builds a split-K matmul (64 rows) as two kernels sharing a partials temp, with resources for both', async () => {
+    const g = trace((x: T, w: T, b: T) => x.matmul(w).add(b).gelu(), [f16(64, 2048), f16(2048, 512), f16(512)]);
+    for (const sm of [80, 90]) {
+      const b = await buildCuda(g, `sm_${sm}`, { smCount: 132 });
+      const [k] = b.program.kernels;
+      expect(b.configs[0]).toEqual({ kind: 'matmul', variant: 'mma', bm: 64, bn: 128, warpsM: 2, warpsN: 2, stages: 3, split: 8 });
+      expect(b.plan.steps.map((s) => s.kernel)).toEqual([`${k.name}__part`, k.name]);
+      const temp = b.plan.buffers[b.plan.buffers.length - 1];
+      expect(temp).toMatchObject({ role: 'temp', dtype: 'float32', elems: 8 * 64 * 512 });
+      expect(b.plan.steps[0]).toMatchObject({ grid: [4, 1, 8], block: [128] });
+      expect(b.plan.steps[1]).toMatchObject({ grid: [128], block: [256], sharedBytes: 0 });
+      expect(b.resources[`${k.name}__part`]).toMatchObject({ threads: 128, dynamicSharedBytes: b.plan.steps[0].sharedBytes, spillStores: 0, spillLoads: 0, config: b.configs[0] });
+      expect(b.resources[k.name]).toMatchObject({ threads: 256, dynamicSharedBytes: 0, spillStores: 0, spillLoads: 0 });
+      expect(b.resources[`${k.name}__part`].registers).toBeGreaterThan(b.resources[k.name].registers);
+      // A stored unsplit entry is replayed as such: one kernel again.
+      const unsplit = candidateConfigs(k, targetFacts(b.target, { smCount: 132 })).find((c) => c.kind === 'matmul' && c.variant === 'mma' && !c.split)!;
+      const again = await buildCuda(g, `sm_${sm}`, { smCount: 132, tuning: { [k.name]: unsplit }, program: b.program });
+      expect(again.plan.steps.map((s) => s.kernel)).toEqual([k.name]);
+    }
+  }, 120_000);
 
   nvrtcIt('builds PTX for compute_90', async () => {
     const b = await buildCuda(mlp, 'compute_90');

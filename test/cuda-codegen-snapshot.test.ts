@@ -5,7 +5,7 @@
  */
 import { CudaRenderer } from '../lib/codegen/cuda';
 import { lower } from '../lib/passes';
-import { defaultConfig, geometry, type GpuFacts } from '../lib/passes/gpu';
+import { defaultConfig, geometry, partGeometry, splitOf, type GpuFacts } from '../lib/passes/gpu';
 import * as F from '../lib/tensor/functional';
 import { trace, type InputSpec, type TracedFn } from '../lib/tensor/trace';
 import type { Tensor } from '../lib/tensor/tensor';
@@ -18,7 +18,13 @@ const facts: GpuFacts = { arch: 90 };
 function kernelsOf(fn: TracedFn, specs: InputSpec[], dynamic = {}): string {
   const p = lower(trace(fn, specs, { dynamic }));
   const r = new CudaRenderer(p.plan.symbols, facts);
-  return p.kernels.map((k) => `// launch ${JSON.stringify(geometry(k, defaultConfig(k, facts)))}\n${r.renderKernel(k)}`).join('\n');
+  return p.kernels
+    .map((k) => {
+      const c = defaultConfig(k, facts);
+      const part = splitOf(c) && (c.kind === 'reduce' || (c.kind === 'matmul' && c.variant === 'mma')) ? `// launch __part ${JSON.stringify(partGeometry(k, c))}\n` : '';
+      return `${part}// launch ${JSON.stringify(geometry(k, c))}\n${r.renderKernel(k)}`;
+    })
+    .join('\n');
 }
 
 describe('rendered CUDA kernels', () => {
@@ -42,5 +48,8 @@ describe('rendered CUDA kernels', () => {
   });
   test('float16 matmul with a bias + relu epilogue on tensor cores', () => {
     expect(kernelsOf((x: T, w: T, b: T) => x.matmul(w).add(b).relu(), [f16(64, 64), f16(64, 64), f16(64)])).toMatchSnapshot();
+  });
+  test('float16 matmul with too few tiles for the SMs: split-K partials, then the combine and epilogue', () => {
+    expect(kernelsOf((x: T, w: T, b: T) => x.matmul(w).add(b).relu(), [f16(32, 4096), f16(4096, 64), f16(64)])).toMatchSnapshot();
   });
 });

@@ -7,6 +7,7 @@
  * autotuner's other candidate configurations are compiled for the composite programs and
  * a few row kernels. Skipped without NVRTC unless KILN_REQUIRE_NVRTC=1.
  */
+import { splitOf } from '../lib/passes/gpu';
 import { addonInfo } from '../lib/runtime/native';
 import { compileUnit, cudaCases, lowerCase, renderUnit, type CudaCase } from './cuda-harness';
 
@@ -24,12 +25,15 @@ async function compileGroups(groups: [string, CudaCase[]][], arch: number, candi
   let maxRegs = 0;
   units.forEach((u, i) => {
     for (const v of u.variants) {
-      const f = compiled[i].info[v.name];
-      kernels++;
-      if (!f) problems.push(`${v.caseName}/${v.name}: missing from ptxas's report`);
-      else {
-        maxRegs = Math.max(maxRegs, f.registers);
-        if (f.spillStores || f.spillLoads) problems.push(`${v.caseName}/${v.name} ${JSON.stringify(v.config)}: ${f.spillStores}B spill stores, ${f.spillLoads}B spill loads`);
+      // A two-level configuration (split reduction, split-K matmul) is two kernels: `<name>__part` and `<name>`.
+      for (const name of splitOf(v.config) ? [`${v.name}__part`, v.name] : [v.name]) {
+        const f = compiled[i].info[name];
+        kernels++;
+        if (!f) problems.push(`${v.caseName}/${name}: missing from ptxas's report`);
+        else {
+          maxRegs = Math.max(maxRegs, f.registers);
+          if (f.spillStores || f.spillLoads) problems.push(`${v.caseName}/${name} ${JSON.stringify(v.config)}: ${f.spillStores}B spill stores, ${f.spillLoads}B spill loads`);
+        }
       }
     }
   });
@@ -53,6 +57,7 @@ describe('CUDA kernels compile with NVRTC without spills', () => {
     const subset: [string, CudaCase[]][] = [
       ['tune-f16', pick(['gpt-block-float16'])],
       ['tune-f32', pick(['mlp-float32', 'softmax-wide', 'layerNorm-row-in-shared', 'sum-axis0'])],
+      ['tune-splitk', pick(['splitk-f16-bias-gelu', 'splitk-bf16-bias-residual', 'splitk-dyn-rows'])],
     ];
     const { problems, summary } = await compileGroups(subset, 90, true);
     console.log(summary);

@@ -14,23 +14,31 @@
  * - f32: CUDA cores, bm×bn tiles of 256 threads, each thread a (bm/16)×(bn/16) register
  *   tile interleaved by 16 (conflict-free shared reads, coalesced epilogue), explicit fmaf.
  * - int32: one thread per output, products and sums wrapping modulo 2^32.
+ * - split-K (f16/bf16, `MmaConfig.split`, too few output tiles to fill the GPU): the
+ *   tensor-core kernel as `<name>__part`, each block one tile over one part of K, storing its
+ *   f32 accumulators as partials; then `<name>`, a thread per output element adding its
+ *   partials in part order and running the epilogue.
  *
  * - f16/bf16 on Hopper warpgroup MMA (sm_90a, the default there where the shape allows): cuda-wgmma.ts.
  *
  * The fused elementwise epilogue (bias, activation, residual, casts) runs on each
  * accumulator with the output coordinates bound, through the kernel's views.
  */
-import type { DType } from '../ir';
+import { dimProd, type DType } from '../ir';
 import { idim, indexOf, ivar, type View } from '../passes';
-import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, TF32_BK, tf32Tiles, type GpuFacts, type MmaConfig, type MmaLayout, type SimtConfig, type Tf32Config } from '../passes/gpu';
+import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, SPLIT_COMBINE_BLOCK, TF32_BK, tf32Tiles, type GpuFacts, type MmaConfig, type MmaLayout, type SimtConfig, type Tf32Config } from '../passes/gpu';
 import { delinearize, indent, unroll, type CudaExprs } from './cuda-exprs';
 
 
+/** Which kernel of a two-level (split) configuration: all of it, the partials, or the combine. */
+export type SplitRole = 'whole' | 'part' | 'final';
+
 /**
  * Shared prologue: sizes, batch coordinates, operand base pointers, tile origin (`m0`, `n0`:
- * block (x, y) is tile (y, x) unless `origin` gives the lines that define them).
+ * block (x, y) is tile (y, x) unless `origin` gives the lines that define them). With
+ * `split` parts of K, grid.z is batch × parts: `bz` and `part` come from it.
  */
-export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?: string[]): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
+export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?: string[], split?: number): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
   const { k, r } = x;
   const it = x.it;
   const mm = k.matmul!;
@@ -44,7 +52,7 @@ export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?:
   const pb = k.params[mm.b.param];
   const lines = [
     `const ${it} M = ${r.dim(k.domain[rank - 2])}, N = ${r.dim(k.domain[rank - 1])}, K = ${r.dim(mm.k)};`,
-    `const ${it} bz = blockIdx.z;`,
+    ...(split ? [`const ${it} bz = blockIdx.z / ${split}, part = blockIdx.z % ${split};`] : [`const ${it} bz = blockIdx.z;`]),
     ...(batch.length ? delinearize(x, 'bz', batch) : ['(void)bz;']),
     `const ${r.storage[pa.dtype]}* __restrict__ A = p${mm.a.param} + ${base(a)};`,
     `const ${r.storage[pb.dtype]}* __restrict__ B = p${mm.b.param} + ${base(b)};`,
@@ -87,12 +95,17 @@ export function stagedEpilogue(x: CudaExprs, c: { bm: number; bn: number }, thre
   ];
 }
 
-/** The body and block size of a matmul kernel. */
-export function matmulKernel(x: CudaExprs, c: MmaConfig | Tf32Config | SimtConfig, facts: GpuFacts): { body: string[]; threads: number } {
+/**
+ * The body and block size of a matmul kernel; for a split-K configuration, of its `part`
+ * (the tiles over one part of K, partials out) or `final` kernel (the combine).
+ */
+export function matmulKernel(x: CudaExprs, c: MmaConfig | Tf32Config | SimtConfig, facts: GpuFacts, role: SplitRole = 'whole'): { body: string[]; threads: number } {
+  if ((role !== 'whole') !== (c.variant === 'mma' && (c.split ?? 1) > 1)) throw new Error(`cuda: matmul role '${role}' does not fit ${JSON.stringify(c)}`);
+  if (role === 'final') return { body: splitCombineBody(x, c as MmaConfig), threads: SPLIT_COMBINE_BLOCK };
   switch (c.variant) {
     case 'mma':
     case 'tf32':
-      return { body: mmaBody(x, c, facts), threads: matmulThreads(c) };
+      return { body: mmaBody(x, c, facts, role === 'part' ? (c as MmaConfig).split : undefined), threads: matmulThreads(c) };
     case 'simt':
       return { body: simtBody(x, c), threads: matmulThreads(c) };
     case 'int':
@@ -103,11 +116,35 @@ export function matmulKernel(x: CudaExprs, c: MmaConfig | Tf32Config | SimtConfi
 }
 
 /**
+ * Split-K's combine (`MmaConfig.split`): a thread per output element (`t`, the domain's
+ * linear index) adds its partials `pp[q·numel + t]` for q = 0, 1, … in that order — a fixed
+ * order, so every run gives the same bits — and runs the fused epilogue once on the sum.
+ */
+function splitCombineBody(x: CudaExprs, c: MmaConfig): string[] {
+  const { k, r } = x;
+  const it = x.it;
+  const numel = r.dim(dimProd(k.domain));
+  const values = x.closure(k.stores.map((s) => s.value));
+  return [
+    `const ${it} t = (${it})blockIdx.x * ${SPLIT_COMBINE_BLOCK} + threadIdx.x;`,
+    `if (t >= ${numel}) return;`,
+    ...delinearize(x, 't', k.domain.map((_, d) => d)),
+    'float acc_e = 0.0f;',
+    unroll,
+    `for (int q = 0; q < ${c.split}; q++) acc_e += pp[(long long)q * ${numel} + t];`,
+    ...values.flatMap((i) => x.statement(i)),
+    ...k.stores.map((s) => x.storeLine(s)),
+  ];
+}
+
+/**
  * f16/bf16 on tensor cores, and f32 on TF32 tensor cores (`tf32`): the same tiles, loaders,
  * cp.async ring and staged epilogue; elements of 2 or 4 bytes (`E`, `V` per 16-byte chunk),
- * and each its own fragment loads and MMA (`compute`).
+ * and each its own fragment loads and MMA (`compute`). With `split` (split-K's part kernel)
+ * a block covers K tiles [kb, kb + KT) of its part and stores its tile of float32 partials
+ * (`pp`, part-major: [part][batch][M][N]) instead of running the epilogue.
  */
-function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts): string[] {
+function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts, split?: number): string[] {
   const { k } = x;
   const it = x.it;
   const tf32 = c.variant === 'tf32';
@@ -132,7 +169,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts): stri
   const ldB = tiles?.ldB ?? (layout.b === 'n' ? c.bn + MMA_PAD : BK + MMA_PAD);
   const aTile = layout.a === 'm' ? BK * ldA : c.bm * ldA;
   const bTile = layout.b === 'n' ? BK * ldB : c.bn * ldB;
-  const { lines, aStride, bStride } = prologue(x, c);
+  const { lines, aStride, bStride } = prologue(x, c, undefined, split);
   const [sAm, sAk] = aStride;
   const [sBk, sBn] = bStride;
   lines.push(
@@ -265,27 +302,35 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts): stri
     '  }',
     '};',
   ];
-  lines.push(...loadA, ...loadB, ...compute, `const ${it} KT = (K + ${BK - 1}) / ${BK};`);
+  lines.push(...loadA, ...loadB, ...compute);
+  // K tiles of this block: all of them, or its part's (equal parts of whole tiles, the last one shorter).
+  if (split) {
+    lines.push(
+      `const ${it} KTall = (K + ${BK - 1}) / ${BK}, kpp = (KTall + ${split - 1}) / ${split}, kb = part * kpp;`,
+      `const ${it} KT = KTall - kb < kpp ? (KTall > kb ? KTall - kb : 0) : kpp;`,
+    );
+  } else lines.push(`const ${it} KT = (K + ${BK - 1}) / ${BK};`);
+  const kAt = (t: string): string => (split ? `(kb + ${t}) * ${BK}` : `${t} * ${BK}`);
   if (async) {
     const S = c.stages;
     lines.push(
       unroll,
       `for (int s = 0; s < ${S - 1}; s++) {`,
-      `  if (s < KT) { loadA(s, (${it})s * ${BK}); loadB(s, (${it})s * ${BK}); }`,
+      `  if (s < KT) { loadA(s, ${kAt(`(${it})s`)}); loadB(s, ${kAt(`(${it})s`)}); }`,
       '  kiln_cp_commit();',
       '}',
       `for (${it} kt = 0; kt < KT; kt++) {`,
       `  kiln_cp_wait<${S - 2}>();`,
       '  __syncthreads();',
       `  const ${it} pf = kt + ${S - 1};`,
-      `  if (pf < KT) { loadA((int)(pf % ${S}), pf * ${BK}); loadB((int)(pf % ${S}), pf * ${BK}); }`,
+      `  if (pf < KT) { loadA((int)(pf % ${S}), ${kAt('pf')}); loadB((int)(pf % ${S}), ${kAt('pf')}); }`,
       '  kiln_cp_commit();',
       `  compute((int)(kt % ${S}));`,
       '}',
       'kiln_cp_wait<0>();',
     );
   } else {
-    lines.push(`for (${it} kt = 0; kt < KT; kt++) {`, '  __syncthreads();', `  loadA(0, kt * ${BK}); loadB(0, kt * ${BK});`, '  __syncthreads();', '  compute(0);', '}');
+    lines.push(`for (${it} kt = 0; kt < KT; kt++) {`, '  __syncthreads();', `  loadA(0, ${kAt('kt')}); loadB(0, ${kAt('kt')});`, '  __syncthreads();', '  compute(0);', '}');
   }
   lines.push(
     '__syncthreads(); // every warp is done with the tiles: C is staged in the same shared memory',
@@ -300,9 +345,26 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts): stri
     `    sC[(r0 + 8) * ${c.bn + 4} + c0] = acc[mi][ni][2]; sC[(r0 + 8) * ${c.bn + 4} + c0 + 1] = acc[mi][ni][3];`,
     '  }',
     '}',
-    ...stagedEpilogue(x, c, NT),
+    ...(split ? partialStores(x, c, NT) : stagedEpilogue(x, c, NT)),
   );
   return lines;
+}
+
+/**
+ * Split-K's part kernel stores its staged bm×bn tile (`sC`) of f32 partials at
+ * `pp[part·numel + (bz·M + m)·N + n]`, consecutive threads on consecutive columns (coalesced).
+ */
+function partialStores(x: CudaExprs, c: { bm: number; bn: number }, threads: number): string[] {
+  const numel = x.r.dim(dimProd(x.k.domain));
+  return [
+    '__syncthreads();',
+    `float* __restrict__ P = pp + (long long)part * ${numel} + (long long)bz * M * N;`,
+    '#pragma unroll 1',
+    `for (int e = threadIdx.x; e < ${c.bm * c.bn}; e += ${threads}) {`,
+    `  const ${x.it} gm = m0 + e / ${c.bn}, gn = n0 + e % ${c.bn};`,
+    `  if (gm < M && gn < N) P[gm * N + gn] = sC[(e / ${c.bn}) * ${c.bn + 4} + e % ${c.bn}];`,
+    '}',
+  ];
 }
 
 /**

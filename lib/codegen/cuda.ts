@@ -9,11 +9,11 @@
  */
 import { dimProd, isStatic, ITEMSIZE, type DType } from '../ir';
 import { dependsOn, type Kernel, type Program } from '../passes';
-import { defaultConfig, laneAccess, partialsDType, rowShape, stageLoads, type ElementwiseConfig, type GpuConfig, type GpuFacts, type RowConfig } from '../passes/gpu';
+import { defaultConfig, laneAccess, partialsDType, rowShape, splitOf, stageLoads, type ElementwiseConfig, type GpuConfig, type GpuFacts, type RowConfig } from '../passes/gpu';
 import { CStyleRenderer, shapeText } from './cstyle';
 import { CUDA_HELPERS } from './cuda-prelude';
 import { CudaExprs, delinearize, domVar, indent, unroll } from './cuda-exprs';
-import { matmulKernel } from './cuda-matmul';
+import { matmulKernel, type SplitRole } from './cuda-matmul';
 import { wgmmaKernel } from './cuda-wgmma';
 
 /** Renders kernels as CUDA C `__global__` functions (kiln's parameter ABI). */
@@ -31,14 +31,14 @@ export class CudaRenderer extends CStyleRenderer {
 
   /** `extern "C" __global__ void __launch_bounds__(B) NAME(T* p0, const T* p1, …, long long S_s0, …) { … }` */
   renderKernel(k: Kernel, config: GpuConfig = defaultConfig(k, this.facts), name = k.name): string {
-    if (config.kind === 'reduce' && config.split) {
-      // Two kernels: the partials of every part, then the combine and the stores (see RowConfig.split).
+    if (splitOf(config)) {
+      // Two kernels: the partials of every part, then the combine and the stores (RowConfig.split, MmaConfig.split).
       return [this.#render(k, config, `${name}__part`, 'part'), this.#render(k, config, name, 'final')].join('\n');
     }
     return this.#render(k, config, name, 'whole');
   }
 
-  #render(k: Kernel, config: GpuConfig, name: string, role: RowRole): string {
+  #render(k: Kernel, config: GpuConfig, name: string, role: SplitRole): string {
     const params = k.params.map((p, i) => `${p.out ? '' : 'const '}${this.storage[p.dtype]}* ${this.restrict} p${i}`);
     if (role !== 'whole') params.push(`${role === 'part' ? '' : 'const '}${this.storage[partialsDType(k)]}* ${this.restrict} pp`);
     const syms = this.symbols.map((s) => `long long ${this.symName(s)}`);
@@ -55,14 +55,14 @@ export class CudaRenderer extends CStyleRenderer {
         threads = config.block;
         break;
       case 'matmul':
-        ({ body, threads } = config.variant === 'wgmma' ? wgmmaKernel(x, config) : matmulKernel(x, config, this.facts));
+        ({ body, threads } = config.variant === 'wgmma' ? wgmmaKernel(x, config) : matmulKernel(x, config, this.facts, role));
         break;
       default:
         return config satisfies never;
     }
     const used = this.symbols.map((s) => `(void)${this.symName(s)};`).join(' ');
     return [
-      `/* ${name}: ${role === 'part' ? 'partials of a ' : ''}${k.kind} over ${shapeText(k.domain)}${k.kind === 'reduce' ? `, reducing dims ${k.reduced.flatMap((r, d) => (r ? [d] : [])).join(',')}` : ''}; ${JSON.stringify(config)} */`,
+      `/* ${name}: ${role === 'part' ? 'partials of a ' : role === 'final' && k.kind === 'matmul' ? 'split-K combine and epilogue of a ' : ''}${k.kind} over ${shapeText(k.domain)}${k.kind === 'reduce' ? `, reducing dims ${k.reduced.flatMap((r, d) => (r ? [d] : [])).join(',')}` : ''}; ${JSON.stringify(config)} */`,
       `${this.kernelPrefix} __launch_bounds__(${threads}, 1) ${name}(${[...params, ...syms].join(', ')}) {`,
       ...(used ? [`  ${used}`] : []),
       ...body.map((l) => `  ${l}`),
@@ -181,9 +181,6 @@ function reducer(op: 'sum' | 'max', dtype: DType, r: CStyleRenderer): Reducer {
   return { accType: float ? 'float' : 'int', init: float ? '(-INFINITY)' : '(-2147483647 - 1)', combine: mx, step: mx, result: (a) => a };
 }
 
-/** Which kernel of a row reduction: all of it, or the two halves of a split one. */
-export type RowRole = 'whole' | 'part' | 'final';
-
 /**
  * Body of a row kernel (see docs/CUDA.md, "Row kernels"): rows are the kept dims, a row's
  * elements the reduced dims. `threads` threads share a row; each takes chunks of `vec`
@@ -192,7 +189,7 @@ export type RowRole = 'whole' | 'part' | 'final';
  * butterfly (every lane gets the result) and, for block rows, a pass over the warps'
  * partials in shared memory, in the same order in every thread (deterministic).
  */
-export function rowBody(x: CudaExprs, c: RowConfig, role: RowRole = 'whole'): string[] {
+export function rowBody(x: CudaExprs, c: RowConfig, role: SplitRole = 'whole'): string[] {
   const { k, r } = x;
   const it = x.it;
   const dims = k.domain.map((_, d) => d);

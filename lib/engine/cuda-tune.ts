@@ -88,10 +88,11 @@ export async function autotuneCuda(program: Program, target: CudaTarget, facts: 
     }
     const syms = BigInt64Array.from(plan.symbols, (s) => BigInt(values[s]));
     for (const v of variants) {
-      const f = ptx[v.name];
       const base = { kernel: v.kernel.name, config: v.config };
-      if (f && (f.spillStores > 0 || f.spillLoads > 0)) {
-        measurements.push({ ...base, us: null, why: `spills ${f.spillStores} bytes` });
+      // Both kernels of a two-level configuration (split reduction, split-K) must not spill.
+      const spill = [v.name, `${v.name}__part`].map((n) => ptx[n]).find((f) => f && (f.spillStores > 0 || f.spillLoads > 0));
+      if (spill) {
+        measurements.push({ ...base, us: null, why: `spills ${spill.spillStores} bytes` });
         continue;
       }
       // The variant's own plan: one step, or two for a split reduction (with its partials buffer).

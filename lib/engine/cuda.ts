@@ -111,12 +111,14 @@ export async function buildCuda(graph: Graph, target: string | CudaTarget, opts:
   const r = await nvrtcCompile({ source, name: 'kernels.cu', target: t.target, options: [...CUDA_NVRTC_OPTIONS] });
   const t3 = performance.now();
   const ptx = parsePtxasLog(r.log);
+  // Per launched kernel: a two-level configuration's `<name>__part` kernel has an entry of its own.
   const resources: Record<string, CudaKernelResources> = {};
-  program.kernels.forEach((k, i) => {
-    const step = plan.steps[i];
-    const f = ptx[k.name] ?? { entry: true, registers: 0, sharedBytes: 0, spillStores: 0, spillLoads: 0, stackBytes: 0, barriers: 0 };
-    resources[k.name] = { ...f, threads: step.block?.[0] ?? 0, dynamicSharedBytes: step.sharedBytes ?? 0, config: configs[i] };
-  });
+  const configOf = new Map(program.kernels.map((k, i) => [k.name, configs[i]]));
+  for (const step of plan.steps) {
+    const f = ptx[step.kernel] ?? { entry: true, registers: 0, sharedBytes: 0, spillStores: 0, spillLoads: 0, stackBytes: 0, barriers: 0 };
+    const config = (configOf.get(step.kernel) ?? configOf.get(step.kernel.replace(/__part$/, ''))) as GpuConfig;
+    resources[step.kernel] = { ...f, threads: step.block?.[0] ?? 0, dynamicSharedBytes: step.sharedBytes ?? 0, config };
+  }
   const spills = Object.entries(resources).filter(([, f]) => f.spillStores > 0 || f.spillLoads > 0);
   if (spills.length) {
     process.emitWarning(`kiln: CUDA kernels spill registers to local memory (slower): ${spills.map(([n, f]) => `${n} (${f.spillStores}B stores)`).join(', ')}`, { code: 'KILN_CUDA_SPILL' });

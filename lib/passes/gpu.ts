@@ -71,6 +71,13 @@ export interface MmaConfig {
   readonly warpsN: number;
   /** Shared-memory pipeline depth (cp.async); 1 = synchronous loads. */
   readonly stages: number;
+  /**
+   * Split-K (too few output tiles to fill the GPU): K is cut into `split` parts of whole K
+   * tiles; a first kernel (`<name>__part`) computes every tile once per part into float32
+   * partials, and the kernel itself adds an element's partials in part order (deterministic,
+   * no atomics) and runs the fused epilogue once. The row kernels' two-level split (`RowConfig.split`).
+   */
+  readonly split?: number;
 }
 
 /**
@@ -296,6 +303,7 @@ function rowConfig(k: Kernel, facts: GpuFacts, threads: number, block?: number, 
 
 /** The dtype of a split reduction's partials (float accumulators, else 32-bit integers). */
 export function partialsDType(k: Kernel): DType {
+  if (k.kind === 'matmul') return 'float32'; // split-K: the f32 accumulators
   const dt = k.stages[0].dtype;
   return dt === 'int32' || dt === 'bool' ? 'int32' : 'float32';
 }
@@ -418,8 +426,79 @@ function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
   if (wg.length) return wg.find((c) => ctas(k, c.bm, c.bn) >= sms) ?? wg[wg.length - 1];
   if (dt === 'float32' && tf32Enabled(facts)) return tf32Config(k, TF32_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? TF32_TILES[TF32_TILES.length - 1]);
   if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };
-  const tile = MMA_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? MMA_TILES[MMA_TILES.length - 1];
-  return mmaConfig(k, facts, tile);
+  const tile = mmaTile(k, facts);
+  // Too few warps for the tensor cores: split K, when the sizes are known and the work is worth a second launch.
+  const flop = 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k);
+  if (!k.domain.every(isStatic) || flop < SPLIT_MIN_FLOP || !tooFewWarps(k, facts)) return mmaConfig(k, facts, tile);
+  const t = splitTile(k);
+  const parts = splitKParts(k, facts, t);
+  return parts ? { ...mmaConfig(k, facts, t), split: parts } : mmaConfig(k, facts, tile);
+}
+
+/** The unsplit tile: the largest that still gives every SM a block, else the smallest. */
+function mmaTile(k: Kernel, facts: GpuFacts): Omit<MmaConfig, 'stages'> {
+  return MMA_TILES.find((t) => ctas(k, t.bm, t.bn) >= (facts.smCount ?? 132)) ?? MMA_TILES[MMA_TILES.length - 1];
+}
+
+/**
+ * True when the unsplit tiles give the GPU fewer than 4 warps per SM: an SM's four
+ * sub-partitions each have their own tensor cores, and a warp runs on one, so some idle
+ * (64×4096×4096 on 132 SMs: 128 blocks of 2 warps).
+ */
+function tooFewWarps(k: Kernel, facts: GpuFacts): boolean {
+  const t = mmaTile(k, facts);
+  return ctas(k, t.bm, t.bn) * t.warpsM * t.warpsN < 4 * (facts.smCount ?? 132);
+}
+
+/** Each part of a split-K matmul covers at least this many K tiles (256 of K): the pipeline fills and the partials stay small beside the operands. */
+const SPLIT_MIN_KTILES = 8;
+/** The heuristic splits only matmuls of at least this much work (2·M·N·K; the tuner's floor too): below it a second launch costs more than it gains. */
+const SPLIT_MIN_FLOP = 2 ** 24;
+/** Threads per block of a split-K matmul's combine kernel (a thread per output element). */
+export const SPLIT_COMBINE_BLOCK = 256;
+
+/** The tile of a split-K matmul: the largest whose rows and columns the output covers at least half of (32×64 at least). */
+function splitTile(k: Kernel): Omit<MmaConfig, 'stages'> {
+  const r = k.domain.length;
+  const [M, N] = [guess(k.domain[r - 2]), guess(k.domain[r - 1])];
+  return MMA_TILES.find((t) => t.bm <= Math.max(32, pow2ceil(M)) && t.bn <= Math.max(64, pow2ceil(N))) ?? MMA_TILES[MMA_TILES.length - 1];
+}
+
+/**
+ * Parts to split K into with `tile` (see MmaConfig.split): enough blocks for two per SM
+ * (times `scale`, for the tuner's other candidates), each part at least SPLIT_MIN_KTILES K
+ * tiles, and partials (8 bytes per output element and part: written, then read) no more bytes
+ * than the operands; evened out so that no part is empty. Undefined below two parts or for a
+ * symbolic K.
+ */
+function splitKParts(k: Kernel, facts: GpuFacts, tile: Omit<MmaConfig, 'stages'>, scale = 1): number | undefined {
+  const K = k.matmul!.k;
+  if (!isStatic(K)) return undefined;
+  const r = k.domain.length;
+  const [M, N] = [guess(k.domain[r - 2]), guess(k.domain[r - 1])];
+  const kt = Math.ceil(K / MMA_BK);
+  const blocks = scale * Math.ceil((2 * (facts.smCount ?? 132)) / ctas(k, tile.bm, tile.bn));
+  const want = Math.min(blocks, Math.floor(kt / SPLIT_MIN_KTILES), Math.floor((M * K + K * N) / (4 * M * N)));
+  return want >= 2 ? Math.ceil(kt / Math.ceil(kt / want)) : undefined;
+}
+
+/**
+ * Split-K candidates for the tuner: when the unsplit tiles give too few warps (static sizes),
+ * or for any symbolic M, N or batch (the tuner measures at its tuning sizes, 256 unless
+ * told): the split tile and the smaller ones, each at its heuristic part count and twice
+ * that, plus a 4-stage ring.
+ */
+function splitCandidates(k: Kernel, facts: GpuFacts): MmaConfig[] {
+  if (k.domain.every(isStatic) && !tooFewWarps(k, facts)) return [];
+  const out: MmaConfig[] = [];
+  for (const t of MMA_TILES.slice(MMA_TILES.findIndex((x) => x === splitTile(k)))) {
+    for (const scale of [1, 2]) {
+      const parts = splitKParts(k, facts, t, scale);
+      if (parts && !out.some((c) => c.bm === t.bm && c.bn === t.bn && c.split === parts)) out.push({ ...mmaConfig(k, facts, t), split: parts });
+    }
+  }
+  if (out.length && mmaAsync(k, facts)) out.push({ ...out[0], stages: 4 });
+  return out;
 }
 
 function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
@@ -433,7 +512,7 @@ function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
   if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
   const out: MatmulConfig[] = [...wgmmaConfigs(k, facts), ...MMA_TILES.map((t) => mmaConfig(k, facts, t))];
   if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
-  return out;
+  return [...out, ...splitCandidates(k, facts)];
 }
 
 // ---- configs and geometry ----------------------------------------------------------------
@@ -543,6 +622,8 @@ export function geometry(k: Kernel, c: GpuConfig): Geometry {
       return { grid: [cdiv(rows, c.threads >= 64 ? 1 : c.block / c.threads)], block: [c.block], sharedBytes: rowSharedBytes(k, c) };
     }
     case 'matmul': {
+      // A split-K matmul's own kernel is the combine: a thread per output element.
+      if (splitOf(c)) return { grid: [cdiv(dimProd(k.domain), SPLIT_COMBINE_BLOCK)], block: [SPLIT_COMBINE_BLOCK], sharedBytes: 0 };
       const r = k.domain.length;
       const batch = dimProd(k.domain.slice(0, r - 2));
       const grid = [cdiv(k.domain[r - 1], c.bn), cdiv(k.domain[r - 2], c.bm), cdiv(batch, 1)];
@@ -559,11 +640,31 @@ export function configFits(k: Kernel, c: GpuConfig, facts: GpuFacts): boolean {
   return candidateConfigs(k, facts).some((x) => JSON.stringify(x) === JSON.stringify(c));
 }
 
+/** The parts of a two-level configuration (a split reduction or a split-K matmul), else undefined. */
+export function splitOf(c: GpuConfig): number | undefined {
+  if (c.kind === 'reduce' || (c.kind === 'matmul' && c.variant === 'mma')) return c.split && c.split > 1 ? c.split : undefined;
+  return undefined;
+}
+
+/** Elements of a two-level kernel's partials: one per part of every row, or per part of every matmul output. */
+export function partialsElems(k: Kernel, c: GpuConfig): Dim {
+  const parts = splitOf(c) ?? 1;
+  return dimMul(c.kind === 'matmul' ? dimProd(k.domain) : rowShape(k).rows, parts);
+}
+
 /**
- * The launch of a split reduction's first kernel: a block per part of every row (block
- * rows), or for a thread per row, the row blocks once per part (part-major).
+ * The launch of a two-level kernel's first kernel. A split reduction: a block per part of
+ * every row (block rows), or for a thread per row, the row blocks once per part
+ * (part-major). A split-K matmul: the matmul's tiles with grid.z = batch × parts (the part
+ * is the fastest-varying: z = b·parts + part).
  */
-export function partGeometry(k: Kernel, c: RowConfig): Geometry {
+export function partGeometry(k: Kernel, c: RowConfig | MmaConfig): Geometry {
+  if (c.kind === 'matmul') {
+    const r = k.domain.length;
+    const batch = dimProd(k.domain.slice(0, r - 2));
+    const grid = [cdiv(k.domain[r - 1], c.bn), cdiv(k.domain[r - 2], c.bm), cdiv(dimMul(batch, c.split ?? 1), 1)];
+    return { grid, block: [matmulThreads(c)], sharedBytes: matmulSharedBytes(k, c) };
+  }
   const { rows } = rowShape(k);
   const blocks = c.threads === 1 && isStatic(rows) ? Math.ceil(rows / c.block) : rows; // split only when static
   return { grid: [cdiv(dimMul(blocks, c.split ?? 1), 1)], block: [c.block], sharedBytes: 0 };
@@ -571,8 +672,9 @@ export function partGeometry(k: Kernel, c: RowConfig): Geometry {
 
 /**
  * The plan for the CUDA target: the CPU plan's steps with each kernel's geometry. A split
- * reduction becomes two steps (`<kernel>__part`, then `<kernel>`) sharing a temp buffer of
- * partials, passed to both as their last pointer; temps' lifetimes follow the new steps.
+ * reduction or a split-K matmul becomes two steps (`<kernel>__part`, then `<kernel>`) sharing
+ * a temp buffer of partials, passed to both as their last pointer; temps' lifetimes follow
+ * the new steps.
  */
 export function gpuPlan(plan: LaunchPlan, kernels: readonly Kernel[], configs: readonly GpuConfig[]): LaunchPlan {
   const buffers: PlanBuffer[] = [...plan.buffers];
@@ -581,9 +683,9 @@ export function gpuPlan(plan: LaunchPlan, kernels: readonly Kernel[], configs: r
     const k = kernels[i];
     const c = configs[i];
     const g = geometry(k, c);
-    if (c.kind === 'reduce' && c.split) {
+    if (splitOf(c) && (c.kind === 'reduce' || (c.kind === 'matmul' && c.variant === 'mma'))) {
       const id = buffers.length;
-      buffers.push({ id, dtype: partialsDType(k), elems: dimToJSON(dimMul(rowShape(k).rows, c.split)), role: 'temp', first: 0, last: 0 });
+      buffers.push({ id, dtype: partialsDType(k), elems: dimToJSON(partialsElems(k, c)), role: 'temp', first: 0, last: 0 });
       const pg = partGeometry(k, c);
       steps.push({ ...s, kernel: `${s.kernel}__part`, buffers: [...s.buffers, id], grid: pg.grid, block: pg.block, sharedBytes: pg.sharedBytes });
       steps.push({ ...s, buffers: [...s.buffers, id], grid: g.grid, block: g.block, sharedBytes: g.sharedBytes });

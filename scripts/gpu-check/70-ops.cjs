@@ -5,7 +5,8 @@
  * (NVRTC, heuristic configurations), run step by step on buffers whose outputs and temps are
  * poisoned with NaN bytes, and run again through the engine's loaded program (CudaProgram:
  * arena, fresh outputs, CUDA graphs) — both compared with the interpreter on random inputs.
- * Then one program's every autotuner candidate is checked the same way.
+ * Then one program's every autotuner candidate is checked the same way, and every split-K
+ * candidate of the split-K cases.
  *
  * KILN_GPU_CHECK_DRY=1 runs it without a GPU: builds everything for sm_90 and checks the
  * ptxas reports only.
@@ -87,6 +88,37 @@ module.exports = {
         if (errors.length) throw new Error(errors.join('; '));
         return Object.values(b.tuning).map((t) => t.kind[0] + (t.block || t.bm)).join(' ');
       });
+    }
+
+    // Split-K: every split candidate of the split-K cases (tiles, part counts, a 4-stage ring;
+    // the dynamic-rows case is split only as a candidate), step by step at every run's sizes.
+    const { splitOf } = require(gpu);
+    for (const sc of groups.splitK) {
+      const sgraph = k.trace(sc.fn, sc.specs, { dynamic: sc.dynamic || {} });
+      const sprog = k.lower(sgraph);
+      const splits = sprog.kernels.map((kk) => candidateConfigs(kk, facts).filter((x) => splitOf(x)));
+      const count = Math.max(0, ...splits.map((x) => x.length));
+      for (let v = 0; v < count; v++) {
+        await ctx.check(`split-K candidates/${sc.name} #${v}`, async () => {
+          const tuning = Object.fromEntries(sprog.kernels.flatMap((kk, i) => (splits[i].length ? [[kk.name, splits[i][Math.min(v, splits[i].length - 1)]]] : [])));
+          const { build: b } = await run.build(k, ctx, sc, { tuning, program: sprog });
+          const spills = Object.entries(b.resources).filter(([, r]) => r.spillStores || r.spillLoads);
+          if (spills.length) throw new Error(`spills in ${spills.map(([n]) => n).join(', ')}`);
+          if (!b.plan.steps.some((st) => st.kernel.endsWith('__part'))) throw new Error('the plan has no split-K step');
+          if (run.DRY) return `built ${b.plan.steps.length} steps (dry run)`;
+          for (const shapes of sc.runs || [sc.specs.map((s) => [...s.shape])]) {
+            const inputs = run.makeInputs(k, shared, sc, sgraph, shapes);
+            const outs = await run.runPlan(k, ctx, b.program.graph, b, inputs);
+            const errors = run.compare(k, sc, sgraph, b.plan, inputs, outs, `[${shapes.join('|')}] split candidate ${v}`);
+            if (errors.length) throw new Error(errors.join('; '));
+            // Partials combined in a fixed order, no atomics: a second run gives the same bytes.
+            const again = await run.runPlan(k, ctx, b.program.graph, b, inputs);
+            const bytes = (o) => Buffer.from(o.buffer, o.byteOffset, o.byteLength);
+            if (!outs.every((o, j) => bytes(o).equals(bytes(again[j])))) throw new Error(`[${shapes.join('|')}] split candidate ${v}: a second run differs`);
+          }
+          return Object.values(tuning).map((t) => `${t.bm}x${t.bn}/${t.split}/${t.stages}`).join(' ');
+        });
+      }
     }
   },
 };

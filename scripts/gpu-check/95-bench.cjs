@@ -193,7 +193,7 @@ module.exports = {
     // 3. Matmul on tensor cores.
     const mms = [];
     for (const dtype of ['float16', 'bfloat16']) {
-      for (const [M, Nn, K] of [[4096, 4096, 4096], [8192, 8192, 8192], [512, 4096, 4096], [64, 4096, 4096]]) {
+      for (const [M, Nn, K] of [[4096, 4096, 4096], [8192, 8192, 8192], [512, 4096, 4096], [64, 4096, 4096], [16, 4096, 4096]]) {
         mms.push({ name: `${dtype} ${M}x${Nn}x${K}`, dtype, M, N: Nn, K });
       }
     }

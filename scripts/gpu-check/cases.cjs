@@ -185,6 +185,31 @@ function cases({ F, tensor }) {
     { name: 'wgmma-bf16-bt-batched', fn: (x, w) => x.matmul(w.transpose(1, 2)), specs: [bf16(2, 128, 192), bf16(2, 256, 192)], ulps: 2 },
   ];
 
+  // Split-K (MmaConfig.split): small M, too few output tiles for 132 SMs, K cut into parts of
+  // whole 32-wide K tiles (the last part shorter, with a K tail where K % 32 != 0), f32 partials
+  // added in part order by a combine kernel that runs the epilogue. The heuristic splits each
+  // static case here (>= 2^24 FLOP); the dynamic one runs unsplit by default and split as a
+  // tuner candidate. f16 sums of ~1000 products: an f32 accumulation may round an f16 ulp away.
+  const splitK = [
+    { name: 'splitk-f16', fn: (x, w) => x.matmul(w), specs: [f16(48, 1400), f16(1400, 128)], ulps: 2 },
+    { name: 'splitk-f16-bias-gelu', fn: (x, w, b) => x.matmul(w).add(b).gelu(), specs: [f16(64, 1536), f16(1536, 96), f16(96)], rtol: 1e-2, atol: 1e-2 },
+    { name: 'splitk-bf16', fn: (x, w) => x.matmul(w), specs: [bf16(20, 2200), bf16(2200, 200)], ulps: 2 },
+    { name: 'splitk-bf16-bias-residual', fn: (x, w, b, r) => x.matmul(w).add(b).add(r), specs: [bf16(20, 2200), bf16(2200, 200), bf16(200), bf16(20, 200)], ulps: 2 },
+    { name: 'splitk-bf16-bt', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: [bf16(32, 3072), bf16(96, 3072)], ulps: 2 },
+    { name: 'splitk-f16-batched-relu', fn: (x, w) => x.matmul(w).relu(), specs: [f16(3, 16, 3072), f16(3, 3072, 64)], ulps: 2 },
+    // B's rows are 51 elements (not 16-byte chunks): element loads, no cp.async ring.
+    { name: 'splitk-f16-scalar-b', fn: (x, w) => x.matmul(w).to('float32'), specs: [f16(40, 4200), f16(4200, 51)], rtol: 2e-3, atol: 2e-3 },
+    {
+      name: 'splitk-dyn-rows',
+      fn: (x, w, b) => x.matmul(w).add(b).silu(),
+      specs: [f16(16, 1024), f16(1024, 64), f16(64)],
+      dynamic: { 0: [0] },
+      runs: [[[1, 1024], [1024, 64], [64]], [[45, 1024], [1024, 64], [64]]],
+      rtol: 1e-2,
+      atol: 1e-2,
+    },
+  ];
+
   const dynamic = [
     { name: 'dyn-softmax', fn: (x) => x.softmax(-1), specs: [f32(4, 10)], dynamic: { 0: [0] }, runs: [[[1, 10]], [[7, 10]], [[33, 10]]] },
     { name: 'dyn-layerNorm', fn: (x, w) => F.rmsNorm(x, w).add(x), specs: [f32(3, 32), f32(32)], dynamic: { 0: [0] }, runs: [[[1, 32], [32]], [[20, 32], [32]]] },
@@ -233,7 +258,7 @@ function cases({ F, tensor }) {
     ];
   });
 
-  return { elementwise, reductions, views, matmuls, dynamic, composites };
+  return { elementwise, reductions, views, matmuls, splitK, dynamic, composites };
 }
 
 /**
