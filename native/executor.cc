@@ -1,8 +1,9 @@
-// The plan executor: every kernel launch of a compiled program in one native call, on kiln's
-// stream, optionally replayed as a CUDA graph. Made once per program from its module, kernel
-// names and per-step launch descriptors; `run` takes device pointers, symbol values and
-// the grids (resolved in JS from the plan's symbolic dims) and returns a Promise settled by
-// the completion queue when the GPU is done.
+// The plan executor: every kernel launch of a compiled program, and the device copies that
+// give the caller outputs of its own, in one native call on kiln's stream, optionally
+// replayed as a CUDA graph (copies included). Made once per program from its module, kernel
+// names, per-step launch descriptors and copies; `run` takes device pointers, symbol
+// values, the grids (resolved in JS from the plan's symbolic dims) and the copies' sizes,
+// and returns a Promise settled by the completion queue when the GPU is done.
 //
 // Kernel parameter ABI (documented for renderers in lib/runtime/cuda.ts): step i's kernel
 // takes one pointer per entry of its `buffers`, in order, then one int64 per plan symbol, in
@@ -28,16 +29,22 @@ std::vector<int64_t> GetInts(const Napi::Value& v, const std::string& what) {
   return out;
 }
 
+// One napi_get_typedarray_info per array: node-addon-api's accessors each call it again
+// (about 1 k instructions apiece), and a run reads four arrays.
 template <typename T>
 T* TypedData(const Napi::Value& v, napi_typedarray_type type, size_t length, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+  bool isTyped = false;
+  napi_typedarray_type got = napi_int8_array;
+  size_t n = 0;
+  void* data = nullptr;
+  if (napi_is_typedarray(v.Env(), v, &isTyped) != napi_ok || !isTyped ||
+      napi_get_typedarray_info(v.Env(), v, &got, &n, &data, nullptr, nullptr) != napi_ok ||
+      got != type)
     ThrowArg(v.Env(), std::string(what) + " has the wrong TypedArray type");
-  auto ta = v.As<Napi::TypedArray>();
-  if (ta.ElementLength() != length)
+  if (n != length)
     ThrowArg(v.Env(), std::string(what) + " must have " + std::to_string(length) +
-                          " elements, got " + std::to_string(ta.ElementLength()));
-  auto* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-  return reinterpret_cast<T*>(base);
+                          " elements, got " + std::to_string(n));
+  return static_cast<T*>(data);
 }
 
 /** Reads each kernel's attributes and checks its parameters and every step's block/shared. */
@@ -98,7 +105,8 @@ int CountParams(CUfunction fn) {
 }  // namespace
 
 // execCreate(module, { numBuffers, numSymbols, kernels: string[],
-//                      steps: [{ kernel, buffers: number[], block: number[3], sharedBytes }] })
+//                      steps: [{ kernel, buffers: number[], block: number[3], sharedBytes }],
+//                      copies?: [{ dst, src }] })
 Napi::Value KilnAddon::ExecCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Driver& d = RequireDriver(env);
@@ -158,11 +166,27 @@ Napi::Value KilnAddon::ExecCreate(const Napi::CallbackInfo& info) {
     e->steps.push_back(std::move(s));
   }
   e->args.assign(std::max<size_t>(maxArgs, 1), 0);
+  Napi::Value copies = spec.Get("copies");
+  if (!copies.IsUndefined()) {
+    if (!copies.IsArray()) ThrowArg(env, "copies must be an array");
+    auto list = copies.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      std::string at = "copies[" + std::to_string(i) + "]";
+      if (!list.Get(i).IsObject()) ThrowArg(env, at + " must be an object");
+      auto o = list.Get(i).As<Napi::Object>();
+      int64_t dst = GetInt(o.Get("dst"), at + ".dst"), src = GetInt(o.Get("src"), at + ".src");
+      for (int64_t b : {dst, src})
+        if (b < 0 || b >= static_cast<int64_t>(e->numBuffers))
+          ThrowArg(env, at + " names buffer " + std::to_string(b) + " of " + std::to_string(e->numBuffers));
+      e->copies.push_back({static_cast<uint32_t>(dst), static_cast<uint32_t>(src)});
+    }
+  }
   PrepareKernels(env, e.get());
   return WrapHandle(env, e.release(), kExecutorTag);
 }
 
-// execRun(exec, ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph: bool)
+// execRun(exec, ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph: bool,
+//         copyBytes?: BigUint64Array (one per copy; may be left out when there are none))
 Napi::Value KilnAddon::ExecRun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto t0 = std::chrono::steady_clock::now();
@@ -175,6 +199,14 @@ Napi::Value KilnAddon::ExecRun(const Napi::CallbackInfo& info) {
   a.syms = TypedData<int64_t>(info[2], napi_bigint64_array, e->numSymbols, "syms");
   a.grids = TypedData<uint32_t>(info[3], napi_uint32_array, 3 * e->steps.size(), "grids");
   bool graph = info[4].ToBoolean();
+  if (!e->copies.empty() || !info[5].IsUndefined())
+    a.copyBytes = TypedData<uint64_t>(info[5], napi_biguint64_array, e->copies.size(), "copyBytes");
+  for (size_t i = 0; i < e->copies.size(); i++) {
+    const CopySpec& c = e->copies[i];
+    if (a.copyBytes[i] > 0 && (a.ptrs[c.dst] == 0 || a.ptrs[c.src] == 0))
+      ThrowArg(env, "copy " + std::to_string(i) + " (buffer " + std::to_string(c.src) + " to " +
+                        std::to_string(c.dst) + ") lacks a device pointer");
+  }
   for (size_t i = 0; i < e->steps.size(); i++) {
     for (uint32_t b : e->steps[i].buffers)
       if (a.ptrs[b] == 0)
@@ -208,6 +240,7 @@ Napi::Value KilnAddon::ExecStats(const Napi::CallbackInfo& info) {
   auto o = Napi::Object::New(env);
   o.Set("runs", static_cast<double>(s.runs));
   o.Set("kernelLaunches", static_cast<double>(s.kernelLaunches));
+  o.Set("copies", static_cast<double>(s.copies));
   o.Set("graphLaunches", static_cast<double>(s.graphLaunches));
   o.Set("graphCaptures", static_cast<double>(s.graphCaptures));
   o.Set("graphEvictions", static_cast<double>(s.graphEvictions));

@@ -30,11 +30,17 @@ struct StepSpec {
   unsigned sharedBytes = 0;
 };
 
+/** A device-to-device copy queued after the steps: buffer `src` into buffer `dst`. */
+struct CopySpec {
+  uint32_t dst = 0, src = 0;
+};
+
 /** The per-call inputs, read from JS typed arrays on the JS thread. */
 struct RunArgs {
   const uint64_t* ptrs = nullptr;   // device pointer per plan buffer
   const int64_t* syms = nullptr;    // value per plan symbol
   const uint32_t* grids = nullptr;  // grid x, y, z per step; a 0 skips the step (empty tensor)
+  const uint64_t* copyBytes = nullptr;  // bytes per copy; 0 skips it
 };
 
 /** A captured, instantiated graph for one (pointers, symbols, grids) key. */
@@ -48,6 +54,7 @@ struct GraphEntry {
 struct ExecutorStats {
   uint64_t runs = 0;
   uint64_t kernelLaunches = 0;  // launched one by one (no graph)
+  uint64_t copies = 0;          // copies queued one by one (no graph)
   uint64_t graphLaunches = 0;   // replays of a cached graph (including right after capture)
   uint64_t graphCaptures = 0;
   uint64_t graphEvictions = 0;
@@ -70,7 +77,9 @@ struct PlanExecutor {
   size_t numBuffers = 0, numSymbols = 0;
   std::vector<KernelInfo> kernels;
   std::vector<StepSpec> steps;
+  std::vector<CopySpec> copies;
   std::vector<uint64_t> args;  // scratch parameter buffer, 8 bytes per parameter
+  std::vector<uint64_t> key;   // scratch graph key of the run being enqueued
   CUstream captureStream = nullptr;
   std::vector<GraphEntry> graphs;
   std::vector<uint64_t> seen;  // hashes of keys seen once, a ring of kSeenRing
@@ -89,7 +98,7 @@ struct PlanExecutor {
  private:
   bool LaunchSteps(const RunArgs& a, CUstream stream, ErrorInfo* err);
   bool Capture(const RunArgs& a, CUgraphExec* exec, ErrorInfo* err);
-  GraphEntry* FindGraph(uint64_t hash, const std::vector<uint64_t>& key);
+  GraphEntry* FindGraph(uint64_t hash);
 };
 
 }  // namespace kiln

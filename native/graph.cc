@@ -1,5 +1,5 @@
-// Enqueuing a plan: one launch per step, or a CUDA graph captured from those launches and
-// replayed while the (pointers, symbols, grids) key repeats.
+// Enqueuing a plan: one launch per step then its output copies, or a CUDA graph captured
+// from those and replayed while the (pointers, symbols, grids, copy sizes) key repeats.
 #include <algorithm>
 #include <chrono>
 
@@ -42,6 +42,12 @@ bool PlanExecutor::LaunchSteps(const RunArgs& a, CUstream stream, ErrorInfo* err
       return d.Check(r, "cuLaunchKernel (step " + std::to_string(i) + ", kernel " +
                             kernels[s.kernel].name + ")", err);
   }
+  for (size_t i = 0; i < copies.size(); i++) {
+    if (a.copyBytes[i] == 0) continue;
+    CUresult r = d.api().cuMemcpyDtoDAsync(a.ptrs[copies[i].dst], a.ptrs[copies[i].src],
+                                           a.copyBytes[i], stream);
+    if (r != 0) return d.Check(r, "cuMemcpyDtoDAsync (copy " + std::to_string(i) + ")", err);
+  }
   return true;
 }
 
@@ -65,7 +71,7 @@ bool PlanExecutor::Capture(const RunArgs& a, CUgraphExec* exec, ErrorInfo* err) 
   return ok;
 }
 
-GraphEntry* PlanExecutor::FindGraph(uint64_t hash, const std::vector<uint64_t>& key) {
+GraphEntry* PlanExecutor::FindGraph(uint64_t hash) {
   for (GraphEntry& g : graphs)
     if (g.hash == hash && g.key == key) return &g;
   return nullptr;
@@ -73,33 +79,36 @@ GraphEntry* PlanExecutor::FindGraph(uint64_t hash, const std::vector<uint64_t>& 
 
 bool PlanExecutor::Enqueue(const RunArgs& a, CUstream stream, bool graph, ErrorInfo* err) {
   stats.runs++;
-  size_t live = 0;
+  size_t live = 0, copied = 0;
   for (size_t i = 0; i < steps.size(); i++) live += Empty(a.grids + 3 * i) ? 0 : 1;
-  if (!graph || live == 0 || !graphError.empty()) {
+  for (size_t i = 0; i < copies.size(); i++) copied += a.copyBytes[i] == 0 ? 0 : 1;
+  auto eager = [&] {
     stats.kernelLaunches += live;
+    stats.copies += copied;
     return LaunchSteps(a, stream, err);
-  }
-  std::vector<uint64_t> key(a.ptrs, a.ptrs + numBuffers);
+  };
+  if (!graph || live + copied == 0 || !graphError.empty()) return eager();
+  // The key, in a kept buffer: a replay allocates nothing.
+  key.assign(a.ptrs, a.ptrs + numBuffers);
   key.insert(key.end(), a.syms, a.syms + numSymbols);
   key.insert(key.end(), a.grids, a.grids + 3 * steps.size());
+  key.insert(key.end(), a.copyBytes, a.copyBytes + copies.size());
   const uint64_t hash = HashKey(key);
-  GraphEntry* entry = FindGraph(hash, key);
+  GraphEntry* entry = FindGraph(hash);
   if (entry == nullptr) {
     if (std::find(seen.begin(), seen.end(), hash) == seen.end()) {
       // First sighting: launch eagerly and remember it; capturing pays off only on repeats.
       if (seen.size() < kSeenRing) seen.push_back(hash);
       else seen[seenNext++ % kSeenRing] = hash;
-      stats.kernelLaunches += live;
-      return LaunchSteps(a, stream, err);
+      return eager();
     }
     auto t0 = std::chrono::steady_clock::now();
-    GraphEntry fresh{hash, std::move(key), nullptr, 0};
+    GraphEntry fresh{hash, key, nullptr, 0};
     if (!Capture(a, &fresh.exec, err)) {
       // Graphs are an optimization: keep the reason (for stats) and run eagerly from now on.
       graphError = err->message.empty() ? "capture failed" : err->message;
       *err = ErrorInfo{};
-      stats.kernelLaunches += live;
-      return LaunchSteps(a, stream, err);
+      return eager();
     }
     stats.graphCaptures++;
     stats.captureNs += std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -1,6 +1,11 @@
-// Device memory through the caching allocator (pool.h): explicit alloc/free handles (V8's
-// GC cannot see GPU memory, so freeing is the caller's job; the finalizer is a safety net),
-// counters, trim, and copies ordered on kiln's stream.
+// Device memory through the caching allocator (pool.h): explicit alloc/free (V8's GC cannot
+// see GPU memory, so freeing is the caller's job), counters, trim, and copies ordered on
+// kiln's stream. A block's handle is its device address as a BigInt, checked against the
+// pools' live blocks on every use: no napi External, whose finalizer (a tracked reference,
+// a heap record, a deferred callback per block) cost more than the rest of an allocation.
+// The GC safety net is DeviceBuffer's FinalizationRegistry (lib/runtime/cuda-driver.ts),
+// which also frees each block at most once; a raw handle used after its free may name a
+// block handed out again, so only DeviceBuffer holds them.
 #include <cstdio>
 #include <memory>
 
@@ -11,12 +16,11 @@
 
 namespace kiln {
 
-/** One block handed out by a device's pool. */
+/** A live block: its address, the bytes it was asked for, its device. */
 struct DeviceMemory {
   CUdeviceptr ptr;
   size_t bytes;
   int device;
-  bool freed;
 };
 
 namespace {
@@ -40,15 +44,30 @@ struct CudaBackend {
 
 using DevicePool = BlockPool<CudaBackend>;
 
+std::mutex poolsMu;
+// Leaked on purpose, as the driver is: blocks may be freed while the process exits.
+std::vector<std::unique_ptr<DevicePool>>* pools = new std::vector<std::unique_ptr<DevicePool>>();
+
 /** One pool per device, process-wide: memory is a process resource, as the counters are. */
 DevicePool* PoolFor(int device) {
-  static std::mutex mu;
-  static std::vector<std::unique_ptr<DevicePool>>* pools = new std::vector<std::unique_ptr<DevicePool>>();
-  std::lock_guard<std::mutex> lock(mu);
+  std::lock_guard<std::mutex> lock(poolsMu);
   if (pools->size() <= static_cast<size_t>(device)) pools->resize(device + 1);
   auto& p = (*pools)[device];
   if (!p) p = std::make_unique<DevicePool>(CudaBackend{device});
   return p.get();
+}
+
+/** The live block at `ptr` in any device's pool (addresses are unique in the process). */
+bool FindBlock(uint64_t ptr, DeviceMemory* out) {
+  std::lock_guard<std::mutex> lock(poolsMu);
+  for (size_t i = 0; i < pools->size(); i++) {
+    uint64_t requested = 0;
+    if ((*pools)[i] && (*pools)[i]->Lookup(ptr, &requested)) {
+      *out = {ptr, static_cast<size_t>(requested), static_cast<int>(i)};
+      return true;
+    }
+  }
+  return false;
 }
 
 ErrorInfo OutOfMemory(int device, const PoolFailure& f) {
@@ -88,34 +107,36 @@ ErrorInfo OutOfMemory(int device, const PoolFailure& f) {
   return err;
 }
 
-bool FreeMemory(DeviceMemory* m) {
-  if (m->freed) return true;
-  m->freed = true;
-  return PoolFor(m->device)->Free(m->ptr);  // stream-ordered: no sync needed (see pool.h)
+/** The address a memory handle names, or KILN_ARGUMENT when it is not one. */
+uint64_t HandlePtr(const Napi::Value& v) {
+  bool lossless = false;
+  uint64_t ptr = v.IsBigInt() ? v.As<Napi::BigInt>().Uint64Value(&lossless) : 0;
+  if (!lossless || ptr == 0) ThrowArg(v.Env(), "device memory must be a kiln device memory handle");
+  return ptr;
 }
 
 int DeviceArg(const Napi::Value& v) {
   return v.IsUndefined() ? 0 : static_cast<int>(GetInt(v, "device"));
 }
 
-DeviceMemory* LiveMemory(const Napi::Value& v) {
-  auto* mem = UnwrapHandle<DeviceMemory>(v, kDeviceMemoryTag, "device memory");
-  if (mem->freed) ThrowArg(v.Env(), "device memory was already freed");
+DeviceMemory LiveMemory(const Napi::Value& v) {
+  DeviceMemory mem{};
+  if (!FindBlock(HandlePtr(v), &mem)) ThrowArg(v.Env(), "device memory was already freed");
   return mem;
 }
 
-void CheckRange(Napi::Env env, const DeviceMemory* m, int64_t offset, int64_t bytes) {
-  if (offset < 0 || bytes < 0 || static_cast<uint64_t>(offset + bytes) > m->bytes)
+void CheckRange(Napi::Env env, const DeviceMemory& m, int64_t offset, int64_t bytes) {
+  if (offset < 0 || bytes < 0 || static_cast<uint64_t>(offset + bytes) > m.bytes)
     ThrowArg(env, "access of " + std::to_string(bytes) + " bytes at offset " +
                       std::to_string(offset) + " overruns device memory of " +
-                      std::to_string(m->bytes) + " bytes");
+                      std::to_string(m.bytes) + " bytes");
 }
 
 /** A copy on kiln's stream, waited for on libuv's pool (pageable host memory is staged). */
 class CopyWorker : public PromiseWorker {
  public:
   CopyWorker(Napi::Env env, bool toDevice) : PromiseWorker(env), toDevice_(toDevice) {}
-  DeviceMemory* mem = nullptr;
+  DeviceMemory mem{};  // DeviceBuffer defers a dispose until the copy settles
   size_t offset = 0;
   Bytes host;
   KeepAlive keep;
@@ -124,11 +145,11 @@ class CopyWorker : public PromiseWorker {
   void Execute() override {
     Driver& d = Driver::Get();
     ErrorInfo err;
-    CUstream s = d.Stream(mem->device, &err);
+    CUstream s = d.Stream(mem.device, &err);
     if (s == nullptr) return Fail(err);
     CUresult r =
-        toDevice_ ? d.api().cuMemcpyHtoDAsync(mem->ptr + offset, host.data, host.size, s)
-                  : d.api().cuMemcpyDtoHAsync(host.data, mem->ptr + offset, host.size, s);
+        toDevice_ ? d.api().cuMemcpyHtoDAsync(mem.ptr + offset, host.data, host.size, s)
+                  : d.api().cuMemcpyDtoHAsync(host.data, mem.ptr + offset, host.size, s);
     if (!d.Check(r, toDevice_ ? "cuMemcpyHtoDAsync" : "cuMemcpyDtoHAsync", &err) ||
         !d.Check(d.api().cuStreamSynchronize(s), "cuStreamSynchronize", &err))
       Fail(err);
@@ -142,7 +163,7 @@ Napi::Value StartCopy(const Napi::CallbackInfo& info, bool toDevice, const Napi:
                       const Napi::Value& offsetArg, const Napi::Value& hostArg) {
   Napi::Env env = info.Env();
   RequireDriver(env);
-  DeviceMemory* mem = LiveMemory(memArg);
+  DeviceMemory mem = LiveMemory(memArg);
   int64_t offset = GetInt(offsetArg, "offset");
   Bytes host = GetBytes(hostArg, "host buffer");
   CheckRange(env, mem, offset, static_cast<int64_t>(host.size));
@@ -150,7 +171,6 @@ Napi::Value StartCopy(const Napi::CallbackInfo& info, bool toDevice, const Napi:
   w->mem = mem;
   w->offset = static_cast<size_t>(offset);
   w->host = host;
-  w->keep.Add(memArg);  // the handle's finalizer must not run while the copy does
   w->keep.Add(hostArg);
   Napi::Promise promise = w->Promise();
   w->Queue();
@@ -167,14 +187,14 @@ Napi::Value CopyNow(const Napi::CallbackInfo& info, bool toDevice, const Napi::V
                     const Napi::Value& offsetArg, const Napi::Value& hostArg) {
   Napi::Env env = info.Env();
   Driver& d = RequireDriver(env);
-  DeviceMemory* mem = LiveMemory(memArg);
+  DeviceMemory mem = LiveMemory(memArg);
   int64_t offset = GetInt(offsetArg, "offset");
   Bytes host = GetBytes(hostArg, "host buffer");
   CheckRange(env, mem, offset, static_cast<int64_t>(host.size));
   ErrorInfo err;
-  CUstream s = d.Stream(mem->device, &err);
+  CUstream s = d.Stream(mem.device, &err);
   if (s == nullptr) throw MakeError(env, err);
-  CUdeviceptr at = mem->ptr + static_cast<size_t>(offset);
+  CUdeviceptr at = mem.ptr + static_cast<size_t>(offset);
   CUresult r = toDevice ? d.api().cuMemcpyHtoDAsync(at, host.data, host.size, s)
                         : d.api().cuMemcpyDtoHAsync(host.data, at, host.size, s);
   if (!d.Check(r, toDevice ? "cuMemcpyHtoDAsync" : "cuMemcpyDtoHAsync", &err) ||
@@ -204,13 +224,8 @@ Napi::Object StatsToJs(Napi::Env env, const PoolStats& s) {
 
 }  // namespace
 
-void Finalize(Napi::Env, DeviceMemory* m) {
-  FreeMemory(m);  // back to the pool: no driver call, safe from a finalizer
-  delete m;
-}
-
-// memAlloc(bytes, device?, ptrOut?: BigUint64Array) -> handle; the address goes to ptrOut[0]
-// (a typed array the caller reuses: cheaper than building an object per allocation)
+// memAlloc(bytes, device?, ptrOut?: BigUint64Array) -> handle (the address as a BigInt); the
+// address also goes to ptrOut[0], which DeviceBuffer reads
 Napi::Value KilnAddon::MemAlloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Driver& d = RequireDriver(env);
@@ -223,28 +238,40 @@ Napi::Value KilnAddon::MemAlloc(const Napi::CallbackInfo& info) {
   PoolFailure failure;
   if (PoolFor(device)->Alloc(static_cast<uint64_t>(bytes), &ptr, &failure) != 0)
     throw MakeError(env, OutOfMemory(device, failure));
-  if (info[2].IsTypedArray() && info[2].As<Napi::TypedArray>().TypedArrayType() == napi_biguint64_array &&
-      info[2].As<Napi::TypedArray>().ElementLength() >= 1)
-    info[2].As<Napi::BigUint64Array>()[0] = ptr;
-  return WrapHandle(env, new DeviceMemory{ptr, static_cast<size_t>(bytes), device, false},
-                    kDeviceMemoryTag);
+  bool isTyped = false;
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;
+  void* out = nullptr;  // one info call: node-addon-api's accessors would make four
+  if (napi_is_typedarray(env, info[2], &isTyped) == napi_ok && isTyped &&
+      napi_get_typedarray_info(env, info[2], &type, &length, &out, nullptr, nullptr) == napi_ok &&
+      type == napi_biguint64_array && length >= 1)
+    *static_cast<uint64_t*>(out) = ptr;
+  return Napi::BigInt::New(env, ptr);
 }
 
+// memFree(handle): back to its pool (stream-ordered: no sync, see pool.h); a handle no pool
+// holds (already freed) is ignored, as a second dispose is
 Napi::Value KilnAddon::MemFree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   RequireDriver(env);
-  FreeMemory(UnwrapHandle<DeviceMemory>(info[0], kDeviceMemoryTag, "device memory"));
+  uint64_t ptr = HandlePtr(info[0]);
+  std::lock_guard<std::mutex> lock(poolsMu);
+  for (auto& pool : *pools)
+    if (pool && pool->Free(ptr)) break;
   return env.Undefined();
 }
 
+// memInfo(handle) -> { ptr, bytes, device, freed } (bytes 0 and device -1 once freed)
 Napi::Value KilnAddon::MemInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* mem = UnwrapHandle<DeviceMemory>(info[0], kDeviceMemoryTag, "device memory");
+  uint64_t ptr = HandlePtr(info[0]);
+  DeviceMemory mem{ptr, 0, -1};
+  bool live = FindBlock(ptr, &mem);
   auto o = Napi::Object::New(env);
-  o.Set("ptr", Napi::BigInt::New(env, static_cast<uint64_t>(mem->ptr)));
-  o.Set("bytes", static_cast<double>(mem->bytes));
-  o.Set("device", mem->device);
-  o.Set("freed", mem->freed);
+  o.Set("ptr", Napi::BigInt::New(env, ptr));
+  o.Set("bytes", static_cast<double>(mem.bytes));
+  o.Set("device", mem.device);
+  o.Set("freed", !live);
   return o;
 }
 
@@ -290,17 +317,17 @@ Napi::Value KilnAddon::MemcpyDtoHSync(const Napi::CallbackInfo& info) {
 Napi::Value KilnAddon::MemcpyDtoD(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Driver& d = RequireDriver(env);
-  DeviceMemory* dst = LiveMemory(info[0]);
-  DeviceMemory* src = LiveMemory(info[2]);
+  DeviceMemory dst = LiveMemory(info[0]);
+  DeviceMemory src = LiveMemory(info[2]);
   int64_t dstOff = GetInt(info[1], "dstOffset"), srcOff = GetInt(info[3], "srcOffset");
   int64_t bytes = GetInt(info[4], "bytes");
   CheckRange(env, dst, dstOff, bytes);
   CheckRange(env, src, srcOff, bytes);
-  if (dst->device != src->device) ThrowArg(env, "copies between devices are not supported");
+  if (dst.device != src.device) ThrowArg(env, "copies between devices are not supported");
   ErrorInfo err;
-  CUstream s = d.Stream(dst->device, &err);
+  CUstream s = d.Stream(dst.device, &err);
   if (s == nullptr ||
-      !d.Check(d.api().cuMemcpyDtoDAsync(dst->ptr + dstOff, src->ptr + srcOff, bytes, s),
+      !d.Check(d.api().cuMemcpyDtoDAsync(dst.ptr + dstOff, src.ptr + srcOff, bytes, s),
                "cuMemcpyDtoDAsync", &err))
     throw MakeError(env, err);
   return env.Undefined();
@@ -310,14 +337,14 @@ Napi::Value KilnAddon::MemcpyDtoD(const Napi::CallbackInfo& info) {
 Napi::Value KilnAddon::MemsetD8(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Driver& d = RequireDriver(env);
-  DeviceMemory* dst = LiveMemory(info[0]);
+  DeviceMemory dst = LiveMemory(info[0]);
   int64_t offset = GetInt(info[1], "offset"), value = GetInt(info[2], "value");
   int64_t bytes = GetInt(info[3], "bytes");
   CheckRange(env, dst, offset, bytes);
   ErrorInfo err;
-  CUstream s = d.Stream(dst->device, &err);
+  CUstream s = d.Stream(dst.device, &err);
   if (s == nullptr ||
-      !d.Check(d.api().cuMemsetD8Async(dst->ptr + offset, static_cast<unsigned char>(value),
+      !d.Check(d.api().cuMemsetD8Async(dst.ptr + offset, static_cast<unsigned char>(value),
                                        bytes, s),
                "cuMemsetD8Async", &err))
     throw MakeError(env, err);

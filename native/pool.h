@@ -126,6 +126,15 @@ class BlockPool {
     return TrimLocked();
   }
 
+  /** The size a live block was asked for (`requested`); false if `ptr` is not live here. */
+  bool Lookup(uint64_t ptr, uint64_t* requested) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = live_.find(ptr);
+    if (it == live_.end()) return false;
+    *requested = it->second.requested;
+    return true;
+  }
+
   PoolStats Stats() {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;

@@ -265,6 +265,8 @@ test('kiln exports the GPU memory counters; without a GPU they are all zero and 
  */
 function fakeCuda(opts: { failRun?: boolean; slowUploads?: boolean } = {}) {
   const live = new Set<object>();
+  const specs: unknown[] = []; // what execCreate was given
+  const runs: { ptrs: bigint[]; copyBytes?: bigint[] }[] = [];
   let next = 0x1000;
   const uploads: (() => void)[] = [];
   const raw = {
@@ -286,9 +288,12 @@ function fakeCuda(opts: { failRun?: boolean; slowUploads?: boolean } = {}) {
     moduleLoad: () => ({}),
     moduleUnload: () => undefined,
     moduleGetFunction: () => ({}),
-    execCreate: () => ({}),
-    execRun: () => (opts.failRun ? Promise.reject(Object.assign(new Error('cuLaunchKernel failed'), { code: 'KILN_CUDA_ERROR' })) : Promise.resolve()),
-    execStats: () => ({}),
+    execCreate: (_module: unknown, spec: unknown) => (specs.push(spec), {}),
+    execRun: (_exec: unknown, ptrs: BigUint64Array, _syms: unknown, _grids: unknown, _graph: unknown, copyBytes?: BigUint64Array) => {
+      runs.push({ ptrs: Array.from(ptrs), copyBytes: copyBytes && Array.from(copyBytes) });
+      return opts.failRun ? Promise.reject(Object.assign(new Error('cuLaunchKernel failed'), { code: 'KILN_CUDA_ERROR' })) : Promise.resolve();
+    },
+    execStats: () => ({ copies: 0 }),
     execDispose: () => undefined,
   };
   let cuda!: typeof import('../lib/runtime/cuda');
@@ -298,7 +303,7 @@ function fakeCuda(opts: { failRun?: boolean; slowUploads?: boolean } = {}) {
     cuda = require('../lib/runtime/cuda') as typeof import('../lib/runtime/cuda');
   });
   jest.dontMock('../lib/runtime/native');
-  return { cuda, live, releaseUploads: () => uploads.splice(0).forEach((r) => r()) };
+  return { cuda, live, specs, runs, releaseUploads: () => uploads.splice(0).forEach((r) => r()) };
 }
 
 /**
@@ -345,6 +350,23 @@ describe('CudaProgram.run on a fake addon: who frees what', () => {
     x.dispose();
     program.dispose();
     expect(live.size).toBe(0);
+  });
+
+  it("the outputs without a fresh buffer of their own are copied by the executor, after the launches, into the caller's blocks", async () => {
+    const { cuda, specs, runs } = fakeCuda();
+    const program = await fakeProgram(cuda);
+    // Output 1 shares output 0's buffer (2), output 2 is input 0: two copies, into pointer
+    // slots 3 and 4 after the plan's three buffers.
+    expect(specs[0]).toMatchObject({ numBuffers: 5, copies: [{ dst: 3, src: 2 }, { dst: 4, src: 0 }] });
+    const x = cuda.DeviceTensor.fromHostSync(host4());
+    const outs = await program.run([x, host4()]);
+    const { ptrs, copyBytes } = runs[0];
+    expect(copyBytes).toEqual([16n, 16n]);
+    expect(ptrs[0]).toBe(x.buffer.ptr);
+    expect(outs.map((t) => t.buffer.ptr)).toEqual([ptrs[2], ptrs[3], ptrs[4]]);
+    for (const t of outs) t.dispose();
+    x.dispose();
+    program.dispose();
   });
 });
 

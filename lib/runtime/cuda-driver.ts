@@ -4,6 +4,7 @@
  * Every failure is a CudaError (KILN_CUDA_UNAVAILABLE on a machine without a GPU). All work
  * runs on kiln's one stream per device, in the order it was queued.
  */
+import { setImmediate } from 'node:timers';
 import { AddonError, ArgumentError, FormatError } from '../util/errors';
 import {
   addon,
@@ -14,6 +15,7 @@ import {
   type HostBuffer,
   type PoolStats,
   type RawAddon,
+  translateNativeError,
 } from './native';
 
 export type { ExecutorStats, PoolStats } from './native';
@@ -25,9 +27,25 @@ const leaks = { buffers: 0, bytes: 0 };
 let liveBuffers = 0;
 const ptrOut = new BigUint64Array(1); // memAlloc writes the new block's address here
 
+/** What the registry holds for a buffer: its block, until dispose() frees it. */
+interface Block {
+  raw: RawAddon;
+  handle: Handle;
+  bytes: number;
+  live: boolean;
+}
+
 // The safety net: GPU memory is invisible to V8, so dispose() is the real mechanism and
-// this only returns what a forgotten buffer held, counting it as a leak.
-const registry = new FinalizationRegistry<{ raw: RawAddon; handle: Handle; bytes: number }>((held) => {
+// this only returns what a forgotten buffer held, counting it as a leak. A registration
+// costs more than the rest of a buffer's life (a WeakCell the GC tracks, a cleanup call
+// after it dies, an unregister by token), while most buffers are disposed within a turn or
+// two of the event loop (the outputs of an awaited call). So a buffer is registered only
+// once it has lived through two turns (`age`, on setImmediate), and never unregistered:
+// dispose() marks its block freed. A forgotten buffer is still freed by the GC, a turn or
+// two later than it could be.
+const registry = new FinalizationRegistry<Block>((held) => {
+  if (!held.live) return;
+  held.live = false;
   leaks.buffers++;
   leaks.bytes += held.bytes;
   liveBuffers--;
@@ -37,6 +55,44 @@ const registry = new FinalizationRegistry<{ raw: RawAddon; handle: Handle; bytes
     // nothing to report to from a finalizer
   }
 });
+
+// Buffers made since the last `age` (young) and before it (old), with their blocks; a
+// buffer and its block share an index.
+let young: DeviceBuffer[] = [], youngBlocks: Block[] = [];
+let old: DeviceBuffer[] = [], oldBlocks: Block[] = [];
+let aging = false;
+// Past this many young buffers (a long synchronous stretch), they are registered at once.
+const MAX_YOUNG = 4096;
+
+function remember(buf: DeviceBuffer, block: Block): void {
+  young.push(buf);
+  youngBlocks.push(block);
+  if (young.length > MAX_YOUNG) {
+    register(old, oldBlocks);
+    register(young, youngBlocks);
+  } else if (!aging) {
+    aging = true;
+    setImmediate(age).unref(); // node:timers' own: test fake timers replace only the global
+  }
+}
+
+/** Registers the old buffers still live; the young become old. */
+function age(): void {
+  aging = false;
+  register(old, oldBlocks);
+  [old, young] = [young, old];
+  [oldBlocks, youngBlocks] = [youngBlocks, oldBlocks];
+  if (old.length > 0) {
+    aging = true;
+    setImmediate(age).unref();
+  }
+}
+
+function register(bufs: DeviceBuffer[], blocks: Block[]): void {
+  for (let i = 0; i < bufs.length; i++) if (blocks[i].live) registry.register(bufs[i], blocks[i]);
+  bufs.length = 0;
+  blocks.length = 0;
+}
 
 /** The caching allocator's counters for `device`, plus kiln's JS-side buffer counts. */
 export interface DeviceMemoryStats extends PoolStats {
@@ -80,8 +136,7 @@ export function trimDeviceMemory(device = 0): number {
  * disposing right after queueing work that reads the buffer is safe.
  */
 export class DeviceBuffer {
-  readonly #raw: RawAddon;
-  readonly #handle: Handle;
+  readonly #block: Block; // the addon, the handle, and whether it is still to be freed
   /** Size in bytes. */
   readonly bytes: number;
   /** CUDA device ordinal. */
@@ -96,13 +151,19 @@ export class DeviceBuffer {
 
   /** Allocates `bytes` on `device`; throws CudaError (KILN_CUDA_OOM when the GPU is full). */
   constructor(bytes: number, device = 0) {
-    this.#raw = addon();
-    this.#handle = guard(() => this.#raw.memAlloc(bytes, device, ptrOut));
+    const raw = addon();
+    let handle: Handle;
+    try {
+      handle = raw.memAlloc(bytes, device, ptrOut);
+    } catch (e) {
+      throw translateNativeError(e);
+    }
     this.bytes = bytes;
     this.device = device;
     this.ptr = ptrOut[0];
     liveBuffers++;
-    registry.register(this, { raw: this.#raw, handle: this.#handle, bytes }, this);
+    this.#block = { raw, handle, bytes, live: true };
+    remember(this, this.#block);
   }
   /** True once disposed (or disposal was requested while a copy was in flight). */
   get freed(): boolean {
@@ -116,9 +177,13 @@ export class DeviceBuffer {
       return;
     }
     this.#freed = true;
-    registry.unregister(this);
+    this.#block.live = false;
     liveBuffers--;
-    guard(() => this.#raw.memFree(this.#handle));
+    try {
+      this.#block.raw.memFree(this.#block.handle);
+    } catch (e) {
+      throw translateNativeError(e);
+    }
   }
   /**
    * Keeps the block allocated until the returned release is called (once; later calls do
@@ -152,11 +217,11 @@ export class DeviceBuffer {
   }
   /** Copies `src` into this buffer at `offset` bytes, off the JS thread. */
   write(src: HostBuffer, offset = 0): Promise<void> {
-    return this.#track(() => this.#raw.memcpyHtoD(this.#handle, offset, src));
+    return this.#track(() => this.#block.raw.memcpyHtoD(this.#block.handle, offset, src));
   }
   /** Copies from this buffer at `offset` bytes into `dst` (its whole length), off the JS thread. */
   read(dst: HostBuffer, offset = 0): Promise<void> {
-    return this.#track(() => this.#raw.memcpyDtoH(dst, this.#handle, offset));
+    return this.#track(() => this.#block.raw.memcpyDtoH(dst, this.#block.handle, offset));
   }
   /**
    * Copies `src` into this buffer at `offset` bytes and returns when it is done, blocking the
@@ -165,7 +230,7 @@ export class DeviceBuffer {
    */
   writeSync(src: HostBuffer, offset = 0): void {
     this.#checkLive();
-    guard(() => syncCopies(this.#raw).memcpyHtoDSync(this.#handle, offset, src));
+    guard(() => syncCopies(this.#block.raw).memcpyHtoDSync(this.#block.handle, offset, src));
   }
   /**
    * Copies from this buffer at `offset` bytes into `dst` and returns when it is done,
@@ -174,18 +239,18 @@ export class DeviceBuffer {
    */
   readSync(dst: HostBuffer, offset = 0): void {
     this.#checkLive();
-    guard(() => syncCopies(this.#raw).memcpyDtoHSync(dst, this.#handle, offset));
+    guard(() => syncCopies(this.#block.raw).memcpyDtoHSync(dst, this.#block.handle, offset));
   }
   #checkLive(): void {
     if (this.freed) throw new ArgumentError('KILN_ARGUMENT', 'device memory was already freed');
   }
   /** Queues a device-to-device copy of `bytes` from `src` (returns at once). */
   copyFrom(src: DeviceBuffer, bytes: number, dstOffset = 0, srcOffset = 0): void {
-    guard(() => this.#raw.memcpyDtoD(this.#handle, dstOffset, src.#handle, srcOffset, bytes));
+    guard(() => this.#block.raw.memcpyDtoD(this.#block.handle, dstOffset, src.#block.handle, srcOffset, bytes));
   }
   /** Queues setting `bytes` bytes at `offset` to `value` (returns at once). */
   fill(value: number, offset = 0, bytes = this.bytes - offset): void {
-    guard(() => this.#raw.memset(this.#handle, offset, value, bytes));
+    guard(() => this.#block.raw.memset(this.#block.handle, offset, value, bytes));
   }
   async #track(start: () => Promise<void>): Promise<void> {
     if (this.freed) throw new ArgumentError('KILN_ARGUMENT', 'device memory was already freed');
@@ -314,9 +379,10 @@ export interface ExecutorStep {
 }
 
 /**
- * A compiled program's launches, run in one native call per `run` (see native/executor.cc):
- * kernels are checked once against the parameter ABI (lib/runtime/cuda.ts) where the driver
- * can tell (CUDA >= 12.4), and runs may replay CUDA graphs.
+ * A compiled program's launches, then its device-to-device copies, run in one native call
+ * per `run` (see native/executor.cc): kernels are checked once against the parameter ABI
+ * (lib/runtime/cuda.ts) where the driver can tell (CUDA >= 12.4), and runs may replay CUDA
+ * graphs, which then hold the copies too.
  */
 export class PlanExecutor {
   readonly #raw: RawAddon;
@@ -325,7 +391,10 @@ export class PlanExecutor {
   readonly module: CudaModule;
 
   /** Resolves every kernel and validates the steps; throws CudaError / ArgumentError. */
-  constructor(module: CudaModule, spec: { numBuffers: number; numSymbols: number; steps: readonly ExecutorStep[] }) {
+  constructor(
+    module: CudaModule,
+    spec: { numBuffers: number; numSymbols: number; steps: readonly ExecutorStep[]; copies?: readonly { dst: number; src: number }[] },
+  ) {
     this.#raw = addon();
     const kernels = [...new Set(spec.steps.map((s) => s.kernel))];
     const steps = spec.steps.map((s) => ({
@@ -335,18 +404,31 @@ export class PlanExecutor {
       sharedBytes: s.sharedBytes ?? 0,
     }));
     const mod = moduleHandles.get(module) as Handle;
-    this.#handle = guard(() => this.#raw.execCreate(mod, { numBuffers: spec.numBuffers, numSymbols: spec.numSymbols, kernels, steps }));
+    const copies = spec.copies ?? [];
+    this.#handle = guard(() => this.#raw.execCreate(mod, { numBuffers: spec.numBuffers, numSymbols: spec.numSymbols, kernels, steps, copies }));
+    if (copies.length > 0 && typeof this.stats().copies !== 'number') {
+      this.dispose(); // an addon built before executor copies would ignore them
+      throw new AddonError('KILN_ADDON_OUTDATED', "kiln's native addon predates executor copies: rebuild it (`npm run build:native`)");
+    }
     this.steps = steps.length;
     this.module = module;
   }
   /**
    * Queues every step on kiln's stream and resolves when the GPU has finished them.
    * `ptrs[id]` is plan buffer id's device address, `syms` the plan's symbol values, `grids`
-   * three dims per step (a 0 skips the step). With `graph`, a (ptrs, syms, grids) key seen
-   * before is captured once as a CUDA graph and replayed from then on.
+   * three dims per step (a 0 skips the step), `copyBytes` the bytes of each copy (a 0 skips
+   * it; needed when the executor has copies). With `graph`, a (ptrs, syms, grids, copyBytes)
+   * key seen before is captured once as a CUDA graph and replayed from then on.
    */
-  run(ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph = false): Promise<void> {
-    return guardAsync(() => this.#raw.execRun(this.#handle, ptrs, syms, grids, graph));
+  run(ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph = false, copyBytes?: BigUint64Array): Promise<void> {
+    // One reaction on the addon's Promise, not an async wrapper: this is every call's path.
+    let done: Promise<void>;
+    try {
+      done = this.#raw.execRun(this.#handle, ptrs, syms, grids, graph, copyBytes);
+    } catch (e) {
+      return Promise.reject(translateNativeError(e));
+    }
+    return done.then(undefined, rejectTranslated);
   }
   /** Counters (runs, graph captures and replays, host ns per run) and kernel attributes. */
   stats(): ExecutorStats {
@@ -359,6 +441,10 @@ export class PlanExecutor {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+function rejectTranslated(e: unknown): never {
+  throw translateNativeError(e);
 }
 
 // ---- cubin inspection ------------------------------------------------------------------

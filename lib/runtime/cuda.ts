@@ -178,14 +178,36 @@ export interface CudaProgramParts {
   graphs?: boolean;
 }
 
-/** Everything a call needs that depends only on the symbol values, cached per values. */
+/**
+ * Everything a call needs that depends only on the symbol values, cached per values: the
+ * values for the kernels, bytes per plan buffer, the grids, the temps' arena offsets
+ * (checked once), the output shapes and the copies' sizes.
+ */
 interface Binding {
   syms: BigInt64Array;
-  values: Record<string, number>;
+  /** The plan symbols' values, in `plan.symbols` order: what the binding is cached by. */
+  key: number[];
   elems: number[];
+  bytes: number[];
   grids: Uint32Array;
-  layout: ArenaLayout;
+  arenaBytes: number;
+  /** Per temp of `CudaProgram.#temps`, its offset in the arena. */
+  tempOffsets: bigint[];
   outShapes: number[][];
+  /** Bytes of each copied output, in `CudaProgram.#copied` order (the executor's copies). */
+  copyBytes: BigUint64Array;
+}
+
+/**
+ * How a call hands plan output i to the caller: the first output naming a fresh output
+ * buffer takes it; any other (an input, a constant, a temp, a buffer two outputs share) is
+ * copied by the executor after the launches into a block of its own, at pointer slot `slot`.
+ */
+interface OutputPlan {
+  buffer: number;
+  dtype: DType;
+  /** The copy's pointer slot (after the plan's buffers), or -1 for a fresh buffer. */
+  slot: number;
 }
 
 /** A grid dim: a polynomial dim, or the ceiling of one divided by a positive integer. */
@@ -222,13 +244,28 @@ export class CudaProgram {
   readonly executor: PlanExecutor;
   readonly #module: CudaModule;
   readonly #symbols: readonly SymbolBinding[];
+  /** Per plan symbol, its index in #symbols. */
+  readonly #planSymbols: number[];
   readonly #layout: ArenaLayoutFn;
   readonly #elems: Dim[] = [];
   readonly #grids: GridDim[][];
   readonly #outShapes: Dim[][];
   readonly #numBuffers: number;
+  // The plan's buffers by role (ids), and what each output of a call is made of.
+  readonly #inputs: { id: number; index: number; dtype: DType }[] = [];
+  readonly #fresh: number[] = [];
+  readonly #temps: number[] = [];
+  readonly #outputs: OutputPlan[];
+  /** The outputs that are copied, by their index in plan.outputs. */
+  readonly #copied: number[] = [];
+  /** Fresh output buffers no plan output names: freed once the launches are queued. */
+  readonly #unclaimed: number[];
   readonly #consts = new Map<number, DeviceBuffer>();
   readonly #bindings = new Map<string, Binding>();
+  #last: Binding | undefined;
+  readonly #values: number[]; // scratch: this call's symbol values, by #symbols index
+  // Scratch pointer list: filled and read by the executor within one synchronous stretch.
+  readonly #ptrs: BigUint64Array;
   readonly #graphs: boolean;
   #arena: DeviceBuffer | undefined;
   #disposed = false;
@@ -252,11 +289,28 @@ export class CudaProgram {
     this.#symbols = parts.symbols;
     this.#layout = parts.layout;
     this.#graphs = parts.graphs ?? true;
-    for (const name of plan.symbols) {
-      if (!parts.symbols.some((s) => s.name === name)) throw internal(`plan symbol ${name} has no binding to an input dim`);
+    this.#planSymbols = plan.symbols.map((name) => {
+      const i = parts.symbols.findIndex((s) => s.name === name);
+      if (i < 0) throw internal(`plan symbol ${name} has no binding to an input dim`);
+      return i;
+    });
+    this.#values = parts.symbols.map(() => 0);
+    for (const b of plan.buffers) {
+      this.#elems[b.id] = parseDim(b.elems);
+      if (b.role === 'input') this.#inputs.push({ id: b.id, index: Number(b.source), dtype: b.dtype });
+      else if (b.role === 'output') this.#fresh.push(b.id);
+      else if (b.role === 'temp') this.#temps.push(b.id);
     }
-    for (const b of plan.buffers) this.#elems[b.id] = parseDim(b.elems);
     this.#numBuffers = this.#elems.length;
+    const claimed = new Set<number>();
+    this.#outputs = plan.outputs.map((o, i) => {
+      const fresh = this.#fresh.includes(o.buffer) && !claimed.has(o.buffer);
+      claimed.add(o.buffer);
+      if (!fresh) this.#copied.push(i);
+      return { buffer: o.buffer, dtype: o.dtype, slot: fresh ? -1 : this.#numBuffers + this.#copied.length - 1 };
+    });
+    this.#unclaimed = this.#fresh.filter((id) => !claimed.has(id));
+    this.#ptrs = new BigUint64Array(this.#numBuffers + this.#copied.length);
     this.#outShapes = plan.outputs.map((o) => o.shape.map(parseDim));
     this.#grids = plan.steps.map((s, i) => {
       if (!s.grid || !s.block) throw internal(`step ${i} (${s.kernel}) has no grid/block: was the plan scheduled for the CPU?`);
@@ -265,7 +319,8 @@ export class CudaProgram {
     this.#module = new CudaModule(image, this.device);
     try {
       const steps = plan.steps.map((s) => ({ kernel: s.kernel, buffers: s.buffers, block: s.block ?? [], sharedBytes: s.sharedBytes ?? 0 }));
-      this.executor = new PlanExecutor(this.#module, { numBuffers: this.#numBuffers, numSymbols: plan.symbols.length, steps });
+      const copies = this.#copied.map((i) => ({ dst: this.#outputs[i].slot, src: this.#outputs[i].buffer }));
+      this.executor = new PlanExecutor(this.#module, { numBuffers: this.#ptrs.length, numSymbols: plan.symbols.length, steps, copies });
     } catch (e) {
       this.#module.unload();
       throw e;
@@ -283,6 +338,7 @@ export class CudaProgram {
       }
       const buf = new DeviceBuffer(Math.max(n * ITEMSIZE[b.dtype], 1), this.device);
       this.#consts.set(b.id, buf);
+      this.#ptrs[b.id] = buf.ptr; // constants never move
       if (n > 0) uploads.push(buf.write(c.data));
     }
     await Promise.all(uploads);
@@ -297,104 +353,110 @@ export class CudaProgram {
    * Runs the plan; resolves when the GPU is done, with one DeviceTensor per plan output
    * (the caller owns and disposes them). Host inputs are uploaded first and freed after.
    * Device inputs are pinned when `run` is called (`pinInputs`): disposing one before the
-   * launches are queued (while host inputs upload) frees it after they are.
+   * launches are queued (while host inputs upload) frees it after they are. Every error,
+   * wrong inputs included, rejects the returned Promise.
    */
-  async run(inputs: readonly ProgramInput[], opts: { graphs?: boolean } = {}): Promise<DeviceTensor[]> {
-    if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this CUDA program was disposed');
-    const held = pinInputs(inputs);
+  run(inputs: readonly ProgramInput[], opts: { graphs?: boolean } = {}): Promise<DeviceTensor[]> {
+    // Not an async function: with device inputs only, the call is synchronous up to the
+    // executor and its Promise is a reaction on the executor's (see docs/CUDA.md §6).
     try {
-      return await this.#run(held, opts);
-    } finally {
-      unpinInputs(held); // also released as soon as the launches are queued (#run)
+      if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this CUDA program was disposed');
+      let uploads = false;
+      for (let i = 0; i < inputs.length; i++) {
+        const x = inputs[i];
+        if (!(x instanceof DeviceTensor)) uploads = true;
+        else if (x.disposed) throw new ArgumentError('KILN_DISPOSED', `input ${i} was disposed`);
+      }
+      const b = this.#bind(inputs);
+      if (uploads && this.#inputs.some(({ index }) => !(inputs[index] instanceof DeviceTensor))) {
+        return this.#runWithUploads(inputs, b, opts.graphs ?? this.#graphs);
+      }
+      // Nothing is awaited before the launches are queued, so no input needs a pin.
+      return this.#launch(inputs, b, opts.graphs ?? this.#graphs, []);
+    } catch (e) {
+      return Promise.reject(e);
     }
   }
 
-  async #run(inputs: readonly ProgramInput[], opts: { graphs?: boolean }): Promise<DeviceTensor[]> {
-    const b = this.#bind(inputs);
-    const ptrs = new BigUint64Array(this.#numBuffers);
-    const homes: { buf: DeviceBuffer; offset: number }[] = [];
+  /** `run` with host inputs: uploads them (awaited), then launches as `run` does. */
+  async #runWithUploads(inputs: readonly ProgramInput[], b: Binding, graphs: boolean): Promise<DeviceTensor[]> {
+    const held = pinInputs(inputs);
     const uploaded: DeviceBuffer[] = [];
-    const outputs: DeviceBuffer[] = [];
-    const result: DeviceTensor[] = []; // also the copies #collect makes, which `outputs` lacks
-    const place = (id: number, buf: DeviceBuffer, offset = 0): void => {
-      homes[id] = { buf, offset };
-      ptrs[id] = buf.ptr + BigInt(offset);
-    };
     try {
-      // Inputs first: uploads are awaited, and nothing else may be placed before that await
-      // (a concurrent call could grow the arena or recycle blocks meanwhile).
+      // Uploads are awaited, and nothing else may be placed before that await (a concurrent
+      // call could grow the arena or recycle blocks meanwhile).
       const uploads: Promise<void>[] = [];
-      for (const pb of this.plan.buffers) {
-        if (pb.role !== 'input') continue;
-        const x = inputs[Number(pb.source)];
-        if (x instanceof DeviceTensor) {
-          if (x.device !== this.device) throw new ArgumentError('KILN_INPUT_DEVICE', `input ${String(pb.source)} is on device ${x.device}, the program on ${this.device}`);
-          continue;
-        }
-        const bytes = b.elems[pb.id] * ITEMSIZE[pb.dtype];
-        const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
+      for (const { id, index } of this.#inputs) {
+        const x = held[index];
+        if (x instanceof DeviceTensor) continue;
+        const buf = new DeviceBuffer(Math.max(b.bytes[id], 1), this.device);
         uploaded.push(buf);
-        if (bytes > 0) uploads.push(buf.write(x.data));
-        place(pb.id, buf);
+        if (b.bytes[id] > 0) uploads.push(buf.write(x.data));
       }
       if (uploads.length > 0) await Promise.all(uploads);
       if (this.#disposed) throw new ArgumentError('KILN_DISPOSED', 'this CUDA program was disposed during the call');
-      // From here to the executor call everything is synchronous.
-      for (const pb of this.plan.buffers) {
-        const bytes = b.elems[pb.id] * ITEMSIZE[pb.dtype];
-        if (pb.role === 'input') {
-          const x = inputs[Number(pb.source)];
-          if (x instanceof DeviceTensor) place(pb.id, x.buffer); // pinned: its memory is there
-        } else if (pb.role === 'output') {
-          const buf = new DeviceBuffer(Math.max(bytes, 1), this.device);
-          outputs.push(buf);
-          place(pb.id, buf);
-        } else if (pb.role === 'const') {
-          place(pb.id, this.#consts.get(pb.id) as DeviceBuffer);
-        } else {
-          const offset = offsetOf(b.layout.offsets, pb.id);
-          if (offset === undefined || offset % 64 !== 0 || offset + bytes > b.layout.bytes) {
-            throw internal(`arena layout places temp buffer ${pb.id} (${bytes} bytes) at ${offset} in ${b.layout.bytes} bytes`);
-          }
-          place(pb.id, this.#arenaOf(b.layout.bytes), offset);
-        }
-      }
-      const done = this.executor.run(ptrs, b.syms, b.grids, opts.graphs ?? this.#graphs);
-      this.#collect(b, homes, outputs, result);
-      // Stream order makes freeing now safe: a block is reused only by work queued later.
-      // That holds for the pinned inputs too: a dispose they deferred happens now.
-      for (const buf of [...uploaded, ...outputs]) if (!result.some((t) => t.buffer === buf)) buf.dispose();
-      unpinInputs(inputs);
-      await done;
-      return result;
+      const done = this.#launch(held, b, graphs, uploaded);
+      unpinInputs(held); // the launches are queued: a dispose the pins deferred happens now
+      return await done;
     } catch (e) {
-      // Everything this call allocated, the result's copies included (dispose is idempotent).
-      for (const t of result) t.dispose();
-      for (const buf of [...uploaded, ...outputs]) buf.dispose();
+      for (const buf of uploaded) buf.dispose(); // idempotent: #launch may have freed them
       throw e;
+    } finally {
+      unpinInputs(held); // idempotent
     }
   }
 
   /**
-   * One tensor per plan output, pushed to `into` as it is made (so a failure frees those made
-   * before it); outputs that are not a fresh buffer of their own are copied.
+   * Places every buffer, allocates the outputs (fresh buffers and the copies' blocks), queues
+   * the launches and copies, and returns the outputs' Promise; synchronous up to that (a
+   * failure frees what it allocated). `uploaded` are the blocks holding the host inputs, in
+   * #inputs order of the host ones.
    */
-  #collect(b: Binding, homes: { buf: DeviceBuffer; offset: number }[], fresh: DeviceBuffer[], into: DeviceTensor[]): void {
-    const claimed = new Set<DeviceBuffer>();
-    this.plan.outputs.forEach((o, i) => {
-      const shape = b.outShapes[i];
-      const home = homes[o.buffer];
-      if (fresh.includes(home.buf) && !claimed.has(home.buf)) {
-        claimed.add(home.buf);
-        into.push(new DeviceTensor(o.dtype, shape, home.buf));
-        return;
+  #launch(inputs: readonly ProgramInput[], b: Binding, graphs: boolean, uploaded: DeviceBuffer[]): Promise<DeviceTensor[]> {
+    const ptrs = this.#ptrs;
+    const owned: DeviceBuffer[] = []; // by pointer slot: this call's fresh buffers and copies
+    let done: Promise<void>;
+    try {
+      let up = 0;
+      for (const { id, index } of this.#inputs) {
+        const x = inputs[index];
+        ptrs[id] = x instanceof DeviceTensor ? x.buffer.ptr : uploaded[up++].ptr;
       }
-      // An input, a constant, a temp, or a buffer two outputs share: the caller gets its own.
-      const bytes = shape.reduce((a, d) => a * d, 1) * ITEMSIZE[o.dtype];
-      const copy = new DeviceBuffer(Math.max(bytes, 1), this.device);
-      into.push(new DeviceTensor(o.dtype, shape, copy));
-      if (bytes > 0) copy.copyFrom(home.buf, bytes, 0, home.offset);
-    });
+      for (const id of this.#fresh) {
+        const buf = new DeviceBuffer(Math.max(b.bytes[id], 1), this.device);
+        owned[id] = buf;
+        ptrs[id] = buf.ptr;
+      }
+      for (let j = 0; j < this.#copied.length; j++) {
+        const slot = this.#outputs[this.#copied[j]].slot;
+        const buf = new DeviceBuffer(Math.max(Number(b.copyBytes[j]), 1), this.device);
+        owned[slot] = buf;
+        ptrs[slot] = buf.ptr;
+      }
+      if (this.#temps.length > 0) {
+        const arena = this.#arenaOf(b.arenaBytes).ptr;
+        for (let t = 0; t < this.#temps.length; t++) ptrs[this.#temps[t]] = arena + b.tempOffsets[t];
+      }
+      done = this.executor.run(ptrs, b.syms, b.grids, graphs, b.copyBytes);
+    } catch (e) {
+      for (const buf of owned) buf?.dispose();
+      throw e;
+    }
+    const result: DeviceTensor[] = [];
+    for (let i = 0; i < this.#outputs.length; i++) {
+      const o = this.#outputs[i];
+      result.push(new DeviceTensor(o.dtype, b.outShapes[i], owned[o.slot < 0 ? o.buffer : o.slot]));
+    }
+    // Stream order makes freeing now safe: a block is reused only by work queued later.
+    for (const id of this.#unclaimed) owned[id].dispose();
+    for (const buf of uploaded) buf.dispose();
+    return done.then(
+      () => result,
+      (e: unknown) => {
+        for (const t of result) t.dispose();
+        throw e;
+      },
+    );
   }
 
   /** The program's temp arena, grown when a call needs more. */
@@ -406,45 +468,70 @@ export class CudaProgram {
     return this.#arena;
   }
 
-  /** Symbol values from the input shapes, checked, and what depends on them (cached). */
+  /** Symbol values from the input shapes, checked, and what depends on them (cached); checks the inputs. */
   #bind(inputs: readonly ProgramInput[]): Binding {
-    const values: Record<string, number> = {};
-    for (const s of this.#symbols) {
-      let first: { input: number; dim: number; value: number } | undefined;
+    const values = this.#values;
+    for (let k = 0; k < this.#symbols.length; k++) {
+      const s = this.#symbols[k];
+      let first = NaN; // the value of the first source, s.sources[0]
       for (const { input, dim } of s.sources) {
         const value = inputs[input]?.shape[dim];
         if (value === undefined) throw new ShapeError('KILN_INPUT_SHAPE', `input ${input} has no dim ${dim}, which carries the dynamic size ${s.name}`);
-        if (!first) first = { input, dim, value };
-        else if (value !== first.value) {
-          throw new ShapeError('KILN_DYNAMIC_DIM_MISMATCH', `input ${input} dim ${dim} is ${value} but input ${first.input} dim ${first.dim} is ${first.value}; both are the dynamic size ${s.name}`);
+        if (Number.isNaN(first)) first = value;
+        else if (value !== first) {
+          const { input: i0, dim: d0 } = s.sources[0];
+          throw new ShapeError('KILN_DYNAMIC_DIM_MISMATCH', `input ${input} dim ${dim} is ${value} but input ${i0} dim ${d0} is ${first}; both are the dynamic size ${s.name}`);
         }
       }
-      if (first) values[s.name] = first.value;
+      values[k] = first;
     }
-    const key = this.plan.symbols.map((n) => values[n]).join(',');
-    let b = this.#bindings.get(key);
-    if (!b) {
-      b = this.#resolve(values);
-      if (this.#bindings.size >= MAX_BINDINGS) this.#bindings.delete(this.#bindings.keys().next().value as string);
-      this.#bindings.set(key, b);
-    }
-    for (const pb of this.plan.buffers) {
-      if (pb.role !== 'input') continue;
-      const x = inputs[Number(pb.source)];
-      if (!x) throw new ArgumentError('KILN_INPUT_COUNT', `the program reads input ${String(pb.source)}, but only ${inputs.length} were given`);
-      const n = x.shape.reduce((a, d) => a * d, 1);
-      const hostOk = x instanceof DeviceTensor || (isStorageOf(pb.dtype, x.data) && x.data.length === n);
-      if (x.dtype !== pb.dtype || n !== b.elems[pb.id] || !hostOk) {
-        const data = x instanceof DeviceTensor ? '' : ` with ${x.data.constructor.name}(${x.data.length}) data`;
-        throw new ShapeError('KILN_INPUT_SHAPE', `input ${String(pb.source)} must be ${pb.dtype} with ${b.elems[pb.id]} elements; got ${x.dtype}[${x.shape.join(',')}]${data}`);
+    const b = this.#bindingFor(values);
+    for (const { id, index, dtype } of this.#inputs) {
+      const x = inputs[index];
+      if (!x) throw new ArgumentError('KILN_INPUT_COUNT', `the program reads input ${index}, but only ${inputs.length} were given`);
+      let n = 1;
+      for (let j = 0; j < x.shape.length; j++) n *= x.shape[j];
+      const isDevice = x instanceof DeviceTensor;
+      if (x.dtype !== dtype || n !== b.elems[id] || !(isDevice || (isStorageOf(dtype, x.data) && x.data.length === n))) {
+        const data = isDevice ? '' : ` with ${x.data.constructor.name}(${x.data.length}) data`;
+        throw new ShapeError('KILN_INPUT_SHAPE', `input ${index} must be ${dtype} with ${b.elems[id]} elements; got ${x.dtype}[${x.shape.join(',')}]${data}`);
       }
+      if (isDevice && x.device !== this.device) throw new ArgumentError('KILN_INPUT_DEVICE', `input ${index} is on device ${x.device}, the program on ${this.device}`);
     }
     return b;
   }
 
-  #resolve(values: Record<string, number>): Binding {
+  /** The binding for symbol values (by #symbols index): the last call's, a cached one, or a new one. */
+  #bindingFor(values: readonly number[]): Binding {
+    const planSymbols = this.#planSymbols;
+    const last = this.#last;
+    if (last) {
+      let j = 0;
+      while (j < planSymbols.length && values[planSymbols[j]] === last.key[j]) j++;
+      if (j === planSymbols.length) return last;
+    }
+    const key = planSymbols.map((k) => values[k]);
+    const text = key.join(',');
+    let b = this.#bindings.get(text);
+    if (!b) {
+      const record: Record<string, number> = {};
+      this.#symbols.forEach((s, k) => {
+        if (!Number.isNaN(values[k])) record[s.name] = values[k];
+      });
+      b = this.#resolve(record, key);
+      if (this.#bindings.size >= MAX_BINDINGS) this.#bindings.delete(this.#bindings.keys().next().value as string);
+      this.#bindings.set(text, b);
+    }
+    this.#last = b;
+    return b;
+  }
+
+  #resolve(values: Record<string, number>, key: number[]): Binding {
+    const plan = this.plan;
     const elems = this.#elems.map((d) => (d === undefined ? 0 : evalDim(d, values)));
-    const grids = new Uint32Array(3 * this.plan.steps.length);
+    const bytes: number[] = [];
+    for (const pb of plan.buffers) bytes[pb.id] = elems[pb.id] * ITEMSIZE[pb.dtype];
+    const grids = new Uint32Array(3 * plan.steps.length);
     this.#grids.forEach((grid, i) => {
       for (let j = 0; j < 3; j++) {
         const v = j < grid.length ? evalGridDim(grid[j], values) : 1;
@@ -452,11 +539,18 @@ export class CudaProgram {
         grids[3 * i + j] = v;
       }
     });
-    const hasTemps = this.plan.buffers.some((pb) => pb.role === 'temp');
-    const layout = hasTemps ? this.#layout(this.plan, values) : { offsets: [], bytes: 0 };
-    const syms = BigInt64Array.from(this.plan.symbols, (n) => BigInt(values[n]));
+    const layout = this.#temps.length > 0 ? this.#layout(plan, values) : { offsets: [], bytes: 0 };
+    const tempOffsets = this.#temps.map((id) => {
+      const offset = offsetOf(layout.offsets, id);
+      if (offset === undefined || offset % 64 !== 0 || offset + bytes[id] > layout.bytes) {
+        throw internal(`arena layout places temp buffer ${id} (${bytes[id]} bytes) at ${offset} in ${layout.bytes} bytes`);
+      }
+      return BigInt(offset);
+    });
+    const syms = BigInt64Array.from(plan.symbols, (n) => BigInt(values[n]));
     const outShapes = this.#outShapes.map((s) => s.map((d) => evalDim(d, values)));
-    return { syms, values, elems, grids, layout, outShapes };
+    const copyBytes = BigUint64Array.from(this.#copied, (i) => BigInt(outShapes[i].reduce((a, d) => a * d, 1) * ITEMSIZE[plan.outputs[i].dtype]));
+    return { syms, key, elems, bytes, grids, arenaBytes: layout.bytes, tempOffsets, outShapes, copyBytes };
   }
 
   /** Frees the constants, the arena and the cached graphs, and unloads the module. Idempotent. */

@@ -67,7 +67,7 @@ export interface CpuLibrary {
   tryCall(symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): number;
 }
 
-/** An opaque native handle (device memory, module, kernel, executor). */
+/** An opaque native handle (device memory — its address —, module, kernel, executor). */
 export type Handle = { readonly __kilnHandle: unique symbol };
 type NvrtcStatus =
   | { available: true; path: string; foundBy: string; version: [number, number]; archs: string[]; tried: string[] }
@@ -82,6 +82,7 @@ export interface RawAddon {
   cpuCall(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): void;
   cpuCallAsync(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): Promise<number>;
   cpuTryCall(lib: Handle, symbol: string, buffers: HostBuffer[], ints?: BigInt64Array | number[]): number;
+  /** A block's handle is its device address as a BigInt (also written to `ptrOut[0]`). */
   memAlloc(bytes: number, device: number, ptrOut?: BigUint64Array): Handle;
   memFree(mem: Handle): void;
   memInfo(mem: Handle): { ptr: bigint; bytes: number; device: number; freed: boolean };
@@ -97,7 +98,7 @@ export interface RawAddon {
   launch(fn: Handle, grid: number[], block: number[], sharedMemBytes: number, args: HostBuffer): void;
   synchronize(device: number): Promise<void>;
   execCreate(mod: Handle, spec: RawExecutorSpec): Handle;
-  execRun(exec: Handle, ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph: boolean): Promise<void>;
+  execRun(exec: Handle, ptrs: BigUint64Array, syms: BigInt64Array, grids: Uint32Array, graph: boolean, copyBytes?: BigUint64Array): Promise<void>;
   execStats(exec: Handle): ExecutorStats;
   execDispose(exec: Handle): void;
 }
@@ -132,13 +133,16 @@ export interface RawExecutorSpec {
   numSymbols: number;
   kernels: string[];
   steps: { kernel: number; buffers: readonly number[]; block: readonly number[]; sharedBytes: number }[];
+  /** Device copies queued after the steps, buffer `src` into buffer `dst` (sizes per run). */
+  copies?: readonly { dst: number; src: number }[];
 }
 
 /** What an executor did, and what its kernels are. */
 export interface ExecutorStats {
   runs: number;
-  /** Kernels launched one by one (runs without a graph). */
+  /** Kernels launched one by one (runs without a graph), and copies queued so. */
   kernelLaunches: number;
+  copies: number;
   /** Replays of a captured graph, and captures. */
   graphLaunches: number;
   graphCaptures: number;
