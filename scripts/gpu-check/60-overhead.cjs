@@ -3,9 +3,11 @@
  * on 1024 elements (GPU time is negligible): issuing all calls then awaiting them (host
  * throughput), awaiting each call (round trip), and the native enqueue time alone. Then the
  * same through CudaProgram.run (symbol binding, output allocation, tensors): the host's part
- * of a call (until run() returns its Promise), calls issued back to back (4 in flight) and
- * each awaited. The awaited figures again in two fresh processes, JS-thread poll on and off
- * (KILN_CUDA_POLL_US=0: the addon reads it once), and the CPU time spent while awaiting
+ * of a call (until run() returns its Promise) and the native executor's share of it, calls
+ * issued back to back (4 in flight) and each awaited; with graphs, that a replayed call's
+ * outputs are right, its output copies replayed in the graph. The awaited figures again in
+ * two fresh processes, JS-thread poll on and off (KILN_CUDA_POLL_US=0: the addon reads it
+ * once), and the CPU time spent while awaiting
  * long GPU work (the poll and the waiter thread's cuEventSynchronize), and a faulting kernel
  * rejecting its Promise with the poll on and off (each in a child: a fault kills the context),
  * and a lone awaited run settling in a child whose queueMicrotask never runs anything (as test
@@ -176,6 +178,7 @@ module.exports = {
             const t0 = process.hrtime.bigint();
             for (let i = 0; i < CALLS; i++) await call();
             const t1 = process.hrtime.bigint();
+            const sAwaited = program.stats();
             // Back to back, 4 in flight: outputs recycle through a few pointer sets, so graphs replay.
             const inflight = [];
             for (let i = 0; i < CALLS; i++) {
@@ -185,13 +188,36 @@ module.exports = {
             while (inflight.length > 0) for (const t of await inflight.shift()) t.dispose();
             const t2 = process.hrtime.bigint();
             const s1 = program.stats();
-            ctx.metric(`CudaProgram.run ${mode}: host part`, us(issueNs), 'us/call', 'until run() returns');
+            ctx.metric(`CudaProgram.run ${mode}: host part`, us(issueNs), 'us/call', 'until run() returns; target <= 15');
+            ctx.metric(`CudaProgram.run ${mode}: native enqueue`, (sAwaited.enqueueNs - s0.enqueueNs) / CALLS / 1e3, 'us/call', 'the executor\'s share of the host part');
             ctx.metric(`CudaProgram.run ${mode}: issued back to back`, us(t2 - t1), 'us/call', '4 in flight');
             ctx.metric(`CudaProgram.run ${mode}: each awaited`, us(t1 - t0), 'us/call', `4 kernels, 4 outputs; poll ${pollUs} us`);
             return `${us(t1 - t0).toFixed(1)} us/call awaited, ${us(t2 - t1).toFixed(1)} back to back; ` +
               `${s1.graphLaunches - s0.graphLaunches} graph replays, ${s1.graphCaptures - s0.graphCaptures} captures`;
           });
         }
+        await ctx.check('CudaProgram.run graph: a replayed call\'s outputs, copies included', async () => {
+          // Awaited calls that dispose their outputs get the same blocks back: one replays soon.
+          for (let i = 0; i < 4; i++) {
+            const s0 = program.stats();
+            const outs = await program.run([input], { graphs: true });
+            const s1 = program.stats();
+            try {
+              if (s1.graphLaunches === s0.graphLaunches) continue;
+              const [y, y2, x2, z] = await Promise.all(outs.map((t) => t.toHost()));
+              const x = k.ramp(n), want = k.reference(x);
+              k.expectEqual(y.data, want, 'y');
+              k.expectEqual(y2.data, want, 'y copy');
+              k.expectEqual(x2.data, x, 'x copy');
+              k.expectEqual(z.data, want.map((v) => Math.fround(v + 1)), 'z');
+              if (s1.copies !== s0.copies) throw new Error(`${s1.copies - s0.copies} copies queued outside the graph`);
+              return `call ${i + 1} replayed; its 4 outputs are right`;
+            } finally {
+              for (const t of outs) t.dispose();
+            }
+          }
+          throw new Error('4 awaited calls in a row, none replayed a graph');
+        });
       } finally {
         input.dispose();
         program.dispose();
