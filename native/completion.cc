@@ -52,14 +52,19 @@ std::shared_ptr<Completions> Completions::Create(Napi::Env env) {
                           ref);
   self->tsfn_.Unref(env);  // idle: only pending runs keep the event loop alive
   self->pollMicros_ = CompletionPollMicros();
-  // The poll is queued as a reaction to a resolved Promise, through Promise.prototype.then as
-  // it is now, not through the global queueMicrotask: test fake timers replace that global
-  // (and never run what is queued), which would leave a lone awaited run pending forever.
+  // The poll is queued as a reaction to one Promise resolved here, through
+  // Promise.prototype.then as it is now, not through the global queueMicrotask: test fake
+  // timers replace that global (and never run what is queued), which would leave a lone
+  // awaited run pending forever. `then` on a settled Promise queues its reaction at once.
   Napi::Value promise = env.Global().Get("Promise");
   Napi::Value then = promise.IsFunction()
                          ? promise.As<Napi::Object>().Get("prototype").As<Napi::Object>().Get("then")
                          : env.Undefined();
-  if (self->pollMicros_ > 0 && then.IsFunction()) {
+  napi_deferred deferred = nullptr;
+  napi_value resolved = nullptr;
+  if (self->pollMicros_ > 0 && then.IsFunction() &&
+      napi_create_promise(env, &deferred, &resolved) == napi_ok &&
+      napi_resolve_deferred(env, deferred, env.Undefined()) == napi_ok) {
     Completions* c = self.get();  // lives as long as the environment, so as the function
     auto poll = Napi::Function::New(
         env, [](const Napi::CallbackInfo& info) {
@@ -68,8 +73,10 @@ std::shared_ptr<Completions> Completions::Create(Napi::Env env) {
         "kilnCompletionPoll", c);
     self->then_ = Napi::Persistent(then.As<Napi::Function>());
     self->pollFn_ = Napi::Persistent(poll);
+    self->resolved_ = Napi::Persistent(Napi::Object(env, resolved));
     self->then_.SuppressDestruct();  // the environment frees them at teardown
     self->pollFn_.SuppressDestruct();
+    self->resolved_.SuppressDestruct();
   } else {
     self->pollMicros_ = 0;
   }
@@ -116,17 +123,13 @@ bool Completions::Track(Napi::Env env, int device, CUstream stream, Napi::Promis
   return true;
 }
 
-bool Completions::QueuePoll(Napi::Env env) {
-  napi_deferred deferred = nullptr;
-  napi_value promise = nullptr;
-  if (napi_create_promise(env, &deferred, &promise) != napi_ok) return false;
+bool Completions::QueuePoll(Napi::Env) {
   try {
-    then_.Call(promise, {pollFn_.Value()});
+    then_.Call(resolved_.Value(), {pollFn_.Value()});
+    return true;
   } catch (const Napi::Error&) {
-    napi_resolve_deferred(env, deferred, env.Undefined());  // settles the unused Promise
     return false;
   }
-  return napi_resolve_deferred(env, deferred, env.Undefined()) == napi_ok;
 }
 
 void Completions::Spare(int device, CUevent ev) {

@@ -96,6 +96,7 @@ class Completions {
   // JS thread only: the polling (see the header comment).
   int pollMicros_ = 0;
   Napi::FunctionReference then_, pollFn_;  // Promise.prototype.then, and the poll it queues
+  Napi::ObjectReference resolved_;          // the settled Promise the poll is queued on
   Item* polled_ = nullptr;  // the run a queued microtask will poll, if not handed on since
   int polledInARow_ = 0;    // runs settled by polling since the waiter last delivered one
 };
