@@ -1,6 +1,6 @@
 /**
  * Matmul kernels for the CPU, in the Goto/BLIS design: the K×N operand is packed into
- * NR-wide panels and the M×K operand into MR-tall panels (contiguous, 64-byte aligned,
+ * NR-wide panels and the M×K operand into MR-tall, k-major panels (contiguous, 64-byte aligned,
  * f16/bf16 converted to float while packing, any strides or broadcast batch dims read
  * through the operand's view), and a 6×16 register-tiled micro-kernel (12 AVX2 FMA
  * accumulators) multiplies one panel pair. A is packed once per call, before the threads
@@ -62,7 +62,7 @@ static float* kiln_scratch(int slot, int64_t floats) {
   return s.p[slot];
 }
 
-/* C[R x NR] (row stride ldc, 32-byte aligned) = (first ? 0 : C) + A.B; A: R rows of kc floats (row stride kc), B: a kc x NR panel. */
+/* C[R x NR] (row stride ldc, 32-byte aligned) = (first ? 0 : C) + A.B; A: a kc x MR panel, k-major (R rows used), B: a kc x NR panel. */
 template <int R>
 static inline void kiln_micro(int64_t kc, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ c, int64_t ldc, int first) {
 #if defined(__AVX2__) && defined(__FMA__)
@@ -74,7 +74,7 @@ static inline void kiln_micro(int64_t kc, const float* __restrict__ a, const flo
     const __m256 b0 = _mm256_load_ps(b + p * KILN_NR), b1 = _mm256_load_ps(b + p * KILN_NR + 8);
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++) {
-      const __m256 av = _mm256_broadcast_ss(a + r * kc + p);
+      const __m256 av = _mm256_broadcast_ss(a + p * KILN_MR + r);
       acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
       acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
     }
@@ -92,7 +92,7 @@ static inline void kiln_micro(int64_t kc, const float* __restrict__ a, const flo
   float acc[R][KILN_NR] = {{0}};
   for (int64_t p = 0; p < kc; p++)
     for (int r = 0; r < R; r++)
-      for (int j = 0; j < KILN_NR; j++) acc[r][j] += a[r * kc + p] * b[p * KILN_NR + j];
+      for (int j = 0; j < KILN_NR; j++) acc[r][j] += a[p * KILN_MR + r] * b[p * KILN_NR + j];
   for (int r = 0; r < R; r++)
     for (int j = 0; j < KILN_NR; j++) c[r * ldc + j] = (first ? 0.0f : c[r * ldc + j]) + acc[r][j];
 #endif
@@ -157,15 +157,45 @@ static inline void kiln_pack_b_panel(float* __restrict__ dst, int64_t pc, int64_
 }
 
 /* Packed A, per batch: K blocks; in the block at row pc, panel i (MR rows; rows past M are
-   not written and never read) is MR x kc floats, row-major, at pc * MP + i * MR * kc. */
+   not written and never read) is kc x MR floats, k-major (the MR values of one k share a
+   cache line or two: the micro-kernel's broadcasts read one stream), at pc * MP + i * MR * kc. */
 template <typename LA>
 static inline void kiln_pack_a_panel(float* __restrict__ dst, int64_t pc, int64_t kc, int64_t i0, int64_t M, LA& la, int64_t a_rs, int64_t a_cs, int64_t oa,
                                      const void* a_raw, int a_kind) {
   const int64_t a_size = a_kind == 0 ? 4 : 2, mr = kiln_min(KILN_MR, M - i0);
+  int64_t p0 = 0;
+#if defined(__AVX2__)
+  if (a_kind == 0 && a_cs == 1 && mr == KILN_MR) { /* 8x8 transposes of 6 rows and 2 zero rows: 8 k values per step */
+    const float* src = (const float*)a_raw + oa + i0 * a_rs + pc;
+    const __m256 r6 = _mm256_setzero_ps(), r7 = r6;
+    for (; p0 + 8 <= kc; p0 += 8) {
+      const __m256 r0 = _mm256_loadu_ps(src + 0 * a_rs + p0), r1 = _mm256_loadu_ps(src + 1 * a_rs + p0), r2 = _mm256_loadu_ps(src + 2 * a_rs + p0);
+      const __m256 r3 = _mm256_loadu_ps(src + 3 * a_rs + p0), r4 = _mm256_loadu_ps(src + 4 * a_rs + p0), r5 = _mm256_loadu_ps(src + 5 * a_rs + p0);
+      const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5), t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE), u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+      const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE), u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+      const __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20), _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                           _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31), _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+      float* d = dst + p0 * KILN_MR;
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++) {
+        _mm_storeu_ps(d + i * KILN_MR, _mm256_castps256_ps128(o[i]));
+        _mm_storel_pi((__m64*)(d + i * KILN_MR + 4), _mm256_extractf128_ps(o[i], 1));
+      }
+    }
+  }
+#endif
+  if (p0 >= kc) return;
+  float row[KILN_KC];
   for (int64_t r = 0; r < mr; r++) {
     const int64_t at = oa + (i0 + r) * a_rs + pc * a_cs;
-    if (a_cs == 1) kiln_row_f32(a_kind, (const char*)a_raw + a_size * at, dst + r * kc, kc);
-    else for (int64_t p = 0; p < kc; p++) dst[r * kc + p] = la(at + p * a_cs);
+    if (a_cs == 1) {
+      kiln_row_f32(a_kind, (const char*)a_raw + a_size * (at + p0), row, kc - p0);
+      for (int64_t p = p0; p < kc; p++) dst[p * KILN_MR + r] = row[p - p0];
+    } else {
+      for (int64_t p = p0; p < kc; p++) dst[p * KILN_MR + r] = la(at + p * a_cs);
+    }
   }
 }
 
@@ -244,9 +274,17 @@ static void kiln_gemm(int64_t nb, int64_t M, int64_t N, int64_t K, LA la, int64_
       }
       for (int64_t jp = jp0; jp < jp1; jp++) {
         const float* bpan = bb + (jp - jp0) * KILN_NR * kc;
-        /* Prefetch the next B panel into L1 a slice per M panel, while this one is in use. */
+        /* Prefetch the next B panel into L1 a slice per M panel, while this one is in use; after
+           a K block's last panel, a pre-packed B's first panel of the next K block (from DRAM:
+           a model's weights pass through once per call). */
         const char* next = (const char*)(bpan + KILN_NR * kc);
-        const int64_t lines = jp + 1 < jp1 ? KILN_NR * kc / 16 : 0, step = (lines + (ip1 - ip0) - 1) / (ip1 - ip0);
+        int64_t lines = jp + 1 < jp1 ? kc : 0; /* a panel is kc lines of 16 floats */
+        if (jp + 1 == jp1 && bpk != nullptr && kb + 1 < nk) {
+          const int64_t kcn = kiln_min(KILN_KC, K - pc - KILN_KC);
+          next = (const char*)(bpk + (nbb > 1 ? bi : 0) * NP * KK + (pc + KILN_KC) * NP + jp0 * KILN_NR * kcn);
+          lines = kcn;
+        }
+        const int64_t step = (lines + (ip1 - ip0) - 1) / (ip1 - ip0);
         for (int64_t ip = ip0; ip < ip1; ip++) {
           for (int64_t l = (ip - ip0) * step, le = kiln_min(lines, l + step); l < le; l++) _mm_prefetch(next + l * 64, _MM_HINT_T0);
           const int64_t mr = kiln_min(KILN_MR, M - ip * KILN_MR);
