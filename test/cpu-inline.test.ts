@@ -91,7 +91,7 @@ describe('CPU calls on the JS thread', () => {
   it('sends the call after a slow run to the compute thread, and keeps the event loop free there', async () => {
     const { lib, n } = counted(cpuLoad(so));
     const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
-    await program.run(input([1]));
+    await program.run(input([1, 2])); // SLOW's size
     await program.run(input(SLOW)); // inline: blocks 30 ms, measured
     expect(n).toEqual({ inline: 1, refused: 0, async: 1 });
     let ticks = 0;
@@ -131,6 +131,30 @@ describe('CPU calls on the JS thread', () => {
     expect(us).toBeGreaterThanOrEqual(25_000); // callAsync resolves with the kernel's µs
     expect(Array.from(slowOut)).toEqual([-2, 6]);
     expect(Array.from(y.data)).toEqual([10]);
+  });
+
+  it('judges each size by its own last run: a new size runs on the compute thread first', async () => {
+    const { lib, n } = counted(cpuLoad(so));
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const where: string[] = [];
+    for (const values of [[1], [2], [1, 2, 3], [4, 5, 6], [7]]) {
+      const before = { ...n };
+      expect(Array.from((await program.run(input(values)))[0].data)).toEqual(values.map((v) => 2 * v));
+      where.push(n.async > before.async ? 'async' : 'inline');
+    }
+    expect(where).toEqual(['async', 'inline', 'async', 'inline', 'inline']);
+  });
+
+  it('does not run inline while an earlier call is in flight, so Promises settle in call order', async () => {
+    const { lib, n } = counted(cpuLoad(so));
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    await program.run(input([1])); // size 1 now runs inline when nothing is in flight
+    const order: string[] = [];
+    const a = program.run(input([1, 2])).then(() => order.push('a')); // a new size: the compute thread
+    const b = program.run(input([3])).then(() => order.push('b'));
+    await Promise.all([a, b]);
+    expect(order).toEqual(['a', 'b']);
+    expect(n).toEqual({ inline: 0, refused: 0, async: 3 });
   });
 
   it('runs every 17th call of an awaited loop on the compute thread, so the event loop turns', async () => {

@@ -216,6 +216,9 @@ export function cpuInlineUs(env: NodeJS.ProcessEnv = process.env): number {
 // cost speed, never a hang.
 const INLINE_STREAK = 16;
 let inlineStreak = 0;
+// Calls of this thread on the compute thread whose Promises have not settled: while there
+// are any, a call does not run inline (it would settle before them).
+let inFlight = 0;
 
 /** What one set of symbol values fixes for every call with them (sizes, arena, shapes). */
 interface Bound {
@@ -226,6 +229,8 @@ interface Bound {
   readonly layout: ArenaLayout;
   readonly outShapes: readonly number[][];
   readonly outElems: readonly number[];
+  /** Wall time of the last run at these sizes, µs; Infinity until one finished (see `run`). */
+  lastUs: number;
 }
 
 /** A kept arena and the buffer list its views were made for: consts, temps and unused ids filled in. */
@@ -238,8 +243,8 @@ interface Arena {
 /**
  * A loaded CPU program: a shared object plus the plan it runs. `run` is asynchronous and
  * may be called concurrently: each call gets its own outputs and arena. Its kernels run on
- * kiln's compute thread, or on the calling JS thread when the program's previous run took
- * at most `inlineUs` µs and the compute thread is idle (see `run`).
+ * kiln's compute thread, or on the calling JS thread when the program's previous run at the
+ * same sizes took at most `inlineUs` µs and nothing else is in flight (see `run`).
  */
 export class CpuProgram {
   readonly lib: CpuLibrary;
@@ -261,8 +266,6 @@ export class CpuProgram {
   /** Whether each plan output gets a copy (it is not a fresh output buffer of its own). */
   readonly #copyOut: boolean[];
   readonly #inlineUs: number;
-  // Wall time of the last run's kernels; Infinity until one finished (the first run is never inline).
-  #lastUs = Infinity;
 
   /** Loads `soPath` (dlopen) and checks the plan against the symbol bindings and constants. */
   static load(soPath: string, parts: CpuProgramParts): CpuProgram {
@@ -346,17 +349,18 @@ export class CpuProgram {
    * let native code read past an array); returns one tensor per plan output.
    *
    * Where the kernels run: a call runs on the calling JS thread, blocking it, when the
-   * program's previous run took at most `inlineUs` µs (KILN_CPU_INLINE_US) and the compute
-   * thread has nothing queued or running; else on kiln's compute thread. Inline saves the
+   * program's previous run at the same sizes took at most `inlineUs` µs (KILN_CPU_INLINE_US),
+   * no earlier call of this thread is still in flight (Promises settle in call order) and
+   * the compute thread has nothing queued or running; else on kiln's compute thread. Inline saves the
    * compute thread's wake-up and the completion's wake-up of the JS thread (tens of µs on
    * a loaded VM); either way calls run one at a time, in call order. After INLINE_STREAK
    * inline calls in a row, the next one runs on the compute thread, so the event loop turns.
    */
   async run(inputs: readonly RawTensor[]): Promise<RawTensor[]> {
     const plan = this.plan;
-    const inline = this.#lastUs <= this.#inlineUs && inlineStreak < INLINE_STREAK;
     const syms = this.bindSymbols(inputs);
     const bound = this.#boundFor(syms);
+    const inline = bound.lastUs <= this.#inlineUs && inlineStreak < INLINE_STREAK && inFlight === 0;
     for (const { id, index, dtype } of this.#inputs) {
       const x = inputs[index];
       if (!x) throw new ArgumentError('KILN_INPUT_COUNT', `the program reads input ${index}, but only ${inputs.length} were given`);
@@ -392,10 +396,15 @@ export class CpuProgram {
       let us = inline ? this.lib.tryCall(symbol, bufs, ints) : -1;
       if (us >= 0) inlineStreak++;
       else {
-        us = await this.lib.callAsync(symbol, bufs, ints);
+        inFlight++;
+        try {
+          us = await this.lib.callAsync(symbol, bufs, ints);
+        } finally {
+          inFlight--;
+        }
         inlineStreak = 0;
       }
-      this.#lastUs = us;
+      bound.lastUs = us;
       ok = true;
     } finally {
       this.#spareArena = arena;
@@ -434,6 +443,7 @@ export class CpuProgram {
       layout,
       outShapes,
       outElems: outShapes.map((s) => s.reduce((a, d) => a * d, 1)),
+      lastUs: Infinity,
     };
     if (this.#bound.size >= 64) this.#bound.delete(this.#bound.keys().next().value as string);
     this.#bound.set(key, bound);
