@@ -4,7 +4,7 @@
  * Every failure is a CudaError (KILN_CUDA_UNAVAILABLE on a machine without a GPU). All work
  * runs on kiln's one stream per device, in the order it was queued.
  */
-import { setImmediate } from 'node:timers';
+import * as timers from 'node:timers';
 import { AddonError, ArgumentError, FormatError } from '../util/errors';
 import {
   addon,
@@ -60,19 +60,27 @@ const registry = new FinalizationRegistry<Block>((held) => {
 // buffer and its block share an index.
 let young: DeviceBuffer[] = [], youngBlocks: Block[] = [];
 let old: DeviceBuffer[] = [], oldBlocks: Block[] = [];
+let youngBytes = 0;
 let aging = false;
-// Past this many young buffers (a long synchronous stretch), they are registered at once.
-const MAX_YOUNG = 4096;
+// Past this many young buffers or bytes (a long synchronous stretch, or test fake timers
+// that never run `age`), they are registered at once.
+const MAX_YOUNG = 256;
+const MAX_YOUNG_BYTES = 256 * 2 ** 20;
+// node:timers' setImmediate as it is when kiln loads: fake timers installed later (also
+// those that patch the node:timers module) cannot hold `age` back.
+const later = timers.setImmediate;
 
 function remember(buf: DeviceBuffer, block: Block): void {
   young.push(buf);
   youngBlocks.push(block);
-  if (young.length > MAX_YOUNG) {
+  youngBytes += block.bytes;
+  if (young.length > MAX_YOUNG || youngBytes > MAX_YOUNG_BYTES) {
     register(old, oldBlocks);
     register(young, youngBlocks);
+    youngBytes = 0;
   } else if (!aging) {
     aging = true;
-    setImmediate(age).unref(); // node:timers' own: test fake timers replace only the global
+    later(age).unref();
   }
 }
 
@@ -82,9 +90,10 @@ function age(): void {
   register(old, oldBlocks);
   [old, young] = [young, old];
   [oldBlocks, youngBlocks] = [youngBlocks, oldBlocks];
+  youngBytes = 0;
   if (old.length > 0) {
     aging = true;
-    setImmediate(age).unref();
+    later(age).unref();
   }
 }
 
