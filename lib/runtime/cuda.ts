@@ -549,7 +549,13 @@ export class CudaProgram {
     });
     const syms = BigInt64Array.from(plan.symbols, (n) => BigInt(values[n]));
     const outShapes = this.#outShapes.map((s) => s.map((d) => evalDim(d, values)));
-    const copyBytes = BigUint64Array.from(this.#copied, (i) => BigInt(outShapes[i].reduce((a, d) => a * d, 1) * ITEMSIZE[plan.outputs[i].dtype]));
+    const copyBytes = BigUint64Array.from(this.#copied, (i) => {
+      const n = outShapes[i].reduce((a, d) => a * d, 1) * ITEMSIZE[plan.outputs[i].dtype];
+      const from = plan.outputs[i].buffer;
+      // The executor copies without a range check of its own: the plan must not ask for more.
+      if (n > bytes[from]) throw internal(`output ${i} (${n} bytes) is larger than its buffer ${from} (${bytes[from]} bytes)`);
+      return BigInt(n);
+    });
     return { syms, key, elems, bytes, grids, arenaBytes: layout.bytes, tempOffsets, outShapes, copyBytes };
   }
 
