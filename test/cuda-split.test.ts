@@ -110,6 +110,10 @@ describe('split-K matmuls (too few output tiles for the SMs)', () => {
     expect(candidateConfigs(dyn, facts).some((c) => splitOf(c))).toBe(true);
     // Enough tiles: no split candidates at all.
     expect(candidateConfigs(mm(512, 4096, 4096), facts).some((c) => splitOf(c))).toBe(false);
+    // A symbolic batch: none either (the parts would share grid.z with the batch).
+    const batched = programOf((a: Tensor, b: Tensor) => a.matmul(b), [f16(2, 64, 4096), f16(2, 4096, 4096)], { 0: [0], 1: [0] }).kernels[0];
+    expect(batched.domain.length).toBe(3);
+    expect(candidateConfigs(batched, facts).some((c) => splitOf(c))).toBe(false);
   });
 
   test('partials are combined in part order by plain adds: no atomics in either kernel', () => {

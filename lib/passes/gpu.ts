@@ -484,11 +484,13 @@ function splitKParts(k: Kernel, facts: GpuFacts, tile: Omit<MmaConfig, 'stages'>
 
 /**
  * Split-K candidates for the tuner: when the unsplit tiles give too few warps (static sizes),
- * or for any symbolic M, N or batch (the tuner measures at its tuning sizes, 256 unless
- * told): the split tile and the smaller ones, each at its heuristic part count and twice
- * that, plus a 4-stage ring.
+ * or for a symbolic M or N (the tuner measures at its tuning sizes, 256 unless told): the
+ * split tile and the smaller ones, each at its heuristic part count and twice that, plus a
+ * 4-stage ring. Never for a symbolic batch: its parts share grid.z with the batch, whose
+ * limit (65535) a split would reach at a batch S times smaller, at run time.
  */
 function splitCandidates(k: Kernel, facts: GpuFacts): MmaConfig[] {
+  if (!k.domain.slice(0, -2).every(isStatic)) return [];
   if (k.domain.every(isStatic) && !tooFewWarps(k, facts)) return [];
   const out: MmaConfig[] = [];
   for (const t of MMA_TILES.slice(MMA_TILES.findIndex((x) => x === splitTile(k)))) {
