@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <memory>
+#include <unordered_set>
 
 #include "completion.h"
 
@@ -75,6 +76,12 @@ class KilnAddon : public Napi::Addon<KilnAddon> {
 
   CompileQueue compileQueue_;
   std::shared_ptr<Completions> completions_;  // created on the first run
+  // Device blocks this environment allocated and has not freed: its teardown frees them (a
+  // worker that exits with undisposed tensors leaves nothing live in the process's pools).
+  std::unordered_set<uint64_t> liveBlocks_;
 };
+
+/** Returns `ptrs`' blocks to their pools (those still live); for an environment's teardown. */
+void FreeDeviceBlocks(const std::unordered_set<uint64_t>& ptrs);
 
 }  // namespace kiln

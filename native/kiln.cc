@@ -78,6 +78,7 @@ KilnAddon::KilnAddon(Napi::Env, Napi::Object exports) : compileQueue_(CompileJob
 
 KilnAddon::~KilnAddon() {
   if (completions_) completions_->Shutdown();  // waits for in-flight runs, stops the waiter
+  FreeDeviceBlocks(liveBlocks_);  // back to the pools' caches, stream-ordered (pool.h)
 }
 
 // info() loads the driver on first call (never at require time) and reports on it.

@@ -5,7 +5,10 @@
 // a heap record, a deferred callback per block) cost more than the rest of an allocation.
 // The GC safety net is DeviceBuffer's FinalizationRegistry (lib/runtime/cuda-driver.ts),
 // which also frees each block at most once; a raw handle used after its free may name a
-// block handed out again, so only DeviceBuffer holds them.
+// block handed out again, so only DeviceBuffer holds them. An environment's teardown frees
+// the blocks it allocated and never freed (KilnAddon::liveBlocks_): FinalizationRegistry
+// callbacks do not run then, so a worker's forgotten buffers would otherwise stay live.
+// (A DeviceBuffer cannot cross to another worker, so each block is freed by its own env.)
 #include <cstdio>
 #include <memory>
 
@@ -238,6 +241,7 @@ Napi::Value KilnAddon::MemAlloc(const Napi::CallbackInfo& info) {
   PoolFailure failure;
   if (PoolFor(device)->Alloc(static_cast<uint64_t>(bytes), &ptr, &failure) != 0)
     throw MakeError(env, OutOfMemory(device, failure));
+  liveBlocks_.insert(ptr);
   bool isTyped = false;
   napi_typedarray_type type = napi_int8_array;
   size_t length = 0;
@@ -255,10 +259,18 @@ Napi::Value KilnAddon::MemFree(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   RequireDriver(env);
   uint64_t ptr = HandlePtr(info[0]);
+  liveBlocks_.erase(ptr);
   std::lock_guard<std::mutex> lock(poolsMu);
   for (auto& pool : *pools)
     if (pool && pool->Free(ptr)) break;
   return env.Undefined();
+}
+
+void FreeDeviceBlocks(const std::unordered_set<uint64_t>& ptrs) {
+  std::lock_guard<std::mutex> lock(poolsMu);
+  for (uint64_t ptr : ptrs)
+    for (auto& pool : *pools)
+      if (pool && pool->Free(ptr)) break;
 }
 
 // memInfo(handle) -> { ptr, bytes, device, freed } (bytes 0 and device -1 once freed)

@@ -1,9 +1,12 @@
 /**
  * The caching allocator on the real driver: a freed block is handed out again, trim gives
  * the cache back, an impossible request is a KILN_CUDA_OOM report, and a request that only
- * fits once the cache is released succeeds (trim and retry) — the process stays usable.
+ * fits once the cache is released succeeds (trim and retry) — the process stays usable. A
+ * worker thread that exits with buffers it never disposed leaves none of them live.
  */
 'use strict';
+const path = require('node:path');
+const { Worker } = require('node:worker_threads');
 
 const GiB = 2 ** 30;
 
@@ -63,6 +66,23 @@ module.exports = {
       drv.trimDeviceMemory(dev);
       if (after.oomRecoveries !== before.oomRecoveries + 1) throw new Error('no recovery was counted');
       return `${chunks.length} GiB cached, then 2 GiB allocated after trim`;
+    });
+    await ctx.check("a worker's undisposed buffers are freed when it exits", async () => {
+      const before = stats().liveAllocations;
+      const driver = path.join(__dirname, '..', '..', 'dist', 'runtime', 'cuda-driver.js');
+      const code = `const drv = require(${JSON.stringify(driver)});
+        globalThis.kept = [1, 2, 3].map((i) => new drv.DeviceBuffer(i << 20, ${dev}));
+        require('node:worker_threads').parentPort.postMessage(drv.deviceMemoryStats(${dev}).liveAllocations);`;
+      const worker = new Worker(code, { eval: true });
+      const during = await new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      await worker.terminate();
+      const after = stats().liveAllocations;
+      if (during !== before + 3) throw new Error(`the worker's 3 buffers: live ${before} → ${during}`);
+      if (after !== before) throw new Error(`${after - before} of the exited worker's buffers are still live`);
+      return `live allocations ${before} → ${during} in the worker → ${after} after it exited`;
     });
     const s = stats();
     ctx.metric('allocations / cache hits', `${s.allocations} / ${s.cacheHits}`, '');
