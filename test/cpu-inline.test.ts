@@ -79,7 +79,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('CPU calls on the JS thread', () => {
   it('runs a short program inline from its second call, with the same results', async () => {
     const { lib, n } = counted(cpuLoad(so));
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
     for (let i = 0; i < 4; i++) {
       const [y] = await program.run(input([1, 2, 3 + i]));
       expect(Array.from(y.data)).toEqual([2, 4, 6 + 2 * i]);
@@ -90,7 +90,7 @@ describe('CPU calls on the JS thread', () => {
 
   it('sends the call after a slow run to the compute thread, and keeps the event loop free there', async () => {
     const { lib, n } = counted(cpuLoad(so));
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
     await program.run(input([1, 2])); // SLOW's size
     await program.run(input(SLOW)); // inline: blocks 30 ms, measured
     expect(n).toEqual({ inline: 1, refused: 0, async: 1 });
@@ -113,7 +113,7 @@ describe('CPU calls on the JS thread', () => {
   it('queues behind a call in flight instead of running beside it, and settles in order', async () => {
     const raw = cpuLoad(so);
     const { lib, n } = counted(raw);
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
     await program.run(input([1]));
     const order: string[] = [];
     const slowOut = new Float32Array(2);
@@ -135,7 +135,7 @@ describe('CPU calls on the JS thread', () => {
 
   it('judges each size by its own last run: a new size runs on the compute thread first', async () => {
     const { lib, n } = counted(cpuLoad(so));
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
     const where: string[] = [];
     for (const values of [[1], [2], [1, 2, 3], [4, 5, 6], [7]]) {
       const before = { ...n };
@@ -147,7 +147,7 @@ describe('CPU calls on the JS thread', () => {
 
   it('does not run inline while an earlier call is in flight, so Promises settle in call order', async () => {
     const { lib, n } = counted(cpuLoad(so));
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
     await program.run(input([1])); // size 1 now runs inline when nothing is in flight
     const order: string[] = [];
     const a = program.run(input([1, 2])).then(() => order.push('a')); // a new size: the compute thread
@@ -157,35 +157,41 @@ describe('CPU calls on the JS thread', () => {
     expect(n).toEqual({ inline: 0, refused: 0, async: 3 });
   });
 
-  it('runs every 17th call of an awaited loop on the compute thread, so the event loop turns', async () => {
+  it('after 16 inline calls in a row, runs calls on the compute thread until the event loop has turned', async () => {
     const { lib, n } = counted(cpuLoad(so));
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
-    await program.run(input([1])); // the first run is never inline; it starts a streak
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
+    await program.run(input([1])); // the first run is never inline
+    await new Promise((r) => setImmediate(r)); // a fresh streak
     let turned = 0;
     setImmediate(() => turned++);
     const where: string[] = [];
-    for (let i = 0; i < 40; i++) {
+    const call = async (i: number): Promise<void> => {
       const before = n.async;
       expect(Array.from((await program.run(input([i])))[0].data)).toEqual([2 * i]);
       where.push(n.async > before ? 'async' : 'inline');
-    }
-    const expected = Array.from({ length: 40 }, (_, i) => (i % 17 === 16 ? 'async' : 'inline'));
-    expect(where).toEqual(expected);
+    };
+    // How many async calls pass before the loop turns depends on how Node batches their
+    // completions; the rule does not.
+    for (let i = 0; turned === 0 && i < 10_000; i++) await call(i);
     expect(turned).toBe(1);
-    expect(n).toEqual({ inline: 38, refused: 0, async: 3 });
+    expect(where.slice(0, 17)).toEqual([...Array(16).fill('inline'), 'async']);
+    expect(where.slice(16).every((w) => w === 'async')).toBe(true);
+    for (let i = 0; i < 4; i++) await call(i);
+    expect(where.slice(-4)).toEqual(['inline', 'inline', 'inline', 'inline']); // a fresh streak
   });
 
   it('never waits on a timer: with setImmediate faked, an awaited loop goes on', async () => {
     const { lib, n } = counted(cpuLoad(so));
-    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 1000 });
+    const program = new CpuProgram(lib, { plan, symbols, constants: new Map(), layout, inlineUs: 10_000 });
     const real = global.setImmediate;
     global.setImmediate = (() => ({ unref() {} })) as unknown as typeof setImmediate; // never fires
     try {
-      for (let i = 0; i < 24; i++) expect(Array.from((await program.run(input([i])))[0].data)).toEqual([2 * i]);
+      for (let i = 0; i < 40; i++) expect(Array.from((await program.run(input([i])))[0].data)).toEqual([2 * i]);
     } finally {
       global.setImmediate = real;
     }
-    expect(n).toEqual({ inline: 22, refused: 0, async: 2 });
+    expect(n.inline + n.async).toBe(40);
+    expect(n.inline).toBeGreaterThan(0); // how many depends on the machine: refused or turned calls go async
   });
 });
 

@@ -14,6 +14,7 @@ import type { ExecFileException } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import * as timers from 'node:timers';
 import { allocStorage, isStorageOf, ITEMSIZE, type DType, type Storage } from '../ir/dtype';
 import type { Constant, SymbolBinding } from '../ir/graph';
 import type { LaunchPlan } from '../ir/plan';
@@ -210,12 +211,23 @@ export function cpuInlineUs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 // Calls run inline back to back never let the event loop turn (an awaited loop of them is
-// all microtasks): after this many in a row, the next call goes to the compute thread,
-// whose completion comes through the event loop (I/O callbacks run, and timers and
-// immediates within the next such call). Nothing waits on a timer, so test fake timers can
-// cost speed, never a hang.
+// all microtasks): after this many in a row, calls go to the compute thread until the loop
+// has turned once (an immediate, on node:timers' setImmediate as kiln loaded it, resets the
+// streak). Nothing waits on that timer: fake timers that never run it cost speed, not a hang.
 const INLINE_STREAK = 16;
 let inlineStreak = 0;
+let turnWatch = false;
+const later = timers.setImmediate;
+
+function ranInline(): void {
+  inlineStreak++;
+  if (turnWatch) return;
+  turnWatch = true;
+  later(() => {
+    turnWatch = false;
+    inlineStreak = 0;
+  }).unref();
+}
 // Calls of this thread on the compute thread whose Promises have not settled: while there
 // are any, a call does not run inline (it would settle before them).
 let inFlight = 0;
@@ -354,7 +366,7 @@ export class CpuProgram {
    * the compute thread has nothing queued or running; else on kiln's compute thread. Inline saves the
    * compute thread's wake-up and the completion's wake-up of the JS thread (tens of µs on
    * a loaded VM); either way calls run one at a time, in call order. After INLINE_STREAK
-   * inline calls in a row, the next one runs on the compute thread, so the event loop turns.
+   * inline calls in a row, calls run on the compute thread until the event loop has turned.
    */
   async run(inputs: readonly RawTensor[]): Promise<RawTensor[]> {
     const plan = this.plan;
@@ -394,7 +406,7 @@ export class CpuProgram {
     let ok = false;
     try {
       let us = inline ? this.lib.tryCall(symbol, bufs, ints) : -1;
-      if (us >= 0) inlineStreak++;
+      if (us >= 0) ranInline();
       else {
         inFlight++;
         try {
@@ -402,7 +414,6 @@ export class CpuProgram {
         } finally {
           inFlight--;
         }
-        inlineStreak = 0;
       }
       bound.lastUs = us;
       ok = true;
