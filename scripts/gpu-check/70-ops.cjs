@@ -67,7 +67,7 @@ module.exports = {
     const c = groups.composites.find((x) => x.name === 'gpt-block-float16');
     const graph = k.trace(c.fn, c.specs, { dynamic: c.dynamic || {} });
     const program = k.lower(graph);
-    const facts = k.engine.cudaFacts(run.targetOf(ctx), ctx.device ? { smCount: ctx.device.smCount } : {});
+    const facts = run.factsOf(ctx);
     const gpu = require('node:path').join(__dirname, '..', '..', 'dist', 'passes', 'gpu.js');
     const { candidateConfigs } = require(gpu);
     const variants = Math.max(...program.kernels.map((kk) => candidateConfigs(kk, facts).length));

@@ -78,7 +78,7 @@ module.exports = {
     const k = run.kiln();
     const target = run.targetOf(ctx);
     const smCount = ctx.device ? ctx.device.smCount : undefined;
-    const facts = k.engine.cudaFacts(target, { tf32: true, ...(smCount !== undefined ? { smCount } : {}) });
+    const facts = run.factsOf(ctx, { tf32: true });
     const { candidateConfigs } = require(path.join(__dirname, '..', '..', 'dist', 'passes', 'gpu.js'));
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-tf32-'));
     const variantOf = (b) => b.program.kernels.map((kk, i) => (kk.kind === 'matmul' ? b.configs[i].variant : null)).filter(Boolean);

@@ -113,7 +113,7 @@ module.exports = {
     const k = run.kiln();
     const tune = require(path.join(__dirname, '..', '..', 'dist', 'engine', 'cuda-tune.js'));
     const target = run.targetOf(ctx);
-    const facts = k.engine.cudaFacts(target, ctx.device ? { smCount: ctx.device.smCount } : {});
+    const facts = run.factsOf(ctx);
     const dev = ctx.device ? ctx.device.index : 0;
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-cuda-bench-'));
     const symbolsOf = (graph, shapes) => k.interp.bindSymbols(graph, shapes.map((shape, i) => ({ dtype: graph.inputs[i].dtype, shape })));

@@ -42,6 +42,11 @@ function targetOf(ctx) {
   throw ctx.targetError || new Error('no compile target');
 }
 
+/** The device facts kiln's tuner and build use for this run's target (the card's SM count when there is one). */
+function factsOf(ctx, opts = {}) {
+  return kiln().engine.cudaFacts(targetOf(ctx), { ...opts, ...(ctx.device ? { smCount: ctx.device.smCount } : {}) });
+}
+
 /** Traces and builds one case ({ fn, specs, dynamic }) for the target. */
 async function build(k, ctx, c, opts = {}) {
   const graph = k.trace(c.fn, c.specs, { dynamic: c.dynamic || {} });
@@ -215,4 +220,4 @@ function runTorch(source, job, dir, name) {
   return r.status === 0 ? out : { ...out, partial: why };
 }
 
-module.exports = { DRY, kiln, targetOf, build, makeInputs, runPlan, timePlan, compare, planBuffers, gridsOf, runTorch };
+module.exports = { DRY, kiln, targetOf, factsOf, build, makeInputs, runPlan, timePlan, compare, planBuffers, gridsOf, runTorch };
