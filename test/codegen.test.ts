@@ -111,6 +111,10 @@ const matmuls: NumCase[] = [
   { name: 'mm-vector', fn: (x: T, v: T) => [x.matmul(v), v.matmul(x.transpose(0, 1))], specs: [f32(6, 8), f32(8)] },
   { name: 'mm-f16', fn: (x: T, w: T) => x.matmul(w).relu(), specs: [f16(9, 33), f16(33, 20)] },
   { name: 'mm-bf16', fn: (x: T, w: T) => x.matmul(w), specs: [bf16(9, 33), bf16(33, 20)] },
+  // float32 matmuls of widened 16-bit operands read them as stored (converted while packing).
+  { name: 'mm-widened-f16', fn: (x: T, w: T) => x.to('float32').matmul(w.to('float32')).add(1), specs: [f16(33, 40), f16(40, 24)], rtol: 1e-4, atol: 1e-4 },
+  { name: 'mm-widened-bf16-weight', fn: (x: T, w: T) => x.matmul(w.to('float32')).relu(), specs: [f32(37, 48), bf16(48, 29)], rtol: 1e-4, atol: 1e-4 },
+  { name: 'sdpa-f16-causal', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f16(2, 3, 40, 32), f16(2, 3, 40, 32), f16(2, 3, 40, 32)], ulps: 2 },
   { name: 'mm-int32', fn: (x: T, w: T) => x.matmul(w), specs: [i32(5, 7), i32(7, 3)], gen: special },
   { name: 'mm-of-computed', fn: (x: T, w: T) => x.exp().matmul(w.mul(2)).softmax(-1), specs: [f32(8, 16), f32(16, 12)] },
   { name: 'sdpa-causal', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)] },

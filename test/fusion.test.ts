@@ -61,6 +61,31 @@ describe('fusion: kernel counts', () => {
     const p = kernels((q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)]);
     expect(p.kernels.map((k) => k.kind)).toEqual(['matmul', 'reduce', 'matmul']);
   });
+  test('half-precision attention reads q, k and v as stored: no kernel writes their float32 copies', () => {
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const h = (...shape: number[]) => ({ shape, dtype });
+      const p = kernels((q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), [h(2, 4, 6, 8), h(2, 4, 6, 8), h(2, 4, 6, 8)]);
+      expect(p.kernels.map((k) => k.kind)).toEqual(['matmul', 'reduce', 'matmul']);
+      const stored = (k: Program['kernels'][number]) => [k.matmul!.a, k.matmul!.b].map((o) => k.params[o.param].dtype);
+      expect(stored(p.kernels[0])).toEqual([dtype, dtype]); // q @ kᵀ: both 16-bit
+      expect(stored(p.kernels[2])).toEqual(['float32', dtype]); // softmax (float32) @ v
+      expect(p.kernels[0].params[0].dtype).toBe('float32');
+    }
+  });
+  test('a float32 matmul of a 16-bit weight widened for it reads the weight as stored', () => {
+    const p = kernels((x, w) => x.matmul(w.to('float32')).relu(), [f32(8, 16), { shape: [16, 12], dtype: 'float16' }]);
+    expect(names(p)).toEqual(['MM_8_12_16']);
+    const k = p.kernels[0];
+    expect(k.params[k.matmul!.b.param].dtype).toBe('float16');
+    // A widened copy that is also an output keeps its kernel; the matmul still reads the weight.
+    const both = kernels((x, w) => [x.matmul(w.to('float32')), w.to('float32')], [f32(8, 16), { shape: [16, 12], dtype: 'float16' }]);
+    expect(both.kernels.map((k) => k.kind).sort()).toEqual(['elementwise', 'matmul']);
+    const mm = both.kernels.find((k) => k.kind === 'matmul')!;
+    expect(mm.params[mm.matmul!.b.param].dtype).toBe('float16');
+    // Narrowing casts are not widenings: bfloat16 → float16 → float32 keeps the float16 copy.
+    const twice = kernels((x, w) => x.matmul(w.to('float16').to('float32')), [f32(8, 16), { shape: [16, 12], dtype: 'bfloat16' }]);
+    expect(twice.kernels.map((k) => k.kind)).toEqual(['elementwise', 'matmul']);
+  });
   test('a transformer MLP block: layerNorm, matmul+gelu, matmul+residual', () => {
     const p = kernels((x, w1, w2, g) => x.add(F.layerNorm(x, g).matmul(w1).gelu().matmul(w2)), [f32(16, 64), f32(64, 256), f32(256, 64), f32(64)]);
     expect(names(p)).toEqual(['R_16_64', 'MM_16_256_64', 'MM_16_64_256']);

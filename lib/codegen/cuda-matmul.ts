@@ -24,9 +24,9 @@
  * The fused elementwise epilogue (bias, activation, residual, casts) runs on each
  * accumulator with the output coordinates bound, through the kernel's views.
  */
-import { dimProd, type DType } from '../ir';
+import { dimProd } from '../ir';
 import { idim, indexOf, ivar, type View } from '../passes';
-import { MMA_BK, MMA_PAD, matmulThreads, mmaLayout, SIMT_BK, SPLIT_COMBINE_BLOCK, TF32_BK, tf32Tiles, type GpuFacts, type MmaConfig, type MmaLayout, type SimtConfig, type Tf32Config } from '../passes/gpu';
+import { MMA_BK, MMA_PAD, matmulDType, matmulThreads, mmaLayout, SIMT_BK, SPLIT_COMBINE_BLOCK, TF32_BK, tf32Tiles, type GpuFacts, type MmaConfig, type MmaLayout, type SimtConfig, type Tf32Config } from '../passes/gpu';
 import { delinearize, indent, unroll, type CudaExprs } from './cuda-exprs';
 
 
@@ -148,8 +148,9 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts, split
   const { k } = x;
   const it = x.it;
   const tf32 = c.variant === 'tf32';
-  const dtype: DType = k.params[k.matmul!.a.param].dtype;
+  const dtype = matmulDType(k);
   if (tf32 && (dtype !== 'float32' || facts.arch < 80)) throw new Error('cuda: the TF32 matmul needs float32 operands and sm_80');
+  if (!tf32 && dtype === 'float32') throw new Error('cuda: the mma.sync matmul needs float16 or bfloat16 operands');
   const tiles = tf32 ? tf32Tiles(k, c) : undefined;
   const layout = tiles?.layout ?? mmaLayout(k);
   const mma = dtype === 'bfloat16' ? 'kiln_mma_bf16' : 'kiln_mma_f16';
@@ -184,6 +185,8 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts, split
     `  ${unroll}`,
     `  for (int ni = 0; ni < ${NI}; ni++) acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.0f;`,
   );
+  // An element-loaded operand: its 16-bit bits as they are, or as a float for TF32 (a 16-bit operand widened as it loads).
+  const element = (ptr: string, param: number, at: string): string => (tf32 ? x.r.load(k.params[param].dtype, ptr, at) : `${ptr}[${at}]`);
   const chunkCopy = (dst: string, src: string, ok: string): string =>
     async ? `kiln_cp_async16(${dst}, ${src}, ${ok});` : `{ const uint4 z = {0u, 0u, 0u, 0u}; *reinterpret_cast<uint4*>(${dst}) = ${ok} ? *reinterpret_cast<const uint4*>(${src}) : z; }`;
   /** A loop over `count` work items, `NT` threads at a time. */
@@ -225,7 +228,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts, split
         spread(c.bm * BK, [
           mFast ? `const int row = c % ${c.bm}, kk = c / ${c.bm};` : `const int row = c / ${BK}, kk = c % ${BK};`,
           `const ${it} gm = m0 + row, gk = k0 + kk;`,
-          `dst[row * ${ldA} + kk] = (gm < M && gk < K) ? A[gm * ${sAm} + gk * ${sAk}] : ${zero};`,
+          `dst[row * ${ldA} + kk] = (gm < M && gk < K) ? ${element('A', k.matmul!.a.param, `gm * ${sAm} + gk * ${sAk}`)} : ${zero};`,
         ]),
       ),
     );
@@ -261,7 +264,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts, split
         spread(c.bn * BK, [
           nFast ? `const int nr = c % ${c.bn}, kk = c / ${c.bn};` : `const int nr = c / ${BK}, kk = c % ${BK};`,
           `const ${it} gn = n0 + nr, gk = k0 + kk;`,
-          `dst[nr * ${ldB} + kk] = (gn < N && gk < K) ? B[gk * ${sBk} + gn * ${sBn}] : ${zero};`,
+          `dst[nr * ${ldB} + kk] = (gn < N && gk < K) ? ${element('B', k.matmul!.b.param, `gk * ${sBk} + gn * ${sBn}`)} : ${zero};`,
         ]),
       ),
     );

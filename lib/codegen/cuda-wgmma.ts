@@ -24,7 +24,7 @@
  * against the PTX ISA's canonical layouts, since it cannot run without a GPU.
  */
 import { ITEMSIZE } from '../ir';
-import { mmaLayout, matmulThreads, wgmmaStageBytes, WGMMA_BK, type WgmmaConfig } from '../passes/gpu';
+import { matmulDType, mmaLayout, matmulThreads, wgmmaStageBytes, WGMMA_BK, type WgmmaConfig } from '../passes/gpu';
 import { indent, unroll, type CudaExprs } from './cuda-exprs';
 import { prologue, stagedEpilogue } from './cuda-matmul';
 
@@ -94,8 +94,7 @@ export function wgmmaTileOf(pid: number, tilesM: number, tilesN: number): { tm: 
 export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; threads: number } {
   const { k } = x;
   const it = x.it;
-  const mm = k.matmul!;
-  const dtype = k.params[mm.a.param].dtype;
+  const dtype = matmulDType(k);
   if ((dtype !== 'float16' && dtype !== 'bfloat16') || ITEMSIZE[dtype] !== 2) throw new Error(`cuda: wgmma needs 16-bit operands, got ${dtype}`);
   const ptx = dtype === 'bfloat16' ? 'bf16' : 'f16';
   const layout = mmaLayout(k);

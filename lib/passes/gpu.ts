@@ -9,7 +9,7 @@
  */
 import { dimMul, dimProd, dimStr, dimToJSON, ITEMSIZE, isStatic, type Dim, type DType } from '../ir';
 import type { DimJSON, LaunchPlan, PlanBuffer, PlanStep } from '../ir/plan';
-import type { Kernel } from './kernel';
+import type { Kernel, KOperand } from './kernel';
 import { type ViewStack } from './view';
 
 /** What the decisions depend on besides the kernel. */
@@ -346,19 +346,25 @@ export function mmaLayout(k: Kernel, chunk = 8): MmaLayout {
   const mm = k.matmul!;
   const r = k.domain.length;
   const [M, N] = [k.domain[r - 2], k.domain[r - 1]];
-  const chunked = (v: ViewStack, contig: number, other: number, along: Dim): boolean => {
+  const chunked = (o: KOperand, contig: number, other: number, along: Dim): boolean => {
+    const v = o.view;
     const s = v[0].strides;
+    if (ITEMSIZE[k.params[o.param].dtype] * chunk !== 16) return false; // converted as loaded (a 16-bit operand of a TF32 matmul)
     const batchOk = s.slice(0, r - 2).every((x) => divisible(x, chunk));
     return s[contig] === 1 && divisible(s[other], chunk) && batchOk && divisible(v[0].offset, chunk) && divisible(along, chunk);
   };
-  const a = chunked(mm.a.view, r - 1, r - 2, mm.k) ? 'k' : chunked(mm.a.view, r - 2, r - 1, M) ? 'm' : 'scalar';
-  const b = chunked(mm.b.view, r - 1, r - 2, N) ? 'n' : chunked(mm.b.view, r - 2, r - 1, mm.k) ? 'k' : 'scalar';
+  const a = chunked(mm.a, r - 1, r - 2, mm.k) ? 'k' : chunked(mm.a, r - 2, r - 1, M) ? 'm' : 'scalar';
+  const b = chunked(mm.b, r - 1, r - 2, N) ? 'n' : chunked(mm.b, r - 2, r - 1, mm.k) ? 'k' : 'scalar';
   return { a, b };
 }
 
-/** The matmul's operand dtype. */
+/**
+ * The matmul's operand dtype: float32 where the operands are stored in different dtypes (a
+ * float32 matmul reading one of them from 16-bit storage, see `narrowOperands`).
+ */
 export function matmulDType(k: Kernel): DType {
-  return k.params[k.matmul!.a.param].dtype;
+  const [a, b] = [k.matmul!.a, k.matmul!.b].map((o) => k.params[o.param].dtype);
+  return a === b ? a : 'float32';
 }
 
 const MMA_TILES: readonly Omit<MmaConfig, 'stages'>[] = [

@@ -91,6 +91,41 @@ export function viewBase(n: Node, isBuffer: (n: Node) => boolean): { base: Node;
   return isBuffer(x) ? { base: x, moves } : undefined;
 }
 
+/** A conversion of float16 or bfloat16 to float32: exact, so it can happen as a value is loaded. */
+export function widens(n: Node): boolean {
+  return n.op === 'CAST' && n.dtype === 'float32' && (n.src[0].dtype === 'float16' || n.src[0].dtype === 'bfloat16');
+}
+
+/**
+ * A float32 matmul operand that widens 16-bit storage: moves around one widening CAST over a
+ * node `base` (not a constant), seen as a single unmasked view. Undefined for any other form.
+ */
+function narrowOperand(x: Node): { base: Node; moves: Move[] } | undefined {
+  const moves: Move[] = [];
+  let cast = false;
+  for (;;) {
+    if (MOVES.has(x.op)) moves.unshift(moveOf(x));
+    else if (!cast && widens(x)) cast = true;
+    else break;
+    x = x.src[0];
+  }
+  if (!cast || x.op === 'CONST') return undefined;
+  const view = viewOf(x.shape, moves);
+  return view.length === 1 && unmasked(view[0]) ? { base: x, moves } : undefined;
+}
+
+/**
+ * Per operand of a float32 matmul, the 16-bit buffer it reads in place of a widened copy
+ * (attention over half-precision q, k and v): the kernel converts as it loads, and no
+ * kernel writes the copy. Two 16-bit operands of one dtype multiply on tensor cores with
+ * float32 accumulation, which is the float32 product of the widened values. Undefined where
+ * the operand is read as it is.
+ */
+export function narrowOperands(mm: Node): readonly (Node | undefined)[] {
+  if (mm.op !== 'MATMUL' || mm.dtype !== 'float32') return [undefined, undefined];
+  return mm.src.map((x) => narrowOperand(x)?.base);
+}
+
 /**
  * Build the kernel that computes `root`, inlining every producer for which `isBuffer` is
  * false. Returns Irregular when the inlined region does not form one kernel.
@@ -256,7 +291,9 @@ class Builder {
 
   matmulAcc(n: Node, chain: readonly Move[]): number {
     this.identity(n, chain, 'matmul result');
-    const [a, b] = n.src.map((s) => this.operand(s, true));
+    // Narrow operands are read below their widening casts whether or not those have buffers.
+    const narrow = narrowOperands(n);
+    const [a, b] = n.src.map((s, i) => (narrow[i] ? this.narrow(s) : this.operand(s, true)));
     this.matmul = { a, b, k: n.src[0].shape[n.src[0].shape.length - 1] };
     return this.emit({ k: 'acc', stage: -1, dtype: n.dtype });
   }
@@ -267,6 +304,12 @@ class Builder {
     const view = viewOf(vb.base.shape, vb.moves);
     if (strided && (view.length !== 1 || !unmasked(view[0]))) throw new Irregular('matmul operand is not a strided view');
     return { param: this.param(vb.base), view };
+  }
+
+  narrow(x: Node): KOperand {
+    const o = narrowOperand(x)!;
+    if (!this.buffer(o.base)) throw new Irregular('narrow matmul operand is not a buffer');
+    return { param: this.param(o.base), view: viewOf(o.base.shape, o.moves) };
   }
 
   finish(kind: Kernel['kind']): Kernel {

@@ -9,7 +9,7 @@
 import { KilnError } from '../util/errors';
 import { dimEq, dimProd, dimStr, toposort, type Dim, type Graph, type Node } from '../ir';
 import { canFuse, inlineRegion, scoreFusion } from './fusion';
-import { buildKernel, Irregular, viewBase, type Kernel } from './kernel';
+import { buildKernel, Irregular, narrowOperands, viewBase, type Kernel } from './kernel';
 import { isContiguous, unmasked, viewOf } from './view';
 
 /** The scheduler's result: kernels in launch order and where each output lives. */
@@ -41,7 +41,13 @@ export function schedule(graph: Graph): Schedule {
   // their base must be a buffer, and a matmul operand must be one unmasked strided view.
   for (const n of order) {
     if (n.op !== 'MATMUL' && n.op !== 'GATHER') continue;
-    for (const x of n.op === 'MATMUL' ? n.src : [n.src[0]]) {
+    const narrow = narrowOperands(n);
+    for (const [i, x] of (n.op === 'MATMUL' ? n.src : [n.src[0]]).entries()) {
+      const stored = narrow[i];
+      if (stored) {
+        force(stored); // read as 16-bit storage: the widening cast may then fuse away
+        continue;
+      }
       let base = x;
       while (isMove(base)) base = base.src[0];
       if (base.op === 'CONST') force(x);

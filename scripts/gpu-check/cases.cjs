@@ -177,6 +177,11 @@ function cases({ F, tensor }) {
     { name: 'mma-f16-odd', fn: (x, w) => x.matmul(w), specs: [f16(33, 27), f16(27, 19)], ulps: 2 },
     { name: 'mma-f16-batched', fn: (x, w) => x.matmul(w).relu(), specs: [f16(3, 40, 64), f16(3, 64, 24)], ulps: 2 },
     { name: 'mm-f32-wide', fn: (x, w) => x.matmul(w), specs: [f32(200, 64), f32(64, 300)], rtol: 1e-4, atol: 1e-4 },
+    // float32 matmuls of widened 16-bit operands read them as stored: both (tensor cores,
+    // float32 out), one (CUDA cores), and attention over 16-bit q, k, v.
+    { name: 'mm-widened-f16', fn: (x, w) => x.to('float32').matmul(w.to('float32')).add(1), specs: [f16(33, 40), f16(40, 24)], rtol: 1e-4, atol: 1e-4 },
+    { name: 'mm-widened-bf16-weight', fn: (x, w) => x.matmul(w.to('float32')).relu(), specs: [f32(37, 48), bf16(48, 29)], rtol: 1e-4, atol: 1e-4 },
+    { name: 'sdpa-f16-causal', fn: (q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f16(2, 3, 40, 32), f16(2, 3, 40, 32), f16(2, 3, 40, 32)], ulps: 2 },
     // Shapes the wgmma kernel takes on sm_90a (static, M % 128, N % 128, K % 64): N-contiguous B
     // with a bias + gelu epilogue, and K-contiguous B batched on both operands. The gelu sees
     // the f16-rounded sum, which an f32 accumulation may round one f16 ulp (up to 2^-7 here)
@@ -285,6 +290,7 @@ function tf32Cases() {
     { name: 'tf32-at', fn: (x, w) => x.transpose(0, 1).matmul(w), specs: [f32(48, 72), f32(48, 24)], ...tol(48) },
     { name: 'tf32-batched-bias-relu', fn: (x, w, b) => x.matmul(w).add(b).relu(), specs: [f32(3, 40, 64), f32(3, 64, 24), f32(24)], ...tol(64) },
     { name: 'tf32-batched-broadcast', fn: (x, w) => x.matmul(w), specs: [f32(2, 3, 7, 9), f32(3, 9, 5)], ...tol(9) },
+    { name: 'tf32-exact-f16-weight', fn: (x, w) => x.matmul(w.to('float32')), specs: [f32(40, 64), { shape: [64, 48], dtype: 'float16' }], ...exact },
     {
       name: 'tf32-dyn-rows',
       fn: (x, w) => x.matmul(w).gelu(),
