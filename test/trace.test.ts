@@ -40,6 +40,16 @@ describe('trace', () => {
     expect(lines).toEqual(new Set([mlpLine]));
   });
 
+  it('records every user file a traced op was reached through, up to the trace', () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- plain JS helpers, as an app would have
+    const wiring = require('./fixtures/sites/wiring.js') as { run(x: T): T };
+    const g = trace((x: T) => wiring.run(x), [{ shape: [3] }]);
+    const fixture = (f: string) => path.join(__dirname, 'fixtures', 'sites', f);
+    // wiring.js makes no kiln call; the runner's files past trace() are not part of the program.
+    expect(g.files).toEqual([__filename, fixture('ops.js'), fixture('wiring.js')].sort());
+    expect(new Set([...g.sites.values()].map((s) => s.file))).toEqual(new Set([fixture('ops.js')])); // sites stay innermost
+  });
+
   it('refuses to read values of a traced tensor', () => {
     let err: unknown;
     trace(

@@ -71,7 +71,7 @@ export interface Graph {
   readonly symbols: readonly SymbolBinding[];
   /** User call site of each traced node (absent for nodes kiln made itself). */
   readonly sites: ReadonlyMap<Node, Site>;
-  /** Sorted unique user source files that produced traced ops. */
+  /** Sorted unique user source files that traced ops were reached through (the bundle's source guards). */
   readonly files: readonly string[];
   /** The table that interned the nodes; passes build rewritten nodes with it. */
   readonly table: NodeTable;

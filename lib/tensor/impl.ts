@@ -26,7 +26,7 @@ import {
 import type { DeviceTensor } from '../runtime/cuda';
 import { evalOp } from '../runtime/interpreter';
 import { upload } from './device';
-import { callSite } from './site';
+import { userSites } from './site';
 
 /**
  * The device a tensor belongs to. A 'cuda' tensor's data is in GPU memory where a GPU was
@@ -173,6 +173,8 @@ export class Tracer {
   readonly table = new NodeTable();
   readonly constants = new Map<string, Constant>();
   readonly sites = new Map<Node, Site>();
+  /** Every user file on the stack of a traced op, up to the trace (what bundles guard on). */
+  readonly files = new Set<string>();
   /** Constants from tensors older than the trace: captured from the closure, not made by the function. */
   readonly captured: CapturedTensor[] = [];
   readonly #captured = new WeakMap<EagerImpl, Node>();
@@ -206,11 +208,12 @@ export class Tracer {
     return node;
   }
 
-  /** Record the user's call site for a node made by a traced op (the first site wins). */
+  /** Record the user's call site for a node made by a traced op (the first site wins) and the files the call went through. */
   record(node: Node): void {
     if (this.sites.has(node) || node.op === 'INPUT') return;
-    const site = callSite();
-    if (site) this.sites.set(node, site);
+    const sites = userSites(true);
+    if (sites.length) this.sites.set(node, sites[0]);
+    for (const s of sites) this.files.add(s.file);
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * User call sites. A traced op records where in the user's code it was called (the first
- * stack frame outside kiln's own lib/ and dist/ directories): bundles later guard on those
- * files, and error messages point at the user's line instead of kiln's internals.
+ * stack frame outside kiln's own lib/ and dist/ directories), so error messages point at the
+ * user's line instead of kiln's internals, and every user file the call went through, so
+ * bundles guard on all of them.
  */
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,21 +28,36 @@ function parseFrame(line: string): Site | undefined {
   return { file, line: Number(m[2]), col: Number(m[3]) };
 }
 
-/** The innermost stack frame outside kiln, or undefined when there is none. */
-export function callSite(): Site | undefined {
+// Traced functions run under trace(): frames past it belong to whoever started the trace.
+const TRACE_FILE = path.join(__dirname, `trace${path.extname(__filename)}`);
+
+/**
+ * The current stack's frames outside kiln, innermost first, up to (not including) the
+ * frame of kiln's trace() when `withinTrace`: every user file a traced op was reached
+ * through, helpers that make no kiln call themselves included.
+ */
+export function userSites(withinTrace = false): Site[] {
   const holder: { stack?: string } = {};
   const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 100; // kiln's own frames can be deeper than the default 10
+  Error.stackTraceLimit = 200; // kiln's own frames can be deeper than the default 10
   try {
-    Error.captureStackTrace(holder, callSite);
+    Error.captureStackTrace(holder, userSites);
   } finally {
     Error.stackTraceLimit = limit;
   }
+  const sites: Site[] = [];
   for (const line of (holder.stack ?? '').split('\n').slice(1)) {
     const site = parseFrame(line);
-    if (site && !isKilnFile(site.file)) return site;
+    if (!site) continue;
+    if (withinTrace && site.file === TRACE_FILE) break;
+    if (!isKilnFile(site.file)) sites.push(site);
   }
-  return undefined;
+  return sites;
+}
+
+/** The innermost stack frame outside kiln, or undefined when there is none. */
+export function callSite(): Site | undefined {
+  return userSites()[0];
 }
 
 /** `file:line:col` */

@@ -4,7 +4,7 @@
  * share one symbol ("duck sizing"), and the runtime checks that they agree on every call.
  */
 import { ArgumentError, TraceError } from '../util/errors';
-import { checkDType, siteFiles, sym, type Dim, type DType, type Graph, type Node, type OutputStructure, type Sym, type SymbolBinding } from '../ir';
+import { checkDType, sym, type Dim, type DType, type Graph, type Node, type OutputStructure, type Sym, type SymbolBinding } from '../ir';
 import { Tracer, type Device } from './impl';
 import { implOf, Tensor, wrap } from './tensor';
 
@@ -113,7 +113,7 @@ export function trace(fn: TracedFn, specs: readonly InputSpec[], opts: TraceOpti
       constants: tracer.constants,
       symbols,
       sites: tracer.sites,
-      files: siteFiles(tracer.sites),
+      files: [...tracer.files].sort(),
       table: tracer.table,
       captured: tracer.captured,
     };
