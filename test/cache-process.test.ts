@@ -182,6 +182,30 @@ describe('key lock', () => {
   });
 });
 
+test('a cache dir this user cannot reach (a parent it may not search): no error, nothing written, one warning', async () => {
+  const parent = fresh();
+  mkdirSync(parent, { recursive: true });
+  const cacheDir = join(parent, 'kiln');
+  const root = process.getuid?.() === 0;
+  chmodSync(parent, root ? 0o700 : 0o000); // root's 0700 dir is closed to the unprivileged child
+  try {
+    let r;
+    try {
+      r = await runChild('read-only', { cacheDir }, { env: childEnv(), ...(root ? { uid: 65534, gid: 65534 } : {}) });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+      console.warn('skipped: root without the right to switch users cannot test an unreachable cache dir');
+      return;
+    }
+    expect(r.out?.error).toBeUndefined();
+    expect(r.out?.result).toEqual({ readOnly: true, first: 'miss', published: 'skipped', published2: 'skipped', locked: 'unavailable' });
+    expect(r.out?.warnings).toEqual([expect.stringMatching(/^KILN_CACHE_UNAVAILABLE.*cannot use the cache dir .*kiln \(EACCES/)]);
+  } finally {
+    chmodSync(parent, 0o755);
+  }
+  expect(readdirSync(parent)).toEqual([]);
+});
+
 test('a cache dir this user cannot write: lookups work, nothing is written, one warning', async () => {
   const cacheDir = fresh();
   const s = sample();

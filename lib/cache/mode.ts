@@ -31,7 +31,7 @@ import {
   type PublishFile,
   type PublishResult,
 } from './store';
-import { assertTrustedCacheDir } from './trust';
+import { assertTrustedCacheDir, unreachableDir } from './trust';
 
 export type CacheMode = 'auto' | 'off' | 'force-load' | 'read-only';
 export const CACHE_MODES: readonly CacheMode[] = ['auto', 'off', 'force-load', 'read-only'];
@@ -131,7 +131,14 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
 
   let readOnly = mode === 'read-only' || mode === 'off';
   if (mode !== 'off') assertTrustedCacheDir(dir);
-  if (!readOnly && !writable(dir)) {
+  const unreachable = mode !== 'off' ? unreachableDir(dir) : undefined;
+  if (unreachable) {
+    readOnly = true;
+    warnOnce(
+      'KILN_CACHE_UNAVAILABLE',
+      `kiln: cannot use the cache dir ${dir} (${unreachable}); running without it: no bundle is loaded from it or written to it (shipped bundles are still searched). Set KILN_CACHE_DIR to a directory this user can write, or KILN_CACHE=off to say this is intended.`,
+    );
+  } else if (!readOnly && !writable(dir)) {
     readOnly = true;
     warnOnce(
       'KILN_CACHE_READ_ONLY',

@@ -49,8 +49,23 @@ export function untrustedFile(name: string, st: Stats): string | undefined {
 const trustedRoots = new Set<string>();
 
 /**
+ * Why this user cannot reach `dir` at all (a parent it may not search, a file in the way),
+ * or undefined when it can, or when `dir` does not exist yet.
+ */
+export function unreachableDir(dir: string): string | undefined {
+  try {
+    realpathSync(dir);
+    return undefined;
+  } catch (e) {
+    const code = errnoOf(e);
+    return code === 'ENOENT' ? undefined : (e as Error).message;
+  }
+}
+
+/**
  * Throws CacheError KILN_CACHE_INSECURE unless `dir` (when it exists) and its ancestors
- * pass the rule above. Remembered per process once passed.
+ * pass the rule above. Remembered per process once passed. A `dir` this user cannot reach
+ * passes: nothing can be read from it or written to it (see `unreachableDir`).
  */
 export function assertTrustedCacheDir(dir: string): void {
   if (trustedRoots.has(dir) || uid() === undefined) return;
@@ -58,7 +73,7 @@ export function assertTrustedCacheDir(dir: string): void {
   try {
     real = realpathSync(dir);
   } catch (e) {
-    if (errnoOf(e) !== 'ENOENT') throw e;
+    if (errnoOf(e) !== 'ENOENT') return;
     checkAncestors(dir, nearestExisting(dir));
     return; // created later by publish with mode 0755; checked again once it exists
   }
