@@ -126,6 +126,25 @@ describe('kiln.compile on the CPU', () => {
     expect(counters().compiles).toBe(before.compiles + 1);
   });
 
+  it('slices a dynamic dim exactly where its bounds fit inside it, and refuses other sizes with a typed error', async () => {
+    const fn = (x: kiln.Tensor) => [x.slice(0, 1, -1), x.slice(0, -3), x.slice(0, 5, 2), x.slice(0, 0, 4).mul(2)];
+    const h = compile(fn, { dynamic: { 0: [0] } });
+    const at = (n: number) => kiln.tensor(values(n * 2, 5, 3), [n, 2]);
+    for (const n of [6, 4, 9]) {
+      const [got, want] = [await h(at(n)), fn(at(n))];
+      for (let i = 0; i < want.length; i++) {
+        expect(got[i].shape).toEqual(want[i].shape);
+        expect(await got[i].toArray()).toEqual(await want[i].toArray());
+      }
+    }
+    // Below 4 rows, slice(0, 0, 4) would be clamped: no out-of-bounds read, a ShapeError naming it.
+    for (const n of [3, 0]) {
+      const err = await h(at(n)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(kiln.KilnError);
+      expect(err).toMatchObject({ code: 'KILN_SHAPE_GUARD', message: expect.stringMatching(new RegExp(`compile\\.test\\.ts:\\d+:\\d+ needs the dynamic size s0 to be at least \\d, but these inputs make it ${n}`)) });
+    }
+  });
+
   describe('checks every call against the compiled signature, naming the input', () => {
     const x = rand([4, IN]);
     const loose = f as unknown as (...args: unknown[]) => Promise<unknown>;

@@ -8,7 +8,7 @@ import { ArgumentError } from '../util/errors';
 import { DTYPE_SHORT, type DType, type Storage } from './dtype';
 import { encodeArg } from './args';
 import type { Node, NodeTable } from './node';
-import { dimStr, shapeStr } from './sym';
+import { dimStr, shapeStr, type Dim } from './sym';
 
 /** A location in user source, recorded per traced node. */
 export interface Site {
@@ -59,6 +59,19 @@ export interface SymbolBinding {
   readonly sources: readonly DimSource[];
 }
 
+/**
+ * A condition on dynamic sizes that the trace relied on, checked when inputs bind the
+ * symbols: `dim` (an expression of symbols) lies in [min, max]. Slicing a dynamic dim is
+ * exact only where its bounds fall inside it (kiln has no symbolic min/max to clamp with).
+ */
+export interface ShapeGuard {
+  readonly dim: Dim;
+  readonly min: number;
+  readonly max?: number;
+  /** The op that needs it, with the user's call site. */
+  readonly why: string;
+}
+
 /** A traced program. Nodes are immutable; the maps are owned by the graph. */
 export interface Graph {
   /** INPUT nodes, in argument order (input i has arg i). */
@@ -69,6 +82,8 @@ export interface Graph {
   /** Captured tensors by content key. */
   readonly constants: ReadonlyMap<string, Constant>;
   readonly symbols: readonly SymbolBinding[];
+  /** Conditions on the dynamic sizes (absent: none). */
+  readonly guards?: readonly ShapeGuard[];
   /** User call site of each traced node (absent for nodes kiln made itself). */
   readonly sites: ReadonlyMap<Node, Site>;
   /** Sorted unique user source files that traced ops were reached through (the bundle's source guards). */

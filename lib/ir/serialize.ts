@@ -8,10 +8,10 @@ import { FormatError, KilnError } from '../util/errors';
 import { hashFields, sha256Hex } from '../util/hash';
 import { decodeArg, encodeArg, type ArgJSON } from './args';
 import { allocStorage, isDType, ITEMSIZE, type DType, type Storage } from './dtype';
-import { siteFiles, structureIndices, toposort, type Constant, type Graph, type OutputStructure, type Site, type SymbolBinding } from './graph';
+import { siteFiles, structureIndices, toposort, type Constant, type Graph, type OutputStructure, type ShapeGuard, type Site, type SymbolBinding } from './graph';
 import { NodeTable, type Node } from './node';
 import { isOp } from './ops';
-import { dimEq, dimToJSON, parseDim, shapeEq, shapeStr, sym, Sym, type Dim } from './sym';
+import { dimEq, dimStr, dimToJSON, parseDim, shapeEq, shapeStr, sym, Sym, type Dim } from './sym';
 
 /** The serialized graph format version this kiln reads and writes. */
 export const GRAPH_FORMAT_VERSION = 1;
@@ -34,6 +34,8 @@ export interface SerializedGraph {
   outputs: number[];
   outputStructure: OutputStructure;
   symbols: { name: string; sources: [number, number][] }[];
+  /** Conditions on the dynamic sizes (absent: none). */
+  guards?: { dim: number | string; min: number; max?: number; why: string }[];
   constants: { key: string; dtype: string; shape: number[]; data: string }[];
   files: string[];
   /** [node index, file index, line, col] */
@@ -119,6 +121,7 @@ function serialize(g: Graph, withData: boolean): SerializedGraph {
     outputs: g.outputs.map((n) => index.get(n) as number),
     outputStructure: g.outputStructure,
     symbols: g.symbols.map((s) => ({ name: s.name, sources: s.sources.map((d) => [d.input, d.dim] as [number, number]) })),
+    ...(g.guards?.length ? { guards: g.guards.map((x) => ({ dim: dimToJSON(x.dim), min: x.min, ...(x.max !== undefined ? { max: x.max } : {}), why: x.why })) } : {}),
     constants,
     files,
     sites: siteList.map(([i, s]) => [i, files.indexOf(s.file), s.line, s.col]),
@@ -130,9 +133,9 @@ function serialize(g: Graph, withData: boolean): SerializedGraph {
  * and constant bytes (constants are named by their content hash already).
  */
 export function graphKey(g: Graph): string {
-  const { format, version, nodes, inputs, outputs, outputStructure, symbols, constants } = serialize(g, false);
+  const { format, version, nodes, inputs, outputs, outputStructure, symbols, guards, constants } = serialize(g, false);
   const consts = constants.map(({ key, dtype, shape }) => ({ key, dtype, shape }));
-  return sha256Hex(JSON.stringify({ format, version, nodes, inputs, outputs, outputStructure, symbols, constants: consts }));
+  return sha256Hex(JSON.stringify({ format, version, nodes, inputs, outputs, outputStructure, symbols, guards, constants: consts }));
 }
 
 function bad(msg: string): never {
@@ -241,6 +244,7 @@ export function deserializeGraph(obj: unknown): Graph {
   const outputStructure = structure(obj.outputStructure, outputs.length);
   if (structureIndices(outputStructure).join() !== outputs.map((_, i) => i).join()) bad('outputStructure must use each output once, in order');
   const symbols = symbolsOf(obj.symbols, inputs);
+  const guards = guardsOf(obj.guards ?? [], symbols);
   const files = arr(obj.files, 'files').map((f) => (typeof f === 'string' ? f : bad('files must be strings')));
   const sites = new Map<Node, Site>();
   for (const s of arr(obj.sites ?? [], 'sites')) {
@@ -250,7 +254,24 @@ export function deserializeGraph(obj: unknown): Graph {
     if (!okPos) bad(`site ${JSON.stringify(s)} has a bad position`);
     sites.set(nodes[idx(n, nodes.length, 'site node')], { file: files[idx(f, files.length, 'site file')], line: line as number, col: col as number });
   }
-  return { inputs, outputs, outputStructure, constants, symbols, sites, files, table };
+  return { inputs, outputs, outputStructure, constants, symbols, ...(guards.length ? { guards } : {}), sites, files, table };
+}
+
+function guardsOf(x: unknown, symbols: readonly SymbolBinding[]): ShapeGuard[] {
+  const bound = new Set(symbols.map((s) => s.name));
+  return arr(x, 'guards').map((g) => {
+    if (!isObj(g) || typeof g.why !== 'string' || !Number.isSafeInteger(g.min) || (g.max !== undefined && !Number.isSafeInteger(g.max))) {
+      return bad('each guard is { dim, min, max?, why } with integer bounds');
+    }
+    let dim: Dim;
+    try {
+      dim = parseDim(g.dim as number | string);
+    } catch {
+      return bad(`bad guard dim ${JSON.stringify(g.dim)}`);
+    }
+    if (typeof dim !== 'number' && dim.vars.some((v) => !bound.has(v))) bad(`guard dim ${dimStr(dim)} uses an unbound symbol`);
+    return { dim, min: g.min as number, ...(g.max !== undefined ? { max: g.max as number } : {}), why: g.why };
+  });
 }
 
 function symbolsOf(x: unknown, inputs: readonly Node[]): SymbolBinding[] {

@@ -10,6 +10,7 @@ import { ArgumentError, ShapeError } from '../util/errors';
 import {
   decodeStorage,
   encodeStorage,
+  dimStr,
   evalDim,
   evalShape,
   isStorageOf,
@@ -172,6 +173,17 @@ export function bindSymbols(graph: Graph, inputs: readonly { dtype: DType; shape
       throw new ShapeError('KILN_INPUT_SHAPE', `input ${i} must have shape [${want.join(',')}], got [${inputs[i].shape.join(',')}]`);
     }
   });
+  for (const g of graph.guards ?? []) {
+    const v = evalDim(g.dim, bindings);
+    if (v >= g.min && (g.max === undefined || v <= g.max)) continue;
+    const range = g.max === undefined ? `at least ${g.min}` : `between ${g.min} and ${g.max}`;
+    const sizes = graph.symbols.map((s) => `${s.name} = ${bindings[s.name]}`).join(', ');
+    throw new ShapeError(
+      'KILN_SHAPE_GUARD',
+      `the compiled function's ${g.why} needs the dynamic size ${dimStr(g.dim)} to be ${range}, but these inputs make it ${v} (${sizes}). ` +
+        'Within those sizes the slice is exact; outside them it would be clamped, which a compiled function cannot do for a dynamic dim: slice a static dim, or keep the inputs in range.',
+    );
+  }
   return bindings;
 }
 

@@ -12,6 +12,7 @@ import {
   encodeStorage,
   inferOp,
   NodeTable,
+  dimStr,
   shapeStr,
   type Constant,
   type Dim,
@@ -20,6 +21,7 @@ import {
   type Node,
   type Op,
   type OpArgs,
+  type ShapeGuard,
   type Site,
   type Storage,
 } from '../ir';
@@ -175,6 +177,8 @@ export class Tracer {
   readonly sites = new Map<Node, Site>();
   /** Every user file on the stack of a traced op, up to the trace (what bundles guard on). */
   readonly files = new Set<string>();
+  /** Conditions on dynamic sizes that traced ops relied on. */
+  readonly guards: ShapeGuard[] = [];
   /** Constants from tensors older than the trace: captured from the closure, not made by the function. */
   readonly captured: CapturedTensor[] = [];
   readonly #captured = new WeakMap<EagerImpl, Node>();
@@ -206,6 +210,12 @@ export class Tracer {
     this.#captured.set(e, node);
     if (e.born < this.#start) this.captured.push({ dtype: e.dtype, shape: [...e.shape], key });
     return node;
+  }
+
+  /** Require a condition on the dynamic sizes (once per distinct condition). */
+  guard(g: ShapeGuard): void {
+    const same = (h: ShapeGuard): boolean => dimStr(h.dim) === dimStr(g.dim) && h.min === g.min && h.max === g.max;
+    if (!this.guards.some(same)) this.guards.push(g);
   }
 
   /** Record the user's call site for a node made by a traced op (the first site wins) and the files the call went through. */

@@ -24,6 +24,7 @@ import {
   type ShrinkRange,
 } from '../ir';
 import { apply, lift, type Impl } from './impl';
+import { callSite, siteStr } from './site';
 
 /** An operand of a binary op: a tensor value or a JS scalar. */
 export type Operand = Impl | number | boolean;
@@ -326,14 +327,40 @@ export function slice(x: Impl, dim: number, start = 0, end?: number, step = 1): 
     lo = clamp(start);
     hi = end === undefined ? size : Math.max(clamp(end), lo);
   } else {
-    // A dynamic dim cannot be clamped: negative bounds count from its end, others are taken as given.
+    // A dynamic dim cannot be clamped: negative bounds count from its end, others are taken as
+    // given, and the trace records the sizes for which that is what clamping would give.
     const at = (v: number): Dim => (v < 0 ? dimAdd(size, v) : v);
-    lo = at(start);
-    hi = end === undefined || end >= Number.MAX_SAFE_INTEGER ? size : at(end);
+    const last = end === undefined || end >= Number.MAX_SAFE_INTEGER ? undefined : end;
+    if (last !== undefined && (start < 0) === (last < 0) && last <= start) {
+      lo = hi = 0; // empty at every size
+    } else {
+      lo = at(start);
+      hi = last === undefined ? size : at(last);
+      guardSlice(x, size, d, start, last);
+    }
   }
   if (dimEq(lo, 0) && dimEq(hi, size) && step === 1) return x;
   const ranges: ShrinkRange[] = x.shape.map((s, i) => (i === d ? [lo, hi, step] : [0, s, 1]));
   return apply('SHRINK', [x], ranges);
+}
+
+/**
+ * Records the sizes of dynamic dim `size` for which slice bounds [start, end) need no
+ * clamping: both inside the dim, in order. Outside them a call fails with a ShapeError.
+ */
+function guardSlice(x: Impl, size: Dim, dim: number, start: number, end: number | undefined): void {
+  if (x.kind !== 'traced') return;
+  let min = Math.abs(start);
+  let max: number | undefined;
+  if (end !== undefined) {
+    min = Math.max(min, Math.abs(end));
+    if (start >= 0 && end < 0) min = Math.max(min, start - end); // size + end >= start
+    if (start < 0 && end >= 0) max = end - start; // end >= size + start
+  }
+  if (min === 0 && max === undefined) return;
+  const site = callSite();
+  const why = `slice(${dim}, ${start}${end === undefined ? '' : `, ${end}`})${site ? ` at ${siteStr(site)}` : ''}`;
+  x.tracer.guard({ dim: size, min, ...(max !== undefined ? { max } : {}), why });
 }
 
 /** `x.to(dtype)` */

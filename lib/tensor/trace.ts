@@ -112,6 +112,7 @@ export function trace(fn: TracedFn, specs: readonly InputSpec[], opts: TraceOpti
       outputStructure,
       constants: tracer.constants,
       symbols,
+      ...(tracer.guards.length ? { guards: tracer.guards } : {}),
       sites: tracer.sites,
       files: [...tracer.files].sort(),
       table: tracer.table,
