@@ -112,6 +112,9 @@ test('prune evicts least-recently-used past --max-bytes and by --older-than; shi
   expect(listBundles({ cacheDir: dir, bundlePath: [] }).map((b) => b.key)).toEqual([s[2].key]);
   expect(listBundles({ cacheDir: shipped, bundlePath: [] })).toHaveLength(1);
   expect(await cacheCommand(['prune', '--older-than', 'soon', '--cache-dir', dir])).toBe(2);
+  expect(await cacheCommand(['prune', '--max-bytes', '0', '--cache-dir', dir])).toBe(0); // a cap of 0 empties it
+  expect(listBundles({ cacheDir: dir, bundlePath: [] })).toHaveLength(0);
+  expect(listBundles({ cacheDir: shipped, bundlePath: [] })).toHaveLength(1);
 });
 
 test('clear asks for --yes, then empties the cache (never shipped bundles)', async () => {

@@ -35,6 +35,15 @@ describe('kiln doctor', () => {
     }
   });
 
+  test('refuses unknown options and arguments with its usage (exit 2)', () => {
+    for (const extra of ['--bogus', 'extra']) {
+      const r = kiln(['doctor', extra]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(extra === '--bogus' ? /unknown option --bogus/ : /unexpected argument 'extra'/);
+      expect(r.err).toContain('kiln doctor [--json]');
+    }
+  });
+
   test('names the NVRTC it found', () => {
     if (!report.nvrtc.available) {
       if (requireNvrtc) throw new Error(`NVRTC required but not found: ${report.nvrtc.reason}`);

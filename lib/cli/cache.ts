@@ -333,7 +333,8 @@ function prune(cache: Cache, flags: Map<string, string | true>, json: boolean): 
   }
   const maxFlag = flags.get('--max-bytes');
   const ageFlag = flags.get('--older-than');
-  const maxBytes = typeof maxFlag === 'string' ? parseBytes(maxFlag, '--max-bytes') : ageFlag === undefined ? cache.maxBytes : undefined;
+  // An explicit cap is taken as given (0 empties the cache of unlocked bundles); without flags, the cache's own cap (none when 0).
+  const maxBytes = typeof maxFlag === 'string' ? parseBytes(maxFlag, '--max-bytes') : ageFlag === undefined && cache.maxBytes > 0 ? cache.maxBytes : undefined;
   let olderThanMs: number | undefined;
   if (typeof ageFlag === 'string') {
     const days = Number(ageFlag);
@@ -341,7 +342,7 @@ function prune(cache: Cache, flags: Map<string, string | true>, json: boolean): 
     olderThanMs = days * 86_400_000;
   }
   const dryRun = flags.has('--dry-run');
-  const r = evictBundles(cache, { ...(maxBytes ? { maxBytes } : {}), ...(olderThanMs !== undefined ? { olderThanMs } : {}), dryRun });
+  const r = evictBundles(cache, { ...(maxBytes !== undefined ? { maxBytes } : {}), ...(olderThanMs !== undefined ? { olderThanMs } : {}), dryRun });
   if (json) {
     console.log(JSON.stringify({ dryRun, removed: r.removed.map((b) => ({ namespace: b.namespace, key: b.key, bytes: b.bytes })), freedBytes: r.freedBytes, remainingBytes: r.remainingBytes }, null, 2));
     return 0;

@@ -144,6 +144,11 @@ export function formatDoctor(r: DoctorReport): string {
 
 /** Runs `kiln doctor`; returns the exit code. */
 export function doctor(args: string[]): number {
+  const stray = args.find((a) => a !== '--json');
+  if (stray !== undefined) {
+    console.error(`kiln doctor: ${stray.startsWith('-') ? `unknown option ${stray}` : `unexpected argument '${stray}'`}\n\nUsage: ${DOCTOR_USAGE}`);
+    return 2;
+  }
   const report = doctorReport();
   if (args.includes('--json')) console.log(JSON.stringify(report, null, 2));
   else console.log(formatDoctor(report));
