@@ -145,6 +145,19 @@ describe('kiln.compile on the CPU', () => {
     }
   });
 
+  it('refuses out-of-range embedding ids as eager execution does, instead of clamping them', async () => {
+    const fn = (ids: kiln.Tensor, table: kiln.Tensor) => kiln.embedding(ids.reshape([-1]), table).mul(2);
+    const h = compile(fn, { dynamic: { 0: [0] } });
+    const table = rand([5, 3]);
+    const ids = (v: number[]) => kiln.tensor(v, [v.length], 'int32');
+    expect(await (await h(ids([4, 0, 2]), table)).toArray()).toEqual(await fn(ids([4, 0, 2]), table).toArray());
+    for (const bad of [[1, 5], [-1, 2]]) {
+      expect(() => fn(ids(bad), table)).toThrow(expect.objectContaining({ code: 'KILN_INDEX_OUT_OF_RANGE' }));
+      const err = await h(ids(bad), table).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'KILN_INDEX_OUT_OF_RANGE', message: expect.stringMatching(new RegExp(`index ${bad.find((v) => v < 0 || v > 4)} \\(input 0\\) is out of range for a table of 5 rows`)) });
+    }
+  });
+
   describe('checks every call against the compiled signature, naming the input', () => {
     const x = rand([4, IN]);
     const loose = f as unknown as (...args: unknown[]) => Promise<unknown>;

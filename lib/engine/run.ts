@@ -6,6 +6,7 @@
  * on the GPU.
  */
 import { bindSymbols } from '../runtime/interpreter';
+import { evalDim, toposort, type Dim, type Graph } from '../ir';
 import { isStorageOf } from '../ir/dtype';
 import type { DeviceTensor, ProgramInput } from '../runtime/cuda';
 import { ArgumentError } from '../util/errors';
@@ -13,7 +14,7 @@ import type { CudaCompiledProgram } from './cuda-load';
 import type { CompiledProgram, RawTensor } from './program';
 
 function checkInputs(program: CompiledProgram, inputs: readonly (RawTensor | ProgramInput)[]): void {
-  bindSymbols(program.graph, inputs);
+  const sizes = bindSymbols(program.graph, inputs);
   inputs.forEach((t, i) => {
     if (!('data' in t)) return; // already in device memory: the runtime checks its buffer
     const n = t.shape.reduce((a, d) => a * d, 1);
@@ -21,6 +22,35 @@ function checkInputs(program: CompiledProgram, inputs: readonly (RawTensor | Pro
       throw new ArgumentError('KILN_INPUT_DATA', `input ${i} data must be ${n} elements of ${t.dtype} storage, got ${t.data.constructor.name}(${t.data.length})`);
     }
   });
+  for (const { input, rows } of idInputs(program.graph)) {
+    const t = inputs[input];
+    if (!('data' in t)) continue; // device ids: the kernels clamp them to the table
+    const v = evalDim(rows, sizes);
+    for (const id of t.data as Int32Array) {
+      if (id < 0 || id >= v) throw new ArgumentError('KILN_INDEX_OUT_OF_RANGE', `embedding index ${id} (input ${input}) is out of range for a table of ${v} rows`);
+    }
+  }
+}
+
+const idInputsOf = new WeakMap<Graph, readonly { input: number; rows: Dim }[]>();
+
+/**
+ * Inputs every element of which is an embedding id (a GATHER's ids, through views that drop
+ * none), with the row count of their table: checked on the host as eager execution checks
+ * them, where the kernels could only clamp.
+ */
+function idInputs(graph: Graph): readonly { input: number; rows: Dim }[] {
+  let found = idInputsOf.get(graph);
+  if (!found) {
+    found = toposort(graph).flatMap((n) => {
+      if (n.op !== 'GATHER') return [];
+      let ids = n.src[1];
+      while (['RESHAPE', 'PERMUTE', 'EXPAND'].includes(ids.op)) ids = ids.src[0];
+      return ids.op === 'INPUT' ? [{ input: ids.arg as number, rows: n.src[0].shape[0] }] : [];
+    });
+    idInputsOf.set(graph, found);
+  }
+  return found;
 }
 
 /** Runs `program`; outputs are in graph order (see `graph.outputStructure` to rebuild them). */
