@@ -12,6 +12,7 @@ import { allocStorage, decodeStorage, encodeStorage, ITEMSIZE, type DType, type 
 import { arenaLayout, lower, type Program } from '../lib/passes';
 import { bindSymbols, interpret, type TensorData } from '../lib/runtime/interpreter';
 import { cpuLoad, type CpuLibrary } from '../lib/runtime/native';
+import { cpuInfo } from '../lib/runtime/toolchain';
 import { trace, type InputSpec, type TracedFn } from '../lib/tensor/trace';
 import { BF16, F16, Rng, seedOf, ulpDistance } from './helpers/ref';
 
@@ -53,7 +54,7 @@ export function buildAll(cases: readonly NumCase[]): Built {
   const so = path.join(dir, 'unit.so');
   writeFileSync(src, source);
   try {
-    execFileSync(process.env.CXX ?? 'g++', [...cppFlags(), '-o', so, src], { stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync(process.env.CXX ?? 'g++', [...cppFlags(cpuInfo().features), '-o', so, src], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: Buffer };
     throw new Error(`compile of ${src} failed:\n${err.stderr?.toString().slice(0, 4000)}`);

@@ -18,6 +18,7 @@ import { trace, type TracedFn } from '../tensor/trace';
 import { lower } from '../passes';
 import { cppFlags, packSlotOf, renderCpp } from '../codegen';
 import { compileSharedObject } from '../runtime/cpu';
+import { cpuInfo } from '../runtime/toolchain';
 import { cpuLoad, type HostBuffer } from '../runtime/native';
 import { inputDType, type BenchModel } from './models';
 import { ortFeeds } from './cpu';
@@ -49,7 +50,7 @@ async function profileKiln(m: BenchModel, threads: number, reps: number, workDir
   const graph = trace(m.kilnFn as TracedFn, inputs.map((w) => ({ shape: w.shape, dtype: inputDType(w) })));
   const program = lower(graph);
   const dir = path.join(workDir, `kiln-${m.name}`);
-  const so = await compileSharedObject(renderCpp(program), cppFlags(), dir);
+  const so = await compileSharedObject(renderCpp(program), cppFlags(cpuInfo().features), dir);
   const lib = cpuLoad(so.soPath);
   lib.call('kiln_set_threads', [], [threads]);
 

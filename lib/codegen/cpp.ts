@@ -283,12 +283,54 @@ export function renderCpp(program: Program): string {
 }
 
 /**
- * Compiler flags for the generated C++: optimized for the host CPU, OpenMP SIMD pragmas,
- * position independent, and strict IEEE arithmetic (no -ffast-math, no FMA contraction) so that
- * NaN, infinities and per-op rounding match the reference interpreter.
+ * The compiler flag that lets generated code use each x86-64 ISA feature kiln tracks (names
+ * as /proc/cpuinfo spells them; the tracked list is `TRACKED_FEATURES` in
+ * runtime/toolchain.ts). The code is compiled for exactly the tracked features the bundle's
+ * target names, so a host whose CPU has them all can run it (`checkTarget`).
  */
-export function cppFlags(): string[] {
+export const X64_ISA_FLAGS: Readonly<Record<string, string>> = {
+  sse4_2: '-msse4.2',
+  avx: '-mavx',
+  avx2: '-mavx2',
+  fma: '-mfma',
+  f16c: '-mf16c',
+  avx512f: '-mavx512f',
+  avx512bw: '-mavx512bw',
+  avx512vl: '-mavx512vl',
+  avx512_vnni: '-mavx512vnni',
+  avx512_bf16: '-mavx512bf16',
+};
+
+/** aarch64: the `-march=armv8-a` extension for each tracked feature beyond it (asimd is part of armv8-a). */
+export const ARM64_ISA_EXTENSIONS: Readonly<Record<string, string>> = { sve: '+sve' };
+
+/**
+ * The instruction-set flags for code that may use exactly `features` (ISA features as
+ * /proc/cpuinfo spells them: the bundle target's) on `arch` (`process.arch` spelling).
+ * x64: `-march=x86-64` plus one flag per tracked feature listed (`X64_ISA_FLAGS`, in that
+ * table's order); arm64: `-march=armv8-a[+sve]`; both with `-mtune=native`, which schedules
+ * for this CPU without adding an instruction. Any other architecture: `-march=native`, as
+ * before (kiln tracks none of its features). Features of another architecture, or untracked
+ * ones, add nothing.
+ */
+export function isaFlags(features: readonly string[], arch: string = process.arch): string[] {
+  if (!Array.isArray(features)) throw new TypeError('isaFlags/cppFlags: pass the ISA features the code may use (the bundle target\'s, e.g. cpuInfo().features)');
+  const have = new Set(features);
+  const listed = (table: Readonly<Record<string, string>>) => Object.keys(table).filter((f) => have.has(f)).map((f) => table[f]);
+  if (arch === 'x64') return ['-march=x86-64', ...listed(X64_ISA_FLAGS), '-mtune=native'];
+  if (arch === 'arm64') return [`-march=armv8-a${listed(ARM64_ISA_EXTENSIONS).join('')}`, '-mtune=native'];
+  return ['-march=native'];
+}
+
+/**
+ * Compiler flags for the generated C++: the instruction set of `features` on `arch`
+ * (`isaFlags`: the features the bundle's target names, no more, so that every host the target
+ * guard accepts can run it; tuned for the building CPU), OpenMP SIMD pragmas, position
+ * independent, and strict IEEE arithmetic (no -ffast-math, no FMA contraction) so that NaN,
+ * infinities and per-op rounding match the reference interpreter.
+ */
+export function cppFlags(features: readonly string[], arch: string = process.arch): string[] {
   // -fno-trapping-math and -fno-math-errno change no value; they let GCC if-convert and vectorize.
   // -fopenmp-simd: the SIMD pragmas only; threads come from kiln's pool, not libgomp.
-  return ['-O3', '-march=native', '-fopenmp-simd', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-w'];
+  return ['-O3', ...isaFlags(features, arch), '-fopenmp-simd', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-w'];
 }

@@ -58,27 +58,35 @@ export function bundleBackend(device: Backend | string): BundleBackend {
 
 // ---- CPU -------------------------------------------------------------------------------
 
-let hostMemo: { target: string; host: Host } | undefined;
+type CpuHost = Extract<Host, { kind: 'cpu' }>;
 
-function cpuHost(): { target: string; host: Host } {
+let hostMemo: { target: string; host: CpuHost } | undefined;
+
+/**
+ * This machine as a CPU bundle target, read once per process: the target string and the
+ * host for the target guard. `host.features` are the ISA features the C++ is compiled for
+ * (`cppFlags(host.features, host.arch)`, engine/compile.ts): exactly those the target names,
+ * so every host the guard accepts can run the code.
+ */
+export function cpuHost(): { target: string; host: CpuHost } {
   if (!hostMemo) {
     const info = cpuInfo();
-    // The generated C++ is compiled with -march=native, so it may use every ISA feature of
-    // the building CPU: the target names all of them that kiln tracks (toolchain.ts).
     hostMemo = { target: cpuTarget(process.arch, info.features), host: { kind: 'cpu', arch: process.arch, features: info.features } };
   }
   return hostMemo;
 }
 
 /**
- * The CPU code-generation identity, e.g. `cpp:kiln-0.1.0:march=native`: kiln's version
+ * The CPU code-generation identity, e.g. `cpp:kiln-0.1.0:isa-flags`: kiln's version
  * (which versions the renderer and kiln's own compiler flags) plus, in a development
- * checkout running from dist/, the hash of its built code generator. The ISA the code may
- * use is the `target` key field; user flags (`KILN_CXXFLAGS`) are an `env` key field.
+ * checkout running from dist/, the hash of its built code generator, and the code model:
+ * compiled for the target's ISA features by explicit flags (`isaFlags`), not `-march=native`.
+ * The ISA the code may use is the `target` key field; user flags (`KILN_CXXFLAGS`) are an
+ * `env` key field.
  */
 export function cpuCodegen(): string {
   const build = kilnBuild();
-  return `cpp:kiln-${kilnVersion()}${build ? `+${build}` : ''}:march=native`;
+  return `cpp:kiln-${kilnVersion()}${build ? `+${build}` : ''}:isa-flags`;
 }
 
 const CPU_BACKEND: BundleBackend = {

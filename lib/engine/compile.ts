@@ -11,6 +11,7 @@ import type { Graph } from '../ir/graph';
 import { arenaLayout, lower } from '../passes';
 import { compileSharedObject, CpuProgram, requireCxx } from '../runtime/cpu';
 import type { Backend } from '../runtime/select';
+import { cpuHost } from './bundle-target';
 import { buildCuda, compileGraphCuda, cudaTarget, type CudaBuild } from './cuda';
 import type { CompiledProgram } from './program';
 
@@ -76,7 +77,9 @@ async function compileCpu(graph: Graph, opts: CompileGraphOptions): Promise<Comp
   const source = renderCpp(program);
   const t2 = performance.now();
   const dir = opts.workDir ?? (await mkdtemp(path.join(tmpdir(), 'kiln-build-')));
-  const so = await compileSharedObject(source, cppFlags(), dir, opts.env ? { env: opts.env } : {});
+  // exactly the ISA features the bundle's target names (bundle-target.ts), no more
+  const { host } = cpuHost();
+  const so = await compileSharedObject(source, cppFlags(host.features, host.arch), dir, opts.env ? { env: opts.env } : {});
   const t3 = performance.now();
   const g = program.graph;
   const cpu = CpuProgram.load(so.soPath, { plan: program.plan, symbols: g.symbols, constants: g.constants, layout: arenaLayout });

@@ -75,14 +75,23 @@ function probeCxx(env: NodeJS.ProcessEnv): Found<CxxInfo> {
 export interface CpuInfo {
   model: string;
   cores: number;
-  /** ISA features kiln's generated code may use, sorted (e.g. avx2, avx512f, fma). */
+  /**
+   * The tracked ISA features this CPU has, sorted (e.g. avx2, avx512f, fma): what kiln's
+   * generated code is compiled for here (`cppFlags`) and what a CPU bundle's target names.
+   */
   features: string[];
   arch: string;
 }
 
-const FEATURES = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'asimd', 'sve'];
+/**
+ * The ISA features kiln tracks, as /proc/cpuinfo spells them: x86-64 (`flags`), then aarch64
+ * (`Features`). The C++ is compiled for exactly the tracked features of the building CPU
+ * (codegen/cpp.ts `isaFlags` has a flag for each), never `-march=native` on these
+ * architectures, so the bundle target that names them is all a host needs to run the code.
+ */
+export const TRACKED_FEATURES: readonly string[] = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni', 'avx512_bf16', 'asimd', 'sve'];
 
-/** Reads the host CPU's model and the ISA features that change generated code. */
+/** Reads the host CPU's model and its tracked ISA features (those the generated code is compiled for). */
 export function cpuInfo(): CpuInfo {
   let text = '';
   try {
@@ -93,5 +102,5 @@ export function cpuInfo(): CpuInfo {
   const flagLine = /^(flags|Features)\s*:(.*)$/m.exec(text)?.[2] ?? '';
   const flags = new Set(flagLine.trim().split(/\s+/));
   const model = /^model name\s*:(.*)$/m.exec(text)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
-  return { model, cores: cpus().length, features: FEATURES.filter((f) => flags.has(f)).sort(), arch: process.arch };
+  return { model, cores: cpus().length, features: TRACKED_FEATURES.filter((f) => flags.has(f)).sort(), arch: process.arch };
 }
