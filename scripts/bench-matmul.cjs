@@ -11,6 +11,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { cppFlags, renderCppUnit } = require('../lib/codegen');
+const { cpuInfo } = require('../lib/runtime/toolchain');
 const { lower } = require('../lib/passes');
 const { trace } = require('../lib/tensor/trace');
 const { encodeStorage, allocStorage } = require('../lib/ir');
@@ -45,7 +46,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-mm-'));
 const src = path.join(dir, 'mm.cpp');
 const so = path.join(dir, 'mm.so');
 fs.writeFileSync(src, renderCppUnit(programs.map((program, i) => ({ program, entry: `mm${i}` }))));
-execFileSync('g++', [...cppFlags(), '-o', so, src]);
+execFileSync('g++', [...cppFlags(cpuInfo().features), '-o', so, src]);
 const lib = cpuLoad(so);
 
 const cpu = fs.readFileSync('/proc/cpuinfo', 'utf8');

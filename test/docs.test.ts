@@ -75,6 +75,26 @@ describe('README environment table', () => {
   });
 });
 
+describe('the environment registry', () => {
+  test('every variable kiln reads by name, in lib/ and native/, is registered', () => {
+    // Others' variables: the system's PATH, Node's CA certificates (the startup benchmark's
+    // children drop them), libgomp's own (the addon leaves them alone when the user set them).
+    const foreign = new Set(['PATH', 'NODE_EXTRA_CA_CERTS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT']);
+    const files = (dir: string, ext: RegExp): string[] =>
+      fs.readdirSync(path.join(root, dir), { recursive: true, encoding: 'utf8' }).filter((f) => ext.test(f)).map((f) => path.join(dir, f));
+    const read = new Map<string, string>();
+    for (const f of [...files('lib', /\.ts$/), ...files('native', /\.(cc|h)$/)]) {
+      const text = fs.readFileSync(path.join(root, f), 'utf8');
+      const pattern = f.startsWith('lib') ? /\benv(?:\.([A-Z][A-Z0-9_]*)\b|\[\s*['"]([A-Z][A-Z0-9_]*)['"]\s*\])/g : /getenv\("()()([A-Z][A-Z0-9_]*)"\)/g;
+      for (const m of text.matchAll(pattern)) read.set(m[1] || m[2] || m[3], f);
+    }
+    expect([read.has('KILN_CPU_THREADS'), read.has('KILN_NVRTC_JOBS')]).toEqual([true, true]); // the scan sees both kinds of read
+    const registered = new Set(ENV_VARS.map((v) => v.name));
+    const stray = [...read].filter(([name]) => !registered.has(name) && !foreign.has(name)).map(([name, f]) => `${name} (${f})`);
+    expect(stray).toEqual([]);
+  });
+});
+
 describe('kiln --help and each command help', () => {
   async function help(argv: string[]): Promise<{ code: number; out: string }> {
     const lines: string[] = [];

@@ -68,8 +68,9 @@ async function withCompileSlot<T>(work: () => Promise<T>): Promise<T> {
 /**
  * Compiles `source` into `<dir>/kernels.so` (source kept as `<dir>/kernels.cpp`) with the
  * compiler `findCxx` picks, off the event loop. `flags` come from the renderer
- * (`cppFlags()`); `-shared -fPIC` and `$KILN_CXXFLAGS` are added. The library is written
- * under a temporary name and renamed, so `kernels.so` is never seen half-written.
+ * (`cppFlags(features)`: the ISA the bundle target names); `-shared -fPIC` and
+ * `$KILN_CXXFLAGS` are added. The library is written under a temporary name and renamed,
+ * so `kernels.so` is never seen half-written.
  *
  * Rejects with CompilerError: KILN_NO_CXX when there is no compiler (the message says
  * what to install), KILN_CXX_COMPILE when compiling fails (the message names the first

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AddonError, ArgumentError, CudaError, KilnError, NvrtcError } from '../util/errors';
+import { readEnv } from '../util/env';
 
 /** One CUDA device. */
 export interface DeviceInfo {
@@ -303,7 +304,7 @@ let pythonDirs: { dirs: string[]; note?: string } | undefined;
 /** NVRTC lib dirs inside Python's site-packages; asks python3 once per process. */
 function pythonNvrtcDirs(): { dirs: string[]; note?: string } {
   if (pythonDirs) return pythonDirs;
-  const python = process.env.KILN_PYTHON || 'python3';
+  const python = readEnv('KILN_PYTHON') ?? 'python3';
   const script =
     'import json, site, sys\n' +
     'p = list(getattr(site, "getsitepackages", lambda: [])())\n' +

@@ -34,6 +34,7 @@ const vars = [
   { name: 'KILN_CUDA_POLL_US', affectsCode: false, doc: 'Microseconds the JS thread polls a CUDA run for completion before leaving it to the waiter thread, when nothing else is pending (default 50, 0 = off; read when the first run starts).' },
   { name: 'KILN_CPU_THREADS', affectsCode: false, doc: 'Threads used by CPU kernels (default: all cores).' },
   { name: 'KILN_CPU_INLINE_US', affectsCode: false, doc: "A CPU call runs on the calling JS thread (blocking it) when the program's previous run at the same sizes took at most this many microseconds, no earlier call is in flight and kiln's compute thread is idle (default 1000, 0 = never; read when a program loads)." },
+  { name: 'KILN_PYTHON', affectsCode: false, doc: 'Python interpreter asked where a pip-installed NVRTC lives (default python3).' },
   { name: 'CUDA_PATH', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
   { name: 'CUDA_HOME', affectsCode: false, doc: 'CUDA toolkit root; searched for NVRTC.' },
   { name: 'KILN_TEST_FAULT', affectsCode: false, doc: 'Tests only: inject a fault into a bundle publish, <stage>:<kill|enospc|eacces|erofs> (docs/BUNDLES.md).' },
