@@ -188,6 +188,18 @@ function cases({ F, tensor }) {
     // away from the float64 one: a layout mistake is off by far more.
     { name: 'wgmma-f16-gelu', fn: (x, w, b) => x.matmul(w).add(b).gelu(), specs: [f16(256, 128), f16(128, 384), f16(384)], rtol: 1e-2, atol: 1e-2 },
     { name: 'wgmma-bf16-bt-batched', fn: (x, w) => x.matmul(w.transpose(1, 2)), specs: [bf16(2, 128, 192), bf16(2, 256, 192)], ulps: 2 },
+    // Attention scores over heads sliced out of one f16 projection (strided two-level batch),
+    // widened to f32 and read as stored: the f32 output of the 16-bit kernel.
+    {
+      name: 'wgmma-widened-heads',
+      fn: (x) => {
+        const head = (i) => x.slice(2, i * 128, (i + 1) * 128).reshape([2, 128, 2, 64]).transpose(1, 2).to('float32');
+        return head(0).matmul(head(1).transpose(2, 3)).mul(0.125);
+      },
+      specs: [f16(2, 128, 256)],
+      rtol: 1e-4,
+      atol: 1e-4,
+    },
   ];
 
   // Split-K (MmaConfig.split): small M, too few output tiles for 132 SMs, K cut into parts of
