@@ -21,7 +21,7 @@ import { cudaFacts } from '../engine/cuda-facts';
 import type { CompiledProgram, RawTensor } from '../engine/program';
 import type { ProgramInput } from '../runtime/cuda';
 import { isCudaProgram, run, runCuda } from '../engine/run';
-import { compileCount, getProgram, type ProgramRequest } from '../engine/store';
+import { compileCount, getProgram, releaseProgram, type ObtainedProgram, type ProgramRequest } from '../engine/store';
 import { chooseBackend, requireBackend, type Backend, type BackendFacts, type Choice } from '../runtime/select';
 import { callSite } from '../tensor/site';
 import { ArgumentError, ShapeError } from '../util/errors';
@@ -79,6 +79,14 @@ export interface CompileStats {
 export type CompiledFunction<A extends Tensor[], R> = ((...args: A) => Promise<R>) & {
   /** Stats of the last finished call; undefined before the first. */
   readonly stats: CompileStats | undefined;
+  /**
+   * Gives its program back: later calls throw ArgumentError KILN_DISPOSED, and once the calls
+   * in flight have finished and no other compiled function uses the same program, the
+   * program's memory (on a GPU: its module, constants and work space) is freed. Tensors it
+   * returned stay valid. Idempotent.
+   */
+  dispose(): void;
+  [Symbol.dispose](): void;
 };
 
 // Process-wide count of traces (compiles are counted by the engine).
@@ -272,6 +280,8 @@ export const COMPILE_SPEC: unique symbol = Symbol.for('kiln.compileSpec') as nev
 interface Ready {
   program: CompiledProgram;
   stats: CompileStats;
+  /** What the store handed out, given back by `dispose`. */
+  got: ObtainedProgram;
 }
 
 /**
@@ -299,6 +309,8 @@ interface Entry {
   signature: InputSpec[];
   device: Backend;
   ready: Promise<Ready>;
+  /** `ready`'s value once it has one. */
+  done?: Ready;
 }
 
 /**
@@ -331,6 +343,7 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
     });
     return {
       program: got.program,
+      got,
       stats: {
         source: got.origin,
         traceMs: got.traceMs,
@@ -342,7 +355,27 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
     };
   };
 
+  let inflight = 0;
+  let disposed = false;
+  const giveBack = (): void => {
+    const mine = entry;
+    entry = undefined;
+    // At once when the program is there, so that the next compile of the same key sees it gone.
+    if (mine?.done) releaseProgram(mine.done.got);
+    else mine?.ready.then((r) => releaseProgram(r.got), () => undefined);
+  };
+
   const call = async (...args: unknown[]): Promise<R> => {
+    if (disposed) throw new ArgumentError('KILN_DISPOSED', `${name}: this compiled function was disposed`);
+    inflight++;
+    try {
+      return await callOnce(args);
+    } finally {
+      if (--inflight === 0 && disposed) giveBack();
+    }
+  };
+
+  const callOnce = async (args: unknown[]): Promise<R> => {
     // A CUDA program takes tensors where they live (a 'cuda' tensor's device memory, else
     // host data it uploads) and leaves its outputs on the GPU; a CPU program takes host data.
     const device = entry?.device ?? resolveDevice(settings.device);
@@ -356,9 +389,12 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
       const mine: Entry = { signature, device, ready: build(signature, inputs, device) };
       entry = mine;
       fresh = true;
-      mine.ready.catch(() => {
-        if (entry === mine) entry = undefined; // a failed build is retried by the next call
-      });
+      mine.ready.then(
+        (r) => void (mine.done = r),
+        () => {
+          if (entry === mine) entry = undefined; // a failed build is retried by the next call
+        },
+      );
     } else checkInputs(name, entry.signature, inputs);
     // The inputs are taken now, before the first await: a cpu tensor's typed array (above),
     // a 'cuda' tensor's device memory pinned here, so `const p = f(x); x.dispose(); await p`
@@ -376,7 +412,14 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
     }
   };
 
+  const dispose = (): void => {
+    if (disposed) return;
+    disposed = true;
+    if (inflight === 0) giveBack();
+  };
   Object.defineProperty(call, 'stats', { get: () => stats, enumerable: true });
+  Object.defineProperty(call, 'dispose', { value: dispose });
+  Object.defineProperty(call, Symbol.dispose, { value: dispose });
   Object.defineProperty(call, 'name', { value: name });
   Object.defineProperty(call, COMPILE_SPEC, { value: { fn: fn as (...args: Tensor[]) => unknown, settings } satisfies CompileSpec });
   return call as unknown as CompiledFunction<A, R>;

@@ -100,6 +100,7 @@ export async function loadCudaProgram(parts: CudaLoadParts): Promise<CudaCompile
     source: parts.source ?? '',
     times: { lowerMs: 0, renderMs: 0, compileMs: 0, loadMs },
     execute,
+    dispose: () => program.dispose(),
     cuda: {
       program,
       target,

@@ -37,4 +37,6 @@ export interface CompiledProgram {
   readonly compiler?: { readonly path: string; readonly version: string };
   /** Runs the plan on inputs already checked by the engine's `run`. */
   execute(inputs: readonly RawTensor[]): Promise<RawTensor[]>;
+  /** Frees what the program holds outside the JS heap (a CUDA module, device memory); absent when the garbage collector suffices. */
+  dispose?(): void;
 }

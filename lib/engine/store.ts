@@ -147,13 +147,51 @@ function prepare(req: ProgramRequest, store: StoreOptions, purpose: Context['pur
   return { key, open: () => ({ purpose, req, backend, cache: openIt(), key, keyFields, target, codegen }) };
 }
 
+// How many callers of getProgram hold each program in memory (see releaseProgram).
+const users = new Map<string, number>();
+
 /**
  * A program for `req`: from memory, from a bundle, or traced and compiled now (and then
  * published). In force-load mode a missing or invalid bundle is a CacheError; with
- * failOnRecompile any trace or compile is.
+ * failOnRecompile any trace or compile is. The caller holds the program until it calls
+ * `releaseProgram`.
  */
 export async function getProgram(req: ProgramRequest, store: StoreOptions, trace: TraceFn): Promise<ObtainedProgram> {
   const prep = prepare(req, store, 'run');
+  // Counted from the request on, so that a release meanwhile cannot free what this caller is about to get.
+  users.set(prep.key, (users.get(prep.key) ?? 0) + 1);
+  let shared = false;
+  try {
+    const got = await findProgram(prep, trace);
+    shared = !got.captured;
+    return got;
+  } finally {
+    if (!shared) release(prep.key);
+  }
+}
+
+/** One holder fewer of `key`'s program; true when it was the last. */
+function release(key: string): boolean {
+  const left = (users.get(key) ?? 1) - 1;
+  if (left > 0) users.set(key, left);
+  else users.delete(key);
+  return left <= 0;
+}
+
+/**
+ * Gives back a program `getProgram` returned. The last holder's release forgets it (a later
+ * request loads its bundle again) and frees what it holds outside the JS heap; the caller
+ * makes sure none of its runs is still in flight.
+ */
+export function releaseProgram(got: ObtainedProgram): void {
+  if (!got.captured) {
+    if (!release(got.key)) return;
+    memory.delete(got.key);
+  }
+  got.program.dispose?.();
+}
+
+async function findProgram(prep: ReturnType<typeof prepare>, trace: TraceFn): Promise<ObtainedProgram> {
   const known = memory.get(prep.key);
   if (known) {
     const got = await known;

@@ -215,5 +215,27 @@ module.exports = {
       if (!onGpu[0] || !onGpu[1]) throw new Error(`outputs are host data (${onGpu}): kiln.compile does not wrap DeviceTensors yet`);
       return 'outputs on the GPU';
     });
+
+    await ctx.check("a disposed compiled function frees its program's device memory", async () => {
+      const fn = (x) => x.mul(2).add(1).relu();
+      const before = stats();
+      const f = kiln.compile(fn, { name: 'gpu-dispose', device: 'cuda', cache: 'off' });
+      const x = kiln.tensor(valuesOf('float32', 4096), [4096], 'float32', 'cuda');
+      const pending = f(x); // in flight while it is disposed
+      f.dispose();
+      const y = await pending;
+      same(await y.toArray(), Float32Array.from(valuesOf('float32', 4096), (v) => Math.max(0, v * 2 + 1)), 'y');
+      for (const t of [x, y]) t.dispose();
+      const after = stats();
+      if (after.liveAllocations !== before.liveAllocations) throw new Error(`${after.liveAllocations - before.liveAllocations} device allocations left after dispose`);
+      let code;
+      try {
+        await f(x);
+      } catch (e) {
+        code = e.code;
+      }
+      if (code !== 'KILN_DISPOSED') throw new Error(`a call after dispose: ${code}`);
+      return 'program freed after its call finished';
+    });
   },
 };
