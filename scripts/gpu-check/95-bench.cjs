@@ -193,9 +193,9 @@ module.exports = {
     // 3. Matmul on tensor cores.
     const mms = [];
     for (const dtype of ['float16', 'bfloat16']) {
-      for (const [M, Nn, K] of [[4096, 4096, 4096], [8192, 8192, 8192], [512, 4096, 4096], [64, 4096, 4096], [16, 4096, 4096]]) {
-        mms.push({ name: `${dtype} ${M}x${Nn}x${K}`, dtype, M, N: Nn, K });
-      }
+      // 128 rows (f16 only): one tile row of the wgmma kernel, 32 blocks for 132 SMs; the tuner weighs split-K mma against it.
+      const shapes = [[4096, 4096, 4096], [8192, 8192, 8192], [512, 4096, 4096], ...(dtype === 'float16' ? [[128, 4096, 4096]] : []), [64, 4096, 4096], [16, 4096, 4096]];
+      for (const [M, Nn, K] of shapes) mms.push({ name: `${dtype} ${M}x${Nn}x${K}`, dtype, M, N: Nn, K });
     }
     const torchJob = { matmul: mms, gpt: null };
     const kilnTflops = {};
