@@ -48,6 +48,11 @@ describe('trace', () => {
     // wiring.js makes no kiln call; the runner's files past trace() are not part of the program.
     expect(g.files).toEqual([__filename, fixture('ops.js'), fixture('wiring.js')].sort());
     expect(new Set([...g.sites.values()].map((s) => s.file))).toEqual(new Set([fixture('ops.js')])); // sites stay innermost
+    // A second path to an op already made (interned to the same node) adds its files too.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- as above
+    const again = require('./fixtures/sites/again.js') as { run(x: T): T };
+    const both = trace((x: T) => [wiring.run(x), again.run(x)], [{ shape: [3] }]);
+    expect(both.files).toEqual([__filename, fixture('again.js'), fixture('ops.js'), fixture('wiring.js')].sort());
   });
 
   it('refuses to read values of a traced tensor', () => {

@@ -5,8 +5,8 @@
  * host tensors; `runCuda` lets a CUDA program take device or host inputs and keep its outputs
  * on the GPU.
  */
-import { bindSymbols } from '../runtime/interpreter';
-import { evalDim, toposort, type Dim, type Graph } from '../ir';
+import { bindSymbols, concreteArg, evalOp, type Value } from '../runtime/interpreter';
+import { evalDim, evalShape, toposort, type Dim, type Graph, type Node } from '../ir';
 import { isStorageOf } from '../ir/dtype';
 import type { DeviceTensor, ProgramInput } from '../runtime/cuda';
 import { ArgumentError } from '../util/errors';
@@ -22,33 +22,47 @@ function checkInputs(program: CompiledProgram, inputs: readonly (RawTensor | Pro
       throw new ArgumentError('KILN_INPUT_DATA', `input ${i} data must be ${n} elements of ${t.dtype} storage, got ${t.data.constructor.name}(${t.data.length})`);
     }
   });
-  for (const { input, rows } of idInputs(program.graph)) {
+  for (const { input, views, rows } of idReads(program.graph)) {
     const t = inputs[input];
     if (!('data' in t)) continue; // device ids: the kernels clamp them to the table
+    // The ids the gather reads: the input through its views, as the interpreter computes them.
+    let ids: Value = { shape: t.shape, data: Float64Array.from(t.data as Int32Array) };
+    for (const m of views) {
+      const shape = evalShape(m.shape, sizes);
+      ids = { shape, data: evalOp(m.op, concreteArg(m.op, m.arg, sizes), m.dtype, shape, [ids]) };
+    }
     const v = evalDim(rows, sizes);
-    for (const id of t.data as Int32Array) {
+    for (const id of ids.data) {
       if (id < 0 || id >= v) throw new ArgumentError('KILN_INDEX_OUT_OF_RANGE', `embedding index ${id} (input ${input}) is out of range for a table of ${v} rows`);
     }
   }
 }
 
-const idInputsOf = new WeakMap<Graph, readonly { input: number; rows: Dim }[]>();
+/** A gather whose ids are a program input through views (`views`, input side first), with its table's row count. */
+interface IdRead {
+  readonly input: number;
+  readonly views: readonly Node[];
+  readonly rows: Dim;
+}
+
+const idReadsOf = new WeakMap<Graph, readonly IdRead[]>();
+const VIEWS = new Set(['RESHAPE', 'PERMUTE', 'EXPAND', 'SHRINK', 'PAD']);
 
 /**
- * Inputs every element of which is an embedding id (a GATHER's ids, through views that drop
- * none), with the row count of their table: checked on the host as eager execution checks
- * them, where the kernels could only clamp.
+ * The gathers that read ids from a program input: checked on the host as eager execution
+ * checks them, where the kernels could only clamp.
  */
-function idInputs(graph: Graph): readonly { input: number; rows: Dim }[] {
-  let found = idInputsOf.get(graph);
+function idReads(graph: Graph): readonly IdRead[] {
+  let found = idReadsOf.get(graph);
   if (!found) {
     found = toposort(graph).flatMap((n) => {
       if (n.op !== 'GATHER') return [];
+      const views: Node[] = [];
       let ids = n.src[1];
-      while (['RESHAPE', 'PERMUTE', 'EXPAND'].includes(ids.op)) ids = ids.src[0];
-      return ids.op === 'INPUT' ? [{ input: ids.arg as number, rows: n.src[0].shape[0] }] : [];
+      for (; VIEWS.has(ids.op); ids = ids.src[0]) views.unshift(ids);
+      return ids.op === 'INPUT' ? [{ input: ids.arg as number, views, rows: n.src[0].shape[0] }] : [];
     });
-    idInputsOf.set(graph, found);
+    idReadsOf.set(graph, found);
   }
   return found;
 }

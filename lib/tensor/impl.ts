@@ -220,9 +220,10 @@ export class Tracer {
 
   /** Record the user's call site for a node made by a traced op (the first site wins) and the files the call went through. */
   record(node: Node): void {
-    if (this.sites.has(node) || node.op === 'INPUT') return;
+    if (node.op === 'INPUT') return;
+    // An op interned earlier still counts for the files of this path to it.
     const sites = userSites(true);
-    if (sites.length) this.sites.set(node, sites[0]);
+    if (sites.length && !this.sites.has(node)) this.sites.set(node, sites[0]);
     for (const s of sites) this.files.add(s.file);
   }
 }

@@ -28,8 +28,9 @@ function parseFrame(line: string): Site | undefined {
   return { file, line: Number(m[2]), col: Number(m[3]) };
 }
 
-// Traced functions run under trace(): frames past it belong to whoever started the trace.
-const TRACE_FILE = path.join(__dirname, `trace${path.extname(__filename)}`);
+// Traced functions run under trace(): frames past it belong to whoever started the trace
+// (its built file, or its source where source maps rewrite stack frames).
+const TRACE_FILES = new Set([path.join(__dirname, 'trace.js'), path.join(__dirname, 'trace.ts'), path.join(PACKAGE_ROOT, 'lib', 'tensor', 'trace.ts')]);
 
 /**
  * The current stack's frames outside kiln, innermost first, up to (not including) the
@@ -39,7 +40,8 @@ const TRACE_FILE = path.join(__dirname, `trace${path.extname(__filename)}`);
 export function userSites(withinTrace = false): Site[] {
   const holder: { stack?: string } = {};
   const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 200; // kiln's own frames can be deeper than the default 10
+  // kiln's own frames can be deeper than the default 10; within a trace every frame counts.
+  Error.stackTraceLimit = withinTrace ? Infinity : 200;
   try {
     Error.captureStackTrace(holder, userSites);
   } finally {
@@ -49,7 +51,7 @@ export function userSites(withinTrace = false): Site[] {
   for (const line of (holder.stack ?? '').split('\n').slice(1)) {
     const site = parseFrame(line);
     if (!site) continue;
-    if (withinTrace && site.file === TRACE_FILE) break;
+    if (withinTrace && TRACE_FILES.has(site.file)) break;
     if (!isKilnFile(site.file)) sites.push(site);
   }
   return sites;
