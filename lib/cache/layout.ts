@@ -24,6 +24,8 @@ export interface StoreConfig {
   bundlePath: readonly string[];
   /** Write nothing (read-only mode, or a cache dir we cannot write). */
   readOnly: boolean;
+  /** The cache dir cannot be reached by this user: only the shipped roots are searched. */
+  unreachable?: boolean;
   /** Size cap of the cache in bytes; 0 means no cap. */
   maxBytes: number;
 }

@@ -145,7 +145,7 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
       `kiln: the cache dir ${dir} is not writable; bundles are loaded from it but none are written. Set KILN_CACHE_DIR to a writable directory, or KILN_CACHE=read-only to say this is intended.`,
     );
   }
-  const cfg: StoreConfig = { cacheDir: dir, bundlePath, readOnly, maxBytes };
+  const cfg: StoreConfig = { cacheDir: dir, bundlePath, readOnly, maxBytes, ...(unreachable ? { unreachable: true } : {}) };
 
   return {
     mode,

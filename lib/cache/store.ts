@@ -226,7 +226,8 @@ function untrustedChain(cacheDir: string, dir: string, includeBundle: boolean): 
  * `skip` (ones that verified but failed to load in this process) are passed over as if absent.
  */
 export function lookupBundle(cfg: StoreConfig, key: string, namespace: string, expect: VerifyExpect = {}, skip?: ReadonlySet<string>): LookupResult {
-  const roots: [string, 'cache' | 'shipped'][] = [...cfg.bundlePath.map((r): [string, 'shipped'] => [r, 'shipped']), [cfg.cacheDir, 'cache']];
+  const roots: [string, 'cache' | 'shipped'][] = cfg.bundlePath.map((r): [string, 'shipped'] => [r, 'shipped']);
+  if (!cfg.unreachable) roots.push([cfg.cacheDir, 'cache']);
   let invalid: Extract<LookupResult, { status: 'invalid' }> | undefined;
   for (const [root, source] of roots) {
     const dir = bundlePath(root, namespace, key);
