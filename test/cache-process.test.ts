@@ -182,21 +182,29 @@ describe('key lock', () => {
   });
 });
 
+/**
+ * The 'read-only' child on `cacheDir`, run as an unprivileged user when this is root (root may
+ * write anywhere); undefined, with a note, where root may not switch users.
+ */
+async function unprivilegedChild(cacheDir: string, what: string): Promise<Awaited<ReturnType<typeof runChild>> | undefined> {
+  const root = process.getuid?.() === 0;
+  try {
+    return await runChild('read-only', { cacheDir }, { env: childEnv(), ...(root ? { uid: 65534, gid: 65534 } : {}) });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+    console.warn(`skipped: root without the right to switch users cannot test ${what}`);
+    return undefined;
+  }
+}
+
 test('a cache dir this user cannot reach (a parent it may not search): no error, nothing written, one warning', async () => {
   const parent = fresh();
   mkdirSync(parent, { recursive: true });
   const cacheDir = join(parent, 'kiln');
-  const root = process.getuid?.() === 0;
-  chmodSync(parent, root ? 0o700 : 0o000); // root's 0700 dir is closed to the unprivileged child
+  chmodSync(parent, process.getuid?.() === 0 ? 0o700 : 0o000); // root's 0700 dir is closed to the unprivileged child
   try {
-    let r;
-    try {
-      r = await runChild('read-only', { cacheDir }, { env: childEnv(), ...(root ? { uid: 65534, gid: 65534 } : {}) });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-      console.warn('skipped: root without the right to switch users cannot test an unreachable cache dir');
-      return;
-    }
+    const r = await unprivilegedChild(cacheDir, 'an unreachable cache dir');
+    if (!r) return;
     expect(r.out?.error).toBeUndefined();
     expect(r.out?.result).toEqual({ readOnly: true, first: 'miss', published: 'skipped', published2: 'skipped', locked: 'unavailable' });
     expect(r.out?.warnings).toEqual([expect.stringMatching(/^KILN_CACHE_UNAVAILABLE.*cannot use the cache dir .*kiln \(EACCES/)]);
@@ -215,15 +223,8 @@ test('a cache dir this user cannot write: lookups work, nothing is written, one 
   const root = process.getuid?.() === 0;
   if (!root) chmodSync(cacheDir, 0o555);
   try {
-    // As root, run the child as an unprivileged user (root may write anywhere).
-    let r;
-    try {
-      r = await runChild('read-only', { cacheDir }, { env: childEnv(), ...(root ? { uid: 65534, gid: 65534 } : {}) });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
-      console.warn('skipped: root without the right to switch users cannot test a non-writable cache dir');
-      return;
-    }
+    const r = await unprivilegedChild(cacheDir, 'a non-writable cache dir');
+    if (!r) return;
     expect(r.out?.error).toBeUndefined();
     expect(r.out?.result).toEqual({ readOnly: true, first: 'hit', published: 'skipped', published2: 'skipped', locked: 'unavailable' });
     expect(r.out?.warnings.filter((w) => w.startsWith('KILN_CACHE_READ_ONLY'))).toHaveLength(1);

@@ -196,7 +196,7 @@ describe('prebuilds', () => {
       fs.cpSync(path.join(repoRoot, 'node_modules', 'node-gyp-build'), path.join(tmp, 'node_modules', 'node-gyp-build'), {
         recursive: true,
       });
-      for (const f of ['runtime/native.ts', 'util/errors.ts']) {
+      for (const f of ['runtime/native.ts', 'util/errors.ts', 'util/env.ts']) {
         fs.mkdirSync(path.dirname(path.join(tmp, 'lib', f)), { recursive: true });
         fs.copyFileSync(path.join(repoRoot, 'lib', f), path.join(tmp, 'lib', f));
       }
