@@ -5,6 +5,8 @@ import { join } from 'path';
 import { listBundles, openCache } from '../lib/cache';
 import { cacheCommand, cacheUsage } from '../lib/cli/cache';
 import { sample, type Sample } from './fixtures/cache/sample';
+import { compile } from '../lib/api/compile';
+import { tensor, type Tensor } from '../lib';
 
 let tmp: string;
 let n = 0;
@@ -67,6 +69,19 @@ test('ls lists cached and shipped bundles with target, size, last use and source
   const rows = JSON.parse(out.join('\n'));
   expect(rows).toHaveLength(4);
   expect(rows.map((r: { source: string }) => r.source).sort()).toEqual(['cache', 'cache', 'cache', 'shipped']);
+});
+
+test('show lists the dynamic sizes a compiled program checks (its slices of a dynamic dim)', async () => {
+  const dir = join(tmp, `c${n++}`);
+  const f = compile((x: Tensor) => [x.slice(0, 0, 2), x.slice(0, -3, 2)], { name: 'sizes', device: 'cpu', cache: 'auto', cacheDir: dir, dynamic: { 0: [0] } });
+  await f(tensor([1, 2, 3, 4], [4]));
+  const key = f.stats!.bundleDir!.split('/').pop()!;
+  expect(await cacheCommand(['show', key.slice(0, 10), '--cache-dir', dir])).toBe(0);
+  expect(out.join('\n')).toMatch(/dynamic sizes \(checked at every call.*\n  s0 >= 2 {3}\(slice\(0, 0, 2\)\)\n  3 <= s0 <= 5 {3}\(slice\(0, -3, 2\)\)\n/);
+  out = [];
+  expect(await cacheCommand(['show', key.slice(0, 10), '--cache-dir', dir, '--json'])).toBe(0);
+  expect(JSON.parse(out.join('\n')).sizeRules).toEqual(['s0 >= 2   (slice(0, 0, 2))', '3 <= s0 <= 5   (slice(0, -3, 2))']);
+  f.dispose();
 });
 
 test('show explains every key field, the guards and the artifacts', async () => {

@@ -121,7 +121,8 @@ describe('graph serialization', () => {
     const g = trace((x: T) => [x.slice(0, 1, -1), x.slice(0, -3, 2)], [{ shape: [4, 2] }], { dynamic: { 0: [0] } });
     expect(g.guards?.map((x) => [x.dim.toString(), x.min, x.max])).toEqual([['s0', 2, undefined], ['s0', 3, 5]]);
     const back = parseGraph(JSON.stringify(serializeGraph(g)));
-    expect(back.guards).toEqual(g.guards);
+    expect(g.guards?.map((x) => [x.op, x.site?.file])).toEqual([['slice(0, 1, -1)', __filename], ['slice(0, -3, 2)', __filename]]);
+    expect(back.guards).toEqual(g.guards?.map(({ site: _site, ...rest }) => rest)); // no call sites (paths) in a bundle's graph
     const s = serializeGraph(g);
     expect(graphKey(deserializeGraph({ ...s, guards: [] }))).not.toBe(graphKey(g));
   });
@@ -216,8 +217,8 @@ describe('malformed graphs', () => {
     ['input not listed', () => ({ ...clone(), inputs: [0] }), /not listed in inputs/],
     ['unbound symbol', () => ({ ...clone(), symbols: [] }), /unbound symbol s0/],
     ['bad site', () => ({ ...clone(), sites: [[0, 99, 1, 1]] }), /site file/],
-    ['guard on an unbound symbol', () => ({ ...clone(), guards: [{ dim: 's7', min: 2, why: 'slice' }] }), /guard dim s7 uses an unbound symbol/],
-    ['guard without integer bounds', () => ({ ...clone(), guards: [{ dim: 's0', min: 0.5, why: 'slice' }] }), /integer bounds/],
+    ['guard on an unbound symbol', () => ({ ...clone(), guards: [{ dim: 's7', min: 2, op: 'slice' }] }), /guard dim s7 uses an unbound symbol/],
+    ['guard without integer bounds', () => ({ ...clone(), guards: [{ dim: 's0', min: 0.5, op: 'slice' }] }), /integer bounds/],
     ['constant tampered', () => { const s = clone(withConst); s.constants[0].data = Buffer.alloc(64, 1).toString('base64'); return s; }, /content hash/],
     ['constant missing', () => ({ ...clone(withConst), constants: [] }), /missing constant/],
   ];

@@ -19,7 +19,7 @@ import {
   type VerifyResult,
 } from '../cache';
 import type { CudaKernelResources } from '../engine/cuda-load';
-import { readProgramDocument } from '../engine/bundle';
+import { readProgramDocument, type ProgramDocument } from '../engine/bundle';
 import { addon } from '../runtime/native';
 import { cpuInfo } from '../runtime/toolchain';
 import { sha256Hex } from '../util/hash';
@@ -31,7 +31,7 @@ export const cacheSummary = 'list, show, verify, prune and clear compiled bundle
 export const cacheUsage = `kiln cache <ls|show|verify|prune|clear> [options]
 
   ls                       list bundles: namespace, key, target, size, last used, source (cache or shipped)
-  show <key-prefix>        explain one bundle's manifest: every key field, the guards, the artifacts
+  show <key-prefix>        explain one bundle: every key field, the guards, the dynamic sizes it checks, the artifacts
   verify [key-prefix]      re-check checksums, guards and this machine's target; exit 1 if any fails
   prune                    evict least-recently-used bundles past the size cap
       --max-bytes N        cap to prune to (e.g. 500M, 2G; default KILN_CACHE_MAX_BYTES, else 2G)
@@ -47,7 +47,7 @@ Options for every subcommand:
 
 const subUsage: Record<string, string> = {
   ls: 'kiln cache ls [--json] [--cache-dir DIR]\n\nLists cached and shipped bundles: namespace, key prefix, target, size, last used, source.',
-  show: "kiln cache show <key-prefix> [--json] [--cache-dir DIR]\n\nExplains one bundle's manifest: every key field by name, the guards (target rule, toolchain, source files and whether they changed), the artifacts with size and sha256, and for a CUDA bundle each kernel's launch shape, registers and spills.",
+  show: "kiln cache show <key-prefix> [--json] [--cache-dir DIR]\n\nExplains one bundle's manifest: every key field by name, the guards (target rule, toolchain, source files and whether they changed), the dynamic sizes its slices need (checked at every call), the artifacts with size and sha256, and for a CUDA bundle each kernel's launch shape, registers and spills.",
   verify:
     'kiln cache verify [key-prefix] [--json] [--no-sources] [--cache-dir DIR]\n\nRe-checks every artifact checksum, the manifest, the source-file guards and whether this machine can run each bundle. Exit status 1 if any bundle fails.',
   prune:
@@ -194,16 +194,27 @@ function targetRule(target: string): string {
 }
 
 /** A CUDA bundle's kernels from its graph.json (read only once the bundle verifies), or why they are not shown. */
-function cudaKernels(b: BundleEntry): { target: string; kernels: [string, CudaKernelResources][] } | string {
+/** The bundle's graph.json, read once it verifies, or why it is not shown. */
+function programDocument(b: BundleEntry): ProgramDocument | string {
   const v = verifyBundle(b.dir, { key: b.key, namespace: b.namespace, checkSources: false, checkOwner: b.source === 'cache' });
   if (!v.ok) return `not shown: the bundle does not verify (${v.reason}: ${v.detail})`;
   try {
-    const doc = readProgramDocument(v);
-    if (doc.device !== 'cuda') return 'not shown: graph.json is not a CUDA program';
-    return { target: doc.cuda.target, kernels: Object.entries(doc.cuda.resources) };
+    return readProgramDocument(v);
   } catch (e) {
     return `not shown: ${(e as Error).message}`;
   }
+}
+
+function cudaKernels(doc: ProgramDocument | string): { target: string; kernels: [string, CudaKernelResources][] } | string {
+  if (typeof doc === 'string') return doc;
+  if (doc.device !== 'cuda') return 'not shown: graph.json is not a CUDA program';
+  return { target: doc.cuda.target, kernels: Object.entries(doc.cuda.resources) };
+}
+
+/** The conditions on dynamic sizes the program checks at every call (graph.json's shape guards). */
+function sizeRules(doc: ProgramDocument | string): string[] {
+  if (typeof doc === 'string') return [];
+  return (doc.graph.guards ?? []).map((g) => `${g.max === undefined ? `${g.dim} >= ${g.min}` : `${g.min} <= ${g.dim} <= ${g.max}`}   (${g.op})`);
 }
 
 function kernelTable(kernels: [string, CudaKernelResources][]): string {
@@ -222,10 +233,12 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     return 1;
   }
   const m = b.manifest;
-  const cuda = parseTarget(m.guards.target)?.kind === 'cuda' ? cudaKernels(b) : undefined;
+  const doc = programDocument(b);
+  const cuda = parseTarget(m.guards.target)?.kind === 'cuda' ? cudaKernels(doc) : undefined;
+  const sizes = sizeRules(doc);
   if (json) {
     const kernels = cuda === undefined ? {} : typeof cuda === 'string' ? { kernels: null, note: cuda } : { kernels: Object.fromEntries(cuda.kernels) };
-    console.log(JSON.stringify({ dir: b.dir, source: b.source, bytes: b.bytes, lastUsed: b.lastUsed.toISOString(), manifest: m, ...kernels }, null, 2));
+    console.log(JSON.stringify({ dir: b.dir, source: b.source, bytes: b.bytes, lastUsed: b.lastUsed.toISOString(), manifest: m, sizeRules: sizes, ...kernels }, null, 2));
     return 0;
   }
   const kf = m.keyFields;
@@ -256,6 +269,7 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     ...(m.guards.sources.length
       ? m.guards.sources.map((s) => `  source     ${s.path}  ${s.sha256.slice(0, 16)}  ${sourceState(s.path, s.sha256)}`)
       : ['  sources    (none recorded)']),
+    ...(sizes.length ? ['', 'dynamic sizes (checked at every call; slices of a dynamic dim are exact only within them):', ...sizes.map((r) => `  ${r}`)] : []),
     '',
     'artifacts:',
     table(m.artifacts.map((a) => [`  ${a.name}`, human(a.size), a.sha256])),

@@ -68,8 +68,10 @@ export interface ShapeGuard {
   readonly dim: Dim;
   readonly min: number;
   readonly max?: number;
-  /** The op that needs it, with the user's call site. */
-  readonly why: string;
+  /** The op that needs it, e.g. `slice(0, 0, 2)`. */
+  readonly op: string;
+  /** Its user call site, in the traced graph (bundles do not carry it, as they carry no sites). */
+  readonly site?: Site;
 }
 
 /** A traced program. Nodes are immutable; the maps are owned by the graph. */

@@ -35,7 +35,7 @@ export interface SerializedGraph {
   outputStructure: OutputStructure;
   symbols: { name: string; sources: [number, number][] }[];
   /** Conditions on the dynamic sizes (absent: none). */
-  guards?: { dim: number | string; min: number; max?: number; why: string }[];
+  guards?: { dim: number | string; min: number; max?: number; op: string }[];
   constants: { key: string; dtype: string; shape: number[]; data: string }[];
   files: string[];
   /** [node index, file index, line, col] */
@@ -121,7 +121,7 @@ function serialize(g: Graph, withData: boolean): SerializedGraph {
     outputs: g.outputs.map((n) => index.get(n) as number),
     outputStructure: g.outputStructure,
     symbols: g.symbols.map((s) => ({ name: s.name, sources: s.sources.map((d) => [d.input, d.dim] as [number, number]) })),
-    ...(g.guards?.length ? { guards: g.guards.map((x) => ({ dim: dimToJSON(x.dim), min: x.min, ...(x.max !== undefined ? { max: x.max } : {}), why: x.why })) } : {}),
+    ...(g.guards?.length ? { guards: g.guards.map((x) => ({ dim: dimToJSON(x.dim), min: x.min, ...(x.max !== undefined ? { max: x.max } : {}), op: x.op })) } : {}),
     constants,
     files,
     sites: siteList.map(([i, s]) => [i, files.indexOf(s.file), s.line, s.col]),
@@ -260,8 +260,8 @@ export function deserializeGraph(obj: unknown): Graph {
 function guardsOf(x: unknown, symbols: readonly SymbolBinding[]): ShapeGuard[] {
   const bound = new Set(symbols.map((s) => s.name));
   return arr(x, 'guards').map((g) => {
-    if (!isObj(g) || typeof g.why !== 'string' || !Number.isSafeInteger(g.min) || (g.max !== undefined && !Number.isSafeInteger(g.max))) {
-      return bad('each guard is { dim, min, max?, why } with integer bounds');
+    if (!isObj(g) || typeof g.op !== 'string' || !Number.isSafeInteger(g.min) || (g.max !== undefined && !Number.isSafeInteger(g.max))) {
+      return bad('each guard is { dim, min, max?, op } with integer bounds');
     }
     let dim: Dim;
     try {
@@ -270,7 +270,7 @@ function guardsOf(x: unknown, symbols: readonly SymbolBinding[]): ShapeGuard[] {
       return bad(`bad guard dim ${JSON.stringify(g.dim)}`);
     }
     if (typeof dim !== 'number' && dim.vars.some((v) => !bound.has(v))) bad(`guard dim ${dimStr(dim)} uses an unbound symbol`);
-    return { dim, min: g.min as number, ...(g.max !== undefined ? { max: g.max as number } : {}), why: g.why };
+    return { dim, min: g.min as number, ...(g.max !== undefined ? { max: g.max as number } : {}), op: g.op };
   });
 }
 

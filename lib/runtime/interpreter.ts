@@ -180,7 +180,7 @@ export function bindSymbols(graph: Graph, inputs: readonly { dtype: DType; shape
     const sizes = graph.symbols.map((s) => `${s.name} = ${bindings[s.name]}`).join(', ');
     throw new ShapeError(
       'KILN_SHAPE_GUARD',
-      `the compiled function's ${g.why} needs the dynamic size ${dimStr(g.dim)} to be ${range}, but these inputs make it ${v} (${sizes}). ` +
+      `the compiled function's ${g.op}${g.site ? ` at ${g.site.file}:${g.site.line}:${g.site.col}` : ''} needs the dynamic size ${dimStr(g.dim)} to be ${range}, but these inputs make it ${v} (${sizes}). ` +
         'Within those sizes the slice is exact; outside them it would be clamped, which a compiled function cannot do for a dynamic dim: slice a static dim, or keep the inputs in range.',
     );
   }

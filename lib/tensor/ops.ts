@@ -24,7 +24,7 @@ import {
   type ShrinkRange,
 } from '../ir';
 import { apply, lift, type Impl } from './impl';
-import { callSite, siteStr } from './site';
+import { callSite } from './site';
 
 /** An operand of a binary op: a tensor value or a JS scalar. */
 export type Operand = Impl | number | boolean;
@@ -359,8 +359,8 @@ function guardSlice(x: Impl, size: Dim, dim: number, start: number, end: number 
   }
   if (min === 0 && max === undefined) return;
   const site = callSite();
-  const why = `slice(${dim}, ${start}${end === undefined ? '' : `, ${end}`})${site ? ` at ${siteStr(site)}` : ''}`;
-  x.tracer.guard({ dim: size, min, ...(max !== undefined ? { max } : {}), why });
+  const op = `slice(${dim}, ${start}${end === undefined ? '' : `, ${end}`})`;
+  x.tracer.guard({ dim: size, min, ...(max !== undefined ? { max } : {}), op, ...(site ? { site } : {}) });
 }
 
 /** `x.to(dtype)` */
