@@ -29,6 +29,7 @@ describe('kiln doctor', () => {
     expect(r.out).toMatch(/^addon\s+(build|prebuild) /m);
     expect(r.out).toMatch(/^c\+\+ compiler\s+\/.*\(x86_64|aarch64/m);
     expect(r.out).toMatch(/^cache dir\s+/m);
+    expect(r.out).toMatch(/^ {2}target\s+cpu-(x64|arm64)(\+[a-z0-9_]+)* \(the ISA that CPU bundles compiled here use/m);
     if (!report.driver.available) {
       expect(r.out).toMatch(/^cuda driver\s+not available: libcuda\.so\.1 not found/m);
       expect(r.out).toMatch(/^backend \(auto\)\s+cpu: no CUDA driver .* the CPU backend will be used/m);

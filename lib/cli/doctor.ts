@@ -7,6 +7,7 @@
  * can run (with what to do).
  */
 import { cacheDir, dirStatus } from '../cache/dirs';
+import { cpuTarget } from '../cache/target';
 import { addonInfo, type NativeInfo } from '../runtime/native';
 import { autoBackend } from '../api/compile';
 import type { Choice } from '../runtime/select';
@@ -131,6 +132,7 @@ export function formatDoctor(r: DoctorReport): string {
   } else add('nvrtc', `not available: ${r.nvrtc.reason}`);
   add('c++ compiler', r.cxx.available ? `${r.cxx.path} — ${r.cxx.version} (${r.cxx.machine})` : `not available: ${r.cxx.reason}`);
   add('cpu', `${r.cpu.model}, ${r.cpu.cores} cores, ${r.cpu.features.join(' ') || 'no extra ISA features detected'}`);
+  add('  target', `${cpuTarget(r.cpu.arch, r.cpu.features)} (the ISA that CPU bundles compiled here use; a CPU bundle loads here when its target needs no more)`);
   const c = r.cache;
   add('cache dir', `${c.path} (${c.exists ? `${mib(c.bytes)} in ${c.files} files` : 'not created yet'}, ${c.writable ? 'writable' : 'NOT writable: bundles will be read only'})`);
   add('backend (auto)', r.backend.backend ? `${r.backend.backend}: ${r.backend.reason}` : `NONE: ${r.backend.reason}`);
