@@ -137,6 +137,11 @@ describe('kiln.compile on the CPU', () => {
         expect(await got[i].toArray()).toEqual(await want[i].toArray());
       }
     }
+    // Example sizes outside a guard are refused by the trace, before anything is compiled.
+    const before = counters();
+    const narrow = compile((x: kiln.Tensor) => x.slice(0, -3, 2), { dynamic: { 0: [0] } });
+    await expect(narrow(at(6))).rejects.toMatchObject({ code: 'KILN_SHAPE_GUARD', message: expect.stringMatching(/slice\(0, -3, 2\) at .*between 3 and 5, but these inputs make it 6/) });
+    expect(counters().compiles).toBe(before.compiles);
     // Below 4 rows, slice(0, 0, 4) would be clamped: no out-of-bounds read, a ShapeError naming it.
     for (const n of [3, 0]) {
       const err = await h(at(n)).catch((e: unknown) => e);

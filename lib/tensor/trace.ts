@@ -5,6 +5,7 @@
  */
 import { ArgumentError, TraceError } from '../util/errors';
 import { checkDType, sym, type Dim, type DType, type Graph, type Node, type OutputStructure, type Sym, type SymbolBinding } from '../ir';
+import { bindSymbols } from '../runtime/interpreter';
 import { Tracer, type Device } from './impl';
 import { implOf, Tensor, wrap } from './tensor';
 
@@ -106,7 +107,7 @@ export function trace(fn: TracedFn, specs: readonly InputSpec[], opts: TraceOpti
     }
     const outputs: Node[] = [];
     const outputStructure = collect(result, tracer, outputs);
-    return {
+    const graph: Graph = {
       inputs: inputs.map((t) => t.node),
       outputs,
       outputStructure,
@@ -118,6 +119,9 @@ export function trace(fn: TracedFn, specs: readonly InputSpec[], opts: TraceOpti
       table: tracer.table,
       captured: tracer.captured,
     };
+    // The example sizes must meet the program's own shape guards: refused now, not after a compile.
+    if (graph.guards) bindSymbols(graph, specs.map((s) => ({ dtype: s.dtype ?? 'float32', shape: s.shape })));
+    return graph;
   } finally {
     tracer.close();
   }
