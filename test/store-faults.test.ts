@@ -67,6 +67,14 @@ describe('loadFailureIsBundles: whose fault a failed load is', () => {
     expect(loadFailureIsBundles(e, 'cuda')).toBe(false);
   });
 
+  it('CUDA, a shipped bundle: PTX this driver cannot JIT is the bundle (passed over); in the cache it is not', () => {
+    for (const name of ['CUDA_ERROR_UNSUPPORTED_PTX_VERSION', 'CUDA_ERROR_222', 'CUDA_ERROR_JIT_COMPILER_NOT_FOUND', 'CUDA_ERROR_JIT_COMPILATION_DISABLED']) {
+      expect(loadFailureIsBundles(driverError(name), 'cuda', 'shipped')).toBe(true);
+      expect(loadFailureIsBundles(driverError(name), 'cuda', 'cache')).toBe(false); // built here: a rebuild would be refused alike
+    }
+    expect(loadFailureIsBundles(driverError('CUDA_ERROR_OUT_OF_MEMORY'), 'cuda', 'shipped')).toBe(false);
+  });
+
   it('CPU: any failure is the bundle (dlopen refused kernels.so)', () => {
     expect(loadFailureIsBundles(new KilnError('KILN_DLOPEN', 'not an ELF file'), 'cpu')).toBe(true);
     expect(loadFailureIsBundles(new FormatError('KILN_BAD_PROGRAM', 'bad'), 'cpu')).toBe(true);

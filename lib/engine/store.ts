@@ -325,6 +325,15 @@ const CUDA_BUNDLE_RESULTS = new Set([
   'CUDA_ERROR_209',
   'CUDA_ERROR_500',
 ]);
+// ... and for a shipped bundle, built elsewhere: PTX this driver cannot JIT (too new, or no JIT).
+const SHIPPED_BUNDLE_RESULTS = new Set([
+  'CUDA_ERROR_JIT_COMPILER_NOT_FOUND',
+  'CUDA_ERROR_UNSUPPORTED_PTX_VERSION',
+  'CUDA_ERROR_JIT_COMPILATION_DISABLED',
+  'CUDA_ERROR_221',
+  'CUDA_ERROR_222',
+  'CUDA_ERROR_223',
+]);
 
 /**
  * Whether a verified bundle of `device` that failed to load with `e` is itself at fault, so
@@ -334,14 +343,18 @@ const CUDA_BUNDLE_RESULTS = new Set([
  * driver result that names the image (CUDA_ERROR_INVALID_IMAGE, _INVALID_PTX,
  * _NO_BINARY_FOR_GPU, _NOT_FOUND). KILN_CUDA_ARCH_MISMATCH is not: the bundle passed the
  * target guard and its cubin is for its target, so the GPU is not the one the target was read
- * from, and a rebuild for the same key would be refused the same way.
+ * from, and a rebuild for the same key would be refused the same way. A shipped bundle whose
+ * PTX this driver cannot JIT (newer than the driver, or no JIT: CUDA_ERROR_UNSUPPORTED_PTX_VERSION,
+ * _JIT_COMPILER_NOT_FOUND, _JIT_COMPILATION_DISABLED) is passed over too: it was built
+ * elsewhere, by an NVRTC this machine need not have, and it is never deleted.
  */
-export function loadFailureIsBundles(e: unknown, device: Backend): boolean {
+export function loadFailureIsBundles(e: unknown, device: Backend, source: 'cache' | 'shipped' = 'cache'): boolean {
   if (device === 'cpu') return true;
   if (e instanceof FormatError) return true;
   if (!(e instanceof CudaError)) return false;
   if (CUDA_BUNDLE_CODES.has(e.code)) return true;
-  return e.code === 'KILN_CUDA_ERROR' && e.cudaError !== undefined && CUDA_BUNDLE_RESULTS.has(e.cudaError);
+  if (e.code !== 'KILN_CUDA_ERROR' || e.cudaError === undefined) return false;
+  return CUDA_BUNDLE_RESULTS.has(e.cudaError) || (source === 'shipped' && SHIPPED_BUNDLE_RESULTS.has(e.cudaError));
 }
 
 /**
@@ -360,7 +373,7 @@ async function tryLoad(ctx: Context, found: Extract<CacheLookup, { status: 'hit'
     const program = await loadBundle(bundle);
     return { ...hit, program, loadMs: performance.now() - t0 };
   } catch (e) {
-    if (!loadFailureIsBundles(e, ctx.backend.device)) throw e;
+    if (!loadFailureIsBundles(e, ctx.backend.device, source)) throw e;
     const why = e instanceof Error ? e.message : String(e);
     if (ctx.cache.mode === 'force-load') {
       throw new CacheError('KILN_BUNDLE_INVALID', `force-load: the bundle ${bundle.dir} verified but could not be loaded: ${why}`, { cause: e });
