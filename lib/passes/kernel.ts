@@ -92,7 +92,7 @@ export function viewBase(n: Node, isBuffer: (n: Node) => boolean): { base: Node;
 }
 
 /** A conversion of float16 or bfloat16 to float32: exact, so it can happen as a value is loaded. */
-export function widens(n: Node): boolean {
+function widens(n: Node): boolean {
   return n.op === 'CAST' && n.dtype === 'float32' && (n.src[0].dtype === 'float16' || n.src[0].dtype === 'bfloat16');
 }
 
