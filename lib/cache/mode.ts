@@ -130,8 +130,9 @@ export function openCache(opts: OpenCacheOptions = {}): Cache {
   const failOnRecompile = resolveFailOnRecompile(opts.failOnRecompile, env);
 
   let readOnly = mode === 'read-only' || mode === 'off';
-  if (mode !== 'off') assertTrustedCacheDir(dir);
+  // A dir this user cannot reach is left alone (nothing read or written), so it needs no trust check.
   const unreachable = mode !== 'off' ? unreachableDir(dir) : undefined;
+  if (mode !== 'off' && !unreachable) assertTrustedCacheDir(dir);
   if (unreachable) {
     readOnly = true;
     warnOnce(

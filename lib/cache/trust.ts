@@ -64,8 +64,7 @@ export function unreachableDir(dir: string): string | undefined {
 
 /**
  * Throws CacheError KILN_CACHE_INSECURE unless `dir` (when it exists) and its ancestors
- * pass the rule above. Remembered per process once passed. A `dir` this user cannot reach
- * passes: nothing can be read from it or written to it (see `unreachableDir`).
+ * pass the rule above. Remembered per process once passed.
  */
 export function assertTrustedCacheDir(dir: string): void {
   if (trustedRoots.has(dir) || uid() === undefined) return;
@@ -73,7 +72,7 @@ export function assertTrustedCacheDir(dir: string): void {
   try {
     real = realpathSync(dir);
   } catch (e) {
-    if (errnoOf(e) !== 'ENOENT') return;
+    if (errnoOf(e) !== 'ENOENT') throw e;
     checkAncestors(dir, nearestExisting(dir));
     return; // created later by publish with mode 0755; checked again once it exists
   }
