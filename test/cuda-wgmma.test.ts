@@ -177,7 +177,13 @@ describe('wgmma kernels', () => {
     for (const facts of [{ arch: 90 }, { ...SM90A, wgmma: false }]) expect(candidateConfigs(k, facts).some(isWg)).toBe(false);
     const odd = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 80, 512), spec('float16', 512, 512)])).kernels[0];
     expect(candidateConfigs(odd, SM90A).some(isWg)).toBe(false);
-    const bcast = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
+    // x[4, 256, 512] @ w[512, 512] folds into one 1024-row GEMM (kernel.ts, collapse): wgmma's.
+    const linear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
+    expect(linear.domain).toEqual([1024, 512]);
+    expect(defaultConfig(linear, SM90A)).toEqual(wg(128, 128, 6));
+    // Rows read through a transpose do not fold: the batch stays, broadcast over w.
+    const bcast = lower(trace((x: T, w: T) => x.transpose(0, 1).matmul(w), [spec('float16', 256, 4, 512), spec('float16', 512, 512)])).kernels[0];
+    expect(bcast.domain).toEqual([4, 256, 512]);
     expect(wgmmaProblem(bcast, wg(128, 256, 4), SM90A)).toBeUndefined(); // it could run it (an explicit entry)
     expect(candidateConfigs(bcast, SM90A).some(isWg)).toBe(false); // but a broadcast batch is not offered yet
     const both = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 4, 512, 512)])).kernels[0];

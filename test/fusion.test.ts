@@ -72,6 +72,23 @@ describe('fusion: kernel counts', () => {
       expect(p.kernels[0].params[0].dtype).toBe('float32');
     }
   });
+  test('x[B, T, C] @ w[C, N] is one [B·T, C] × [C, N] GEMM; batches that cannot fold stay batches', () => {
+    const only = (p: Program) => p.kernels.find((k) => k.kind === 'matmul')!;
+    const views = (k: Program['kernels'][number]) => [k.matmul!.a, k.matmul!.b].map((o) => o.view[0].shape);
+    // A linear layer with its bias and residual: rows fold across the batch, B has no batch.
+    const lin = only(kernels((x, w, b) => x.matmul(w).add(b).add(x), [f32(4, 6, 8), f32(8, 8), f32(8)]));
+    expect(lin.domain).toEqual([24, 8]);
+    expect(views(lin)).toEqual([[24, 8], [8, 8]]);
+    // Two batch dims and the rows, with a dynamic sequence length: one symbolic row count.
+    const dyn = only(kernels((x, w) => x.matmul(w), [f32(2, 3, 5, 8), f32(8, 4)], { 0: [2] }));
+    expect(dyn.domain.length).toBe(2);
+    expect(String(dyn.domain[0])).toMatch(/6\*?s|s\*?6/);
+    // A weight per batch: the batch stays (B varies along it), as do rows read through a transpose.
+    expect(only(kernels((x, w) => x.matmul(w), [f32(4, 6, 8), f32(4, 8, 5)])).domain).toEqual([4, 6, 5]);
+    expect(only(kernels((x, w) => x.transpose(0, 1).matmul(w), [f32(6, 4, 8), f32(8, 5)])).domain).toEqual([4, 6, 5]);
+    // Heads of attention (q read through a permute) stay batches.
+    expect(only(kernels((q, k) => q.matmul(k.transpose(-1, -2)), [f32(2, 3, 6, 8), f32(2, 3, 6, 8)])).domain).toEqual([6, 6, 6]);
+  });
   test('a float32 matmul of a 16-bit weight widened for it reads the weight as stored', () => {
     const p = kernels((x, w) => x.matmul(w.to('float32')).relu(), [f32(8, 16), { shape: [16, 12], dtype: 'float16' }]);
     expect(names(p)).toEqual(['MM_8_12_16']);

@@ -447,21 +447,46 @@ function refine(k: Kernel | Irregular): Kernel | Irregular {
 
 /**
  * Merge adjacent domain dims that every view indexes as one (loop collapsing), so that a
- * contiguous elementwise kernel is one flat loop the compiler vectorizes.
+ * contiguous elementwise kernel is one flat loop the compiler vectorizes. A matmul merges
+ * its batch dims, and folds them into its rows where A's rows continue across them and B
+ * does not vary along them: `x[B, T, C] @ w[C, N]` becomes one [B·T, C] × [C, N] GEMM
+ * (bigger tiles, a single weight panel, and on sm_90a the wgmma kernel, which does not
+ * take a broadcast batch).
  */
 function collapse(k: Kernel | Irregular): Kernel | Irregular {
-  if (k instanceof Irregular || k.kind === 'matmul' || k.nodes.some((n) => n.k === 'gather')) return k;
+  if (k instanceof Irregular || k.nodes.some((n) => n.k === 'gather')) return k;
   let cur = k;
-  for (let d = cur.domain.length - 2; d >= 0; d--) {
+  const last = k.kind === 'matmul' ? k.domain.length - 3 : k.domain.length - 2;
+  for (let d = last; d >= 0; d--) {
     if (cur.reduced[d] !== cur.reduced[d + 1]) continue;
     const merged = domainViews(cur).map((v) => mergeDims(v, d));
     if (merged.some((v) => v === undefined)) continue;
-    cur = remapViews(cur, d, merged as ViewStack[]);
+    const matmul = cur.matmul && mergeOperands(cur.matmul, d, d + 1 === cur.domain.length - 2);
+    if (cur.matmul && !matmul) continue;
+    cur = remapViews(cur, d, merged as ViewStack[], matmul);
   }
   return cur;
 }
 
-function remapViews(k: Kernel, d: number, merged: readonly ViewStack[]): Kernel {
+/**
+ * A matmul's operands with batch dim `d` merged into dim d + 1: into the next batch dim of
+ * both, or (`intoRows`) into A's rows, where B must not depend on it (B's d + 1 is K).
+ */
+function mergeOperands(mm: NonNullable<Kernel['matmul']>, d: number, intoRows: boolean): Kernel['matmul'] | undefined {
+  const a = mergeDims(mm.a.view, d);
+  const b = intoRows ? dropDim(mm.b.view, d) : mergeDims(mm.b.view, d);
+  return a && b ? { ...mm, a: { ...mm.a, view: a }, b: { ...mm.b, view: b } } : undefined;
+}
+
+/** A single unmasked view without dim `d`, which it must not depend on. */
+function dropDim(stack: ViewStack, d: number): ViewStack | undefined {
+  const [v] = stack;
+  if (stack.length !== 1 || !unmasked(v) || !(dimEq(v.strides[d], 0) || dimEq(v.shape[d], 1))) return undefined;
+  const drop = <T>(xs: readonly T[]): T[] => xs.filter((_, i) => i !== d);
+  return [{ shape: drop(v.shape), strides: drop(v.strides), offset: v.offset }];
+}
+
+function remapViews(k: Kernel, d: number, merged: readonly ViewStack[], matmul?: Kernel['matmul']): Kernel {
   let i = 0;
   const stores = k.stores.map((s) => ({ ...s, view: merged[i++] }));
   const loads = k.nodes.map((n) => (n.k === 'load' ? { ...n, view: merged[i++] } : n));
@@ -474,5 +499,6 @@ function remapViews(k: Kernel, d: number, merged: readonly ViewStack[]): Kernel 
     domain: squash(k.domain, (a, b) => dimProd([a, b])),
     reduced: squash(k.reduced, (a) => a),
     deps: k.deps.map((ds) => squash(ds, (a, b) => a || b)),
+    ...(matmul ? { matmul } : {}),
   };
 }
