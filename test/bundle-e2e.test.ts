@@ -161,6 +161,24 @@ test('the compiler is not part of the key: CXX naming another compiler, even a m
   expect(flags.error).toMatchObject({ code: 'KILN_RECOMPILE' });
 });
 
+test('a bad KILN_CPU_THREADS or KILN_CPU_INLINE_US is the caller\'s KILN_BAD_ENV in every mode: the bundle is neither discarded nor called invalid', async () => {
+  const c = copyCache(cache);
+  const dir = inCopy(cold.stats!.bundleDir!, cache, c);
+  for (const bad of [{ KILN_CPU_THREADS: 'abc' }, { KILN_CPU_THREADS: '0' }, { KILN_CPU_INLINE_US: 'abc' }]) {
+    for (const mode of ['auto', 'force-load'] as const) {
+      const r = await app(proj, { options: { cacheDir: c, cache: mode }, batches: [4] }, { env: childEnv(bad) });
+      const [name] = Object.keys(bad);
+      expect(r.error).toMatchObject({ name: 'ArgumentError', code: 'KILN_BAD_ENV', message: expect.stringContaining(name) });
+      expect(r.warnings).toEqual([]);
+      expect(r.counters).toEqual({ traces: 0, compiles: 0 });
+      expect(existsSync(join(dir, 'kernels.so'))).toBe(true);
+    }
+  }
+  const after = await app(proj, { options: { cacheDir: c, failOnRecompile: true }, batches: [4] });
+  expect(after.error).toBeUndefined();
+  expect(after.stats).toMatchObject({ source: 'bundle', bundleDir: dir });
+});
+
 test('in one process, a second call and a second compiled function for the same key touch no file', async () => {
   const r = await app(proj, { options: { cacheDir: cache, failOnRecompile: true }, batches: [4], memoryCheck: true });
   expect(r.error).toBeUndefined();

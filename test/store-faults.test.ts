@@ -14,7 +14,7 @@ import { compileCount, getProgram, loadFailureIsBundles, type ProgramRequest } f
 import type { Graph } from '../lib/ir/graph';
 import type { CudaCompiledProgram } from '../lib/engine/cuda-load';
 import type { CompiledProgram } from '../lib/engine/program';
-import { CacheError, CudaError, FormatError, KilnError } from '../lib/util/errors';
+import { ArgumentError, CacheError, CudaError, FormatError, KilnError } from '../lib/util/errors';
 
 // Fault injection: what loading a bundle throws instead of loading it; what writing a CUDA
 // program's bundle files does; and, as this machine has no GPU, the program a CUDA compile
@@ -78,6 +78,12 @@ describe('loadFailureIsBundles: whose fault a failed load is', () => {
   it('CPU: any failure is the bundle (dlopen refused kernels.so)', () => {
     expect(loadFailureIsBundles(new KilnError('KILN_DLOPEN', 'not an ELF file'), 'cpu')).toBe(true);
     expect(loadFailureIsBundles(new FormatError('KILN_BAD_PROGRAM', 'bad'), 'cpu')).toBe(true);
+  });
+
+  it("never the caller's own error: a bad option or KILN_* variable (KILN_BAD_ENV) leaves the bundle alone", () => {
+    const bad = new ArgumentError('KILN_BAD_ENV', 'KILN_CPU_THREADS=abc must be a positive integer');
+    expect(loadFailureIsBundles(bad, 'cpu')).toBe(false);
+    expect(loadFailureIsBundles(bad, 'cuda', 'shipped')).toBe(false);
   });
 });
 

@@ -14,7 +14,8 @@
  *    over for the rest of the process and the next root looked up (the cache may hold a
  *    good copy). A CUDA bundle on a machine without a GPU (KILN_NO_CUDA_DEVICE), or one the
  *    driver fails to load for the machine's reasons (out of memory, a dead context), is
- *    never discarded: that error goes to the caller.
+ *    never discarded: that error goes to the caller. Nor is one that fails by the caller's
+ *    fault (a bad KILN_CPU_THREADS: ArgumentError KILN_BAD_ENV, checked before any lookup).
  * 4. Compile, under the per-key lock so concurrent cold processes compile once: look up
  *    again, trace, lower, render, compile (C++ compiler or NVRTC), publish atomically, and
  *    run what was built. An offline CUDA build (`kiln build --target sm_90`) compiles with
@@ -30,9 +31,10 @@ import { realpathSync } from 'fs';
 import { bundleKey, openCache, type Cache, type CacheLookup, type CacheMode, type KeyFields, type PublishFile, type ToolchainIdentity } from '../cache';
 import { warnOnce } from '../cache/io';
 import type { Graph } from '../ir/graph';
+import { checkCpuEnv } from '../runtime/cpu';
 import { addonInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
-import { CacheError, CompilerError, CudaError, FormatError, KilnError, NvrtcError } from '../util/errors';
+import { ArgumentError, CacheError, CompilerError, CudaError, FormatError, KilnError, NvrtcError } from '../util/errors';
 import { cudaProgramFiles, loadBundle, programFiles, sourceGuards } from './bundle';
 import { bundleBackend, fallbackTargets, imageFitsTarget, keyInput, type BundleBackend, type ProgramSignature } from './bundle-target';
 import type { CudaCompiledProgram } from './cuda-load';
@@ -131,6 +133,9 @@ interface Context {
 /** The key and the cache (opened only when the key is not served from memory). */
 function prepare(req: ProgramRequest, store: StoreOptions, purpose: Context['purpose']): { key: string; open(): Context } {
   const backend = bundleBackend(req.target ?? req.device);
+  // A bad KILN_CPU_THREADS or KILN_CPU_INLINE_US is the caller's error, said before any lookup:
+  // found only when a bundle loads, it could be mistaken for the bundle's fault.
+  if (backend.device === 'cpu') checkCpuEnv();
   const target = backend.target();
   let cache: Cache | undefined;
   const openIt = (): Cache =>
@@ -337,8 +342,9 @@ const SHIPPED_BUNDLE_RESULTS = new Set([
 
 /**
  * Whether a verified bundle of `device` that failed to load with `e` is itself at fault, so
- * that discarding and rebuilding it can help. CPU: any failure (dlopen refused kernels.so, a
- * bad graph.json). CUDA: only a FormatError (graph.json, the image or a checksum is not what
+ * that discarding and rebuilding it can help. Never an ArgumentError: a bad option or
+ * environment variable (KILN_BAD_ENV) is the caller's. CPU: any other failure (dlopen refused
+ * kernels.so, a bad graph.json). CUDA: only a FormatError (graph.json, the image or a checksum is not what
  * the manifest says), KILN_CUDA_ABI (a kernel does not take what the plan passes), or a
  * driver result that names the image (CUDA_ERROR_INVALID_IMAGE, _INVALID_PTX,
  * _NO_BINARY_FOR_GPU, _NOT_FOUND). KILN_CUDA_ARCH_MISMATCH is not: the bundle passed the
@@ -349,6 +355,7 @@ const SHIPPED_BUNDLE_RESULTS = new Set([
  * elsewhere, by an NVRTC this machine need not have, and it is never deleted.
  */
 export function loadFailureIsBundles(e: unknown, device: Backend, source: 'cache' | 'shipped' = 'cache'): boolean {
+  if (e instanceof ArgumentError) return false; // the caller's (a bad option or KILN_* variable): the bundle is fine
   if (device === 'cpu') return true;
   if (e instanceof FormatError) return true;
   if (!(e instanceof CudaError)) return false;

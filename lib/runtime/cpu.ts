@@ -211,6 +211,17 @@ export function cpuInlineUs(env: NodeJS.ProcessEnv = process.env): number {
   return n;
 }
 
+/**
+ * Checks the variables a CPU program reads when it loads (`KILN_CPU_THREADS`,
+ * `KILN_CPU_INLINE_US`): ArgumentError KILN_BAD_ENV for a bad value. The engine calls it
+ * before it looks up a bundle, so that the caller's mistake is never taken for a bundle
+ * that fails to load (which would be discarded).
+ */
+export function checkCpuEnv(env: NodeJS.ProcessEnv = process.env): void {
+  cpuThreads(env);
+  cpuInlineUs(env);
+}
+
 // Calls run inline back to back never let the event loop turn (an awaited loop of them is
 // all microtasks): after this many in a row, calls go to the compute thread until the loop
 // has turned once (an immediate, on node:timers' setImmediate as kiln loaded it, resets the
