@@ -24,6 +24,7 @@ const base: KeyInput = {
   env: {},
 };
 const keyOfInput = (k: KeyInput) => bundleKey(k).key;
+const CPU = 'cpu-x64+avx2+fma';
 
 let tmp: string;
 beforeAll(() => {
@@ -43,7 +44,8 @@ describe('bundle key', () => {
     expect(keyFields.schema).toBe(2);
     expect(keyFields.userKey).toBe('');
     expect(keyFields.inputs).toEqual(['float32[?,768]', 'float16[768,3072]']);
-    expect(keyFields.env).toEqual({ KILN_CXXFLAGS: '' });
+    expect(keyFields.env).toEqual({}); // a CUDA target: no CPU-only variable
+    expect(bundleKey({ ...base, target: CPU }).keyFields.env).toEqual({ KILN_CXXFLAGS: '' });
   });
 
   const variants: [string, Partial<KeyInput>][] = [
@@ -63,14 +65,25 @@ describe('bundle key', () => {
     ['the target arch', { target: 'sm_80' }],
     ['cubin vs PTX', { target: 'compute_90' }],
     ['the toolchain', { toolchain: 'ver:abd' }],
-    ['KILN_CXXFLAGS', { env: { KILN_CXXFLAGS: '-O3' } }],
   ];
   test.each(variants)('changes with %s', (_, change) => {
     expect(keyOfInput({ ...base, ...change })).not.toBe(k0);
   });
 
-  test('every code-relevant registry variable is a key field', () => {
-    for (const v of ENV_VARS.filter((v) => v.affectsCode)) expect(keyOfInput({ ...base, env: { [v.name]: 'x' } })).not.toBe(k0);
+  test('every code-relevant registry variable is a key field of the bundles of its target kind', () => {
+    for (const v of ENV_VARS.filter((v) => v.affectsCode)) {
+      for (const target of v.targetKind === 'cpu' ? [CPU] : v.targetKind === 'cuda' ? ['sm_90'] : [CPU, 'sm_90']) {
+        expect([v.name, target, keyOfInput({ ...base, target, env: { [v.name]: 'x' } })]).not.toEqual([v.name, target, keyOfInput({ ...base, target })]);
+      }
+    }
+  });
+
+  test('KILN_CXXFLAGS changes CPU keys only: NVRTC never sees it, so a GPU host with it set still hits shipped CUDA bundles', () => {
+    const cpu = { ...base, target: CPU };
+    expect(keyOfInput({ ...cpu, env: { KILN_CXXFLAGS: '-O3' } })).not.toBe(keyOfInput(cpu));
+    for (const target of ['sm_80', 'sm_90', 'sm_90a', 'compute_90']) {
+      expect(keyOfInput({ ...base, target, env: { KILN_CXXFLAGS: '-O3' } })).toBe(keyOfInput({ ...base, target }));
+    }
   });
 
   test('the compiler (CXX) is not a key field: any compiler builds an equivalent library', () => {
@@ -82,6 +95,7 @@ describe('bundle key', () => {
     const env: NodeJS.ProcessEnv = { HOME: '/elsewhere', PWD: '/x', FOO: 'bar', USER: 'someone' };
     for (const v of ENV_VARS.filter((v) => !v.affectsCode)) env[v.name] = 'something-else';
     expect(keyOfInput({ ...base, env })).toBe(k0);
+    expect(keyOfInput({ ...base, target: CPU, env })).toBe(keyOfInput({ ...base, target: CPU }));
   });
 
   test('ignores the size of a dynamic dim and the order of option keys', () => {
@@ -128,6 +142,8 @@ describe('bundle key', () => {
         env: { ...clean, KILN_CACHE_DIR: join(tmp, 'c'), KILN_CACHE: 'force-load', KILN_FAIL_ON_RECOMPILE: '1', KILN_CACHE_MAX_BYTES: '1G', KILN_BUNDLE_PATH: tmp, KILN_CPU_THREADS: '3', UNRELATED: 'x' },
       }),
       runChild('key', { key: input }, { env: { ...clean, CXX: 'clang++' } }),
+      runChild('key', { key: { ...input, target: CPU } }, { env: clean }),
+      runChild('key', { key: { ...input, target: CPU } }, { env: { ...clean, KILN_CXXFLAGS: '-O2' } }),
       runChild('key', { key: input }, { env: { ...clean, KILN_CXXFLAGS: '-O2' } }),
     ]);
     const keys = runs.map((r) => r.out?.result?.key);
@@ -135,7 +151,8 @@ describe('bundle key', () => {
     expect(keys[1]).toBe(keys[0]);
     expect(keys[2]).toBe(keys[0]);
     expect(keys[3]).toBe(keys[0]); // the compiler is information, not identity
-    expect(keys[4]).not.toBe(keys[0]); // user flags change the code
+    expect(keys[5]).not.toBe(keys[4]); // user flags change the CPU code
+    expect(keys[6]).toBe(keys[0]); // ... and never a CUDA bundle's
   });
 });
 

@@ -71,7 +71,7 @@ describe('README environment table', () => {
 
   test('says which variables are part of the bundle key, as the registry does', () => {
     const documented = readmeVars();
-    for (const v of ENV_VARS) expect([v.name, documented.get(v.name)]).toEqual([v.name, v.affectsCode ? 'yes' : v.keyedFor ? `${v.keyedFor} only` : 'no']);
+    for (const v of ENV_VARS) expect([v.name, documented.get(v.name)]).toEqual([v.name, v.keyedFor ? `${v.keyedFor} only` : v.affectsCode ? 'yes' : 'no']);
   });
 });
 

@@ -64,7 +64,7 @@ export interface KeyFields {
   userKey: string;
   target: string;
   toolchain: string;
-  /** Code-relevant environment variables from the registry in lib/util/env.ts ('' when unset). */
+  /** The target kind's code-relevant environment variables from the registry in lib/util/env.ts ('' when unset). */
   env: Record<string, string>;
 }
 
@@ -86,7 +86,8 @@ export function bundleKey(input: KeyInput): { key: string; keyFields: KeyFields 
   if (!isNamespace(input.namespace)) {
     throw new ArgumentError('KILN_BAD_NAMESPACE', `namespace ${JSON.stringify(input.namespace)} must be 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'`);
   }
-  if (!parseTarget(input.target)) {
+  const target = parseTarget(input.target);
+  if (!target) {
     throw new ArgumentError('KILN_BAD_TARGET', `target ${JSON.stringify(input.target)} is not cpu-<arch>[+features], sm_XY or compute_XY`);
   }
   if (typeof input.toolchain !== 'string' || input.toolchain === '') {
@@ -105,7 +106,7 @@ export function bundleKey(input: KeyInput): { key: string; keyFields: KeyFields 
     userKey: input.userKey ?? '',
     target: input.target,
     toolchain: input.toolchain,
-    env: Object.fromEntries(codeRelevantEnv(input.env)),
+    env: Object.fromEntries(codeRelevantEnv(target.kind, input.env)),
   };
   return { key: keyOf(keyFields), keyFields };
 }

@@ -7,8 +7,14 @@
 export interface EnvVar {
   readonly name: string;
   readonly affectsCode: boolean;
-  /** Keyed by the bundles it changes alone, not through `codeRelevantEnv` (which bundles). */
+  /**
+   * Which bundles it is keyed for, when not all (as README's table says it): a code-relevant
+   * variable of one target kind (`targetKind`), or one keyed through a key option instead of
+   * `codeRelevantEnv` (KILN_CUDA_WGMMA: `keyInput` in lib/engine/bundle-target.ts).
+   */
   readonly keyedFor?: string;
+  /** A code-relevant variable that changes only bundles of this target kind: keyed for those alone. */
+  readonly targetKind?: 'cpu' | 'cuda';
   readonly doc: string;
 }
 
@@ -26,7 +32,8 @@ const vars = [
   // Not code-relevant: any C++ compiler builds an equivalent library from kiln's source, so
   // which one did is recorded in a bundle's manifest but is not part of its key.
   { name: 'CXX', affectsCode: false, doc: 'C++ compiler for the CPU backend (default: c++, g++, clang++); looked for only when kiln compiles.' },
-  { name: 'KILN_CXXFLAGS', affectsCode: true, doc: 'Extra flags appended to the CPU backend compile.' },
+  // Keyed for CPU targets only: NVRTC never sees these flags, so CUDA bundles stay shared.
+  { name: 'KILN_CXXFLAGS', affectsCode: true, targetKind: 'cpu', keyedFor: 'CPU bundles', doc: 'Extra flags appended to the CPU backend compile.' },
   // Not code-relevant: tuned or not, a CUDA program computes the same; its bundle records the configurations it uses.
   { name: 'KILN_CUDA_TUNE', affectsCode: false, doc: 'When 0, a CUDA compile skips timing candidate kernel configurations on the GPU (heuristic choices).' },
   // Keyed for sm_90a targets only (keyInput), where it changes the matmul kernels; other bundles stay shared.
@@ -58,7 +65,10 @@ export function envFlag(name: EnvName, env: NodeJS.ProcessEnv = process.env): bo
   return v === '1' || v === 'true' || v === 'yes';
 }
 
-/** The code-relevant variables and their values, in a fixed order, for the bundle key. */
-export function codeRelevantEnv(env: NodeJS.ProcessEnv = process.env): [string, string][] {
-  return vars.filter((v) => v.affectsCode).map((v) => [v.name, env[v.name] ?? '']);
+/**
+ * The code-relevant variables for a bundle of `kind` and their values, in a fixed order, for
+ * the bundle key (a variable of another target kind is left out: it cannot change this code).
+ */
+export function codeRelevantEnv(kind: 'cpu' | 'cuda', env: NodeJS.ProcessEnv = process.env): [string, string][] {
+  return (vars as readonly EnvVar[]).filter((v) => v.affectsCode && (v.targetKind === undefined || v.targetKind === kind)).map((v) => [v.name, env[v.name] ?? '']);
 }
