@@ -61,6 +61,19 @@ describe('kiln.compile options', () => {
     expect(e).toMatchObject({ code: 'KILN_NO_CUDA_DEVICE', message: expect.stringMatching(/^device: 'cuda' needs (the NVIDIA driver|a GPU|kiln's native addon).*Use device: 'cpu' \(or 'auto'\).*kiln doctor/) });
     expect(counters()).toEqual(before); // nothing traced or compiled
   });
+
+  (gpu ? it.skip : it)("KILN_DEVICE=cuda without a GPU is the same CudaError KILN_NO_CUDA_DEVICE as device: 'cuda'", async () => {
+    process.env.KILN_DEVICE = 'cuda';
+    try {
+      const before = counters();
+      const e = await failure(compile(double, { cache: 'off' })(x));
+      expect(e).toBeInstanceOf(kiln.CudaError);
+      expect(e).toMatchObject({ code: 'KILN_NO_CUDA_DEVICE', message: expect.stringMatching(/^KILN_DEVICE=cuda but (no CUDA driver|the CUDA driver reports no GPU).*Unset KILN_DEVICE.*kiln doctor/) });
+      expect(counters()).toEqual(before);
+    } finally {
+      delete process.env.KILN_DEVICE;
+    }
+  });
 });
 
 describe('compiling is refused when it must not happen', () => {

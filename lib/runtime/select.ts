@@ -8,7 +8,7 @@
  * `KILN_DEVICE=cuda`, like an explicit `device: 'cuda'`, needs only the GPU: bundles load,
  * and a call that must compile says it needs NVRTC.
  */
-import { ArgumentError, KilnError } from '../util/errors';
+import { ArgumentError, CudaError, KilnError } from '../util/errors';
 import { readEnv } from '../util/env';
 
 export type Backend = 'cpu' | 'cuda';
@@ -19,7 +19,8 @@ export interface BackendFacts {
   cxx: { available: true; path: string } | { available: false; reason: string };
 }
 
-export type Choice = { backend: Backend; reason: string } | { backend: null; reason: string };
+/** The backend to use and why; none, when nothing usable (`wanted`: the one KILN_DEVICE forced, which is missing). */
+export type Choice = { backend: Backend; reason: string } | { backend: null; reason: string; wanted?: Backend };
 
 /** Picks the backend for `device: 'auto'` (or `KILN_DEVICE` when set). */
 export function chooseBackend(facts: BackendFacts, env: NodeJS.ProcessEnv = process.env): Choice {
@@ -34,7 +35,7 @@ export function chooseBackend(facts: BackendFacts, env: NodeJS.ProcessEnv = proc
     if (facts.driver.available && facts.driver.devices.length > 0 && !facts.nvrtc.available) {
       return { backend: 'cuda', reason: `KILN_DEVICE=cuda: ${facts.driver.devices[0].name} runs CUDA bundles, but NVRTC was not found (${facts.nvrtc.reason})` };
     }
-    return { backend: null, reason: `KILN_DEVICE=cuda but ${cuda}` };
+    return { backend: null, reason: `KILN_DEVICE=cuda but ${cuda}`, wanted: 'cuda' };
   }
   if (forced === 'cpu') return cpu ? { backend: null, reason: `KILN_DEVICE=cpu but ${cpu}` } : { backend: 'cpu', reason: 'KILN_DEVICE=cpu' };
   if (!cuda && facts.driver.available) {
@@ -51,8 +52,14 @@ function cudaProblem(facts: BackendFacts): string | undefined {
   return undefined;
 }
 
-/** Throws a typed error when no backend is usable. */
+/**
+ * Throws a typed error when no backend is usable. KILN_DEVICE=cuda without a GPU is what
+ * `device: 'cuda'` gives there: CudaError KILN_NO_CUDA_DEVICE.
+ */
 export function requireBackend(choice: Choice): Backend {
-  if (choice.backend === null) throw new KilnError('KILN_NO_BACKEND', `${choice.reason}. Run \`npx kiln doctor\` for details.`);
-  return choice.backend;
+  if (choice.backend !== null) return choice.backend;
+  if (choice.wanted === 'cuda') {
+    throw new CudaError('KILN_NO_CUDA_DEVICE', `${choice.reason}. Unset KILN_DEVICE (or set it to cpu or auto); \`npx kiln doctor\` shows what kiln finds.`);
+  }
+  throw new KilnError('KILN_NO_BACKEND', `${choice.reason}. Run \`npx kiln doctor\` for details.`);
 }
