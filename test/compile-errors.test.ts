@@ -76,6 +76,33 @@ describe('kiln.compile options', () => {
   });
 });
 
+describe('a compiled function called inside a function being traced', () => {
+  it('throws KILN_NESTED_COMPILE into the trace, so the outer call rejects with it and nothing is left unhandled', async () => {
+    const inner = compile(double, { cache: 'off' });
+    const outer = compile(
+      (t: kiln.Tensor) => {
+        void inner(t); // not awaited, as a traced function never awaits: the error must not hide in this Promise
+        return t.mul(3);
+      },
+      { name: 'outer', cache: 'off' },
+    );
+    const unhandled: unknown[] = [];
+    const onUnhandled = (r: unknown): void => void unhandled.push(r);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const before = counters();
+      const e = await failure(outer(x));
+      expect(e).toBeInstanceOf(kiln.TraceError);
+      expect(e).toMatchObject({ code: 'KILN_NESTED_COMPILE', message: expect.stringMatching(/^double: a compiled function cannot be called inside another function being traced/) });
+      expect(counters().compiles).toBe(before.compiles);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
+
 describe('compiling is refused when it must not happen', () => {
   it('failOnRecompile: the first call throws KILN_RECOMPILE and nothing is traced or compiled', async () => {
     const before = counters();

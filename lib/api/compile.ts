@@ -25,7 +25,7 @@ import { compileCount, getProgram, releaseProgram, type ObtainedProgram, type Pr
 import { chooseBackend, requireBackend, type Backend, type BackendFacts, type Choice } from '../runtime/select';
 import { callSite } from '../tensor/site';
 import { ArgumentError, ShapeError } from '../util/errors';
-import { programInput, rawInput, tensorFromDevice, tensorFromRaw, traceGraph, type Tensor } from './tensors';
+import { programInput, rawInput, refuseTraced, tensorFromDevice, tensorFromRaw, traceGraph, type Tensor } from './tensors';
 
 /** Options of `kiln.compile`. */
 export interface CompileOptions {
@@ -365,7 +365,12 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
     else mine?.ready.then((r) => releaseProgram(r.got), () => undefined);
   };
 
-  const call = async (...args: unknown[]): Promise<R> => {
+  const call = (...args: unknown[]): Promise<R> => {
+    refuseTraced(name, args); // thrown into the trace that made the tensor, not left in a Promise nobody awaits
+    return callAsync(args);
+  };
+
+  const callAsync = async (args: unknown[]): Promise<R> => {
     if (disposed) throw new ArgumentError('KILN_DISPOSED', `${name}: this compiled function was disposed`);
     inflight++;
     try {

@@ -28,6 +28,20 @@ function inputImpl(fnName: string, x: unknown, index: number): EagerImpl {
 }
 
 /**
+ * Refuses, synchronously, a call of a compiled function inside another function being
+ * traced (an argument is a traced tensor): TraceError KILN_NESTED_COMPILE thrown into that
+ * trace fails it, so the outer compiled function's call rejects with it. Found only once
+ * the call is awaited, it would be a Promise the traced function never awaits.
+ */
+export function refuseTraced(fnName: string, args: readonly unknown[]): void {
+  for (const x of args) {
+    if (x instanceof Tensor && Tensor.unwrap(x).kind === 'traced') {
+      throw new TraceError('KILN_NESTED_COMPILE', `${fnName}: a compiled function cannot be called inside another function being traced; call the plain function instead`);
+    }
+  }
+}
+
+/**
  * Input `index` of a call as a raw (host) tensor; errors name the input. A tensor in GPU
  * memory is downloaded (once: the host copy is kept).
  */
