@@ -25,6 +25,7 @@ export {
   TraceError,
   FormatError,
   CacheError,
+  FileError,
 } from './util/errors';
 
 // Compilation.

@@ -206,7 +206,25 @@ describe('malformed files are FormatErrors naming the problem', () => {
       const path = join(dir, 'broken.safetensors');
       writeFileSync(path, file(ok, new Uint8Array(4)));
       await expect(kiln.loadSafetensors(path)).rejects.toThrow(new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not a valid safetensors file: .*beyond the end`));
-      await expect(kiln.loadSafetensors(join(dir, 'missing.safetensors'))).rejects.toThrow(/ENOENT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a file that cannot be read or written is a FileError naming the path, the reason and what to do', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-st-'));
+    try {
+      const missing = join(dir, 'missing.safetensors');
+      const read = await kiln.loadSafetensors(missing).catch((e: unknown) => e);
+      expect(read).toBeInstanceOf(kiln.FileError);
+      expect(read).toBeInstanceOf(kiln.KilnError);
+      expect(read).toMatchObject({ code: 'KILN_FILE_READ', systemCode: 'ENOENT', path: missing, message: `cannot read ${missing}: no such file (ENOENT); check the path (a relative one is resolved against ${process.cwd()})` });
+      expect((read as Error).cause).toMatchObject({ code: 'ENOENT' });
+      await expect(kiln.loadSafetensors(dir)).rejects.toMatchObject({ name: 'FileError', code: 'KILN_FILE_READ', systemCode: 'EISDIR' });
+      const nowhere = join(dir, 'no-such-dir', 'w.safetensors');
+      const write = await kiln.saveSafetensors(nowhere, { a: kiln.tensor([1], [1]) }).catch((e: unknown) => e);
+      expect(write).toBeInstanceOf(kiln.FileError);
+      expect(write).toMatchObject({ code: 'KILN_FILE_WRITE', systemCode: 'ENOENT', path: nowhere, message: expect.stringMatching(/^cannot write .*w\.safetensors: its directory does not exist \(ENOENT\); write to a directory that exists/) });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

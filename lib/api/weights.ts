@@ -42,7 +42,8 @@ function toEntries(tensors: Readonly<Record<string, Tensor>> | ReadonlyMap<strin
 
 /**
  * Reads a `.safetensors` file into eager CPU tensors (float32, float16, bfloat16, int32,
- * bool). A malformed file is a FormatError naming the file and the problem.
+ * bool). A malformed file is a FormatError naming the file and the problem; one that cannot
+ * be read is FileError KILN_FILE_READ (`systemCode`: `ENOENT`, `EACCES`, ...).
  */
 export async function loadSafetensors(path: string): Promise<Safetensors> {
   if (typeof path !== 'string' || path === '') throw new ArgumentError('KILN_BAD_ARGUMENT', 'loadSafetensors: path must be a non-empty string');
@@ -51,7 +52,8 @@ export async function loadSafetensors(path: string): Promise<Safetensors> {
 
 /**
  * Writes tensors (and optional string metadata) to a `.safetensors` file, atomically
- * (a temporary file renamed into place).
+ * (a temporary file renamed into place). One that cannot be written is FileError
+ * KILN_FILE_WRITE (`systemCode`: `ENOENT`, `EACCES`, ...).
  */
 export async function saveSafetensors(path: string, tensors: Readonly<Record<string, Tensor>> | ReadonlyMap<string, Tensor>, metadata?: Readonly<Record<string, string>>): Promise<void> {
   if (typeof path !== 'string' || path === '') throw new ArgumentError('KILN_BAD_ARGUMENT', 'saveSafetensors: path must be a non-empty string');

@@ -24,7 +24,7 @@ import { promises as fsp } from 'node:fs'; // fs.promises loads on first use, no
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ITEMSIZE, type DType, type Storage } from '../ir/dtype';
-import { ArgumentError, FormatError } from '../util/errors';
+import { ArgumentError, FileError, FormatError } from '../util/errors';
 
 /** One tensor of a safetensors file: dtype, shape and its elements in kiln's storage type. */
 export interface SafetensorsEntry {
@@ -167,9 +167,35 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors data'
   return { tensors, metadata: { ...metadata } };
 }
 
-/** Reads and decodes a safetensors file; errors name the path. */
+/** Reads and decodes a safetensors file; errors name the path (FileError KILN_FILE_READ when it cannot be read). */
 export async function readSafetensorsFile(path: string): Promise<SafetensorsContents> {
-  return decodeSafetensors(await fsp.readFile(path), path);
+  let bytes: Buffer;
+  try {
+    bytes = await fsp.readFile(path);
+  } catch (e) {
+    throw fileError('read', path, e);
+  }
+  return decodeSafetensors(bytes, path);
+}
+
+// What each common system error means for the file, and what to do.
+const FILE_REASONS: Readonly<Record<string, { read: string; write: string }>> = {
+  ENOENT: { read: 'no such file', write: 'its directory does not exist' },
+  EACCES: { read: 'permission denied', write: 'permission denied' },
+  EPERM: { read: 'permission denied', write: 'permission denied' },
+  EISDIR: { read: 'it is a directory', write: 'it is a directory' },
+  ENOTDIR: { read: 'a component of the path is not a directory', write: 'a component of the path is not a directory' },
+  ENOSPC: { read: 'no space left on the device', write: 'no space left on the device' },
+  EROFS: { read: 'read-only file system', write: 'the file system is read-only' },
+};
+
+/** A file system failure as FileError KILN_FILE_READ / KILN_FILE_WRITE naming the path, the reason and what to do. */
+function fileError(op: 'read' | 'write', path: string, e: unknown): FileError {
+  const sys = (e as { code?: unknown } | null)?.code;
+  const code = typeof sys === 'string' ? sys : undefined;
+  const reason = (code && FILE_REASONS[code]?.[op]) ?? (e instanceof Error ? e.message : String(e));
+  const todo = op === 'read' ? `check the path (a relative one is resolved against ${process.cwd()})` : 'write to a directory that exists and that this user may write';
+  return new FileError(op === 'read' ? 'KILN_FILE_READ' : 'KILN_FILE_WRITE', `cannot ${op} ${path}: ${reason}${code ? ` (${code})` : ''}; ${todo}`, path, e);
 }
 
 function isCount(x: unknown): x is number {
@@ -307,6 +333,6 @@ export async function writeSafetensorsFile(path: string, tensors: Parameters<typ
     await fsp.rename(tmp, path);
   } catch (e) {
     await fsp.rm(tmp, { force: true });
-    throw e;
+    throw fileError('write', path, e);
   }
 }

@@ -63,3 +63,19 @@ export class FormatError extends KilnError {}
 
 /** A bundle or cache problem (missing in force-load mode, failed guard, lock trouble). */
 export class CacheError extends KilnError {}
+
+/**
+ * A file kiln was asked to read or write (a weights file) could not be: `KILN_FILE_READ` or
+ * `KILN_FILE_WRITE`. `systemCode` is the operating system's reason as Node names it
+ * (`ENOENT`, `EACCES`, `EISDIR`, ...), `path` the file, `cause` the original error.
+ */
+export class FileError extends KilnError {
+  readonly path: string;
+  readonly systemCode?: string;
+  constructor(code: string, message: string, path: string, cause?: unknown) {
+    super(code, message, cause === undefined ? undefined : { cause });
+    this.path = path;
+    const sys = (cause as { code?: unknown } | undefined)?.code;
+    if (typeof sys === 'string') this.systemCode = sys;
+  }
+}
