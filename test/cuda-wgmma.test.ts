@@ -165,6 +165,42 @@ describe('wgmma kernels', () => {
     }
   });
 
+  it('zero-fills edge tiles: the loaders of a 200×136×72 matmul copy exactly the chunks inside A and B', () => {
+    const [M, N, K, bm, bn] = [200, 136, 72, 128, 128];
+    for (const bLayout of ['n', 'k'] as const) {
+      const g = trace((x: T, w: T) => x.matmul(bLayout === 'k' ? w.transpose(0, 1) : w), [spec('float16', M, K), bLayout === 'k' ? spec('float16', N, K) : spec('float16', K, N)]);
+      const p = lower(g);
+      const src = renderCuda(p, SM90A, chooseConfigs(p, SM90A, { [p.kernels[0].name]: wg(bm, bn, 4) }));
+      expect(src).toContain('const int KT = (K + 63) / 64;');
+      // Each loader: its index line, its predicate and its copy, as JS (C's int division truncates).
+      const js = (e: string) => e.replace(/\(int(64_t)?\)/g, '').replace(/(\w+|\([^()]*\)) \/ (\d+)/g, 'Math.trunc($1 / $2)');
+      const loaders = [...src.matchAll(/const int (\w+) = ([^,\n]+), ch = ([^;\n]+);\n\s*const bool ok = ([^;]+);\n\s*kiln_cp_async16\([^\n]*?, ([AB]) \+ \(ok \? ([^:]+) : 0\), ok\);/g)];
+      expect(loaders.map((m) => m[5])).toEqual(['A', 'B']);
+      for (const [, v, vExpr, chExpr, okExpr, operand, at] of loaders) {
+        const f = new Function('c', 'm0', 'n0', 'k0', 'M', 'N', 'K', `const ${v} = ${js(vExpr)}, ch = ${js(chExpr)}; return [${js(okExpr)}, ${js(at)}];`) as (...a: number[]) => [boolean, number];
+        const count = operand === 'A' ? bm * 8 : bLayout === 'k' ? bn * 8 : 64 * (bn / 8);
+        for (const [m0, n0, k0] of [[0, 0, 0], [128, 128, 64], [128, 0, 0], [0, 128, 64]]) {
+          const want = new Set<number>();
+          if (operand === 'A') for (let m = m0; m < Math.min(m0 + bm, M); m++) for (let kk = k0; kk < Math.min(k0 + 64, K); kk += 8) want.add(m * K + kk);
+          else if (bLayout === 'n') for (let kk = k0; kk < Math.min(k0 + 64, K); kk++) for (let n = n0; n < Math.min(n0 + bn, N); n += 8) want.add(kk * N + n);
+          else for (let n = n0; n < Math.min(n0 + bn, N); n++) for (let kk = k0; kk < Math.min(k0 + 64, K); kk += 8) want.add(n * K + kk);
+          const got: number[] = [];
+          for (let c = 0; c < count; c++) {
+            const [ok, off] = f(c, m0, n0, k0, M, N, K);
+            if (ok) got.push(off);
+          }
+          expect(got.length).toBe(want.size); // no chunk twice
+          expect(new Set(got)).toEqual(want);
+        }
+      }
+    }
+    // A size the tiles divide renders no test at all (the kernel measured on hardware).
+    const exact = lower(xw);
+    const plain = renderCuda(exact, SM90A, chooseConfigs(exact, SM90A, { [exact.kernels[0].name]: wg(128, 256, 4) }));
+    expect(plain).not.toContain('const bool ok');
+    expect(plain).toContain('const int KT = K / 64;');
+  });
+
   it('is the default and the first candidates on sm_90a where it runs, and nowhere else', () => {
     const isWg = (c: GpuConfig) => c.kind === 'matmul' && c.variant === 'wgmma';
     const k = lower(xw).kernels[0]; // 256×512×512: 2×2 tiles of 128×256 cannot fill 132 SMs
@@ -173,10 +209,12 @@ describe('wgmma kernels', () => {
     expect(candidateConfigs(k, SM90A).filter((c) => !isWg(c)).length).toBeGreaterThan(2); // mma tiles too: the tuner decides
     const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];
     expect(defaultConfig(big, { ...SM90A, smCount: 132 })).toEqual(wg(128, 256, 4));
-    // Not on sm_90, not with KILN_CUDA_WGMMA=0 (facts.wgmma false), not for shapes it refuses or a broadcast batch.
+    // Not on sm_90, not with KILN_CUDA_WGMMA=0 (facts.wgmma false), not over a broadcast batch.
     for (const facts of [{ arch: 90 }, { ...SM90A, wgmma: false }]) expect(candidateConfigs(k, facts).some(isWg)).toBe(false);
+    // 80 rows: less than a tile row, so not the default; an edge tile the tuner may time.
     const odd = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 80, 512), spec('float16', 512, 512)])).kernels[0];
-    expect(candidateConfigs(odd, SM90A).some(isWg)).toBe(false);
+    expect(isWg(defaultConfig(odd, SM90A))).toBe(false);
+    expect(candidateConfigs(odd, SM90A).some(isWg)).toBe(true);
     // x[4, 256, 512] @ w[512, 512] folds into one 1024-row GEMM (kernel.ts, collapse): wgmma's.
     const linear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
     expect(linear.domain).toEqual([1024, 512]);
@@ -198,15 +236,24 @@ describe('wgmma kernels', () => {
     expect(wgmmaProblem(k, wg(128, 256, 4), { ...SM90A, wgmma: false })).toMatch(/KILN_CUDA_WGMMA=0/); // explicit entries too
     expect(configFits(k, wg(128, 256, 4), { ...SM90A, wgmma: false })).toBe(false);
     expect(wgmmaProblem(k, wg(128, 256, 5), SM90A)).toMatch(/shared memory/);
-    const oddProgram = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 96), spec('float16', 96, 512)]));
+    // K = 100 is not a whole number of 16-byte chunks: A's layout is not K-chunked.
+    const oddProgram = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 100), spec('float16', 100, 512)]));
     const odd = oddProgram.kernels[0];
-    expect(wgmmaProblem(odd, wg(128, 256, 4), SM90A)).toMatch(/K % 64/);
+    expect(wgmmaProblem(odd, wg(128, 256, 4), SM90A)).toMatch(/A with K contiguous/);
     const f32 = lower(trace((x: T, w: T) => x.matmul(w), [spec('float32', 256, 64), spec('float32', 64, 256)])).kernels[0];
     expect(wgmmaProblem(f32, wg(128, 128, 4), SM90A)).toMatch(/float16 or bfloat16/);
     const aT = lower(trace((x: T, w: T) => x.transpose(0, 1).matmul(w), [spec('float16', 64, 256), spec('float16', 64, 256)])).kernels[0];
     expect(wgmmaProblem(aT, wg(128, 256, 4), SM90A)).toMatch(/A with K contiguous/);
+    // Edge tiles run: a dynamic M, and M, N, K that the tiles do not divide.
     const dyn = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 64), spec('float16', 64, 256)], { dynamic: { 0: [0] } })).kernels[0];
-    expect(wgmmaProblem(dyn, wg(128, 256, 4), SM90A)).toMatch(/static/);
+    expect(wgmmaProblem(dyn, wg(128, 256, 4), SM90A)).toBeUndefined();
+    expect(defaultConfig(dyn, SM90A)).toMatchObject({ variant: 'wgmma' }); // guessed at 256 rows
+    const ragged = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 200, 72), spec('float16', 72, 136)])).kernels[0];
+    expect(wgmmaProblem(ragged, wg(128, 256, 4), SM90A)).toBeUndefined();
+    // Fewer rows than one tile keep the mma kernel by default (split-K where it pays); the tuner may still try wgmma.
+    const short = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 64, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    expect(defaultConfig(short, SM90A)).toMatchObject({ variant: 'mma' });
+    expect(candidateConfigs(short, SM90A).some((c) => c.kind === 'matmul' && c.variant === 'wgmma')).toBe(true);
     expect(() => chooseConfigs(oddProgram, SM90A, { [odd.name]: wg(128, 256, 4) })).toThrow(expect.objectContaining({ code: 'KILN_BAD_TUNING' }) as Error);
   });
 

@@ -24,7 +24,7 @@
  * against the PTX ISA's canonical layouts, since it cannot run without a GPU.
  */
 import { ITEMSIZE } from '../ir';
-import { matmulDType, mmaLayout, matmulThreads, wgmmaStageBytes, WGMMA_BK, type WgmmaConfig } from '../passes/gpu';
+import { divisible, matmulDType, mmaLayout, matmulThreads, wgmmaStageBytes, WGMMA_BK, type WgmmaConfig } from '../passes/gpu';
 import { indent, unroll, type CudaExprs } from './cuda-exprs';
 import { prologue, stagedEpilogue } from './cuda-matmul';
 
@@ -124,15 +124,28 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
     ...indent(body),
     '}',
   ];
+  // Edge tiles (M, N or K not a multiple of the tile): chunks past the end are zero-filled
+  // (cp.async with source size 0, from the operand's first element). A size the tiles divide
+  // exactly gets no test at all.
+  const r = k.domain.length;
+  const edge = { m: !divisible(k.domain[r - 2], c.bm), n: !divisible(k.domain[r - 1], c.bn), k: !divisible(k.matmul!.k, WGMMA_BK) };
+  const copy = (dst: string, operand: string, at: string, tests: string[]): string[] =>
+    tests.length === 0
+      ? [`kiln_cp_async16(${dst}, ${operand} + ${at}, true);`]
+      : [`const bool ok = ${tests.join(' && ')};`, `kiln_cp_async16(${dst}, ${operand} + (ok ? ${at} : 0), ok);`];
+  const within = (cond: boolean, test: string): string[] => (cond ? [test] : []);
   const loadB =
     bl === 'k'
       ? copies(c.bn * 8, [
           'const int row = c / 8, ch = c % 8;',
-          `kiln_cp_async16(b + row * 128 + ((ch ^ (row % 8)) * 16), B + (${it})(n0 + row) * ${sBn} + k0 + ch * 8, true);`,
+          ...copy('b + row * 128 + ((ch ^ (row % 8)) * 16)', 'B', `(${it})(n0 + row) * ${sBn} + k0 + ch * 8`, [...within(edge.n, 'n0 + row < N'), ...within(edge.k, 'k0 + ch * 8 < K')]),
         ])
       : copies(WGMMA_BK * (c.bn / 8), [
           `const int kr = c / ${c.bn / 8}, ch = c % ${c.bn / 8};`,
-          `kiln_cp_async16(b + (ch / 8) * ${MN_BLOCK} + kr * 128 + (((ch % 8) ^ (kr % 8)) * 16), B + (${it})(k0 + kr) * ${sBk} + n0 + ch * 8, true);`,
+          ...copy(`b + (ch / 8) * ${MN_BLOCK} + kr * 128 + (((ch % 8) ^ (kr % 8)) * 16)`, 'B', `(${it})(k0 + kr) * ${sBk} + n0 + ch * 8`, [
+            ...within(edge.k, 'k0 + kr < K'),
+            ...within(edge.n, 'n0 + ch * 8 < N'),
+          ]),
         ]);
   const descs = [0, 1, 2, 3].map((kk) => wgmmaDescs(0, kk, bl));
   const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(', ');
@@ -159,12 +172,12 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
     ...indent(
       copies(c.bm * 8, [
         'const int row = c / 8, ch = c % 8;',
-        `kiln_cp_async16(a + row * 128 + ((ch ^ (row % 8)) * 16), A + (${it})(m0 + row) * ${sAm} + k0 + ch * 8, true);`,
+        ...copy('a + row * 128 + ((ch ^ (row % 8)) * 16)', 'A', `(${it})(m0 + row) * ${sAm} + k0 + ch * 8`, [...within(edge.m, 'm0 + row < M'), ...within(edge.k, 'k0 + ch * 8 < K')]),
       ]),
     ),
     ...indent(loadB),
     '};',
-    `const ${it} KT = K / ${WGMMA_BK};`,
+    `const ${it} KT = ${edge.k ? `(K + ${WGMMA_BK - 1}) / ${WGMMA_BK}` : `K / ${WGMMA_BK}`};`,
     unroll,
     `for (int s = 0; s < ${P}; s++) {`,
     `  if (s < KT) load(s, (${it})s * ${WGMMA_BK});`,

@@ -427,8 +427,9 @@ function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
   const sms = facts.smCount ?? 132;
   const dt = matmulDType(k);
   if (dt === 'int32') return { kind: 'matmul', variant: 'int', bm: 16, bn: 16 };
-  // wgmma on sm_90a: the largest tile that still gives every SM a block, else 128×128.
-  const wg = wgmmaConfigs(k, facts);
+  // wgmma on sm_90a, where there is at least one full tile row: the largest tile that still
+  // gives every SM a block, else 128×128. Fewer rows keep the mma kernel (and split-K).
+  const wg = wgmmaConfigs(k, facts).filter((c) => guess(k.domain[k.domain.length - 2]) >= c.bm);
   if (wg.length) return wg.find((c) => ctas(k, c.bm, c.bn) >= sms) ?? wg[wg.length - 1];
   if (dt === 'float32' && tf32Enabled(facts)) return tf32Config(k, TF32_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? TF32_TILES[TF32_TILES.length - 1]);
   if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };
@@ -596,8 +597,9 @@ export function wgmmaStageBytes(c: WgmmaConfig): number {
 
 /**
  * Why the wgmma variant cannot run kernel `k` with `c` under `facts`, or undefined when it
- * can: an sm_90a target, f16/bf16 operands with A's K contiguous and B's N or K contiguous,
- * static M, N, K with M % bm, N % bn and K % 64 all zero, and a ring that fits in shared memory.
+ * can: an sm_90a target, f16/bf16 operands with A's K contiguous and B's N or K contiguous
+ * (in 16-byte chunks, so K, and N for an N-contiguous B, are multiples of 8), and a ring that
+ * fits in shared memory. Any M (dynamic too), N and K: edge tiles are zero-filled.
  */
 export function wgmmaProblem(k: Kernel, c: WgmmaConfig, facts: GpuFacts): string | undefined {
   if (k.kind !== 'matmul' || !k.matmul) return 'not a matmul kernel';
@@ -611,10 +613,6 @@ export function wgmmaProblem(k: Kernel, c: WgmmaConfig, facts: GpuFacts): string
   const l = mmaLayout(k);
   if (l.a !== 'k') return `needs A with K contiguous and 16-byte aligned rows (A's layout is '${l.a}')`;
   if (l.b === 'scalar') return "needs B with N or K contiguous and 16-byte aligned rows (B's layout is 'scalar')";
-  const r = k.domain.length;
-  const [M, N, K] = [k.domain[r - 2], k.domain[r - 1], k.matmul.k];
-  if (!isStatic(M) || !isStatic(N) || !isStatic(K)) return 'needs static M, N and K';
-  if (M % c.bm || N % c.bn || K % WGMMA_BK) return `needs M % ${c.bm}, N % ${c.bn} and K % ${WGMMA_BK} to be 0 (M=${M}, N=${N}, K=${K})`;
   const bytes = matmulSharedBytes(k, c);
   if (bytes > MAX_BLOCK_SHARED) return `needs ${bytes} bytes of shared memory (at most ${MAX_BLOCK_SHARED}): fewer stages`;
   return undefined;
