@@ -127,6 +127,9 @@ test('prune evicts least-recently-used past --max-bytes and by --older-than; shi
   expect(listBundles({ cacheDir: dir, bundlePath: [] }).map((b) => b.key)).toEqual([s[2].key]);
   expect(listBundles({ cacheDir: shipped, bundlePath: [] })).toHaveLength(1);
   expect(await cacheCommand(['prune', '--older-than', 'soon', '--cache-dir', dir])).toBe(2);
+  err = [];
+  expect(await cacheCommand(['prune', '--max-bytes', 'abc', '--cache-dir', dir])).toBe(2); // a usage error, as the one above
+  expect(err.join('\n')).toMatch(/^kiln cache: --max-bytes needs a byte count \(e\.g\. 2G, 500M, 1048576; 0: every unlocked bundle\), not 'abc'\n\nkiln cache <ls\|show/);
   expect(await cacheCommand(['prune', '--max-bytes', '0', '--cache-dir', dir])).toBe(0); // a cap of 0 empties it
   expect(listBundles({ cacheDir: dir, bundlePath: [] })).toHaveLength(0);
   expect(listBundles({ cacheDir: shipped, bundlePath: [] })).toHaveLength(1);

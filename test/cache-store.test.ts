@@ -337,6 +337,12 @@ describe('eviction', () => {
     expect(parseBytes('100MiB')).toBe(100 * 2 ** 20);
     expect(() => parseBytes('lots')).toThrow(ArgumentError);
   });
+
+  test('a bad KILN_CACHE_MAX_BYTES is KILN_BAD_ENV, as for every other variable', () => {
+    expect(() => openCache({ cacheDir: fresh(), env: { KILN_CACHE_MAX_BYTES: 'abc' } })).toThrow(
+      expect.objectContaining({ name: 'ArgumentError', code: 'KILN_BAD_ENV', message: expect.stringMatching(/^KILN_CACHE_MAX_BYTES=abc is not a byte count; give bytes, e\.g\. 2G/) }),
+    );
+  });
 });
 
 describe('leftovers of crashed processes', () => {

@@ -54,10 +54,13 @@ export function resolveFailOnRecompile(option?: boolean, env: NodeJS.ProcessEnv 
   return option ?? envFlag('KILN_FAIL_ON_RECOMPILE', env);
 }
 
-/** Parses a byte count: `1048576`, `512K`, `100M`, `2G` (powers of 1024); `0` means no cap. */
+/**
+ * Parses a byte count: `1048576`, `512K`, `100M`, `2G` (powers of 1024); `0` means no cap.
+ * Anything else is ArgumentError KILN_BAD_ENV naming the variable `what`.
+ */
 export function parseBytes(text: string, what = 'KILN_CACHE_MAX_BYTES'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(text);
-  if (!m) throw new ArgumentError('KILN_BAD_OPTION', `${what} is ${JSON.stringify(text)}; give bytes, e.g. 2G, 500M or 1048576`);
+  if (!m) throw new ArgumentError('KILN_BAD_ENV', `${what}=${text} is not a byte count; give bytes, e.g. 2G, 500M or 1048576 (0: no cap)`);
   const scale = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Math.floor(Number(m[1]) * scale);
 }

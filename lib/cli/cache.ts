@@ -109,7 +109,7 @@ export async function cacheCommand(args: string[]): Promise<number> {
       case 'verify':
         return verify(open('read-only'), rest[0], json, !parsed.flags.has('--no-sources'));
       case 'prune':
-        return prune(open('auto'), parsed.flags, json);
+        return prune(() => open('auto'), parsed.flags, json);
       case 'clear':
         return clear(open('auto'), parsed.flags.has('--yes'));
       case undefined:
@@ -340,21 +340,33 @@ function verify(cache: Cache, prefix: string | undefined, json: boolean, checkSo
   return failed > 0 ? 1 : 0;
 }
 
-function prune(cache: Cache, flags: Map<string, string | true>, json: boolean): number {
-  if (cache.readOnly) {
-    console.error(`kiln cache: ${cache.cacheDir} is not writable; nothing pruned`);
-    return 1;
+/** `--max-bytes N`: a byte count, or a usage error. */
+function maxBytesFlag(text: string): number {
+  try {
+    return parseBytes(text);
+  } catch {
+    throw new UsageError(`--max-bytes needs a byte count (e.g. 2G, 500M, 1048576; 0: every unlocked bundle), not '${text}'`);
   }
+}
+
+function prune(open: () => Cache, flags: Map<string, string | true>, json: boolean): number {
   const maxFlag = flags.get('--max-bytes');
   const ageFlag = flags.get('--older-than');
-  // An explicit cap is taken as given (0 empties the cache of unlocked bundles); without flags, the cache's own cap (none when 0).
-  const maxBytes = typeof maxFlag === 'string' ? parseBytes(maxFlag, '--max-bytes') : ageFlag === undefined && cache.maxBytes > 0 ? cache.maxBytes : undefined;
+  // The flags first: a usage error whatever state the cache is in.
+  const capFlag = typeof maxFlag === 'string' ? maxBytesFlag(maxFlag) : undefined;
   let olderThanMs: number | undefined;
   if (typeof ageFlag === 'string') {
     const days = Number(ageFlag);
     if (!Number.isFinite(days) || days < 0) throw new UsageError(`--older-than needs a number of days, not '${ageFlag}'`);
     olderThanMs = days * 86_400_000;
   }
+  const cache = open();
+  if (cache.readOnly) {
+    console.error(`kiln cache: ${cache.cacheDir} is not writable; nothing pruned`);
+    return 1;
+  }
+  // An explicit cap is taken as given (0 empties the cache of unlocked bundles); without flags, the cache's own cap (none when 0).
+  const maxBytes = capFlag ?? (ageFlag === undefined && cache.maxBytes > 0 ? cache.maxBytes : undefined);
   const dryRun = flags.has('--dry-run');
   const r = evictBundles(cache, { ...(maxBytes !== undefined ? { maxBytes } : {}), ...(olderThanMs !== undefined ? { olderThanMs } : {}), dryRun });
   if (json) {
