@@ -219,6 +219,12 @@ describe('wgmma kernels', () => {
     const linear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
     expect(linear.domain).toEqual([1024, 512]);
     expect(defaultConfig(linear, SM90A)).toEqual(wg(128, 128, 6));
+    // 32 blocks of 128×128 on 132 SMs: the tuner also times one-warpgroup (64-row) tiles; a
+    // matmul that fills the GPU with 128-row tiles is not offered them.
+    const small = (kk: typeof k) => candidateConfigs(kk, { ...SM90A, smCount: 132 }).filter((c) => isWg(c) && c.bm === 64);
+    expect(small(linear)).toEqual([wg(64, 256, 4), wg(64, 128, 6)]);
+    expect(defaultConfig(linear, SM90A)).toMatchObject({ bm: 128 });
+    expect(small(big)).toEqual([]);
     // Rows read through a transpose do not fold: the batch stays, broadcast over w.
     const bcast = lower(trace((x: T, w: T) => x.transpose(0, 1).matmul(w), [spec('float16', 256, 4, 512), spec('float16', 512, 512)])).kernels[0];
     expect(bcast.domain).toEqual([4, 256, 512]);

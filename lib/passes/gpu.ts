@@ -404,11 +404,17 @@ function tf32Config(k: Kernel, tile: Omit<Tf32Config, 'stages'>, stages = 3): Tf
   return { ...tile, stages: l.a !== 'scalar' && l.b !== 'scalar' ? stages : 1 };
 }
 
-// wgmma tiles worth choosing, best first. 64-row tiles run too (an explicit tuning entry),
-// but are not offered until they are measured on more layouts.
+// wgmma tiles the heuristic chooses from, best first.
 const WGMMA_TILES: readonly WgmmaConfig[] = [
   { kind: 'matmul', variant: 'wgmma', bm: 128, bn: 256, stages: 4 },
   { kind: 'matmul', variant: 'wgmma', bm: 128, bn: 128, stages: 6 },
+];
+// One warpgroup per block: twice the blocks of a 128-row tile. Offered to the tuner (only)
+// where every 128-row tile leaves SMs idle (a [1024, 768] projection: 48 blocks on 132
+// SMs); checked on hardware by the GPU suite but timed on few shapes.
+const WGMMA_SMALL_TILES: readonly WgmmaConfig[] = [
+  { kind: 'matmul', variant: 'wgmma', bm: 64, bn: 256, stages: 4 },
+  { kind: 'matmul', variant: 'wgmma', bm: 64, bn: 128, stages: 6 },
 ];
 
 /**
@@ -416,11 +422,11 @@ const WGMMA_TILES: readonly WgmmaConfig[] = [
  * those it can run, except over a broadcast batch (an operand with a batch stride of 0), a
  * layout not yet measured on hardware.
  */
-function wgmmaConfigs(k: Kernel, facts: GpuFacts): WgmmaConfig[] {
+function wgmmaConfigs(k: Kernel, facts: GpuFacts, tiles = WGMMA_TILES): WgmmaConfig[] {
   if (!facts.archSpecific || facts.wgmma === false || k.kind !== 'matmul' || !k.matmul) return [];
   const r = k.domain.length;
   const broadcast = [k.matmul.a, k.matmul.b].some((o) => o.view[0].strides.slice(0, r - 2).some((st, d) => st === 0 && guess(k.domain[d]) > 1));
-  return broadcast ? [] : WGMMA_TILES.filter((c) => wgmmaProblem(k, c, facts) === undefined);
+  return broadcast ? [] : tiles.filter((c) => wgmmaProblem(k, c, facts) === undefined);
 }
 
 function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
@@ -519,7 +525,9 @@ function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
     return out;
   }
   if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
-  const out: MatmulConfig[] = [...wgmmaConfigs(k, facts), ...MMA_TILES.map((t) => mmaConfig(k, facts, t))];
+  const wg = wgmmaConfigs(k, facts);
+  const idle = wg.length > 0 && wg.every((c) => ctas(k, c.bm, c.bn) < (facts.smCount ?? 132));
+  const out: MatmulConfig[] = [...wg, ...MMA_TILES.map((t) => mmaConfig(k, facts, t)), ...(idle ? wgmmaConfigs(k, facts, WGMMA_SMALL_TILES) : [])];
   if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
   return [...out, ...splitCandidates(k, facts)];
 }
