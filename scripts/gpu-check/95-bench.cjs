@@ -129,7 +129,7 @@ module.exports = {
       const { tuning } = await tune.autotuneCuda(program, target, facts, { device: dev });
       const tuned = await k.engine.buildCuda(graph, target, { program, tuning, smCount: facts.smCount });
       const us = await run.timePlan(k, ctx, program.graph, tuned, values);
-      return { us, usDefault, build: tuned, graph };
+      return { us, usDefault, build: tuned, graph, values };
     };
 
     // 1. The yardstick: device-to-device copy.
@@ -279,6 +279,18 @@ module.exports = {
         ctx.metric('GPT block f16: kiln (graph replay, GPU time)', m.us / 1e3, 'ms', `${m.build.plan.steps.length} kernels; heuristic ${(m.usDefault / 1e3).toFixed(3)} ms`);
         ctx.metric('GPT block f16: kiln call, awaited', callUs / 1e3, 'ms');
         torchJob.gpt = { weights, kiln_out: path.join(dir, 'kiln-out.bin'), shapes, B, T, C, H };
+        // Where the block's time goes: each kernel alone, 50 back to back in one graph (a
+        // failure here costs only these figures).
+        try {
+          const cfgOf = (name) => m.build.tuning[name] ?? m.build.tuning[name.replace(/__part$/, '')];
+          for (const [i, st] of m.build.plan.steps.entries()) {
+            const stepUs = await run.timePlan(k, ctx, m.build.program.graph, m.build, m.values, { only: [i], reps: 50, inputs });
+            const c = cfgOf(st.kernel);
+            ctx.metric(`GPT block f16: step ${i} ${st.kernel}`, stepUs, 'us', c ? `${c.variant ?? c.kind} ${c.bm ? `${c.bm}x${c.bn}` : c.block ?? ''}${c.split ? ` split ${c.split}` : ''}` : '');
+          }
+        } catch (e) {
+          ctx.metric('GPT block f16: per-step times failed', NaN, '', e.message.split('\n')[0]);
+        }
         return `${(m.us / 1e3).toFixed(3)} ms per block (${m.build.plan.steps.length} kernels), ${(callUs / 1e3).toFixed(3)} ms per awaited call`;
       } finally {
         program.cuda.program.dispose();

@@ -132,14 +132,17 @@ async function runPlan(k, ctx, graph, b, inputs) {
  * a CUDA graph; returns microseconds per plan execution (best of `rounds`). Inputs are zeros
  * unless `inputs` (host storage per graph input) is given.
  */
-async function timePlan(k, ctx, graph, b, values, { reps = 20, rounds = 5, inputs = null } = {}) {
+async function timePlan(k, ctx, graph, b, values, { reps = 20, rounds = 5, inputs = null, only = null } = {}) {
   const dev = ctx.device.index;
   const plan = b.plan;
   const module = new k.drv.CudaModule(b.image, dev);
   const { bufs, ptrs } = await planBuffers(k, graph, plan, values, inputs, dev);
-  const one = plan.steps.map((s) => ({ kernel: s.kernel, buffers: s.buffers, block: s.block, sharedBytes: s.sharedBytes || 0 }));
+  // `only`: the indices of the steps to time (default all), e.g. one kernel of a program.
+  const picked = only ?? plan.steps.map((_, i) => i);
+  const one = picked.map((i) => plan.steps[i]).map((s) => ({ kernel: s.kernel, buffers: s.buffers, block: s.block, sharedBytes: s.sharedBytes || 0 }));
   const steps = Array.from({ length: reps }, () => one).flat();
-  const grid1 = gridsOf(k, plan, values);
+  const gridAll = gridsOf(k, plan, values);
+  const grid1 = picked.flatMap((i) => [...gridAll.subarray(3 * i, 3 * i + 3)]);
   const grids = new Uint32Array(grid1.length * reps);
   for (let r = 0; r < reps; r++) grids.set(grid1, r * grid1.length);
   const ex = new k.drv.PlanExecutor(module, { numBuffers: plan.buffers.length, numSymbols: plan.symbols.length, steps });
