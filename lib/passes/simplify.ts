@@ -85,9 +85,18 @@ const X = { name: 'x' };
 const narrowToWide = (inner: Node, outer: Node): boolean =>
   (inner.src[0].dtype === 'float16' || inner.src[0].dtype === 'bfloat16') && inner.dtype === 'float32' && outer.dtype === inner.src[0].dtype;
 
-/** Algebraic identities that hold bit-for-bit (NaN and inf included; -0 + 0 aside). */
+/**
+ * The additive identity of ADD in the node's dtype: 0 for int32, but -0 for floats, as
+ * -0 + 0 is +0 (x + (-0) is x for every float, -0 and NaN included).
+ */
+const isAddIdentity = (n: Node): boolean => {
+  const v = scalarValue(n);
+  return v === 0 && (n.dtype === 'int32' || Object.is(v, -0));
+};
+
+/** Algebraic identities that hold bit-for-bit (NaN, inf and -0 included). */
 export const ALGEBRA_RULES: readonly Rule[] = [
-  { name: 'x+0', pattern: { op: 'ADD', commutative: true, src: [X, { where: isConst(0) }] }, rewrite: (m) => m.x },
+  { name: 'x+0', pattern: { op: 'ADD', commutative: true, src: [X, { where: isAddIdentity }] }, rewrite: (m) => m.x },
   { name: 'x-0', pattern: { op: 'SUB', src: [X, { where: isConst(0) }] }, rewrite: (m) => m.x },
   { name: 'x*1', pattern: { op: 'MUL', commutative: true, src: [X, { where: isConst(1) }] }, rewrite: (m) => m.x },
   { name: 'x/1', pattern: { op: 'DIV', src: [X, { where: isConst(1) }] }, rewrite: (m) => m.x },
