@@ -4,7 +4,7 @@
  * computing, so both report identical ShapeErrors. Messages name the primitive and the
  * shapes; the tensor front end prefixes the public op name and the user's call site.
  */
-import { ShapeError } from '../util/errors';
+import { ArgumentError, ShapeError } from '../util/errors';
 import { isDType, isFloat, type DType } from './dtype';
 import { ARITY, type Op, type OpArgs } from './ops';
 import { dimAdd, dimDivExact, dimEq, dimProd, dimStr, dimSub, shapeEq, shapeStr, Sym, type Dim } from './sym';
@@ -27,6 +27,11 @@ type Rule<O extends Op> = (op: O, src: readonly TypeInfo[], arg: OpArgs[O], hint
 
 function fail(op: Op, msg: string, code = 'KILN_SHAPE_MISMATCH'): never {
   throw new ShapeError(code, `${op}: ${msg}`);
+}
+
+/** A malformed op arg (not an incompatible shape): an ArgumentError, as KILN_BAD_ARGUMENT is everywhere. */
+function argFail(op: Op, msg: string): never {
+  throw new ArgumentError('KILN_BAD_ARGUMENT', `${op}: ${msg}`);
 }
 
 function dtypeFail(op: Op, msg: string): never {
@@ -53,10 +58,10 @@ function needDType(op: Op, hint: Hint): DType {
 }
 
 function checkAxes(op: Op, axes: readonly number[], rank: number): void {
-  if (!Array.isArray(axes)) fail(op, 'axes must be an array', 'KILN_BAD_ARGUMENT');
+  if (!Array.isArray(axes)) argFail(op, 'axes must be an array');
   axes.forEach((a, i) => {
     if (!Number.isInteger(a) || a < 0 || a >= rank) fail(op, `axis ${a} out of range for rank ${rank}`, 'KILN_DIM_OUT_OF_RANGE');
-    if (i > 0 && a <= axes[i - 1]) fail(op, `axes ${JSON.stringify(axes)} must be sorted and unique`, 'KILN_BAD_ARGUMENT');
+    if (i > 0 && a <= axes[i - 1]) argFail(op, `axes ${JSON.stringify(axes)} must be sorted and unique`);
   });
 }
 
@@ -88,16 +93,16 @@ const reduce =
 
 const RULES: { readonly [O in Op]: Rule<O> } = {
   INPUT: (op, _src, arg, hint) => {
-    if (!Number.isSafeInteger(arg) || arg < 0) fail(op, `bad input index ${arg}`, 'KILN_BAD_ARGUMENT');
+    if (!Number.isSafeInteger(arg) || arg < 0) argFail(op, `bad input index ${arg}`);
     return { dtype: needDType(op, hint), shape: checkShape(op, hint.shape) };
   },
   CONST: (op, _src, arg, hint) => {
-    if (typeof arg !== 'number') fail(op, `value must be a number, got ${typeof arg}`, 'KILN_BAD_ARGUMENT');
+    if (typeof arg !== 'number') argFail(op, `value must be a number, got ${typeof arg}`);
     if (hint.shape !== undefined && hint.shape.length !== 0) fail(op, 'is a scalar; broadcast it with RESHAPE and EXPAND');
     return { dtype: needDType(op, hint), shape: [] };
   },
   TENSOR_CONST: (op, _src, arg, hint) => {
-    if (typeof arg !== 'string' || !/^[0-9a-f]{64}$/.test(arg)) fail(op, 'arg must be a sha256 hex key', 'KILN_BAD_ARGUMENT');
+    if (typeof arg !== 'string' || !/^[0-9a-f]{64}$/.test(arg)) argFail(op, 'arg must be a sha256 hex key');
     const shape = checkShape(op, hint.shape);
     if (!shape.every((d) => typeof d === 'number')) fail(op, 'constant shapes are static');
     return { dtype: needDType(op, hint), shape };
@@ -143,7 +148,7 @@ const RULES: { readonly [O in Op]: Rule<O> } = {
   PERMUTE: (op, [x], perm) => {
     const n = x.shape.length;
     const ok = Array.isArray(perm) && perm.length === n && [...perm].sort((a, b) => a - b).every((p, i) => p === i);
-    if (!ok) fail(op, `${JSON.stringify(perm)} is not a permutation of ${n} dims`, 'KILN_BAD_ARGUMENT');
+    if (!ok) argFail(op, `${JSON.stringify(perm)} is not a permutation of ${n} dims`);
     return { dtype: x.dtype, shape: perm.map((p) => x.shape[p]) };
   },
   EXPAND: (op, [x], shape) => {
@@ -153,27 +158,27 @@ const RULES: { readonly [O in Op]: Rule<O> } = {
     return { dtype: x.dtype, shape: out };
   },
   SHRINK: (op, [x], ranges) => {
-    if (!Array.isArray(ranges) || ranges.length !== x.shape.length) fail(op, `needs one range per dim of ${shapeStr(x.shape)}`, 'KILN_BAD_ARGUMENT');
+    if (!Array.isArray(ranges) || ranges.length !== x.shape.length) argFail(op, `needs one range per dim of ${shapeStr(x.shape)}`);
     const shape = ranges.map((r, i) => {
-      if (!Array.isArray(r) || r.length !== 3) return fail(op, 'each range is [start, end, step]', 'KILN_BAD_ARGUMENT');
+      if (!Array.isArray(r) || r.length !== 3) return argFail(op, 'each range is [start, end, step]');
       const [start, end, step] = [checkDim(op, r[0]), checkDim(op, r[1]), r[2]];
       const size = x.shape[i];
-      if (!Number.isSafeInteger(step) || step < 1) fail(op, `step ${step} must be a positive integer`, 'KILN_BAD_ARGUMENT');
+      if (!Number.isSafeInteger(step) || step < 1) argFail(op, `step ${step} must be a positive integer`);
       if (typeof start === 'number' && typeof end === 'number') {
         if (start > end || (typeof size === 'number' && end > size)) {
           fail(op, `range [${start}, ${end}) out of bounds for dim ${i} of ${shapeStr(x.shape)}`, 'KILN_DIM_OUT_OF_RANGE');
         }
         return Math.ceil((end - start) / step);
       }
-      if (step !== 1) fail(op, `a symbolic range [${dimStr(start)}, ${dimStr(end)}) needs step 1`, 'KILN_BAD_ARGUMENT');
+      if (step !== 1) argFail(op, `a symbolic range [${dimStr(start)}, ${dimStr(end)}) needs step 1`);
       return dimSub(end, start);
     });
     return { dtype: x.dtype, shape };
   },
   PAD: (op, [x], pads) => {
-    if (!Array.isArray(pads) || pads.length !== x.shape.length) fail(op, `needs one [before, after] per dim of ${shapeStr(x.shape)}`, 'KILN_BAD_ARGUMENT');
+    if (!Array.isArray(pads) || pads.length !== x.shape.length) argFail(op, `needs one [before, after] per dim of ${shapeStr(x.shape)}`);
     const shape = pads.map((p, i) => {
-      if (!Array.isArray(p) || p.length !== 2) return fail(op, 'each pad is [before, after]', 'KILN_BAD_ARGUMENT');
+      if (!Array.isArray(p) || p.length !== 2) return argFail(op, 'each pad is [before, after]');
       return dimAdd(dimAdd(checkDim(op, p[0]), x.shape[i]), checkDim(op, p[1]));
     });
     return { dtype: x.dtype, shape };
@@ -196,11 +201,11 @@ const RULES: { readonly [O in Op]: Rule<O> } = {
 
 /**
  * Result dtype and shape of `op` applied to sources of the given types, or a ShapeError
- * (codes KILN_SHAPE_MISMATCH, KILN_DTYPE, KILN_DIM_OUT_OF_RANGE, KILN_BAD_ARGUMENT,
- * KILN_BAD_DIM) saying why the op is invalid.
+ * (codes KILN_SHAPE_MISMATCH, KILN_DTYPE, KILN_DIM_OUT_OF_RANGE, KILN_BAD_DIM) saying why
+ * the op is invalid; a malformed arg or source count is an ArgumentError KILN_BAD_ARGUMENT.
  */
 export function inferOp<O extends Op>(op: O, src: readonly TypeInfo[], arg: OpArgs[O], hint: Hint = {}): TypeInfo {
-  if (src.length !== ARITY[op]) fail(op, `takes ${ARITY[op]} sources, got ${src.length}`, 'KILN_BAD_ARGUMENT');
+  if (src.length !== ARITY[op]) argFail(op, `takes ${ARITY[op]} sources, got ${src.length}`);
   const rule = RULES[op] as Rule<O>;
   const out = rule(op, src, arg, hint);
   if (hint.dtype !== undefined && hint.dtype !== out.dtype) dtypeFail(op, `result is ${out.dtype}, not ${hint.dtype}`);
