@@ -159,6 +159,9 @@ const CASES: ErrorCase[] = [
   // PyTorch: "Subtraction, the `-` operator, with two bool tensors is not supported."
   { name: 'sub-bool', kind: 'shape-or-argument', op: 'sub', dtype: 'bool',
     call: () => t([2, 3], 'bool').sub(t([2, 3], 'bool')) }, // site:sub-bool
+  // PyTorch: "value cannot be converted to type int32_t without overflow"
+  { name: 'lt-int32-scalar-overflow', kind: 'shape-or-argument', op: 'lt', dtype: 'int32',
+    call: () => t([2], 'int32').lt(2147483648) }, // site:lt-int32-scalar-overflow
   { name: 'where-float-condition', kind: 'shape-or-argument', op: 'where', dtype: 'float32',
     call: () => kiln.where(t([3]), t([3]), t([3])) }, // site:where-float-condition
 ];
@@ -172,6 +175,7 @@ describe.each(CASES)('$name', (c) => {
     const e = err as KilnError;
     if (c.kind === 'shape') expect(e).toBeInstanceOf(ShapeError);
     else expect(e instanceof ShapeError || e instanceof ArgumentError).toBe(true);
+    if (e.code === 'KILN_BAD_ARGUMENT' || e.code === 'KILN_SCALAR_OVERFLOW') expect(e).toBeInstanceOf(ArgumentError); // one code, one class
     expect(e.name).toBe(e.constructor.name);
     expect(e.code).toMatch(/^[A-Z][A-Z0-9_]+$/);
     expect(e.message).toContain(c.op);

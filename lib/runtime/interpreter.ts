@@ -181,10 +181,18 @@ export function bindSymbols(graph: Graph, inputs: readonly { dtype: DType; shape
     throw new ShapeError(
       'KILN_SHAPE_GUARD',
       `the compiled function's ${g.op}${g.site ? ` at ${g.site.file}:${g.site.line}:${g.site.col}` : ''} needs the dynamic size ${dimStr(g.dim)} to be ${range}, but these inputs make it ${v} (${sizes}). ` +
-        'Within those sizes the slice is exact; outside them it would be clamped, which a compiled function cannot do for a dynamic dim: slice a static dim, or keep the inputs in range.',
+        guardReason(g.op),
     );
   }
   return bindings;
+}
+
+/** Why an op recorded a shape guard (its name leads the guard's `op` text), and what to do. */
+function guardReason(op: string): string {
+  if (op.startsWith('slice')) {
+    return 'Within those sizes the slice is exact; outside them it would be clamped, which a compiled function cannot do for a dynamic dim: slice a static dim, or keep the inputs in range.';
+  }
+  return `A ${op.replace(/\(.*$/, '')} over an empty dim has no value (eager kiln and PyTorch refuse it too): keep the inputs in range.`;
 }
 
 /** Run a graph on concrete inputs; returns the outputs in graph order, in storage form. */

@@ -19,7 +19,7 @@ import {
   type PadRange,
 } from '../ir';
 import { apply, lift, type Impl } from './impl';
-import { binary, cast, expandTo, full, matmul, maxmin, mean, normDim, promotionOf, rsqrt, sum, toFloat, transpose, upcast, type Operand } from './ops';
+import { badArg, binary, cast, checkScalarFits, expandTo, full, matmul, mean, normDim, promotionOf, reduceMax, rsqrt, sum, toFloat, transpose, upcast, type Operand } from './ops';
 
 function bad(code: string, msg: string): never {
   throw new ShapeError(code, msg);
@@ -54,7 +54,7 @@ export function silu(x: Impl): Impl {
 
 /** GELU: exact (via erfc) or the tanh approximation. */
 export function gelu(x: Impl, approximate: 'none' | 'tanh' = 'none'): Impl {
-  if (approximate !== 'none' && approximate !== 'tanh') bad('KILN_BAD_ARGUMENT', `gelu: approximate must be 'none' or 'tanh', got ${String(approximate)}`);
+  if (approximate !== 'none' && approximate !== 'tanh') badArg(`gelu: approximate must be 'none' or 'tanh', got ${String(approximate)}`);
   return inFloat32(x, (f) => {
     // 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(−x/√2): the same function without the cancellation
     // of 1 + erf(·) for x below about −4, where it would leave tail values ~2 half ulps off.
@@ -70,7 +70,7 @@ export function gelu(x: Impl, approximate: 'none' | 'tanh' = 'none'): Impl {
 export function softmax(x: Impl, dim: number): Impl {
   const d = normDim(dim, x.shape);
   return inFloat32(x, (f) => {
-    const e = exp(sub(f, maxmin('max', f, d, true)));
+    const e = exp(sub(f, reduceMax(f, d)));
     return div(e, sum(e, d, true));
   });
 }
@@ -79,7 +79,7 @@ export function softmax(x: Impl, dim: number): Impl {
 export function logSoftmax(x: Impl, dim: number): Impl {
   const d = normDim(dim, x.shape);
   return inFloat32(x, (f) => {
-    const shifted = sub(f, maxmin('max', f, d, true));
+    const shifted = sub(f, reduceMax(f, d));
     return sub(shifted, apply('LOG', [sum(exp(shifted), d, true)], null));
   });
 }
@@ -132,13 +132,14 @@ export function rmsNorm(x: Impl, weight?: Impl, eps = 1e-6): Impl {
 export function where(cond: Impl, a: Operand, b: Operand): Impl {
   if (cond.dtype !== 'bool') bad('KILN_DTYPE', `where: condition must be bool, got ${cond.dtype}`);
   for (const v of [a, b]) {
-    if (typeof v !== 'object' && typeof v !== 'number' && typeof v !== 'boolean') bad('KILN_BAD_ARGUMENT', `where: values must be tensors or numbers, got ${typeof v}`);
+    if (typeof v !== 'object' && typeof v !== 'number' && typeof v !== 'boolean') badArg(`where: values must be tensors or numbers, got ${typeof v}`);
   }
   const lifted = lift([cond, ...[a, b].filter((v): v is Impl => typeof v === 'object')]);
   cond = lifted[0];
   if (typeof a === 'object') a = lifted[1];
   if (typeof b === 'object') b = lifted[lifted.length - 1];
   const dtype = resultType([a, b].map(promotionOf));
+  for (const v of [a, b]) checkScalarFits('where', v, dtype);
   const shape = broadcastShapes('where', cond.shape, ...[a, b].filter((v): v is Impl => typeof v === 'object').map((v) => v.shape));
   const [x, y] = [a, b].map((v) => (typeof v === 'object' ? expandTo(cast(v, dtype), shape) : full(v, dtype, shape, cond)));
   return apply('WHERE', [expandTo(cond, shape), x, y], null);
@@ -162,7 +163,7 @@ function padMask(shape: readonly Dim[], pads: readonly PadRange[], like: Impl): 
  * WHERE picks it inside its own range (exact for every dtype, including -0 and NaN).
  */
 export function cat(xs: readonly Impl[], dim = 0): Impl {
-  if (xs.length === 0) bad('KILN_BAD_ARGUMENT', 'cat: needs at least one tensor');
+  if (xs.length === 0) badArg('cat: needs at least one tensor');
   const rank = xs[0].shape.length;
   if (rank === 0) bad('KILN_SHAPE_MISMATCH', 'cat: zero-dim tensors cannot be concatenated');
   const d = normDim(dim, xs[0].shape);
@@ -230,7 +231,7 @@ export function scaledDotProductAttention(q: Impl, k: Impl, v: Impl, opts: Atten
   const headDim = q.shape[q.shape.length - 1];
   let scale = opts.scale;
   if (scale === undefined) {
-    if (typeof headDim !== 'number') bad('KILN_BAD_ARGUMENT', 'scaledDotProductAttention: a dynamic head dim needs an explicit scale');
+    if (typeof headDim !== 'number') badArg('scaledDotProductAttention: a dynamic head dim needs an explicit scale');
     scale = 1 / Math.sqrt(headDim);
   }
   const [fq, fk, fv] = lift([q, k, v]).map((t) => upcast(cast(t, dt)));

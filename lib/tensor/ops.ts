@@ -35,6 +35,11 @@ function bad(code: string, msg: string): never {
   throw new ShapeError(code, msg);
 }
 
+/** A malformed argument (not an incompatible shape): KILN_BAD_ARGUMENT is always an ArgumentError. */
+export function badArg(msg: string): never {
+  throw new ArgumentError('KILN_BAD_ARGUMENT', msg);
+}
+
 /** Normalize a possibly negative dim of a tensor of `shape` (PyTorch's wrap rule). */
 export function normDim(d: number, shape: readonly Dim[], allowEnd = false): number {
   const rank = shape.length;
@@ -52,7 +57,7 @@ export function normDims(dims: number | readonly number[] | undefined, shape: re
   const all = dims === undefined || (typeof dims !== 'number' && dims.length === 0);
   if (all) return Array.from({ length: rank }, (_, i) => i);
   const list = (typeof dims === 'number' ? [dims] : [...dims]).map((d) => normDim(d, shape));
-  if (new Set(list).size !== list.length) bad('KILN_BAD_ARGUMENT', `dims ${JSON.stringify(dims)} repeat a dim of shape ${shapeStr(shape)}`);
+  if (new Set(list).size !== list.length) badArg(`dims ${JSON.stringify(dims)} repeat a dim of shape ${shapeStr(shape)}`);
   return list.filter((d) => d < rank).sort((a, b) => a - b);
 }
 
@@ -89,10 +94,29 @@ function checkScalar(name: string, x: Operand): void {
   }
 }
 
+const INT32_MIN = -2147483648;
+const INT32_MAX = 2147483647;
+
+/**
+ * Throws unless a JS number used as an operand of `name` fits `dtype`, the dtype the op
+ * computes in. Only int32 can fail: an integral number next to an int32 (or bool) tensor
+ * computes in int32, and wrapping 2**31 to -2**31 would silently change the answer
+ * (PyTorch: "value cannot be converted to type int32_t without overflow").
+ */
+export function checkScalarFits(name: string, x: Operand, dtype: DType): void {
+  if (dtype !== 'int32' || typeof x !== 'number' || (x >= INT32_MIN && x <= INT32_MAX)) return;
+  throw new ArgumentError(
+    'KILN_SCALAR_OVERFLOW',
+    `${name}: the scalar ${x} cannot be converted to int32 without overflow (int32 holds ${INT32_MIN} to ${INT32_MAX}), ` +
+      `and ${name} computes in int32 here (an int32 or bool tensor with an integer scalar does); convert the tensor first (e.g. x.to('float32')) or use a value in range`,
+  );
+}
+
 /** Operands promoted to `dtype` and broadcast to one shape. */
 export function prepare(name: string, operands: readonly Operand[], dtype: DType): Impl[] {
   let xs = operands;
   xs.forEach((x) => checkScalar(name, x));
+  xs.forEach((x) => checkScalarFits(name, x, dtype));
   firstImpl(name, xs);
   const lifted = lift(xs.filter(isImpl));
   xs = xs.map((x) => (isImpl(x) ? (lifted.shift() as Impl) : x));
@@ -155,6 +179,11 @@ export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
     bad('KILN_DTYPE', `pow: integers to negative integer powers are not allowed (int32 base, exponent ${b}); convert with .to('float32')`);
   }
   const half = dtype === 'float16' || dtype === 'bfloat16';
+  if (name === 'pow' && isImpl(a) && typeof b === 'number' && isFloat(dtype)) {
+    const special = powByScalar(b);
+    // Half types compute in float32 and round once, as for every op with a JS number (opmath).
+    if (special) return cast(special(cast(a, half ? 'float32' : dtype)), dtype);
+  }
   if (half && kind !== 'compare' && kind !== 'minmax' && (scalarLike(a, dtype) || scalarLike(b, dtype))) {
     // A JS number (or a 0-d tensor of a wider type) keeps float32 precision in half
     // arithmetic (PyTorch's opmath): x + 0.1 is x + float32(0.1) rounded once, not x + float16(0.1).
@@ -163,6 +192,33 @@ export function binary(name: BinaryName, a: Operand, b: Operand): Impl {
   }
   const [x, y] = prepare(name, [a, b], dtype);
   return swap ? apply(op, [y, x], null) : apply(op, [x, y], null);
+}
+
+/**
+ * pow(x, c) for the exponents PyTorch computes another way (its pow_tensor_scalar_kernel):
+ * 0.5 is sqrt, -0.5 rsqrt, -1 reciprocal, 2 x·x, 3 x·x·x and -2 1/(x·x). They differ from
+ * pow itself at edge cases — pow(-inf, 0.5) is +inf but sqrt(-inf) NaN, pow(-0, 0.5) is +0
+ * but sqrt(-0) -0 — and in rounding (x·x·x rounds twice). Lowered here, at trace time, so
+ * eager runs and every backend compute the same formula, never one a C compiler picks.
+ */
+function powByScalar(c: number): ((x: Impl) => Impl) | undefined {
+  const mul = (x: Impl, y: Impl): Impl => apply('MUL', [x, y], null);
+  switch (c) {
+    case 0.5:
+      return (x) => apply('SQRT', [x], null);
+    case -0.5:
+      return (x) => apply('RECIP', [apply('SQRT', [x], null)], null);
+    case -1:
+      return (x) => apply('RECIP', [x], null);
+    case 2:
+      return (x) => mul(x, x);
+    case 3:
+      return (x) => mul(mul(x, x), x);
+    case -2:
+      return (x) => apply('RECIP', [mul(x, x)], null);
+    default:
+      return undefined;
+  }
 }
 
 /** Float math on ints computes in float32 (as torch.exp(int_tensor) does). */
@@ -226,22 +282,52 @@ export function mean(x: Impl, dims: number | readonly number[] | undefined, keep
   return keepdim || axes.length === 0 ? m : dropAxes(m, axes);
 }
 
-/** Maximum (or minimum) values over dims. */
+/**
+ * An order-reversing bijection of the dtype, for min = flip(max(flip(x))). Floats negate
+ * (exact, NaN stays NaN). int32 uses -1 - x (~x), which maps [-2³¹, 2³¹-1] onto itself
+ * without overflow; -x would not: -(-2³¹) wraps to -2³¹.
+ */
+function flip(x: Impl): Impl {
+  if (isFloat(x.dtype)) return apply('NEG', [x], null);
+  return apply('SUB', [full(-1, x.dtype, x.shape, x), x], null);
+}
+
+/** Maximum (or minimum) values over dims; an empty reduced dim is an error, as in PyTorch. */
 export function maxmin(which: 'max' | 'min', x: Impl, dims: number | readonly number[] | undefined, keepdim = false): Impl {
   const axes = normDims(dims, x.shape);
   if (axes.some((a) => x.shape[a] === 0)) bad('KILN_SHAPE_MISMATCH', `${which}: cannot reduce over an empty dim of ${shapeStr(x.shape)}`);
+  for (const a of axes) guardNonEmpty(x, a, `${which}(${dims === undefined ? '' : JSON.stringify(dims)})`);
   if (axes.length === 0) return x;
   let r: Impl;
   if (which === 'max') r = apply('REDUCE_MAX', [x], axes);
-  else if (x.dtype === 'bool') r = cast(maxmin('min', cast(x, 'int32'), axes, true), 'bool');
-  else r = apply('NEG', [apply('REDUCE_MAX', [apply('NEG', [x], null)], axes)], null); // min = -max(-x)
+  else {
+    const y = x.dtype === 'bool' ? cast(x, 'int32') : x; // bool has no arithmetic to flip with
+    r = cast(flip(apply('REDUCE_MAX', [flip(y)], axes)), x.dtype);
+  }
   return keepdim ? r : dropAxes(r, axes);
+}
+
+/**
+ * Records that dynamic dim `axis` of `x` must not be 0 at run time: an op with no value for
+ * an empty dim (the max of nothing) then fails like its eager call, not with -inf.
+ */
+function guardNonEmpty(x: Impl, axis: number, op: string): void {
+  const size = x.shape[axis];
+  if (x.kind !== 'traced' || typeof size === 'number') return;
+  const site = callSite();
+  x.tracer.guard({ dim: size, min: 1, op, ...(site ? { site } : {}) });
+}
+
+/** The maximum over `axes`, kept as size-1 dims; an empty dim gives -inf (softmax's shift, where no element reads it). */
+export function reduceMax(x: Impl, axes: number | readonly number[]): Impl {
+  const list = normDims(axes, x.shape);
+  return list.length ? apply('REDUCE_MAX', [x], list) : x;
 }
 
 /** Reshape with one optional -1. */
 export function reshape(x: Impl, shape: readonly Dim[]): Impl {
   const holes = shape.filter((d) => d === -1).length;
-  if (holes > 1) bad('KILN_BAD_ARGUMENT', `reshape: only one dim may be -1, got ${shapeStr(shape)} for input ${shapeStr(x.shape)}`);
+  if (holes > 1) badArg(`reshape: only one dim may be -1, got ${shapeStr(shape)} for input ${shapeStr(x.shape)}`);
   let out = [...shape];
   if (holes === 1) {
     const known = dimProd(shape.filter((d) => d !== -1));
@@ -262,9 +348,9 @@ export function reshape(x: Impl, shape: readonly Dim[]): Impl {
 /** Permute dims. */
 export function permute(x: Impl, dims: readonly number[]): Impl {
   const rank = x.shape.length;
-  if (dims.length !== rank) bad('KILN_BAD_ARGUMENT', `permute: needs ${rank} dims for ${shapeStr(x.shape)}, got ${JSON.stringify(dims)}`);
+  if (dims.length !== rank) badArg(`permute: needs ${rank} dims for ${shapeStr(x.shape)}, got ${JSON.stringify(dims)}`);
   const perm = dims.map((d) => normDim(d, x.shape));
-  if (new Set(perm).size !== rank) bad('KILN_BAD_ARGUMENT', `permute: ${JSON.stringify(dims)} repeats a dim of shape ${shapeStr(x.shape)}`);
+  if (new Set(perm).size !== rank) badArg(`permute: ${JSON.stringify(dims)} repeats a dim of shape ${shapeStr(x.shape)}`);
   return perm.every((p, i) => p === i) ? x : apply('PERMUTE', [x], perm);
 }
 
@@ -283,7 +369,7 @@ export function expand(x: Impl, shape: readonly Dim[]): Impl {
   if (lead < 0) bad('KILN_SHAPE_MISMATCH', `expand: cannot expand ${shapeStr(x.shape)} to fewer dims ${shapeStr(shape)}`);
   const out = shape.map((d, i) => {
     if (d !== -1) return d;
-    if (i < lead) bad('KILN_BAD_ARGUMENT', `expand: -1 is not allowed for the new leading dim ${i} when expanding ${shapeStr(x.shape)} to ${shapeStr(shape)}`);
+    if (i < lead) badArg(`expand: -1 is not allowed for the new leading dim ${i} when expanding ${shapeStr(x.shape)} to ${shapeStr(shape)}`);
     return x.shape[i - lead];
   });
   const y = lead > 0 ? apply('RESHAPE', [x], [...Array(lead).fill(1), ...x.shape]) : x;
@@ -308,7 +394,7 @@ export function flatten(x: Impl, start = 0, end = -1): Impl {
   const rank = x.shape.length;
   if (rank === 0) return apply('RESHAPE', [x], [1]);
   const [s, e] = [normDim(start, x.shape), normDim(end, x.shape)];
-  if (s > e) bad('KILN_BAD_ARGUMENT', `flatten: start dim ${start} comes after end dim ${end} for shape ${shapeStr(x.shape)}`);
+  if (s > e) badArg(`flatten: start dim ${start} comes after end dim ${end} for shape ${shapeStr(x.shape)}`);
   return reshape(x, [...x.shape.slice(0, s), dimProd(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)]);
 }
 
@@ -316,9 +402,9 @@ export function flatten(x: Impl, start = 0, end = -1): Impl {
 export function slice(x: Impl, dim: number, start = 0, end?: number, step = 1): Impl {
   const rank = x.shape.length;
   const d = normDim(dim, x.shape);
-  if (rank === 0) bad('KILN_BAD_ARGUMENT', 'slice: cannot slice a scalar');
-  if (!Number.isInteger(step) || step < 1) bad('KILN_BAD_ARGUMENT', `slice: step must be a positive integer, got ${step} (shape ${shapeStr(x.shape)})`);
-  for (const v of [start, end]) if (v !== undefined && !Number.isInteger(v)) bad('KILN_BAD_ARGUMENT', `slice: bounds must be integers, got ${v} (shape ${shapeStr(x.shape)})`);
+  if (rank === 0) badArg('slice: cannot slice a scalar');
+  if (!Number.isInteger(step) || step < 1) badArg(`slice: step must be a positive integer, got ${step} (shape ${shapeStr(x.shape)})`);
+  for (const v of [start, end]) if (v !== undefined && !Number.isInteger(v)) badArg(`slice: bounds must be integers, got ${v} (shape ${shapeStr(x.shape)})`);
   const size = x.shape[d];
   let lo: Dim;
   let hi: Dim;
