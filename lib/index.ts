@@ -13,7 +13,16 @@ export * from './tensor/functional';
 
 // Types and errors.
 export type { DType } from './ir/dtype';
-export type { Dim, Sym } from './ir/sym';
+export type { Dim } from './ir/sym';
+/**
+ * A symbolic dimension. Inside a function being traced by `kiln.compile`, a dim named in the
+ * `dynamic` option is a `Sym` in `x.dims` and `x.shape`, not a number: an integer polynomial
+ * over size variables (`s0`, `2*s0`, `s0*s1`). Only its type is exported (kiln makes them).
+ * `String(d)` gives its canonical text. Pass it on to `reshape` / `expand` as it is; it never
+ * becomes a number (arithmetic such as `x.shape[0] * 2` throws TraceError KILN_SYMBOLIC_DIM),
+ * as a number would bake one example size into the compiled program.
+ */
+export type { Sym } from './ir/sym';
 export {
   KilnError,
   AddonError,

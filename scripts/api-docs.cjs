@@ -5,8 +5,8 @@
  * declarations (dist/index.d.ts, built by `npm run build:ts`) and their JSDoc with the
  * TypeScript compiler API. It walks every export of the entry point: functions with their
  * signatures, classes (the Tensor, the error classes) with their public members, option and
- * result interfaces with their fields, and type aliases. For each error class it lists the
- * codes lib/ throws as `new <Class>('KILN_…')`.
+ * result interfaces with their fields, and type aliases. For each error class it lists every
+ * code kiln throws as that class, and then every warning code (`thrownCodes`).
  *
  *   node scripts/api-docs.cjs           write docs/API.md
  *   node scripts/api-docs.cjs --check   exit 1 when docs/API.md is out of date
@@ -44,23 +44,179 @@ const anchor = (s) =>
     .replace(/[^\w\- ]/g, '')
     .replace(/ /g, '-');
 
-/** The error codes lib/ throws per error class, from `new XError('KILN_…'` in its sources. */
-function errorCodes(root) {
-  const codes = new Map();
-  const walk = (dir) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const p = path.join(dir, e.name);
+// ---- the codes kiln throws and the warnings it emits -----------------------------------
+
+/** Each warning code kiln emits and what it means; the generator refuses a code missing here (or listed but no longer emitted). */
+const WARNINGS = {
+  KILN_BUNDLE_INVALID: 'A bundle failed verification (a checksum, a guard, a changed source file): `auto` ignores it, compiles, and the publish replaces it.',
+  KILN_BUNDLE_LOAD: "A bundle verified but could not be loaded (dlopen refused kernels.so, the driver rejected the image): `auto` removes it (a shipped one is passed over) and compiles once.",
+  KILN_CACHE_READ_ONLY: 'The cache dir is not writable: bundles are loaded from it, none are written.',
+  KILN_CACHE_UNAVAILABLE: 'This user cannot reach the cache dir: it is left alone (shipped bundles are still searched) and programs compile as with `cache: \'off\'`.',
+  KILN_CACHE_WRITE: 'Publishing a bundle failed (ENOSPC, EACCES, EROFS, ...): the compiled program runs without a bundle.',
+  KILN_CAPTURED_TENSORS: 'The compiled function captures tensors from its closure: its program is kept in memory only, never published (pass them as arguments).',
+  KILN_CUDA_SPILL: 'CUDA kernels spill registers to local memory (slower); the warning names them.',
+  KILN_PTX_JIT: "The GPU is newer than the NVRTC here supports: kiln compiles PTX for the newest architecture NVRTC knows, which the driver JIT-compiles at load (a slower first load, maybe slower kernels). Install a newer NVRTC for native cubins.",
+};
+
+/** The class the native addon's error `code` becomes in lib/ (translateNativeError in lib/runtime/native.ts). */
+function nativeErrorClass(code) {
+  if (code === 'KILN_CUDA_OOM') return 'CudaOomError';
+  if (code.startsWith('KILN_CUDA')) return 'CudaError';
+  if (code.startsWith('KILN_NVRTC')) return 'NvrtcError';
+  if (code === 'KILN_ARGUMENT') return 'ArgumentError';
+  return 'KilnError';
+}
+
+/** The environment variable names of lib/util/env.ts's registry (never error codes). */
+function envNames(root) {
+  const text = fs.readFileSync(path.join(root, 'lib', 'util', 'env.ts'), 'utf8');
+  return new Set([...text.matchAll(/name: '([A-Z_][A-Z0-9_]*)'/g)].map((m) => m[1]));
+}
+
+const sourceFiles = (dir, ext) => {
+  const out = [];
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts')) {
-        for (const m of fs.readFileSync(p, 'utf8').matchAll(/new (\w+Error)\(\s*['"`](KILN_[A-Z0-9_]+)/g)) {
-          if (!codes.has(m[1])) codes.set(m[1], new Set());
-          codes.get(m[1]).add(m[2]);
+      else if (ext.some((x) => e.name.endsWith(x))) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+};
+
+const CODE_RE = /^KILN_[A-Z0-9_]+$/;
+
+/** The `KILN_…` string literals anywhere in an expression (both arms of `a ? 'KILN_X' : 'KILN_Y'`). */
+function codeLiterals(node) {
+  const out = [];
+  const visit = (n) => {
+    if ((ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) && CODE_RE.test(n.text)) out.push(n.text);
+    ts.forEachChild(n, visit);
+  };
+  if (node) visit(node);
+  return out;
+}
+
+/**
+ * Every error code kiln throws, by the class it is thrown as, and every warning code it
+ * emits, from the sources: in lib/, `new XError(code, …)` and `super(code, …)` in an error
+ * class, and calls of helpers that throw (`fail(op, msg, 'KILN_DTYPE')`, `bad('KILN_X', …)`:
+ * any function that passes a parameter on as the code of `new XError`, also through another
+ * such helper, and a parameter's default code); warnings from `process.emitWarning(…, { code })`
+ * and helpers that pass a parameter on as that code (`warnOnce`). In native/, the quoted codes
+ * the addon throws, as the class `translateNativeError` makes of them (`nativeErrorClass`).
+ * Classes are reported as their nearest exported ancestor (`exported`: class names).
+ */
+function thrownCodes(root, exported) {
+  const errors = new Map();
+  const warnings = new Set();
+  const parent = new Map();
+  const add = (cls, code) => {
+    if (!errors.has(cls)) errors.set(cls, new Set());
+    errors.get(cls).add(code);
+  };
+  const record = (cls, code) => (cls === '(warning)' ? warnings.add(code) : add(cls, code));
+  const files = sourceFiles(path.join(root, 'lib'), ['.ts']).map((p) => ts.createSourceFile(p, fs.readFileSync(p, 'utf8'), ts.ScriptTarget.Latest, true));
+  const errorClassOf = (expr) => (ts.isIdentifier(expr) && /Error$/.test(expr.text) ? expr.text : undefined);
+  const isEmitWarning = (call) => ts.isPropertyAccessExpression(call.expression) && call.expression.name.text === 'emitWarning';
+  const warningCodeArg = (call) =>
+    call.arguments
+      .filter(ts.isObjectLiteralExpression)
+      .flatMap((o) => o.properties.filter((p) => p.name && p.name.getText() === 'code'))
+      .map((p) => (ts.isShorthandPropertyAssignment(p) ? p.name : p.initializer))[0];
+
+  // Functions that throw or warn with a code their caller gives: name → { index, cls | warn }, per file.
+  const helpers = new Map(files.map((f) => [f.fileName, new Map()]));
+  const functionsOf = (f) => {
+    const out = [];
+    const visit = (n) => {
+      if (ts.isFunctionDeclaration(n) && n.name && n.body) out.push({ name: n.name.text, fn: n });
+      else if (ts.isVariableDeclaration(n) && ts.isIdentifier(n.name) && n.initializer && (ts.isArrowFunction(n.initializer) || ts.isFunctionExpression(n.initializer))) out.push({ name: n.name.text, fn: n.initializer });
+      if (ts.isClassDeclaration(n) && n.name && n.heritageClauses) {
+        const ext = n.heritageClauses.find((h) => h.token === ts.SyntaxKind.ExtendsKeyword);
+        if (ext) parent.set(n.name.text, ext.types[0].expression.getText());
+      }
+      ts.forEachChild(n, visit);
+    };
+    visit(f);
+    return out;
+  };
+  const functions = new Map(files.map((f) => [f.fileName, functionsOf(f)]));
+  const helperOf = (file, name) => helpers.get(file).get(name) ?? [...helpers.values()].map((h) => h.get(name)).find((h) => h && h.exported);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const f of files) {
+      for (const { name, fn } of functions.get(f.fileName)) {
+        if (helpers.get(f.fileName).has(name)) continue;
+        const params = fn.parameters.map((p) => (ts.isIdentifier(p.name) ? p.name.text : ''));
+        let found;
+        const visit = (n) => {
+          if (found) return;
+          let cls;
+          let arg;
+          if (ts.isNewExpression(n) && (cls = errorClassOf(n.expression))) arg = n.arguments?.[0];
+          else if (ts.isCallExpression(n) && isEmitWarning(n)) [cls, arg] = ['(warning)', warningCodeArg(n)];
+          else if (ts.isCallExpression(n) && ts.isIdentifier(n.expression)) {
+            const h = helperOf(f.fileName, n.expression.text);
+            if (h) [cls, arg] = [h.cls, n.arguments[h.index]];
+          }
+          if (cls && arg && ts.isIdentifier(arg) && params.includes(arg.text)) {
+            const index = params.indexOf(arg.text);
+            const exportedFn = ts.isFunctionDeclaration(fn) && (ts.getCombinedModifierFlags(fn) & ts.ModifierFlags.Export) !== 0;
+            found = { index, cls, exported: exportedFn };
+            const init = fn.parameters[index].initializer; // fail(op, msg, code = 'KILN_SHAPE_MISMATCH')
+            for (const c of codeLiterals(init)) record(cls, c);
+          }
+          ts.forEachChild(n, visit);
+        };
+        visit(fn.body);
+        if (found) {
+          helpers.get(f.fileName).set(name, found);
+          changed = true;
         }
       }
     }
-  };
-  walk(path.join(root, 'lib'));
-  return codes;
+  }
+
+  for (const f of files) {
+    let inClass;
+    const visit = (n) => {
+      const outer = inClass;
+      if (ts.isClassDeclaration(n) && n.name) inClass = n.name.text;
+      let cls;
+      let arg;
+      if (ts.isNewExpression(n) && (cls = errorClassOf(n.expression))) arg = n.arguments?.[0];
+      else if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.SuperKeyword && inClass && parent.has(inClass)) [cls, arg] = [inClass, n.arguments[0]];
+      else if (ts.isCallExpression(n) && isEmitWarning(n)) [cls, arg] = ['(warning)', warningCodeArg(n)];
+      else if (ts.isCallExpression(n) && ts.isIdentifier(n.expression)) {
+        const h = helperOf(f.fileName, n.expression.text);
+        if (h) [cls, arg] = [h.cls, n.arguments[h.index]];
+      }
+      for (const c of cls ? codeLiterals(arg) : []) record(cls, c);
+      ts.forEachChild(n, visit);
+      inClass = outer;
+    };
+    visit(f);
+  }
+
+  const env = envNames(root);
+  for (const p of sourceFiles(path.join(root, 'native'), ['.cc', '.h'])) {
+    const text = fs.readFileSync(p, 'utf8').replace(/\/\*[^]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+    for (const m of text.matchAll(/"(KILN_[A-Z0-9_]+)"/g)) if (!env.has(m[1])) add(nativeErrorClass(m[1]), m[1]);
+  }
+
+  // Each class as the nearest exported one it extends (CudaOomError is thrown as a CudaError).
+  const byExported = new Map();
+  for (const [cls, codes] of errors) {
+    let c = cls;
+    while (!exported.has(c) && parent.has(c)) c = parent.get(c);
+    if (!exported.has(c)) continue; // not a kiln error class
+    if (!byExported.has(c)) byExported.set(c, new Set());
+    for (const code of codes) byExported.get(c).add(code);
+  }
+  return { errors: byExported, warnings };
 }
 
 /** Generates the API reference; `root` is the package root (dist/ must be built). */
@@ -82,6 +238,14 @@ function generateApiDoc({ root = ROOT } = {}) {
   const moduleSymbol = checker.getSymbolAtLocation(program.getSourceFile(entry));
   const exported = checker.getExportsOfModule(moduleSymbol).map((s) => ({ name: s.getName(), symbol: s.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(s) : s }));
   const exportedNames = new Set(exported.map((e) => e.name));
+  // `export type { X }` (only the type is public) and the JSDoc written on such an export, which
+  // speaks for the package where the declaration's own doc speaks inside lib/.
+  const typeOnly = new Map();
+  for (const st of program.getSourceFile(entry).statements) {
+    if (!ts.isExportDeclaration(st) || !st.exportClause || !ts.isNamedExports(st.exportClause)) continue;
+    const doc = (st.jsDoc ?? []).map((d) => ts.getTextOfJSDocComment(d.comment) ?? '').join('\n\n').trim();
+    for (const el of st.exportClause.elements) if (st.isTypeOnly || el.isTypeOnly) typeOnly.set(el.name.text, doc);
+  }
 
   /** A type as text; a type alias that the package does not export is spelled out. */
   const typeText = (type) => {
@@ -127,9 +291,10 @@ function generateApiDoc({ root = ROOT } = {}) {
     return `${typeParams}(${params.join(', ')}): ${returns}`;
   };
 
-  const kindOf = ({ symbol }) => {
+  const kindOf = ({ name, symbol }) => {
     const d = symbol.declarations?.[0];
     if (!d) return 'other';
+    if (ts.isClassDeclaration(d) && typeOnly.has(name)) return 'type'; // no constructor is public: a type
     if (ts.isClassDeclaration(d)) return /Error$/.test(symbol.getName()) ? 'error' : 'class';
     if (ts.isFunctionDeclaration(d)) return 'function';
     if (ts.isVariableDeclaration(d)) return checker.getTypeOfSymbol(symbol).getCallSignatures().length ? 'function' : 'other';
@@ -253,6 +418,15 @@ function generateApiDoc({ root = ROOT } = {}) {
   if (groups.type.length) {
     say('## Types', '');
     for (const e of groups.type) {
+      const cls = e.symbol.declarations.find(ts.isClassDeclaration);
+      if (cls) {
+        // A class exported as a type only: its export's doc, and its public members' signatures
+        // (their docs speak of lib/'s own functions).
+        const { props, methods } = memberRows(cls);
+        say(`### ${e.name}`, '', typeOnly.get(e.name) || docOf(e.symbol, checker), '');
+        say('```ts', `type ${e.name} = {`, ...[...props, ...methods].map(([sig]) => `  ${sig};`), '}', '```', '');
+        continue;
+      }
       const decl = e.symbol.declarations.find(ts.isTypeAliasDeclaration);
       const params = decl.typeParameters ? `<${decl.typeParameters.map((p) => p.getText()).join(', ')}>` : '';
       say(`### ${e.name}`, '', '```ts', `type ${e.name}${params} = ${decl.type.getText().replace(/\n {4}/g, '\n  ').replace(/\n\s*\/\*\*[^]*?\*\/\s*\n/g, '\n')}`, '```', '');
@@ -261,13 +435,16 @@ function generateApiDoc({ root = ROOT } = {}) {
     }
   }
   if (groups.error.length) {
-    const codes = errorCodes(root);
+    const { errors: codes, warnings } = thrownCodes(root, new Set(groups.error.map((e) => e.name)));
     say(
       '## Errors',
       '',
       'Every error kiln throws is a `KilnError`; its `code` is stable, for programs to branch on. The',
-      'codes listed under each class are those lib/ throws as `new <Class>(code, …)`, found in the',
-      'sources when this page was generated; a few more come through helpers.',
+      'codes listed under each class are every code kiln throws as that class (or a subclass of it',
+      'that is not exported), found in the sources when this page was generated: in lib/, as',
+      '`new <Class>(code, …)` or through a helper that throws it; in native/, the codes of the native',
+      "addon's errors, as lib/runtime/native.ts translates them. A code thrown as two classes is",
+      'listed under both.',
       '',
     );
     for (const e of groups.error) {
@@ -275,6 +452,20 @@ function generateApiDoc({ root = ROOT } = {}) {
       const list = [...(codes.get(e.name) ?? [])].sort();
       if (list.length) say(`Codes: ${list.map((c) => `\`${c}\``).join(', ')}.`, '');
     }
+    const missing = [...warnings].filter((c) => !WARNINGS[c]);
+    const stale = Object.keys(WARNINGS).filter((c) => !warnings.has(c));
+    if (missing.length || stale.length) {
+      throw new Error(`scripts/api-docs.cjs WARNINGS: ${missing.length ? `describe ${missing.join(', ')}` : ''}${missing.length && stale.length ? '; ' : ''}${stale.length ? `no longer emitted: ${stale.join(', ')}` : ''}`);
+    }
+    say(
+      '### Warnings',
+      '',
+      'Trouble kiln recovers from is a process warning (`process.emitWarning`, printed once per cause',
+      "unless Node runs with `--no-warnings`; `process.on('warning', (w) => w.code)` to watch for one),",
+      'never a thrown error:',
+      '',
+    );
+    table(['code', 'when'], [...warnings].sort().map((c) => [c, WARNINGS[c]]));
   }
   if (groups.other.length) {
     say('## Other exports', '');
@@ -283,7 +474,7 @@ function generateApiDoc({ root = ROOT } = {}) {
   return `${out.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
 }
 
-module.exports = { generateApiDoc, OUT };
+module.exports = { generateApiDoc, OUT, thrownCodes, nativeErrorClass, WARNINGS };
 
 if (require.main === module) {
   const text = generateApiDoc();

@@ -75,6 +75,59 @@ describe('README environment table', () => {
   });
 });
 
+describe("docs/API.md's errors and warnings", () => {
+  const api = read('docs/API.md');
+  const section = api.slice(api.indexOf('\n## Errors'));
+  /** Each error class of the section and the codes listed under it. */
+  const listed = new Map<string, string[]>();
+  for (const part of section.split('\n### ').slice(1)) {
+    const name = part.slice(0, part.indexOf('\n'));
+    listed.set(name, [.../^Codes: (.*)\.$/m.exec(part)?.[1].matchAll(/`(KILN_[A-Z0-9_]+)`/g) ?? []].map((m) => m[1]));
+  }
+  const listedUnder = (code: string) => [...listed].filter(([, codes]) => codes.includes(code)).map(([name]) => name);
+
+  test('names every code in lib/ and native/ (found here apart from the generator: every quoted KILN_ code)', () => {
+    // Quoted KILN_ names that are no codes: the registry's variables, translateNativeError's
+    // prefixes, and a macro parameter of the generated CUDA.
+    const notCodes = new Set([...ENV_VARS.map((v) => v.name), 'KILN_CUDA', 'KILN_NVRTC', 'KILN_D']);
+    const files = (dir: string, ext: RegExp): string[] =>
+      fs.readdirSync(path.join(root, dir), { recursive: true, encoding: 'utf8' }).filter((f) => ext.test(f)).map((f) => path.join(dir, f));
+    const where = new Map<string, string>();
+    for (const f of [...files('lib', /\.ts$/), ...files('native', /\.(cc|h)$/)]) {
+      const text = fs.readFileSync(path.join(root, f), 'utf8').replace(/\/\*[^]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+      for (const m of text.matchAll(/(['"])(KILN_[A-Z0-9_]+)\1/g)) if (!notCodes.has(m[2])) where.set(m[2], f);
+    }
+    expect(where.size).toBeGreaterThan(60); // the scan finds them
+    const documented = new Set(section.match(/KILN_[A-Z0-9_]+/g));
+    expect([...where].filter(([code]) => !documented.has(code)).map(([code, f]) => `${code} (${f})`)).toEqual([]);
+  });
+
+  test('lists each code under the class it is thrown as', () => {
+    expect(listedUnder('KILN_NVRTC_UNAVAILABLE')).toEqual(['NvrtcError']); // kiln.build for sm_XY without NVRTC
+    for (const code of ['KILN_NVRTC_BAD_PATH', 'KILN_NVRTC_COMPILE']) expect(listedUnder(code)).toEqual(['NvrtcError']);
+    for (const code of ['KILN_DIM_OUT_OF_RANGE', 'KILN_DTYPE']) expect(listedUnder(code)).toContain('ShapeError'); // x.sum(5); where() with a float condition
+    expect(listedUnder('KILN_NESTED_COMPILE')).toEqual(['TraceError']);
+    expect(listedUnder('KILN_FILE_READ')).toEqual(['FileError']);
+    expect(listedUnder('KILN_BAD_ENV')).toEqual(['ArgumentError']);
+  });
+
+  test("lists the native addon's codes under the class lib/ translates them to", () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- lazy: the addon's loader
+    const { translateNativeError } = require('../lib/runtime/native') as typeof import('../lib/runtime/native');
+    for (const code of ['KILN_CUDA_OOM', 'KILN_CUDA_ERROR', 'KILN_CUDA_UNAVAILABLE', 'KILN_CUDA_LAUNCH_CONFIG', 'KILN_CUDA_ABI', 'KILN_NVRTC_ERROR', 'KILN_ARGUMENT', 'KILN_DLOPEN', 'KILN_NATIVE']) {
+      const e = translateNativeError({ code, message: 'm' });
+      const classes = listedUnder(code);
+      expect([code, classes.length > 0 && classes.every((c) => e instanceof (kiln as unknown as Record<string, new () => unknown>)[c])]).toEqual([code, true]);
+    }
+    expect(listedUnder('KILN_DLOPEN')).toEqual(['KilnError']);
+  });
+
+  test('says what each warning means (KILN_PTX_JIT among them)', () => {
+    const warnings = section.slice(section.indexOf('### Warnings'));
+    for (const code of ['KILN_PTX_JIT', 'KILN_BUNDLE_LOAD', 'KILN_CACHE_WRITE', 'KILN_CUDA_SPILL']) expect(warnings).toMatch(new RegExp(`^\\| \`${code}\` \\| \\w.{20,}`, 'm'));
+  });
+});
+
 describe('the environment registry', () => {
   test('every variable kiln reads by name, in lib/ and native/, is registered', () => {
     // Others' variables: the system's PATH, Node's CA certificates (the startup benchmark's

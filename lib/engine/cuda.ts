@@ -21,7 +21,7 @@ import { configFits, defaultConfig, gpuPlan, wgmmaProblem, type GpuConfig, type 
 import { parsePtxasLog, selectCudaTarget, type CudaTarget } from '../runtime/cuda-arch';
 import { addonInfo, nvrtcCompile } from '../runtime/native';
 import { readEnv } from '../util/env';
-import { CudaError, KilnError } from '../util/errors';
+import { KilnError, NvrtcError } from '../util/errors';
 import { cudaDevice } from './bundle-target';
 import { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaTuning } from './cuda-load';
 
@@ -128,13 +128,13 @@ export async function buildCuda(graph: Graph, target: string | CudaTarget, opts:
 }
 
 /**
- * A GPU and its compile target, or a CudaError saying what is missing (KILN_NO_CUDA_DEVICE,
- * KILN_NVRTC_UNAVAILABLE). The target is the one the bundle key of `device: 'cuda'` names.
+ * A GPU and its compile target, or what is missing: CudaError KILN_NO_CUDA_DEVICE, NvrtcError
+ * KILN_NVRTC_UNAVAILABLE (the class every missing NVRTC is thrown as). The target is the one the bundle key of `device: 'cuda'` names.
  */
 export function localCudaTarget(device = 0): { target: CudaTarget; facts: GpuFacts; name: string } {
   const dev = cudaDevice(device);
   const info = addonInfo();
-  if (!info.nvrtc.available) throw new CudaError('KILN_NVRTC_UNAVAILABLE', `device: 'cuda' needs NVRTC to compile kernels: ${info.nvrtc.reason}. \`npx kiln doctor\` shows where kiln looked.`);
+  if (!info.nvrtc.available) throw new NvrtcError('KILN_NVRTC_UNAVAILABLE', `device: 'cuda' needs NVRTC to compile kernels: ${info.nvrtc.reason}. \`npx kiln doctor\` shows where kiln looked.`);
   const target = selectCudaTarget({ computeCapability: dev.computeCapability, nvrtcArchs: info.nvrtc.archs, deviceName: dev.name, nvrtcVersion: info.nvrtc.version });
   return { target, facts: cudaFacts(target, { smCount: dev.smCount }), name: dev.name };
 }
@@ -157,8 +157,8 @@ export interface CompileCudaOptions {
 /**
  * Compiles `graph` for this machine's GPU and loads it: target from the device and NVRTC
  * (`selectCudaTarget`), configurations tuned on the GPU (unless disabled or given), one
- * NVRTC program. Throws CudaError KILN_NO_CUDA_DEVICE / KILN_NVRTC_UNAVAILABLE when there is
- * no GPU or no NVRTC.
+ * NVRTC program. Throws CudaError KILN_NO_CUDA_DEVICE when there is no GPU, NvrtcError
+ * KILN_NVRTC_UNAVAILABLE when there is no NVRTC.
  */
 export async function compileGraphCuda(graph: Graph, opts: CompileCudaOptions = {}): Promise<CudaCompiledProgram> {
   const device = opts.device ?? 0;
