@@ -166,7 +166,8 @@ describe('wgmma kernels', () => {
   });
 
   it('zero-fills edge tiles: the loaders of a 200×136×72 matmul copy exactly the chunks inside A and B', () => {
-    const [M, N, K, bm, bn] = [200, 136, 72, 128, 128];
+    const [M, N, K] = [200, 136, 72];
+    const [bm, bn] = [128, 128] as const;
     for (const bLayout of ['n', 'k'] as const) {
       const g = trace((x: T, w: T) => x.matmul(bLayout === 'k' ? w.transpose(0, 1) : w), [spec('float16', M, K), bLayout === 'k' ? spec('float16', N, K) : spec('float16', K, N)]);
       const p = lower(g);
