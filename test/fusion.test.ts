@@ -89,6 +89,27 @@ describe('fusion: kernel counts', () => {
     // Heads of attention (q read through a permute) stay batches.
     expect(only(kernels((q, k) => q.matmul(k.transpose(-1, -2)), [f32(2, 3, 6, 8), f32(2, 3, 6, 8)])).domain).toEqual([6, 6, 6]);
   });
+  test("attention's head merge is stored by the softmax·v matmul, not copied by a kernel of its own", () => {
+    const [B, T, H, D] = [2, 6, 3, 4];
+    const C = H * D;
+    const block = (x: Tensor, wqkv: Tensor, wo: Tensor) => {
+      const qkv = x.matmul(wqkv);
+      const head = (i: number) => qkv.slice(2, i * C, (i + 1) * C).reshape([B, T, H, D]).transpose(1, 2);
+      return F.scaledDotProductAttention(head(0), head(1), head(2), { causal: true }).transpose(1, 2).reshape([B, T, C]).matmul(wo);
+    };
+    const p = kernels(block as never, [f32(B, T, C), f32(C, 3 * C), f32(C, C)]);
+    expect(p.kernels.map((k) => k.kind)).toEqual(['matmul', 'matmul', 'reduce', 'matmul', 'matmul']);
+    const pv = p.kernels[3];
+    expect(pv.domain).toEqual([B, H, T, D]);
+    expect(pv.stores[0].view).toEqual([{ shape: [B, H, T, D], strides: [T * C, D, C, 1], offset: 0 }]);
+    expect(pv.params[0].node.shape).toEqual([B, T, C]); // the merged layout the projection reads
+    // A result also read as it is (here: an output) keeps its buffer, and the copy its kernel.
+    const both = kernels(((x: Tensor, w: Tensor) => {
+      const y = x.matmul(w);
+      return [y, y.transpose(0, 1).reshape([6 * 4]).reshape([4, 6]).matmul(w.transpose(0, 1))];
+    }) as never, [f32(4, 5), f32(5, 6)]);
+    expect(both.kernels.map((k) => k.kind)).toEqual(['matmul', 'elementwise', 'matmul']);
+  });
   test('a float32 matmul of a 16-bit weight widened for it reads the weight as stored', () => {
     const p = kernels((x, w) => x.matmul(w.to('float32')).relu(), [f32(8, 16), { shape: [16, 12], dtype: 'float16' }]);
     expect(names(p)).toEqual(['MM_8_12_16']);

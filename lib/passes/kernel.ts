@@ -127,15 +127,52 @@ export function narrowOperands(mm: Node): readonly (Node | undefined)[] {
 }
 
 /**
+ * `root` as reshapes and permutes of a computed node `inner`, and the view through which a
+ * kernel over `inner`'s shape writes `root`'s buffer: the moves undone, in reverse, as one
+ * unmasked strided view (attention's head merge [B, H, T, D] -> [B, T, H·D] is the view with
+ * strides (T·H·D, D, H·D, 1)). Undefined when `root` is not such a chain.
+ */
+export function permutedStore(root: Node): { inner: Node; view: ViewStack } | undefined {
+  const undo: Move[] = [];
+  let x = root;
+  while (x.op === 'RESHAPE' || x.op === 'PERMUTE') {
+    const src = x.src[0];
+    if (x.op === 'RESHAPE') undo.push({ op: 'RESHAPE', arg: src.shape });
+    else {
+      const perm = x.arg as readonly number[];
+      const back = perm.map(() => 0);
+      perm.forEach((p, i) => (back[p] = i));
+      undo.push({ op: 'PERMUTE', arg: back });
+    }
+    x = src;
+  }
+  if (x === root || MOVES.has(x.op)) return undefined;
+  const view = viewOf(root.shape, undo);
+  return view.length === 1 && unmasked(view[0]) && shapeEq(view[0].shape, x.shape) ? { inner: x, view } : undefined;
+}
+
+/**
  * Build the kernel that computes `root`, inlining every producer for which `isBuffer` is
- * false. Returns Irregular when the inlined region does not form one kernel.
+ * false. Returns Irregular when the inlined region does not form one kernel. A `root` that
+ * only reshapes and permutes a matmul kernel's result (`permutedStore`, the scheduler's
+ * choice) is that kernel, storing through the permuted view.
  */
 export function buildKernel(root: Node, isBuffer: (n: Node) => boolean): Kernel | Irregular {
+  const permuted = MOVES.has(root.op) ? permutedStore(root) : undefined;
+  if (permuted && !isBuffer(permuted.inner)) {
+    const k = buildFrom(root, permuted, isBuffer);
+    if (!(k instanceof Irregular)) return k;
+  }
+  return buildFrom(root, undefined, isBuffer);
+}
+
+function buildFrom(root: Node, permuted: { inner: Node; view: ViewStack } | undefined, isBuffer: (n: Node) => boolean): Kernel | Irregular {
   const buffer = (n: Node): boolean => n !== root && isBuffer(n);
+  const top = permuted?.inner ?? root;
   const reduces: Node[] = [];
   const matmuls: Node[] = [];
   const seen = new Set<Node>();
-  const stack = [root];
+  const stack = [top];
   while (stack.length) {
     const n = stack.pop() as Node;
     if (seen.has(n) || buffer(n)) continue;
@@ -146,11 +183,12 @@ export function buildKernel(root: Node, isBuffer: (n: Node) => boolean): Kernel 
   }
   if (matmuls.length > 1) return new Irregular('two matmuls in one kernel');
   if (matmuls.length && reduces.length) return new Irregular('a matmul and a reduction in one kernel');
-  let domain: readonly Dim[] = root.shape;
-  let reduced: boolean[] = root.shape.map(() => false);
+  let domain: readonly Dim[] = top.shape;
+  let reduced: boolean[] = top.shape.map(() => false);
   let rootChain: Move[] = [];
   const kind = matmuls.length ? 'matmul' : reduces.length ? 'reduce' : 'elementwise';
-  if (kind === 'matmul' && !shapeEq(matmuls[0].shape, root.shape)) return new Irregular('matmul epilogue changes the shape');
+  if (permuted && kind !== 'matmul') return new Irregular('a permuted store is a matmul epilogue only');
+  if (kind === 'matmul' && !shapeEq(matmuls[0].shape, top.shape)) return new Irregular('matmul epilogue changes the shape');
   if (kind === 'reduce') {
     const r0 = reduces[0];
     const axes = r0.arg as readonly number[];
@@ -165,8 +203,8 @@ export function buildKernel(root: Node, isBuffer: (n: Node) => boolean): Kernel 
   }
   const b = new Builder(root, buffer, domain, reduced);
   try {
-    const value = b.visit(root, rootChain);
-    b.stores.push({ param: 0, view: viewOf(root.shape, rootChain), value });
+    const value = b.visit(top, rootChain);
+    b.stores.push({ param: 0, view: permuted?.view ?? viewOf(root.shape, rootChain), value });
   } catch (e) {
     if (e instanceof Irregular) return e;
     throw e;

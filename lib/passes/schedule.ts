@@ -9,7 +9,7 @@
 import { KilnError } from '../util/errors';
 import { dimEq, dimProd, dimStr, toposort, type Dim, type Graph, type Node } from '../ir';
 import { canFuse, inlineRegion, scoreFusion } from './fusion';
-import { buildKernel, Irregular, narrowOperands, viewBase, type Kernel } from './kernel';
+import { buildKernel, Irregular, narrowOperands, permutedStore, viewBase, type Kernel } from './kernel';
 import { isContiguous, unmasked, viewOf } from './view';
 
 /** The scheduler's result: kernels in launch order and where each output lives. */
@@ -72,6 +72,23 @@ export function schedule(graph: Graph): Schedule {
       // Only p and the producers inlined with it can change owners (ids: sources first).
       for (const n of inlineRegion(p, isBuffer).sort((a, b) => b.id - a.id)) owners.set(n, ownersOf(n, consumers, owners));
     }
+  }
+
+  // A matmul whose result is read only through reshapes and permutes that must be a buffer
+  // (attention's head merge, the next matmul's operand) stores through that permutation:
+  // its epilogue writes the merged layout and no copy kernel runs.
+  for (const x of order) {
+    if (!realized.has(x) || !isMove(x)) continue;
+    const p = permutedStore(x);
+    // The chain is p.inner's only reader, so only being an output would still make it a buffer.
+    if (!p || !realized.has(p.inner) || graph.outputs.includes(p.inner) || isContiguous([p.view[0]])) continue;
+    let only = true;
+    for (let m = x; m !== p.inner; m = m.src[0]) only &&= consumers.get(m.src[0])?.length === 1;
+    const own = buildKernel(p.inner, isBuffer);
+    if (!only || own instanceof Irregular || own.kind !== 'matmul') continue;
+    realized.delete(p.inner);
+    const merged = buildKernel(x, isBuffer);
+    if (merged instanceof Irregular || merged.kind !== 'matmul') realized.add(p.inner);
   }
 
   // Outputs that are contiguous views of another buffer alias it instead of copying.
