@@ -355,12 +355,14 @@ describe('leftovers of crashed processes', () => {
     const dead = join(dir, 'tmp', `stage-${hostTag}-999999999-abcdef`);
     const live = join(dir, 'tmp', `stage-${hostTag}-${process.pid}-abcdef`);
     const old = join(dir, 'tmp', `stage-00000000-1-abcdef`);
-    for (const d of [dead, live, old]) mkdirSync(d);
+    // Another host's fresh trash with this process's pid: its owner may still read it back.
+    const otherHost = `trash-${hostTag === 'ffffffff' ? 'fffffffe' : 'ffffffff'}-${process.pid}-abcdef`;
+    for (const d of [dead, live, old, join(dir, 'tmp', otherHost)]) mkdirSync(d);
     writeFileSync(join(dead, 'kernels.so'), 'partial');
     utimesSync(old, new Date(1e12), new Date(1e12));
     const s = sample();
     cache.publish(s.key, s.namespace, s.files, s.fields);
-    expect(readdirSync(join(dir, 'tmp'))).toEqual([`stage-${hostTag}-${process.pid}-abcdef`]);
+    expect(readdirSync(join(dir, 'tmp'))).toEqual([`stage-${hostTag}-${process.pid}-abcdef`, otherHost]);
     rmSync(live, { recursive: true });
   });
 });

@@ -66,8 +66,11 @@ export function sweep(cacheDir: string, now = Date.now()): void {
     const m = /^(stage|trash)-([0-9a-f]{8})-(\d+)-/.exec(n);
     if (!m) continue;
     const p = join(tmp, n);
-    const deadOwner = m[2] === hostTag && !pidAlive(Number(m[3]));
-    if (deadOwner || now - mtimeOf(p) > STAGING_MAX_AGE_MS || (m[1] === 'trash' && Number(m[3]) === process.pid)) removeTree(p);
+    // Owner tests only for this host's entries: on a shared (NFS) cache, another host's pid
+    // says nothing here, and its trash may still be read back by that host's discard.
+    const mine = m[2] === hostTag;
+    const deadOwner = mine && !pidAlive(Number(m[3]));
+    if (deadOwner || now - mtimeOf(p) > STAGING_MAX_AGE_MS || (mine && m[1] === 'trash' && Number(m[3]) === process.pid)) removeTree(p);
   }
   const locks = lockDir(cacheDir);
   for (const n of names(locks)) {
