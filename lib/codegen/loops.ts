@@ -204,6 +204,7 @@ export function elementwiseBody(x: KernelExprs, dialect: LoopDialect): string[] 
   // body[d] holds the statements placed just before loop d (those of level d-1).
   const body: string[][] = Array.from({ length: rank + 1 }, (_, d) => values.filter((i) => level(i) === d - 1).flatMap((i) => x.statement(i)));
   body[rank].push(...k.stores.map((s) => x.storeLine(s)));
+  if (rank === 0) return body[0]; // no loop: body[0] is both the prelude and the innermost body
   // Collapse the two outer loops into the parallel one when nothing sits between them and
   // the second is not the SIMD loop.
   const collapse = rank >= 3 && body[1].length === 0 ? 2 : 1;

@@ -274,8 +274,24 @@ export function maskDependsOn(stack: ViewStack): boolean[] {
  */
 export function mergeDims(stack: ViewStack, d: number): ViewStack | undefined {
   const v = stack[stack.length - 1];
-  const merged = reshapeView(v, [...v.shape.slice(0, d), dimMul(v.shape[d], v.shape[d + 1]), ...v.shape.slice(d + 2)]);
+  const shape = [...v.shape.slice(0, d), dimMul(v.shape[d], v.shape[d + 1]), ...v.shape.slice(d + 2)];
+  const merged = v.shape.some((n) => isStatic(n) && n === 0) ? mergeEmpty(v, d, shape) : reshapeView(v, shape);
   return merged && [...stack.slice(0, -1), merged];
+}
+
+/**
+ * mergeDims on a view with no elements. reshapeView gives such a view row-major strides (any
+ * layout holds no element), but a kernel's views say more than where elements are: which
+ * domain dims an index depends on. A reduce kernel's store over a statically empty reduced
+ * dim must keep stride 0 there, or it is stored once per element of the empty dim: never.
+ */
+function mergeEmpty(v: View, d: number, shape: readonly Dim[]): View | undefined {
+  if (!trivial(v, d) || !trivial(v, d + 1)) return undefined;
+  const [a, b] = [v.strides[d], v.strides[d + 1]];
+  const stride = isOne(v.shape[d + 1]) ? a : isOne(v.shape[d]) || dimEq(a, dimMul(b, v.shape[d + 1])) ? b : undefined;
+  if (stride === undefined) return undefined;
+  const mask = v.mask && [...v.mask.slice(0, d), [0, shape[d]] as const, ...v.mask.slice(d + 2)];
+  return withMask({ shape, strides: [...v.strides.slice(0, d), stride, ...v.strides.slice(d + 2)], offset: v.offset }, mask);
 }
 
 /** Readable text of a view stack, for debugging and snapshots. */
