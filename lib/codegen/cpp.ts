@@ -330,7 +330,14 @@ export function isaFlags(features: readonly string[], arch: string = process.arc
  * infinities and per-op rounding match the reference interpreter.
  */
 export function cppFlags(features: readonly string[], arch: string = process.arch): string[] {
-  // -fno-trapping-math and -fno-math-errno change no value; they let GCC if-convert and vectorize.
+  // -fno-math-errno and -fno-trapping-math let GCC inline sqrtf, if-convert the branch-free
+  // helpers and vectorize. They are not value-neutral in general: with them GCC folds
+  // (float)(int32_t)trunc(x) into trunc(x), which keeps -0 (kiln_f2i adds +0.0 against it,
+  // prelude.ts), and vectorizes powf(x, 0.5f) as sqrt, which differs at -0 and -inf (pow by the
+  // number 0.5 is SQRT from trace time, lib/tensor/ops.ts, so no such call is generated). With
+  // those two handled, every program of the codegen tests on NaN, ±inf, ±0 and huge inputs gives
+  // the same bits with and without the flags, once SIMD reductions are left out (a vectorized
+  // sum adds in another order: a different rounding, the same semantics).
   // -fopenmp-simd: the SIMD pragmas only; threads come from kiln's pool, not libgomp.
   return ['-O3', ...isaFlags(features, arch), '-fopenmp-simd', '-fPIC', '-shared', '-std=c++17', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-w'];
 }

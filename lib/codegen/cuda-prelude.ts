@@ -129,7 +129,7 @@ KILN_D float kiln_i2b(int32_t i) {
 /* JavaScript ToInt32: truncate, wrap modulo 2^32, NaN and infinities give 0. */
 KILN_D int32_t kiln_f2i(double x) {
   if (!isfinite(x)) return 0;
-  const double t = trunc(x);
+  const double t = trunc(x) + 0.0; /* no -0 (as in the C++ prelude: a compiler may fold (float)(int)t to t) */
   if (t >= -2147483648.0 && t < 2147483648.0) return (int32_t)t;
   double m = fmod(t, 4294967296.0);
   if (m < 0) m += 4294967296.0;
@@ -148,11 +148,9 @@ KILN_D float kiln_maxf(float a, float b) {
 KILN_D float kiln_minf(float a, float b) {
   return (a != a || b != b) ? a + b : (a < b ? a : (a > b ? b : (signbit(a) ? a : b)));
 }
-/* Math.pow: x ** NaN is NaN and (+-1) ** +-inf is NaN, unlike C's pow. */
-KILN_D float kiln_powf(float a, float b) {
-  if (b != b || ((a == 1.0f || a == -1.0f) && isinf(b))) return NAN;
-  return powf(a, b);
-}
+/* C's pow (CUDA's powf follows C99 Annex F): 1 ** y and x ** +-0 are 1 for every x and y,
+   NaN included, and (-1) ** +-inf is 1, as in PyTorch and numpy. */
+KILN_D float kiln_powf(float a, float b) { return powf(a, b); }
 /* The max of a reduction: NaN, once seen, stays (order-independent, like the interpreter's). */
 KILN_D float kiln_max_nan(float a, float b) { return a != a ? a : (b != b ? b : (b > a ? b : a)); }
 KILN_D int64_t kiln_clamp_row(int64_t r, int64_t n) { return r < 0 ? 0 : (r >= n ? n - 1 : r); }

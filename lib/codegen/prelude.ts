@@ -2,25 +2,27 @@
  * C helpers every generated translation unit starts with: half-precision conversions
  * (round to nearest even, bit-exact with lib/ir/dtype.ts), int32 arithmetic that wraps
  * like JavaScript's (C's signed overflow is undefined), and the float ops whose NaN and
- * signed-zero behaviour must match the reference interpreter (Math.max, Math.pow, ToInt32).
+ * signed-zero behaviour must match the reference interpreter (Math.max, C's pow, ToInt32).
  */
 
 /**
- * `kiln_ipow` with the function qualifier of a prelude (C++ or CUDA): Math.pow, then ToInt32.
- * A non-negative power is a product of doubles, exact while the result is below 2^53 (a GPU's
- * pow may be an ulp off there); others go through pow.
+ * `kiln_ipow` with the function qualifier of a prelude (C++ or CUDA): PyTorch's integer pow
+ * (`powi` in ATen/native/Pow.h). A non-negative power by squaring in 32-bit arithmetic that
+ * wraps (uint32_t: C's signed overflow is undefined), so 2147483647 ** 2 is 1; a negative
+ * power is 1 for base 1, ±1 for base -1 by the power's parity, and 0 otherwise (base 0
+ * included: no division by zero).
  */
 export function intPow(qualifier: string): string {
-  return String.raw`/* Math.pow, then ToInt32. A non-negative power is a product of doubles, exact while the
-   result is below 2^53 (a GPU's pow may be an ulp off there); others go through pow. */
+  return String.raw`/* PyTorch's integer pow: by squaring, wrapping modulo 2^32; a negative power is 1 for
+   base 1, +-1 for base -1 (by parity), else 0 (base 0 included). */
 ${qualifier} int32_t kiln_ipow(int32_t a, int32_t b) {
-  if (b < 0) return kiln_f2i(pow((double)a, (double)b));
-  double r = 1.0, x = (double)a;
-  for (int32_t e = b; e > 0; e >>= 1) {
-    if (e & 1) r *= x;
+  if (b < 0) return a == 1 ? 1 : a == -1 ? ((b & 1) ? -1 : 1) : 0;
+  uint32_t r = 1u, x = (uint32_t)a;
+  for (uint32_t e = (uint32_t)b; e != 0u; e >>= 1) {
+    if (e & 1u) r *= x;
     x *= x;
   }
-  return kiln_f2i(r);
+  return (int32_t)r;
 }`;
 }
 
@@ -80,7 +82,9 @@ static inline float kiln_i2b(int32_t i) {
 /* JavaScript ToInt32: truncate, wrap modulo 2^32, NaN and infinities give 0. */
 static inline int32_t kiln_f2i(double x) {
   if (!isfinite(x)) return 0;
-  double t = trunc(x);
+  /* + 0.0 turns a -0 from trunc into +0: a value no int has, but -fno-trapping-math lets
+     GCC fold (float)(int32_t)t into t itself, and then -0.5 cast to int32 and back was -0. */
+  double t = trunc(x) + 0.0;
   if (t >= -2147483648.0 && t < 2147483648.0) return (int32_t)t;
   double m = fmod(t, 4294967296.0);
   if (m < 0) m += 4294967296.0;
@@ -100,11 +104,9 @@ static inline float kiln_maxf(float a, float b) {
 static inline float kiln_minf(float a, float b) {
   return (a != a || b != b) ? a + b : (a < b ? a : (a > b ? b : (signbit(a) ? a : b)));
 }
-/* Math.pow: x ** NaN is NaN and (+-1) ** +-inf is NaN, unlike C's pow. */
-static inline float kiln_powf(float a, float b) {
-  if (b != b || ((a == 1.0f || a == -1.0f) && isinf(b))) return NAN;
-  return powf(a, b);
-}
+/* C's pow, as PyTorch and numpy compute it: 1 ** y and x ** +-0 are 1 for every x and y,
+   NaN included, and (-1) ** +-inf is 1 (JavaScript's Math.pow gives NaN for those). */
+static inline float kiln_powf(float a, float b) { return powf(a, b); }
 /*
  * exp, erf, erfc and tanh in branch-free float code the compiler vectorizes (libm's are
  * scalar without -ffast-math: glibc's erfcf costs ~16 ns an element, kiln_erfcf ~1 in a SIMD

@@ -29,7 +29,7 @@ const EVAL: { readonly [O in ElementwiseOp]: ((v: readonly number[], dtype: DTyp
   SUB: ([a, b]) => a - b,
   MUL: ([a, b], dt) => (dt === 'int32' ? Math.imul(a, b) : a * b),
   DIV: ([a, b]) => a / b,
-  POW: ([a, b]) => Math.pow(a, b),
+  POW: undefined, // C's pow and int32 pow by wrapping squares live in the runtime layer (kernels.ts); constant pow is rare
   MAX: ([a, b]) => Math.max(a, b),
   MIN: ([a, b]) => Math.min(a, b),
   CMPEQ: ([a, b]) => (a === b ? 1 : 0),

@@ -119,8 +119,32 @@ export function map1(op: UnaryOp, x: Float64Array): Float64Array {
 }
 
 /**
- * A binary op over equal-length operands, in float64; int32 MUL wraps exactly (the float64
- * product of two int32s may not be exact). MAX/MIN propagate NaN, as torch.maximum does.
+ * C's pow (PyTorch's and numpy's), where it differs from Math.pow: 1 ** y is 1 for every y
+ * (NaN and ±inf included) and (-1) ** ±inf is 1. (x ** ±0 is 1 in both.)
+ */
+export function floatPow(a: number, b: number): number {
+  return a === 1 || (a === -1 && abs(b) === Infinity) ? 1 : pow(a, b);
+}
+
+/**
+ * PyTorch's integer pow (`powi`, ATen/native/Pow.h) on int32 values: a non-negative power by
+ * squaring with two's-complement wrap (2147483647 ** 2 is 1); a negative power is 1 for base
+ * 1, ±1 for base -1 by the power's parity, and 0 otherwise (base 0 included).
+ */
+export function intPow(a: number, b: number): number {
+  if (b < 0) return a === 1 ? 1 : a === -1 ? (b & 1 ? -1 : 1) : 0;
+  let r = 1;
+  for (let x = a | 0, e = b >>> 0; e !== 0; e >>>= 1) {
+    if (e & 1) r = imul(r, x);
+    x = imul(x, x);
+  }
+  return r;
+}
+
+/**
+ * A binary op over equal-length operands, in float64; int32 MUL and POW wrap exactly (the
+ * float64 product of two int32s may not be exact). MAX/MIN propagate NaN, as torch.maximum
+ * does; POW is C's pow (floatPow, intPow).
  */
 export function map2(op: BinaryOp, a: Float64Array, b: Float64Array, dtype: DType): Float64Array {
   const n = a.length;
@@ -140,7 +164,8 @@ export function map2(op: BinaryOp, a: Float64Array, b: Float64Array, dtype: DTyp
       for (let i = 0; i < n; i++) out[i] = a[i] / b[i];
       break;
     case 'POW':
-      for (let i = 0; i < n; i++) out[i] = pow(a[i], b[i]);
+      if (dtype === 'int32') for (let i = 0; i < n; i++) out[i] = intPow(a[i], b[i]);
+      else for (let i = 0; i < n; i++) out[i] = floatPow(a[i], b[i]);
       break;
     case 'MAX':
       for (let i = 0; i < n; i++) out[i] = max(a[i], b[i]);
