@@ -141,12 +141,45 @@ const dynamic: NumCase[] = [
   },
 ];
 
+/** Input `i` from the fixed list `lists[i]` (cycled to length n). */
+const fixed =
+  (...lists: number[][]) =>
+  (i: number, _d: DType, n: number): number[] =>
+    Array.from({ length: n }, (_, e) => lists[i][e % lists[i].length]);
+const POW_BASES = [1, 1, 1, -1, -1, NaN, NaN, Infinity, 2, 0, -0, -0, -Infinity, 0.5, -2, 3];
+const POW_EXPS = [NaN, Infinity, -Infinity, Infinity, -Infinity, 0, -0, 0, NaN, -1, -1, 0.5, 0.5, Infinity, 3, 2.5];
+const IPOW_BASES = [2147483647, 3, -3, 2, 2, -2147483648, 1, -1, -1, 2, 0, 0, 46341, 3, 7, -5];
+const IPOW_EXPS = [2, 40, 41, 31, 32, 2, -5, -3, -4, -1, -1, 0, 2, 2147483647, 0, 3];
+
+// Values at the edges of kiln's numerics (docs/FUSION.md §7): 0-d kernels, reductions over a
+// statically empty dim (the identity, then the epilogue), pow as C computes it, int32 pow
+// wrapping, and int -> float giving +0 (seen through 1/x: +inf, never -inf).
+const edges: NumCase[] = [
+  { name: '0d-elementwise', fn: (x: T) => [x.add(1), x.neg(), x.exp(), x.mul(x)], specs: [f32()] },
+  { name: '0d-where', fn: (c: T, a: T, b: T) => F.where(c, a, b.mul(2)), specs: [bool(), f32(), f32()] },
+  { name: '0d-vec-dot-add', fn: (v: T) => v.matmul(v).add(1), specs: [f32(7)] },
+  { name: '0d-two-sums', fn: (x: T) => ({ a: x.sum().add(1), b: x.sum().mul(2) }), specs: [f32(2, 3)] },
+  // one program each: the reduction and its epilogue in one kernel (a fresh output holds 0)
+  { name: 'empty-sum-add', fn: (x: T) => x.sum().add(1), specs: [f32(0, 3)] },
+  { name: 'empty-mean', fn: (x: T) => x.mean(), specs: [f32(0, 3)] },
+  { name: 'empty-sum-leading', fn: (x: T) => [x.sum(0).add(1), x.sum([0, 1]).add(1), x.sum(-1).add(1)], specs: [f32(0, 3, 4)] },
+  { name: 'pow-edge', fn: (x: T, y: T) => x.pow(y), specs: [f32(16), f32(16)], gen: fixed(POW_BASES, POW_EXPS) },
+  { name: 'int-pow-wrap', fn: (x: T, y: T) => x.pow(y), specs: [i32(16), i32(16)], gen: fixed(IPOW_BASES, IPOW_EXPS) },
+  {
+    name: 'cast-int-positive-zero',
+    fn: (x: T) => (['float32', 'float16', 'bfloat16'] as const).map((dt) => x.to('int32').to(dt).reciprocal()),
+    specs: [f32(64)],
+    gen: fixed([-0, -0.5, -0.999, 0, 0.5, -1.5, 2.5, -3e9]),
+  },
+];
+
 const suites: [string, NumCase[]][] = [
   ['elementwise', elementwise],
   ['reductions', reductions],
   ['views', views],
   ['matmul', matmuls],
   ['dynamic dims', dynamic],
+  ['edge values', edges],
 ];
 
 describe('codegen: C++ against the interpreter', () => {

@@ -71,6 +71,13 @@ function special(_i, dtype, n, rng) {
 /** Weights: inputs after the first are scaled down so that deep programs stay in range. */
 const weights = (scale) => (i, dtype, n, rng) => rng.array(n, (r) => (i === 0 ? r.normal() : r.normal() * scale));
 const ids = (rows) => (i, _d, n, r) => (i === 0 ? r.array(n, (g) => g.int(0, rows)) : r.array(n, (g) => g.normal()));
+/** Input i from the fixed list lists[i], cycled to length n. */
+const fixed = (...lists) => (i, _d, n) => Array.from({ length: n }, (_, e) => lists[i][e % lists[i].length]);
+// pow's edge values (docs/FUSION.md §7: C's pow; int32 pow wraps like PyTorch's).
+const POW_BASES = [1, 1, 1, -1, -1, NaN, NaN, Infinity, 2, 0, -0, -0, -Infinity, 0.5, -2, 3];
+const POW_EXPS = [NaN, Infinity, -Infinity, Infinity, -Infinity, 0, -0, 0, NaN, -1, -1, 0.5, 0.5, Infinity, 3, 2.5];
+const IPOW_BASES = [2147483647, 3, -3, 2, 2, -2147483648, 1, -1, -1, 2, 0, 0, 46341, 3, 7, -5];
+const IPOW_EXPS = [2, 40, 41, 31, 32, 2, -5, -3, -4, -1, -1, 0, 2, 2147483647, 0, 3];
 
 function cases({ F, tensor }) {
   const spec = (dtype, ...shape) => ({ shape, dtype });
@@ -106,6 +113,17 @@ function cases({ F, tensor }) {
     { name: 'vec-f16-broadcast', fn: (x, b) => x.add(b).relu(), specs: [f16(7, 24), f16(24)] },
     { name: 'f16-gelu-bias', fn: (x, b) => x.add(b).gelu(), specs: [f16(16, 64), f16(64)], gen: (i, _d, n, r) => r.array(n, (g) => (i === 0 ? g.uniform(-12, 12) : g.normal())) },
     { name: 'vec-mixed-cast', fn: (x) => x.to('float16').mul(2), specs: [f32(517)] },
+    // Edge values: 0-d kernels, pow as C computes it, int32 pow wrapping, int -> float giving +0 (1/x: +inf).
+    { name: 'edge-0d', fn: (x, c) => [x.add(1), x.neg(), x.exp(), F.where(c, x, x.mul(2))], specs: [f32(), bool()] },
+    { name: 'edge-0d-dot-sums', fn: (v) => ({ d: v.matmul(v).add(1), a: v.sum().add(1), b: v.sum().mul(2) }), specs: [f32(7)] },
+    { name: 'edge-pow', fn: (x, y) => x.pow(y), specs: [f32(16), f32(16)], gen: fixed(POW_BASES, POW_EXPS) },
+    { name: 'edge-int-pow', fn: (x, y) => x.pow(y), specs: [i32(16), i32(16)], gen: fixed(IPOW_BASES, IPOW_EXPS) },
+    {
+      name: 'edge-cast-int-positive-zero',
+      fn: (x) => ['float32', 'float16', 'bfloat16'].map((dt) => x.to('int32').to(dt).reciprocal()),
+      specs: [f32(64)],
+      gen: fixed([-0, -0.5, -0.999, 0, 0.5, -1.5, 2.5, -3e9]),
+    },
   ];
 
   const reductions = [
@@ -139,6 +157,10 @@ function cases({ F, tensor }) {
     { name: 'max-cols-split', fn: (x) => x.max(0), specs: [f32(700, 20)], gen: special },
     { name: 'sum-cols-split-3d', fn: (x) => x.sum([0, 1]), specs: [f16(30, 40, 9)], ulps: 2 },
     { name: 'softmax-f16-row-in-shared', fn: (x) => x.softmax(-1), specs: [f16(2, 24576)], ulps: 2 },
+    // Reductions over a statically empty dim: the identity (sum 0, mean NaN), then the epilogue.
+    { name: 'edge-empty-sum-add', fn: (x) => x.sum().add(1), specs: [f32(0, 3)] }, // one kernel: reduction and epilogue
+    { name: 'edge-empty-mean', fn: (x) => x.mean(), specs: [f32(0, 3)] },
+    { name: 'edge-empty-sum-leading', fn: (x) => [x.sum(0).add(1), x.sum([0, 1]).add(1), x.sum(-1).add(1)], specs: [f32(0, 3, 4)] },
   ];
 
   const views = [
