@@ -11,7 +11,7 @@ import { bundleKey } from '../lib/cache';
 import { keyInput, type ProgramSignature } from '../lib/engine/bundle-target';
 import { buildCuda, chooseConfigs, cudaFacts } from '../lib/engine/cuda';
 import { lower } from '../lib/passes';
-import { candidateConfigs, configFits, defaultConfig, wgmmaProblem, type GpuConfig, type GpuFacts, type WgmmaConfig } from '../lib/passes/gpu';
+import { candidateConfigs, configFits, defaultConfig, gpuPlan, wgmmaProblem, type GpuConfig, type GpuFacts, type WgmmaConfig } from '../lib/passes/gpu';
 import { addonInfo } from '../lib/runtime/native';
 import { trace } from '../lib/tensor/trace';
 import type { Tensor } from '../lib/tensor/tensor';
@@ -21,6 +21,7 @@ const nvrtcIt = addonInfo().nvrtc.available || process.env.KILN_REQUIRE_NVRTC ==
 const SM90A: GpuFacts = { arch: 90, archSpecific: true };
 const wg = (bm: 64 | 128, bn: 128 | 256, stages: number): WgmmaConfig => ({ kind: 'matmul', variant: 'wgmma', bm, bn, stages });
 const spec = (dtype: 'float16' | 'bfloat16' | 'float32', ...shape: number[]) => ({ shape, dtype });
+const isWgmma = (c: GpuConfig): c is WgmmaConfig => c.kind === 'matmul' && c.variant === 'wgmma';
 
 /**
  * The ISA's canonical layouts (CUTLASS's GMMA atoms) for the 128B swizzle, as the tensor
@@ -234,6 +235,39 @@ describe('wgmma kernels', () => {
     const both = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 4, 512, 512)])).kernels[0];
     expect(defaultConfig(both, SM90A)).toEqual(wg(128, 128, 6));
   });
+
+  it('splits K for the tuner where its tiles leave SMs idle: part kernels over equal K ranges, then the combine', () => {
+    const short = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 64, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    const facts = { ...SM90A, smCount: 132 };
+    const splits = candidateConfigs(short, facts).filter((c) => isWgmma(c) && c.split);
+    expect(splits.map((c) => [(c as WgmmaConfig).bm, (c as WgmmaConfig).bn, (c as WgmmaConfig).split])).toEqual([[64, 256, 8], [64, 128, 8], [128, 128, 8]]);
+    expect(isWgmma(defaultConfig(short, facts))).toBe(false); // the default stays the mma kernel's split-K
+    // A matmul that fills the GPU is offered no split.
+    const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    expect(candidateConfigs(big, facts).some((c) => isWgmma(c) && c.split)).toBe(false);
+    // Two steps sharing a partials buffer: [part][M][N] float32, then the combine's launch.
+    const p = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 64, 2048), spec('float16', 2048, 512)]));
+    const cfg = { ...wg(64, 128, 6), split: 4 };
+    const configs = chooseConfigs(p, SM90A, { [p.kernels[0].name]: cfg });
+    const plan = gpuPlan(p.plan, p.kernels, configs);
+    expect(plan.steps.map((s) => [s.kernel, s.grid])).toEqual([[`${p.kernels[0].name}__part`, [4, 1, 4]], [p.kernels[0].name, [128]]]);
+    expect(plan.buffers[plan.buffers.length - 1]).toMatchObject({ dtype: 'float32', elems: 4 * 64 * 512, role: 'temp' });
+    const src = renderCuda(p, SM90A, configs);
+    expect(src).toContain('const int KTall = K / 64, kpp = (KTall + 3) / 4, kb = part * kpp;');
+    expect(src).toContain('load(s, (kb + (int)s) * 64)');
+    expect(src).toContain('P[gm * N + gn] = sC[(e / 128) * 132 + e % 128];');
+    expect(src).toContain('for (int q = 0; q < 4; q++) acc_e += pp[(long long)q * 32768 + t];');
+    expect(wgmmaProblem(p.kernels[0], { ...cfg, split: 1 }, SM90A)).toMatch(/split must be an integer >= 2/);
+  });
+
+  nvrtcIt('builds split-K wgmma for sm_90a without spills (both kernels)', async () => {
+    const g = trace((x: T, w: T, b: T) => x.matmul(w.transpose(0, 1)).add(b).gelu(), [spec('bfloat16', 96, 1000), spec('bfloat16', 256, 1000), spec('bfloat16', 256)]);
+    const p = lower(g);
+    const name = p.kernels.find((k) => k.kind === 'matmul')!.name;
+    const b = await buildCuda(g, { target: 'sm_90a', kind: 'cubin', arch: 90 }, { program: p, tuning: { [name]: { ...wg(128, 128, 4), split: 3 } } });
+    expect(Object.keys(b.resources)).toEqual(expect.arrayContaining([`${name}__part`, name]));
+    for (const r of Object.values(b.resources)) expect(r).toMatchObject({ spillStores: 0, spillLoads: 0 });
+  }, 120_000);
 
   it('refuses what it cannot run, with the reason', () => {
     const k = lower(xw).kernels[0];

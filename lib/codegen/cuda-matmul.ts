@@ -120,7 +120,7 @@ export function matmulKernel(x: CudaExprs, c: MmaConfig | Tf32Config | SimtConfi
  * linear index) adds its partials `pp[q·numel + t]` for q = 0, 1, … in that order — a fixed
  * order, so every run gives the same bits — and runs the fused epilogue once on the sum.
  */
-function splitCombineBody(x: CudaExprs, c: MmaConfig): string[] {
+export function splitCombineBody(x: CudaExprs, c: { readonly split?: number }): string[] {
   const { k, r } = x;
   const it = x.it;
   const numel = r.dim(dimProd(k.domain));
@@ -357,7 +357,7 @@ function mmaBody(x: CudaExprs, c: MmaConfig | Tf32Config, facts: GpuFacts, split
  * Split-K's part kernel stores its staged bm×bn tile (`sC`) of f32 partials at
  * `pp[part·numel + (bz·M + m)·N + n]`, consecutive threads on consecutive columns (coalesced).
  */
-function partialStores(x: CudaExprs, c: { bm: number; bn: number }, threads: number): string[] {
+export function partialStores(x: CudaExprs, c: { bm: number; bn: number }, threads: number): string[] {
   const numel = x.r.dim(dimProd(x.k.domain));
   return [
     '__syncthreads();',

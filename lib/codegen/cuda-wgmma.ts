@@ -24,9 +24,9 @@
  * against the PTX ISA's canonical layouts, since it cannot run without a GPU.
  */
 import { ITEMSIZE } from '../ir';
-import { divisible, matmulDType, mmaLayout, matmulThreads, wgmmaStageBytes, WGMMA_BK, type WgmmaConfig } from '../passes/gpu';
+import { divisible, matmulDType, mmaLayout, matmulThreads, splitOf, SPLIT_COMBINE_BLOCK, wgmmaStageBytes, WGMMA_BK, type WgmmaConfig } from '../passes/gpu';
 import { indent, unroll, type CudaExprs } from './cuda-exprs';
-import { prologue, stagedEpilogue } from './cuda-matmul';
+import { partialStores, prologue, splitCombineBody, stagedEpilogue, type SplitRole } from './cuda-matmul';
 
 /** Bytes of a 128B-swizzle atom: 8 rows of 128 bytes. */
 const ATOM = 1024;
@@ -91,7 +91,10 @@ export function wgmmaTileOf(pid: number, tilesM: number, tilesN: number): { tm: 
 }
 
 /** The kernel body and block size. */
-export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; threads: number } {
+export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig, role: SplitRole = 'whole'): { body: string[]; threads: number } {
+  if ((role !== 'whole') !== (splitOf(c) !== undefined)) throw new Error(`cuda: wgmma role '${role}' does not fit ${JSON.stringify(c)}`);
+  if (role === 'final') return { body: splitCombineBody(x, c), threads: SPLIT_COMBINE_BLOCK };
+  const split = role === 'part' ? c.split : undefined;
   const { k } = x;
   const it = x.it;
   const dtype = matmulDType(k);
@@ -114,7 +117,7 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
     `const int in_group = pid % (${GROUP_M} * tiles_n);`,
     `const ${it} m0 = (${it})(first_m + in_group % group_m) * ${c.bm}, n0 = (${it})(in_group / group_m) * ${c.bn};`,
   ];
-  const { lines, aStride, bStride } = prologue(x, c, origin);
+  const { lines, aStride, bStride } = prologue(x, c, origin, split);
   const [sAm] = aStride;
   const [sBk, sBn] = bStride;
   const copies = (count: number, body: string[]): string[] => [
@@ -147,6 +150,13 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
             ...within(edge.n, 'n0 + ch * 8 < N'),
           ]),
         ]);
+  // K tiles of this block: all of them, or (split-K's part kernel) its part's: equal parts
+  // of whole tiles, the last one shorter.
+  const KTall = edge.k ? `(K + ${WGMMA_BK - 1}) / ${WGMMA_BK}` : `K / ${WGMMA_BK}`;
+  const kTiles = split
+    ? [`const ${it} KTall = ${KTall}, kpp = (KTall + ${split - 1}) / ${split}, kb = part * kpp;`, `const ${it} KT = KTall - kb < kpp ? (KTall > kb ? KTall - kb : 0) : kpp;`]
+    : [`const ${it} KT = ${KTall};`];
+  const kAt = (t: string): string => (split ? `(kb + ${t}) * ${WGMMA_BK}` : `${t} * ${WGMMA_BK}`);
   const descs = [0, 1, 2, 3].map((kk) => wgmmaDescs(0, kk, bl));
   const regs = Array.from({ length: nAcc }, (_, i) => `%${i}`).join(', ');
   const asm =
@@ -177,10 +187,10 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
     ),
     ...indent(loadB),
     '};',
-    `const ${it} KT = ${edge.k ? `(K + ${WGMMA_BK - 1}) / ${WGMMA_BK}` : `K / ${WGMMA_BK}`};`,
+    ...kTiles,
     unroll,
     `for (int s = 0; s < ${P}; s++) {`,
-    `  if (s < KT) load(s, (${it})s * ${WGMMA_BK});`,
+    `  if (s < KT) load(s, ${kAt(`(${it})s`)});`,
     '  kiln_cp_commit();',
     '}',
     '#pragma unroll 1',
@@ -189,7 +199,7 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
     '  asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // ... and is visible to the async proxy',
     '  __syncthreads(); // every thread\'s copies; every warpgroup is past the MMAs of tile kt - 2',
     `  const ${it} pf = kt + ${P};`,
-    `  if (pf < KT) load((int)(pf % ${S}), pf * ${WGMMA_BK});`,
+    `  if (pf < KT) load((int)(pf % ${S}), ${kAt('pf')});`,
     '  kiln_cp_commit();',
     `  const uint32_t sa = ring0 + (uint32_t)(kt % ${S}) * ${stage} + wg * ${64 * 128}, sb = ring0 + (uint32_t)(kt % ${S}) * ${stage} + ${aBytes};`,
     '  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");',
@@ -216,7 +226,7 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig): { body: string[]; thr
     `  sC[r0 * ${c.bn + 4} + c0] = d[4 * i]; sC[r0 * ${c.bn + 4} + c0 + 1] = d[4 * i + 1];`,
     `  sC[(r0 + 8) * ${c.bn + 4} + c0] = d[4 * i + 2]; sC[(r0 + 8) * ${c.bn + 4} + c0 + 1] = d[4 * i + 3];`,
     '}',
-    ...stagedEpilogue(x, c, NT),
+    ...(split ? partialStores(x, c, NT) : stagedEpilogue(x, c, NT)),
   );
   return { body: lines, threads: NT };
 }

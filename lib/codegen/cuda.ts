@@ -55,7 +55,7 @@ export class CudaRenderer extends CStyleRenderer {
         threads = config.block;
         break;
       case 'matmul':
-        ({ body, threads } = config.variant === 'wgmma' ? wgmmaKernel(x, config) : matmulKernel(x, config, this.facts, role));
+        ({ body, threads } = config.variant === 'wgmma' ? wgmmaKernel(x, config, role) : matmulKernel(x, config, this.facts, role));
         break;
       default:
         return config satisfies never;

@@ -117,6 +117,8 @@ export interface WgmmaConfig {
   readonly bm: 64 | 128;
   readonly bn: 128 | 256;
   readonly stages: number;
+  /** Split-K parts (as MmaConfig.split; offered to the tuner only, where the tiles leave SMs idle). */
+  readonly split?: number;
 }
 
 /** Every matmul configuration. */
@@ -484,12 +486,12 @@ function splitTile(k: Kernel): Omit<MmaConfig, 'stages'> {
  * than the operands; evened out so that no part is empty. Undefined below two parts or for a
  * symbolic K.
  */
-function splitKParts(k: Kernel, facts: GpuFacts, tile: Omit<MmaConfig, 'stages'>, scale = 1): number | undefined {
+function splitKParts(k: Kernel, facts: GpuFacts, tile: { readonly bm: number; readonly bn: number }, scale = 1, bk = MMA_BK): number | undefined {
   const K = k.matmul!.k;
   if (!isStatic(K)) return undefined;
   const r = k.domain.length;
   const [M, N] = [guess(k.domain[r - 2]), guess(k.domain[r - 1])];
-  const kt = Math.ceil(K / MMA_BK);
+  const kt = Math.ceil(K / bk);
   const blocks = scale * Math.ceil((2 * (facts.smCount ?? 132)) / ctas(k, tile.bm, tile.bn));
   const want = Math.min(blocks, Math.floor(kt / SPLIT_MIN_KTILES), Math.floor((M * K + K * N) / (4 * M * N)));
   return want >= 2 ? Math.ceil(kt / Math.ceil(kt / want)) : undefined;
@@ -516,6 +518,20 @@ function splitCandidates(k: Kernel, facts: GpuFacts): MmaConfig[] {
   return out;
 }
 
+/**
+ * Split-K wgmma candidates for a matmul whose wgmma tiles leave SMs idle (static sizes, work
+ * worth a second launch): the one-warpgroup tiles and 128×128, each at the part count that
+ * gives about two blocks per SM, parts of at least SPLIT_MIN_KTILES 64-wide K tiles.
+ */
+function wgmmaSplits(k: Kernel, facts: GpuFacts): WgmmaConfig[] {
+  if (!k.domain.every(isStatic) || 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k) < SPLIT_MIN_FLOP) return [];
+  const tiles = wgmmaConfigs(k, facts, [...WGMMA_SMALL_TILES, WGMMA_TILES[1]]);
+  return tiles.flatMap((t) => {
+    const parts = splitKParts(k, facts, t, 1, WGMMA_BK);
+    return parts ? [{ ...t, split: parts }] : [];
+  });
+}
+
 function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
   const dt = matmulDType(k);
   if (dt === 'int32') return [defaultMatmul(k, facts)];
@@ -527,7 +543,7 @@ function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
   if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
   const wg = wgmmaConfigs(k, facts);
   const idle = wg.length > 0 && wg.every((c) => ctas(k, c.bm, c.bn) < (facts.smCount ?? 132));
-  const out: MatmulConfig[] = [...wg, ...MMA_TILES.map((t) => mmaConfig(k, facts, t)), ...(idle ? wgmmaConfigs(k, facts, WGMMA_SMALL_TILES) : [])];
+  const out: MatmulConfig[] = [...wg, ...MMA_TILES.map((t) => mmaConfig(k, facts, t)), ...(idle ? [...wgmmaConfigs(k, facts, WGMMA_SMALL_TILES), ...wgmmaSplits(k, facts)] : [])];
   if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
   return [...out, ...splitCandidates(k, facts)];
 }
@@ -618,6 +634,8 @@ export function wgmmaProblem(k: Kernel, c: WgmmaConfig, facts: GpuFacts): string
   if (c.bm !== 64 && c.bm !== 128) return `bm must be 64 or 128 (got ${c.bm})`;
   if (c.bn !== 128 && c.bn !== 256) return `bn must be 128 or 256 (got ${c.bn})`;
   if (!Number.isInteger(c.stages) || c.stages < 3) return `stages must be an integer >= 3 (got ${c.stages})`;
+  if (c.split !== undefined && (!Number.isInteger(c.split) || c.split < 2)) return `split must be an integer >= 2 (got ${c.split})`;
+  if (c.split !== undefined && !k.domain.slice(0, -2).every(isStatic)) return 'split-K needs a static batch (its parts share grid.z with it)';
   const l = mmaLayout(k);
   if (l.a !== 'k') return `needs A with K contiguous and 16-byte aligned rows (A's layout is '${l.a}')`;
   if (l.b === 'scalar') return "needs B with N or K contiguous and 16-byte aligned rows (B's layout is 'scalar')";
@@ -656,7 +674,7 @@ export function configFits(k: Kernel, c: GpuConfig, facts: GpuFacts): boolean {
 
 /** The parts of a two-level configuration (a split reduction or a split-K matmul), else undefined. */
 export function splitOf(c: GpuConfig): number | undefined {
-  if (c.kind === 'reduce' || (c.kind === 'matmul' && c.variant === 'mma')) return c.split && c.split > 1 ? c.split : undefined;
+  if (c.kind === 'reduce' || (c.kind === 'matmul' && (c.variant === 'mma' || c.variant === 'wgmma'))) return c.split && c.split > 1 ? c.split : undefined;
   return undefined;
 }
 
@@ -672,7 +690,7 @@ export function partialsElems(k: Kernel, c: GpuConfig): Dim {
  * (part-major). A split-K matmul: the matmul's tiles with grid.z = batch × parts (the part
  * is the fastest-varying: z = b·parts + part).
  */
-export function partGeometry(k: Kernel, c: RowConfig | MmaConfig): Geometry {
+export function partGeometry(k: Kernel, c: RowConfig | MmaConfig | WgmmaConfig): Geometry {
   if (c.kind === 'matmul') {
     const r = k.domain.length;
     const batch = dimProd(k.domain.slice(0, r - 2));
@@ -697,7 +715,7 @@ export function gpuPlan(plan: LaunchPlan, kernels: readonly Kernel[], configs: r
     const k = kernels[i];
     const c = configs[i];
     const g = geometry(k, c);
-    if (splitOf(c) && (c.kind === 'reduce' || (c.kind === 'matmul' && c.variant === 'mma'))) {
+    if (splitOf(c) && (c.kind === 'reduce' || (c.kind === 'matmul' && (c.variant === 'mma' || c.variant === 'wgmma')))) {
       const id = buffers.length;
       buffers.push({ id, dtype: partialsDType(k), elems: dimToJSON(partialsElems(k, c)), role: 'temp', first: 0, last: 0 });
       const pg = partGeometry(k, c);
