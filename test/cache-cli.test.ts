@@ -130,6 +130,15 @@ test('prune evicts least-recently-used past --max-bytes and by --older-than; shi
   err = [];
   expect(await cacheCommand(['prune', '--max-bytes', 'abc', '--cache-dir', dir])).toBe(2); // a usage error, as the one above
   expect(err.join('\n')).toMatch(/^kiln cache: --max-bytes needs a byte count \(e\.g\. 2G, 500M, 1048576; 0: every unlocked bundle\), not 'abc'\n\nkiln cache <ls\|show/);
+  const env = process.env.KILN_CACHE_MAX_BYTES;
+  process.env.KILN_CACHE_MAX_BYTES = 'abc'; // an explicit cap stands in for it: not read
+  try {
+    expect(await cacheCommand(['prune', '--max-bytes', '1G', '--dry-run', '--cache-dir', dir])).toBe(0);
+    await expect(cacheCommand(['ls', '--cache-dir', dir])).rejects.toMatchObject({ code: 'KILN_BAD_ENV' }); // elsewhere it is the error it is
+  } finally {
+    if (env === undefined) delete process.env.KILN_CACHE_MAX_BYTES;
+    else process.env.KILN_CACHE_MAX_BYTES = env;
+  }
   expect(await cacheCommand(['prune', '--max-bytes', '0', '--cache-dir', dir])).toBe(0); // a cap of 0 empties it
   expect(listBundles({ cacheDir: dir, bundlePath: [] })).toHaveLength(0);
   expect(listBundles({ cacheDir: shipped, bundlePath: [] })).toHaveLength(1);

@@ -165,6 +165,8 @@ const edges: NumCase[] = [
   { name: 'empty-sum-leading', fn: (x: T) => [x.sum(0).add(1), x.sum([0, 1]).add(1), x.sum(-1).add(1)], specs: [f32(0, 3, 4)] },
   { name: 'pow-edge', fn: (x: T, y: T) => x.pow(y), specs: [f32(16), f32(16)], gen: fixed(POW_BASES, POW_EXPS) },
   { name: 'int-pow-wrap', fn: (x: T, y: T) => x.pow(y), specs: [i32(16), i32(16)], gen: fixed(IPOW_BASES, IPOW_EXPS) },
+  // An exponent tensor that simplification folds to the constant 0.5: still C's pow (+inf at -inf, +0 at -0), not sqrt.
+  { name: 'pow-folded-half', fn: (x: T) => x.pow(F.where(x.gt(0), 0.5, 0.5)).reciprocal(), specs: [f32(16)], gen: fixed([-Infinity, -0, 0, 4, -4, NaN, Infinity, 0.25]) },
   {
     name: 'cast-int-positive-zero',
     fn: (x: T) => (['float32', 'float16', 'bfloat16'] as const).map((dt) => x.to('int32').to(dt).reciprocal()),

@@ -101,6 +101,22 @@ describe('a compiled function called inside a function being traced', () => {
       process.off('unhandledRejection', onUnhandled);
     }
   });
+
+  it('a tensor kept from a finished trace makes the call reject (KILN_TRACE_CLOSED), not throw', async () => {
+    let leaked: kiln.Tensor | undefined;
+    const keep = compile(
+      (t: kiln.Tensor) => {
+        leaked = t;
+        return t.add(1);
+      },
+      { name: 'keep', cache: 'off' },
+    );
+    await keep(x);
+    const inner = compile(double, { cache: 'off' });
+    let call: Promise<unknown> | undefined;
+    expect(() => (call = inner(leaked!))).not.toThrow();
+    await expect(call).rejects.toMatchObject({ code: 'KILN_TRACE_CLOSED' });
+  });
 });
 
 describe('compiling is refused when it must not happen', () => {

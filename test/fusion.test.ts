@@ -86,6 +86,8 @@ describe('fusion: kernel counts', () => {
     // A weight per batch: the batch stays (B varies along it), as do rows read through a transpose.
     expect(only(kernels((x, w) => x.matmul(w), [f32(4, 6, 8), f32(4, 8, 5)])).domain).toEqual([4, 6, 5]);
     expect(only(kernels((x, w) => x.transpose(0, 1).matmul(w), [f32(6, 4, 8), f32(8, 5)])).domain).toEqual([4, 6, 5]);
+    // Rows past what a GPU grid holds (65535 tiles of 16) keep their batch on grid.z.
+    expect(only(kernels((x, w) => x.matmul(w), [f32(1024, 1024, 16), f32(16, 16)])).domain).toEqual([1024, 1024, 16]);
     // Heads of attention (q read through a permute) stay batches.
     expect(only(kernels((q, k) => q.matmul(k.transpose(-1, -2)), [f32(2, 3, 6, 8), f32(2, 3, 6, 8)])).domain).toEqual([6, 6, 6]);
   });
@@ -109,6 +111,12 @@ describe('fusion: kernel counts', () => {
       return [y, y.transpose(0, 1).reshape([6 * 4]).reshape([4, 6]).matmul(w.transpose(0, 1))];
     }) as never, [f32(4, 5), f32(5, 6)]);
     expect(both.kernels.map((k) => k.kind)).toEqual(['matmul', 'elementwise', 'matmul']);
+    // A chain through another output's buffer reads that buffer: the matmul runs once.
+    const twice = kernels(((a: Tensor, b: Tensor) => {
+      const m = a.matmul(b).transpose(0, 1);
+      return [m, m.reshape([2, 3, 4]).permute([2, 0, 1])];
+    }) as never, [f32(4, 5), f32(5, 6)]);
+    expect(twice.kernels.map((k) => k.kind)).toEqual(['matmul', 'elementwise']);
   });
   test('a float32 matmul of a 16-bit weight widened for it reads the weight as stored', () => {
     const p = kernels((x, w) => x.matmul(w.to('float32')).relu(), [f32(8, 16), { shape: [16, 12], dtype: 'float16' }]);

@@ -225,6 +225,10 @@ describe('malformed files are FormatErrors naming the problem', () => {
       const write = await kiln.saveSafetensors(nowhere, { a: kiln.tensor([1], [1]) }).catch((e: unknown) => e);
       expect(write).toBeInstanceOf(kiln.FileError);
       expect(write).toMatchObject({ code: 'KILN_FILE_WRITE', systemCode: 'ENOENT', path: nowhere, message: expect.stringMatching(/^cannot write .*w\.safetensors: its directory does not exist \(ENOENT\); write to a directory that exists/) });
+      // A path through a file: the error names the path asked for, not the temporary file.
+      const throughFile = join(missing.replace('missing', 'plain'), 'x.safetensors');
+      writeFileSync(join(dir, 'plain.safetensors'), 'not a dir');
+      await expect(kiln.saveSafetensors(throughFile, { a: kiln.tensor([1], [1]) })).rejects.toMatchObject({ name: 'FileError', code: 'KILN_FILE_WRITE', systemCode: 'ENOTDIR', path: throughFile });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -20,6 +20,9 @@ function inputImpl(fnName: string, x: unknown, index: number): EagerImpl {
     throw new ArgumentError('KILN_INPUT_TYPE', `${fnName}: input ${index} must be a kiln Tensor (kiln.tensor(data, shape)), got ${got}`);
   }
   const impl = Tensor.unwrap(x);
+  if (impl.kind === 'traced' && impl.tracer.closed) {
+    throw new TraceError('KILN_TRACE_CLOSED', `${fnName}: input ${index} belongs to a finished trace; traced tensors cannot be used outside the function being compiled`);
+  }
   if (impl.kind === 'traced') {
     throw new TraceError('KILN_NESTED_COMPILE', `${fnName}: a compiled function cannot be called inside another function being traced; call the plain function instead`);
   }
@@ -29,13 +32,15 @@ function inputImpl(fnName: string, x: unknown, index: number): EagerImpl {
 
 /**
  * Refuses, synchronously, a call of a compiled function inside another function being
- * traced (an argument is a traced tensor): TraceError KILN_NESTED_COMPILE thrown into that
- * trace fails it, so the outer compiled function's call rejects with it. Found only once
+ * traced (an argument is a tensor of a trace still open): TraceError KILN_NESTED_COMPILE
+ * thrown into that trace fails it, so the outer compiled function's call rejects with it.
+ * A tensor of a finished trace goes on to the call, which rejects with KILN_TRACE_CLOSED. Found only once
  * the call is awaited, it would be a Promise the traced function never awaits.
  */
 export function refuseTraced(fnName: string, args: readonly unknown[]): void {
   for (const x of args) {
-    if (x instanceof Tensor && Tensor.unwrap(x).kind === 'traced') {
+    const impl = x instanceof Tensor ? Tensor.unwrap(x) : undefined;
+    if (impl?.kind === 'traced' && !impl.tracer.closed) {
       throw new TraceError('KILN_NESTED_COMPILE', `${fnName}: a compiled function cannot be called inside another function being traced; call the plain function instead`);
     }
   }

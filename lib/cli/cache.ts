@@ -98,7 +98,8 @@ export async function cacheCommand(args: string[]): Promise<number> {
   }
   const json = parsed.flags.has('--json');
   const dirFlag = parsed.flags.get('--cache-dir');
-  const open = (mode: 'auto' | 'read-only') => openCache({ mode, ...(typeof dirFlag === 'string' ? { cacheDir: dirFlag } : {}) });
+  const open = (mode: 'auto' | 'read-only', maxBytes?: number) =>
+    openCache({ mode, ...(typeof dirFlag === 'string' ? { cacheDir: dirFlag } : {}), ...(maxBytes !== undefined ? { maxBytes } : {}) });
   try {
     switch (sub) {
       case 'ls':
@@ -109,7 +110,7 @@ export async function cacheCommand(args: string[]): Promise<number> {
       case 'verify':
         return verify(open('read-only'), rest[0], json, !parsed.flags.has('--no-sources'));
       case 'prune':
-        return prune(() => open('auto'), parsed.flags, json);
+        return prune((cap) => open('auto', cap), parsed.flags, json);
       case 'clear':
         return clear(open('auto'), parsed.flags.has('--yes'));
       case undefined:
@@ -269,7 +270,7 @@ function show(cache: Cache, prefix: string, json: boolean): number {
     ...(m.guards.sources.length
       ? m.guards.sources.map((s) => `  source     ${s.path}  ${s.sha256.slice(0, 16)}  ${sourceState(s.path, s.sha256)}`)
       : ['  sources    (none recorded)']),
-    ...(sizes.length ? ['', 'dynamic sizes (checked at every call; slices of a dynamic dim are exact only within them):', ...sizes.map((r) => `  ${r}`)] : []),
+    ...(sizes.length ? ['', 'dynamic sizes (checked at every call: the sizes that slices and max/min over a dynamic dim are defined for):', ...sizes.map((r) => `  ${r}`)] : []),
     '',
     'artifacts:',
     table(m.artifacts.map((a) => [`  ${a.name}`, human(a.size), a.sha256])),
@@ -349,7 +350,7 @@ function maxBytesFlag(text: string): number {
   }
 }
 
-function prune(open: () => Cache, flags: Map<string, string | true>, json: boolean): number {
+function prune(open: (cap?: number) => Cache, flags: Map<string, string | true>, json: boolean): number {
   const maxFlag = flags.get('--max-bytes');
   const ageFlag = flags.get('--older-than');
   // The flags first: a usage error whatever state the cache is in.
@@ -360,7 +361,7 @@ function prune(open: () => Cache, flags: Map<string, string | true>, json: boole
     if (!Number.isFinite(days) || days < 0) throw new UsageError(`--older-than needs a number of days, not '${ageFlag}'`);
     olderThanMs = days * 86_400_000;
   }
-  const cache = open();
+  const cache = open(capFlag); // an explicit cap stands in for KILN_CACHE_MAX_BYTES, which is then not read
   if (cache.readOnly) {
     console.error(`kiln cache: ${cache.cacheDir} is not writable; nothing pruned`);
     return 1;

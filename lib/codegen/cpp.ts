@@ -334,7 +334,8 @@ export function cppFlags(features: readonly string[], arch: string = process.arc
   // helpers and vectorize. They are not value-neutral in general: with them GCC folds
   // (float)(int32_t)trunc(x) into trunc(x), which keeps -0 (kiln_f2i adds +0.0 against it,
   // prelude.ts), and vectorizes powf(x, 0.5f) as sqrt, which differs at -0 and -inf (pow by the
-  // number 0.5 is SQRT from trace time, lib/tensor/ops.ts, so no such call is generated). With
+  // number 0.5 is SQRT from trace time, lib/tensor/ops.ts; kiln_powf spells out a 0.5 that
+  // only simplification makes constant). With
   // those two handled, every program of the codegen tests on NaN, ±inf, ±0 and huge inputs gives
   // the same bits with and without the flags, once SIMD reductions are left out (a vectorized
   // sum adds in another order: a different rounding, the same semantics).

@@ -105,8 +105,13 @@ static inline float kiln_minf(float a, float b) {
   return (a != a || b != b) ? a + b : (a < b ? a : (a > b ? b : (signbit(a) ? a : b)));
 }
 /* C's pow, as PyTorch and numpy compute it: 1 ** y and x ** +-0 are 1 for every x and y,
-   NaN included, and (-1) ** +-inf is 1 (JavaScript's Math.pow gives NaN for those). */
-static inline float kiln_powf(float a, float b) { return powf(a, b); }
+   NaN included, and (-1) ** +-inf is 1 (JavaScript's Math.pow gives NaN for those). An
+   exponent of 0.5 that the compiler can see (a constant after simplification) it would turn
+   into sqrt under -fno-math-errno, wrong at -inf and -0: that case is spelled out. */
+static inline float kiln_powf(float a, float b) {
+  if (b == 0.5f) return a == -INFINITY ? INFINITY : sqrtf(a) + 0.0f;
+  return powf(a, b);
+}
 /*
  * exp, erf, erfc and tanh in branch-free float code the compiler vectorizes (libm's are
  * scalar without -ffast-math: glibc's erfcf costs ~16 ns an element, kiln_erfcf ~1 in a SIMD

@@ -253,9 +253,10 @@ export function keyInput(sig: ProgramSignature, target: string, codegen: string)
   };
 }
 
-// kiln's code that decides what is generated, how it is compiled and how bundles are
-// written: whole folders, and single files (path without extension) of the others.
-export const CODE_DIRS: readonly string[] = ['ir', 'passes', 'codegen'];
+// kiln's code that decides what is generated (the front end's lowering of ops too), how it
+// is compiled and how bundles are written: whole folders, and single files (path without
+// extension) of the others.
+export const CODE_DIRS: readonly string[] = ['ir', 'tensor', 'passes', 'codegen'];
 export const CODE_FILES: readonly string[] = [
   'runtime/cpu',
   'runtime/cuda',

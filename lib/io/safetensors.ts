@@ -332,7 +332,7 @@ export async function writeSafetensorsFile(path: string, tensors: Parameters<typ
     await fsp.writeFile(tmp, bytes, { flag: 'wx' });
     await fsp.rename(tmp, path);
   } catch (e) {
-    await fsp.rm(tmp, { force: true });
+    await fsp.rm(tmp, { force: true }).catch(() => undefined); // a path through a file fails here too (ENOTDIR)
     throw fileError('write', path, e);
   }
 }

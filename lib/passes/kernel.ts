@@ -7,7 +7,7 @@
  * becomes a stage of a row kernel, and a MATMUL becomes the kernel's accumulator with the
  * elementwise ops above it as its epilogue. See docs/FUSION.md.
  */
-import { dimEq, dimProd, shapeEq, type Dim, type DType, type Node } from '../ir';
+import { dimEq, dimProd, isStatic, shapeEq, type Dim, type DType, type Node } from '../ir';
 import type { ElementwiseOp } from './simplify';
 import { contiguousStrides, dependsOn, isContiguous, maskDependsOn, mergeDims, reshapeView, unmasked, viewOf, type Move, type ViewStack } from './view';
 
@@ -130,12 +130,13 @@ export function narrowOperands(mm: Node): readonly (Node | undefined)[] {
  * `root` as reshapes and permutes of a computed node `inner`, and the view through which a
  * kernel over `inner`'s shape writes `root`'s buffer: the moves undone, in reverse, as one
  * unmasked strided view (attention's head merge [B, H, T, D] -> [B, T, H·D] is the view with
- * strides (T·H·D, D, H·D, 1)). Undefined when `root` is not such a chain.
+ * strides (T·H·D, D, H·D, 1)). Undefined when `root` is not such a chain, or when a move
+ * below it has a buffer of its own (the kernel then reads that buffer).
  */
-export function permutedStore(root: Node): { inner: Node; view: ViewStack } | undefined {
+export function permutedStore(root: Node, isBuffer: (n: Node) => boolean): { inner: Node; view: ViewStack } | undefined {
   const undo: Move[] = [];
   let x = root;
-  while (x.op === 'RESHAPE' || x.op === 'PERMUTE') {
+  while ((x === root || !isBuffer(x)) && (x.op === 'RESHAPE' || x.op === 'PERMUTE')) {
     const src = x.src[0];
     if (x.op === 'RESHAPE') undo.push({ op: 'RESHAPE', arg: src.shape });
     else {
@@ -146,7 +147,7 @@ export function permutedStore(root: Node): { inner: Node; view: ViewStack } | un
     }
     x = src;
   }
-  if (x === root || MOVES.has(x.op)) return undefined;
+  if (x === root || MOVES.has(x.op)) return undefined; // not such a chain, or one through a buffer
   const view = viewOf(root.shape, undo);
   return view.length === 1 && unmasked(view[0]) && shapeEq(view[0].shape, x.shape) ? { inner: x, view } : undefined;
 }
@@ -158,7 +159,7 @@ export function permutedStore(root: Node): { inner: Node; view: ViewStack } | un
  * choice) is that kernel, storing through the permuted view.
  */
 export function buildKernel(root: Node, isBuffer: (n: Node) => boolean): Kernel | Irregular {
-  const permuted = MOVES.has(root.op) ? permutedStore(root) : undefined;
+  const permuted = MOVES.has(root.op) ? permutedStore(root, isBuffer) : undefined;
   if (permuted && !isBuffer(permuted.inner)) {
     const k = buildFrom(root, permuted, isBuffer);
     if (!(k instanceof Irregular)) return k;
@@ -499,12 +500,21 @@ function collapse(k: Kernel | Irregular): Kernel | Irregular {
     if (cur.reduced[d] !== cur.reduced[d + 1]) continue;
     const merged = domainViews(cur).map((v) => mergeDims(v, d));
     if (merged.some((v) => v === undefined)) continue;
-    const matmul = cur.matmul && mergeOperands(cur.matmul, d, d + 1 === cur.domain.length - 2);
+    const intoRows = d + 1 === cur.domain.length - 2;
+    const rows = dimProd([cur.domain[d], cur.domain[d + 1]]);
+    if (intoRows && isStatic(rows) && rows > MAX_FOLDED_ROWS) continue;
+    const matmul = cur.matmul && mergeOperands(cur.matmul, d, intoRows);
     if (cur.matmul && !matmul) continue;
     cur = remapViews(cur, d, merged as ViewStack[], matmul);
   }
   return cur;
 }
+
+/**
+ * Rows a folded matmul may have: a CUDA matmul's row tiles ride on grid.y (at most 65535
+ * blocks, of at least 16 rows), its batch on grid.z. A larger product keeps its batch.
+ */
+const MAX_FOLDED_ROWS = 65535 * 16;
 
 /**
  * A matmul's operands with batch dim `d` merged into dim d + 1: into the next batch dim of

@@ -79,7 +79,7 @@ export function schedule(graph: Graph): Schedule {
   // its epilogue writes the merged layout and no copy kernel runs.
   for (const x of order) {
     if (!realized.has(x) || !isMove(x)) continue;
-    const p = permutedStore(x);
+    const p = permutedStore(x, isBuffer);
     // The chain is p.inner's only reader, so only being an output would still make it a buffer.
     if (!p || !realized.has(p.inner) || graph.outputs.includes(p.inner) || isContiguous([p.view[0]])) continue;
     let only = true;

@@ -32,7 +32,7 @@ import { ITEMSIZE, allocStorage, isStorageOf, type DType } from '../ir/dtype';
 import type { Constant, SymbolBinding } from '../ir/graph';
 import type { LaunchPlan } from '../ir/plan';
 import { evalDim, parseDim, type Dim } from '../ir/sym';
-import { ArgumentError, KilnError, ShapeError } from '../util/errors';
+import { ArgumentError, CudaError, KilnError, ShapeError } from '../util/errors';
 import type { ArenaLayout, ArenaLayoutFn, RawTensor } from './cpu';
 import { CudaModule, DeviceBuffer, PlanExecutor, type ExecutorStats } from './cuda-driver';
 
@@ -536,6 +536,14 @@ export class CudaProgram {
       for (let j = 0; j < 3; j++) {
         const v = j < grid.length ? evalGridDim(grid[j], values) : 1;
         if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw internal(`step ${i}'s grid dim ${j} evaluates to ${v}`);
+        if (j > 0 && v > 65535) {
+          const sizes = Object.entries(values).map(([n, x]) => `${n}=${x}`).join(', ');
+          throw new CudaError(
+            'KILN_CUDA_LAUNCH_CONFIG',
+            `kernel ${plan.steps[i].kernel} would need ${v} blocks along grid.${'xyz'[j]} (at most 65535)${sizes ? ` at ${sizes}` : ''}: ` +
+              "a matmul's row tiles ride on grid.y and its batch on grid.z; call with fewer rows or a smaller batch (split the input), or use device: 'cpu'",
+          );
+        }
         grids[3 * i + j] = v;
       }
     });

@@ -237,5 +237,24 @@ module.exports = {
       if (code !== 'KILN_DISPOSED') throw new Error(`a call after dispose: ${code}`);
       return 'program freed after its call finished';
     });
+
+    await ctx.check('more row tiles than grid.y holds: a typed error, and the function still runs', async () => {
+      // A float32 matmul with dynamic rows: 64-row tiles on grid.y (at most 65535 blocks).
+      const f = kiln.compile((x, w) => x.matmul(w), { name: 'gpu-grid-limit', device: 'cuda', cache: 'off', dynamic: { 0: [0] } });
+      const w = kiln.tensor([2], [1, 1], 'float32', 'cuda');
+      const small = await f(kiln.tensor([1, 2, 3], [3, 1], 'float32', 'cuda'), w);
+      same(await small.toArray(), Float32Array.from([2, 4, 6]), 'small');
+      const rows = 65536 * 128;
+      let err;
+      try {
+        await f(kiln.tensor(new Float32Array(rows), [rows, 1], 'float32', 'cuda'), w);
+      } catch (e) {
+        err = e;
+      }
+      if (err?.code !== 'KILN_CUDA_LAUNCH_CONFIG') throw new Error(`${rows} rows: ${err ? `${err.code} ${err.message}` : 'no error'}`);
+      const again = await f(kiln.tensor([1], [1, 1], 'float32', 'cuda'), w);
+      same(await again.toArray(), Float32Array.from([2]), 'again');
+      return err.message.split(':')[0];
+    });
   },
 };
