@@ -11,7 +11,7 @@ import { CudaProgram, type DeviceTensor, type ProgramInput } from '../runtime/cu
 import type { CudaTarget, PtxasFunctionInfo } from '../runtime/cuda-arch';
 import { readCubinArch } from '../runtime/cuda-driver';
 import { addon } from '../runtime/native';
-import { CudaError, KilnError } from '../util/errors';
+import { ArgumentError, CudaError } from '../util/errors';
 import type { CompiledProgram, RawTensor } from './program';
 
 /** Each kernel's chosen configuration, by kernel name: the autotuner's result, stored in the bundle. */
@@ -29,7 +29,7 @@ export interface CudaKernelResources extends PtxasFunctionInfo {
 export function cudaTarget(target: string | CudaTarget): CudaTarget {
   if (typeof target !== 'string') return target;
   const m = /^(sm|compute)_(\d+)a?$/.exec(target);
-  if (!m) throw new KilnError('KILN_BAD_TARGET', `CUDA target must be sm_XY or compute_XY, got ${JSON.stringify(target)}`);
+  if (!m) throw new ArgumentError('KILN_BAD_TARGET', `CUDA target must be sm_XY or compute_XY, got ${JSON.stringify(target)}`);
   return { target, kind: m[1] === 'sm' ? 'cubin' : 'ptx', arch: Number(m[2]) };
 }
 

@@ -6,7 +6,7 @@
  * traced programs compute identical values. Clarity first; plain loops over Float64Array
  * (kernels.ts) keep it fast enough to check real models; special functions are in special.ts.
  */
-import { ArgumentError, ShapeError } from '../util/errors';
+import { ArgumentError, FormatError, KilnError, ShapeError } from '../util/errors';
 import {
   decodeStorage,
   encodeStorage,
@@ -54,7 +54,7 @@ export function evalOp(op: Op, arg: Arg, dtype: DType, shape: readonly number[],
   switch (op) {
     case 'INPUT':
     case 'TENSOR_CONST':
-      throw new ArgumentError('KILN_INTERNAL', `${op} has no evaluation; its value is supplied by the caller`);
+      throw new KilnError('KILN_INTERNAL', `${op} has no evaluation; its value is supplied by the caller`);
     case 'CONST':
       return roundArray(dtype, new Float64Array([arg as number]));
     case 'NEG':
@@ -211,7 +211,7 @@ export function interpret(graph: Graph, inputs: readonly TensorData[]): TensorDa
     if (n.op === 'INPUT') data = decodeStorage(n.dtype, inputs[n.arg as number].data);
     else if (n.op === 'TENSOR_CONST') {
       const c = graph.constants.get(n.arg as string);
-      if (!c) throw new ArgumentError('KILN_BAD_GRAPH', `constant ${String(n.arg)} is missing from the graph`);
+      if (!c) throw new FormatError('KILN_BAD_GRAPH', `constant ${String(n.arg)} is missing from the graph`);
       data = decodeStorage(c.dtype, c.data);
     } else {
       const src = n.src.map((s) => values.get(s) as Value);
