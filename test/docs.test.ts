@@ -109,6 +109,9 @@ describe("docs/API.md's errors and warnings", () => {
     expect(listedUnder('KILN_NESTED_COMPILE')).toEqual(['TraceError']);
     expect(listedUnder('KILN_FILE_READ')).toEqual(['FileError']);
     expect(listedUnder('KILN_BAD_ENV')).toEqual(['ArgumentError']);
+    // One class per code: a caller's `catch` by class and by code agree.
+    const codes = [...listed.values()].flat();
+    expect(codes.filter((c) => listedUnder(c).length > 1).map((c) => `${c}: ${listedUnder(c).join(', ')}`)).toEqual([]);
   });
 
   test("lists the native addon's codes under the class lib/ translates them to", () => {
