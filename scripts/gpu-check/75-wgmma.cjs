@@ -4,7 +4,8 @@
  *
  * - outputs against the mma variant's (an sm_90 build, same inputs): f16 and
  *   bf16, B with N contiguous (x @ w) and K contiguous (x @ wᵀ), 64- and 128-row tiles, a
- *   batched case, and a fused bias + gelu epilogue in bf16;
+ *   batched case, a fused bias + gelu epilogue in bf16, edge tiles (M, N, K the tiles do not
+ *   divide) and split-K (partials, then the combine);
  * - a few outputs of every case against the host (float64 dot products, rounded as the
  *   graph rounds);
  * - TFLOP/s of f16/bf16 4096³, 8192³ and 512×4096×4096 on random inputs (the plan repeated
