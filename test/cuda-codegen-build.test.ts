@@ -59,7 +59,7 @@ describe('buildCuda', () => {
       expect(b.plan.steps.map((s) => s.kernel)).toEqual([`${k.name}__part`, k.name]);
       const temp = b.plan.buffers[b.plan.buffers.length - 1];
       expect(temp).toMatchObject({ role: 'temp', dtype: 'float32', elems: 8 * 64 * 512 });
-      expect(b.plan.steps[0]).toMatchObject({ grid: [4, 1, 8], block: [128] });
+      expect(b.plan.steps[0]).toMatchObject({ grid: [1, 4, 8], block: [128] });
       expect(b.plan.steps[1]).toMatchObject({ grid: [128], block: [256], sharedBytes: 0 });
       expect(b.resources[`${k.name}__part`]).toMatchObject({ threads: 128, dynamicSharedBytes: b.plan.steps[0].sharedBytes, spillStores: 0, spillLoads: 0, config: b.configs[0] });
       expect(b.resources[k.name]).toMatchObject({ threads: 256, dynamicSharedBytes: 0, spillStores: 0, spillLoads: 0 });

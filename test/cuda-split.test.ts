@@ -68,7 +68,7 @@ describe('split-K matmuls (too few output tiles for the SMs)', () => {
     const c = defaultConfig(k, facts) as MmaConfig;
     // Unsplit, the largest tile that gives every SM a block is 32×64: 128 blocks of 2 warps.
     expect(c).toEqual({ kind: 'matmul', variant: 'mma', bm: 64, bn: 128, warpsM: 2, warpsN: 2, stages: 3, split: 9 });
-    expect(partGeometry(k, c)).toEqual({ grid: [32, 1, 9], block: [128], sharedBytes: matmulSharedBytes(k, c) });
+    expect(partGeometry(k, c)).toEqual({ grid: [1, 32, 9], block: [128], sharedBytes: matmulSharedBytes(k, c) });
     expect(geometry(k, c)).toEqual({ grid: [1024], block: [256], sharedBytes: 0 });
     const plan = gpuPlan(p.plan, p.kernels, [c]);
     expect(plan.steps.map((s) => s.kernel)).toEqual([`${k.name}__part`, k.name]);

@@ -250,7 +250,7 @@ describe('wgmma kernels', () => {
     const cfg = { ...wg(64, 128, 6), split: 4 };
     const configs = chooseConfigs(p, SM90A, { [p.kernels[0].name]: cfg });
     const plan = gpuPlan(p.plan, p.kernels, configs);
-    expect(plan.steps.map((s) => [s.kernel, s.grid])).toEqual([[`${p.kernels[0].name}__part`, [4, 1, 4]], [p.kernels[0].name, [128]]]);
+    expect(plan.steps.map((s) => [s.kernel, s.grid])).toEqual([[`${p.kernels[0].name}__part`, [1, 4, 4]], [p.kernels[0].name, [128]]]);
     expect(plan.buffers[plan.buffers.length - 1]).toMatchObject({ dtype: 'float32', elems: 4 * 64 * 512, role: 'temp' });
     const src = renderCuda(p, SM90A, configs);
     expect(src).toContain('const int KTall = K / 64, kpp = (KTall + 3) / 4, kb = part * kpp;');

@@ -35,7 +35,7 @@ export type SplitRole = 'whole' | 'part' | 'final';
 
 /**
  * Shared prologue: sizes, batch coordinates, operand base pointers, tile origin (`m0`, `n0`:
- * block (x, y) is tile (y, x) unless `origin` gives the lines that define them). With
+ * the block's linear index, columns fastest, unless `origin` gives the lines that define them). With
  * `split` parts of K, grid.z is batch × parts: `bz` and `part` come from it.
  */
 export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?: string[], split?: number): { lines: string[]; aStride: [string, string]; bStride: [string, string] } {
@@ -56,7 +56,12 @@ export function prologue(x: CudaExprs, cfg: { bm: number; bn: number }, origin?:
     ...(batch.length ? delinearize(x, 'bz', batch) : ['(void)bz;']),
     `const ${r.storage[pa.dtype]}* __restrict__ A = p${mm.a.param} + ${base(a)};`,
     `const ${r.storage[pb.dtype]}* __restrict__ B = p${mm.b.param} + ${base(b)};`,
-    ...(origin ?? [`const ${it} m0 = (${it})blockIdx.y * ${cfg.bm}, n0 = (${it})blockIdx.x * ${cfg.bn};`]),
+    // Row tiles on grid.x (no practical limit), column tiles on grid.y; blocks take tiles in
+    // launch order, columns fastest: pid = blockIdx.x + blockIdx.y·gridDim.x.
+    ...(origin ?? [
+      `const ${it} pid = (${it})blockIdx.y * gridDim.x + blockIdx.x;`,
+      `const ${it} m0 = pid / gridDim.y * ${cfg.bm}, n0 = pid % gridDim.y * ${cfg.bn};`,
+    ]),
   ];
   return {
     lines,

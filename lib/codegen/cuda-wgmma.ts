@@ -112,7 +112,7 @@ export function wgmmaKernel(x: CudaExprs, c: WgmmaConfig, role: SplitRole = 'who
   // Tiles in groups of GROUP_M tile rows, column by column within a group (a bijection of
   // the grid): blocks running together share A and B panels in L2 (Triton's grouped order).
   const origin = [
-    'const int tiles_n = gridDim.x, tiles_m = gridDim.y, pid = blockIdx.y * tiles_n + blockIdx.x;',
+    'const int tiles_m = gridDim.x, tiles_n = gridDim.y, pid = blockIdx.y * tiles_m + blockIdx.x; // launch order',
     `const int group = pid / (${GROUP_M} * tiles_n), first_m = group * ${GROUP_M}, group_m = min(tiles_m - first_m, ${GROUP_M});`,
     `const int in_group = pid % (${GROUP_M} * tiles_n);`,
     `const ${it} m0 = (${it})(first_m + in_group % group_m) * ${c.bm}, n0 = (${it})(in_group / group_m) * ${c.bn};`,

@@ -658,7 +658,7 @@ export function geometry(k: Kernel, c: GpuConfig): Geometry {
       if (splitOf(c)) return { grid: [cdiv(dimProd(k.domain), SPLIT_COMBINE_BLOCK)], block: [SPLIT_COMBINE_BLOCK], sharedBytes: 0 };
       const r = k.domain.length;
       const batch = dimProd(k.domain.slice(0, r - 2));
-      const grid = [cdiv(k.domain[r - 1], c.bn), cdiv(k.domain[r - 2], c.bm), cdiv(batch, 1)];
+      const grid = [cdiv(k.domain[r - 2], c.bm), cdiv(k.domain[r - 1], c.bn), cdiv(batch, 1)];
       return { grid, block: [matmulThreads(c)], sharedBytes: matmulSharedBytes(k, c) };
     }
     default:
@@ -694,7 +694,7 @@ export function partGeometry(k: Kernel, c: RowConfig | MmaConfig | WgmmaConfig):
   if (c.kind === 'matmul') {
     const r = k.domain.length;
     const batch = dimProd(k.domain.slice(0, r - 2));
-    const grid = [cdiv(k.domain[r - 1], c.bn), cdiv(k.domain[r - 2], c.bm), cdiv(dimMul(batch, c.split ?? 1), 1)];
+    const grid = [cdiv(k.domain[r - 2], c.bm), cdiv(k.domain[r - 1], c.bn), cdiv(dimMul(batch, c.split ?? 1), 1)];
     return { grid, block: [matmulThreads(c)], sharedBytes: matmulSharedBytes(k, c) };
   }
   const { rows } = rowShape(k);

@@ -7,7 +7,7 @@
  * becomes a stage of a row kernel, and a MATMUL becomes the kernel's accumulator with the
  * elementwise ops above it as its epilogue. See docs/FUSION.md.
  */
-import { dimEq, dimProd, isStatic, shapeEq, type Dim, type DType, type Node } from '../ir';
+import { dimEq, dimProd, shapeEq, type Dim, type DType, type Node } from '../ir';
 import type { ElementwiseOp } from './simplify';
 import { contiguousStrides, dependsOn, isContiguous, maskDependsOn, mergeDims, reshapeView, unmasked, viewOf, type Move, type ViewStack } from './view';
 
@@ -501,20 +501,12 @@ function collapse(k: Kernel | Irregular): Kernel | Irregular {
     const merged = domainViews(cur).map((v) => mergeDims(v, d));
     if (merged.some((v) => v === undefined)) continue;
     const intoRows = d + 1 === cur.domain.length - 2;
-    const rows = dimProd([cur.domain[d], cur.domain[d + 1]]);
-    if (intoRows && isStatic(rows) && rows > MAX_FOLDED_ROWS) continue;
     const matmul = cur.matmul && mergeOperands(cur.matmul, d, intoRows);
     if (cur.matmul && !matmul) continue;
     cur = remapViews(cur, d, merged as ViewStack[], matmul);
   }
   return cur;
 }
-
-/**
- * Rows a folded matmul may have: a CUDA matmul's row tiles ride on grid.y (at most 65535
- * blocks, of at least 16 rows), its batch on grid.z. A larger product keeps its batch.
- */
-const MAX_FOLDED_ROWS = 65535 * 16;
 
 /**
  * A matmul's operands with batch dim `d` merged into dim d + 1: into the next batch dim of

@@ -541,7 +541,7 @@ export class CudaProgram {
           throw new CudaError(
             'KILN_CUDA_LAUNCH_CONFIG',
             `kernel ${plan.steps[i].kernel} would need ${v} blocks along grid.${'xyz'[j]} (at most 65535)${sizes ? ` at ${sizes}` : ''}: ` +
-              "a matmul's row tiles ride on grid.y and its batch on grid.z; call with fewer rows or a smaller batch (split the input), or use device: 'cpu'",
+              "a matmul's column tiles ride on grid.y and its batch on grid.z; call with fewer columns or a smaller batch (split the input), or use device: 'cpu'",
           );
         }
         grids[3 * i + j] = v;

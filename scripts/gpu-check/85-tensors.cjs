@@ -238,23 +238,28 @@ module.exports = {
       return 'program freed after its call finished';
     });
 
-    await ctx.check('more row tiles than grid.y holds: a typed error, and the function still runs', async () => {
-      // A float32 matmul with dynamic rows: 64-row tiles on grid.y (at most 65535 blocks).
-      const f = kiln.compile((x, w) => x.matmul(w), { name: 'gpu-grid-limit', device: 'cuda', cache: 'off', dynamic: { 0: [0] } });
-      const w = kiln.tensor([2], [1, 1], 'float32', 'cuda');
-      const small = await f(kiln.tensor([1, 2, 3], [3, 1], 'float32', 'cuda'), w);
-      same(await small.toArray(), Float32Array.from([2, 4, 6]), 'small');
-      const rows = 65536 * 128;
+    await ctx.check('row tiles past 65535 run (grid.x); column tiles past it are a typed error, and the function still runs', async () => {
+      // float32 matmuls with dynamic rows, then dynamic columns: 64- or 128-wide tiles.
+      const rowsF = kiln.compile((x, w) => x.matmul(w), { name: 'gpu-grid-rows', device: 'cuda', cache: 'off', dynamic: { 0: [0] } });
+      const rows = 65536 * 128 + 5;
+      const x = kiln.tensor(Float32Array.from({ length: rows }, (_, i) => i % 1000), [rows, 1], 'float32', 'cuda');
+      const y = await rowsF(x, kiln.tensor([2], [1, 1], 'float32', 'cuda'));
+      const got = await y.toArray();
+      for (const i of [0, 1, 999, rows - 1]) if (got[i] !== (i % 1000) * 2) throw new Error(`${rows} rows: output ${i} is ${got[i]}, want ${(i % 1000) * 2}`);
+      for (const t of [x, y]) t.dispose();
+      const colsF = kiln.compile((x, w) => x.matmul(w), { name: 'gpu-grid-cols', device: 'cuda', cache: 'off', dynamic: { 1: [1] } });
+      const one = kiln.tensor([3], [1, 1], 'float32', 'cuda');
+      const cols = 65536 * 128;
       let err;
       try {
-        await f(kiln.tensor(new Float32Array(rows), [rows, 1], 'float32', 'cuda'), w);
+        await colsF(one, kiln.tensor(new Float32Array(cols), [1, cols], 'float32', 'cuda'));
       } catch (e) {
         err = e;
       }
-      if (err?.code !== 'KILN_CUDA_LAUNCH_CONFIG') throw new Error(`${rows} rows: ${err ? `${err.code} ${err.message}` : 'no error'}`);
-      const again = await f(kiln.tensor([1], [1, 1], 'float32', 'cuda'), w);
-      same(await again.toArray(), Float32Array.from([2]), 'again');
-      return err.message.split(':')[0];
+      if (err?.code !== 'KILN_CUDA_LAUNCH_CONFIG') throw new Error(`${cols} columns: ${err ? `${err.code} ${err.message}` : 'no error'}`);
+      const again = await colsF(one, kiln.tensor([1, 2], [1, 2], 'float32', 'cuda'));
+      same(await again.toArray(), Float32Array.from([3, 6]), 'again');
+      return `${rows} rows ran; ${err.message.split(':')[0]}`;
     });
   },
 };
