@@ -9,7 +9,7 @@
 import { KilnError } from '../util/errors';
 import { dimEq, dimProd, dimStr, toposort, type Dim, type Graph, type Node } from '../ir';
 import { canFuse, inlineRegion, scoreFusion } from './fusion';
-import { buildKernel, Irregular, narrowOperands, permutedStore, viewBase, type Kernel } from './kernel';
+import { buildKernel, Irregular, narrowOperands, viewBase, type Kernel } from './kernel';
 import { isContiguous, unmasked, viewOf } from './view';
 
 /** The scheduler's result: kernels in launch order and where each output lives. */
@@ -50,11 +50,17 @@ export function schedule(graph: Graph): Schedule {
       }
       let base = x;
       while (isMove(base)) base = base.src[0];
-      if (base.op === 'CONST') force(x);
-      else force(base);
-      const vb = viewBase(x, isBuffer);
+      if (base.op === 'CONST') {
+        force(x);
+        continue;
+      }
+      // An operand that is no single strided view of its base gets a buffer of its own, and
+      // then its base needs none: the fusion below may inline it into the operand's kernel
+      // (a matmul then stores the permuted layout: kernel.ts, permutedStore).
+      const vb = viewBase(x, (m) => m === base || isBuffer(m));
       const view = vb && viewOf(vb.base.shape, vb.moves);
       if (n.op === 'MATMUL' && view && (view.length !== 1 || !unmasked(view[0]))) force(x);
+      else force(base);
     }
   }
 
@@ -72,23 +78,6 @@ export function schedule(graph: Graph): Schedule {
       // Only p and the producers inlined with it can change owners (ids: sources first).
       for (const n of inlineRegion(p, isBuffer).sort((a, b) => b.id - a.id)) owners.set(n, ownersOf(n, consumers, owners));
     }
-  }
-
-  // A matmul whose result is read only through reshapes and permutes that must be a buffer
-  // (attention's head merge, the next matmul's operand) stores through that permutation:
-  // its epilogue writes the merged layout and no copy kernel runs.
-  for (const x of order) {
-    if (!realized.has(x) || !isMove(x)) continue;
-    const p = permutedStore(x, isBuffer);
-    // The chain is p.inner's only reader, so only being an output would still make it a buffer.
-    if (!p || !realized.has(p.inner) || graph.outputs.includes(p.inner) || isContiguous([p.view[0]])) continue;
-    let only = true;
-    for (let m = x; m !== p.inner; m = m.src[0]) only &&= consumers.get(m.src[0])?.length === 1;
-    const own = buildKernel(p.inner, isBuffer);
-    if (!only || own instanceof Irregular || own.kind !== 'matmul') continue;
-    realized.delete(p.inner);
-    const merged = buildKernel(x, isBuffer);
-    if (merged instanceof Irregular || merged.kind !== 'matmul') realized.add(p.inner);
   }
 
   // Outputs that are contiguous views of another buffer alias it instead of copying.
