@@ -103,11 +103,13 @@ function view(dtype: DType, arena: ArrayBuffer, offset: number, n: number): Stor
   return new C(arena, offset, n * (ITEMSIZE[dtype] / empty.BYTES_PER_ELEMENT));
 }
 
-function close(dtype: DType, g: number, w: number, c: NumCase): boolean {
+/** Whether got `g` matches want `w`: 16-bit floats within `ulps` unless the case gives rtol/atol; other floats within atol + rtol·|w|; integers exactly. */
+export function close(dtype: DType, g: number, w: number, c: Pick<NumCase, 'ulps' | 'rtol' | 'atol'>): boolean {
   if (Number.isNaN(w) || Number.isNaN(g)) return Number.isNaN(w) && Number.isNaN(g);
-  if (dtype === 'float16' || dtype === 'bfloat16') return ulpDistance(g, w, dtype === 'float16' ? F16 : BF16) <= (c.ulps ?? 1);
-  if (dtype !== 'float32') return g === w;
   if (!Number.isFinite(w)) return g === w;
+  const half = dtype === 'float16' || dtype === 'bfloat16';
+  if (half && c.rtol === undefined) return ulpDistance(g, w, dtype === 'float16' ? F16 : BF16) <= (c.ulps ?? 1);
+  if (dtype !== 'float32' && !half) return g === w;
   return Math.abs(g - w) <= (c.atol ?? 1e-6) + (c.rtol ?? 1e-5) * Math.abs(w);
 }
 

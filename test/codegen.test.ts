@@ -114,7 +114,7 @@ const matmuls: NumCase[] = [
   // float32 matmuls of widened 16-bit operands read them as stored (converted while packing).
   { name: 'mm-widened-f16', fn: (x: T, w: T) => x.to('float32').matmul(w.to('float32')).add(1), specs: [f16(33, 40), f16(40, 24)], rtol: 1e-4, atol: 1e-4 },
   { name: 'mm-widened-bf16-weight', fn: (x: T, w: T) => x.matmul(w.to('float32')).relu(), specs: [f32(37, 48), bf16(48, 29)], rtol: 1e-4, atol: 1e-4 },
-  { name: 'sdpa-f16-causal', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f16(2, 3, 40, 32), f16(2, 3, 40, 32), f16(2, 3, 40, 32)], ulps: 2 },
+  { name: 'sdpa-f16-causal', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f16(2, 3, 40, 32), f16(2, 3, 40, 32), f16(2, 3, 40, 32)], rtol: 2e-3, atol: 2e-3 }, // probabilities rounded to f16 (scripts/gpu-check/cases.cjs)
   { name: 'mm-int32', fn: (x: T, w: T) => x.matmul(w), specs: [i32(5, 7), i32(7, 3)], gen: special },
   { name: 'mm-of-computed', fn: (x: T, w: T) => x.exp().matmul(w.mul(2)).softmax(-1), specs: [f32(8, 16), f32(16, 12)] },
   { name: 'sdpa-causal', fn: (q: T, k: T, v: T) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)] },

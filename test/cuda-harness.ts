@@ -18,8 +18,7 @@ import { evalGridDim, parseGridDim } from '../lib/runtime/cuda';
 import { parsePtxasLog, type PtxasFunctionInfo } from '../lib/runtime/cuda-arch';
 import { bindSymbols, interpret, type TensorData } from '../lib/runtime/interpreter';
 import { cpuLoad, nvrtcCompile, type CpuLibrary } from '../lib/runtime/native';
-import type { NumCase } from './codegen-harness';
-import { BF16, F16, ulpDistance } from './helpers/ref';
+import { close, type NumCase } from './codegen-harness';
 import * as F from '../lib/tensor/functional';
 import { tensor } from '../lib/tensor/tensor';
 import { trace } from '../lib/tensor/trace';
@@ -151,14 +150,6 @@ function poisoned(dtype: DType, n: number): Storage {
   const s = allocStorage(dtype, n);
   new Uint8Array(s.buffer, s.byteOffset, s.byteLength).fill(POISON[dtype]);
   return s;
-}
-
-function close(dtype: DType, g: number, w: number, c: CudaCase): boolean {
-  if (Number.isNaN(w) || Number.isNaN(g)) return Number.isNaN(w) && Number.isNaN(g);
-  if (!Number.isFinite(w)) return g === w;
-  if ((dtype === 'float16' || dtype === 'bfloat16') && c.rtol === undefined) return ulpDistance(g, w, dtype === 'float16' ? F16 : BF16) <= (c.ulps ?? 1);
-  if (dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16') return g === w;
-  return Math.abs(g - w) <= (c.atol ?? 1e-6) + (c.rtol ?? 1e-5) * Math.abs(w);
 }
 
 /** Runs unit `i` on random inputs of `shapes` through its plan; returns mismatch messages. */

@@ -61,14 +61,15 @@ describe('fusion: kernel counts', () => {
     const p = kernels((q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), [f32(2, 6, 8), f32(2, 6, 8), f32(2, 6, 8)]);
     expect(p.kernels.map((k) => k.kind)).toEqual(['matmul', 'reduce', 'matmul']);
   });
-  test('half-precision attention reads q, k and v as stored: no kernel writes their float32 copies', () => {
+  test('half-precision attention reads q, k and v as stored and runs both products on 16-bit operands', () => {
     for (const dtype of ['float16', 'bfloat16'] as const) {
       const h = (...shape: number[]) => ({ shape, dtype });
       const p = kernels((q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), [h(2, 4, 6, 8), h(2, 4, 6, 8), h(2, 4, 6, 8)]);
       expect(p.kernels.map((k) => k.kind)).toEqual(['matmul', 'reduce', 'matmul']);
       const stored = (k: Program['kernels'][number]) => [k.matmul!.a, k.matmul!.b].map((o) => k.params[o.param].dtype);
       expect(stored(p.kernels[0])).toEqual([dtype, dtype]); // q @ kᵀ: both 16-bit
-      expect(stored(p.kernels[2])).toEqual(['float32', dtype]); // softmax (float32) @ v
+      expect(stored(p.kernels[2])).toEqual([dtype, dtype]); // probabilities rounded to the inputs' dtype @ v
+      expect(p.kernels[1].params[0].dtype).toBe(dtype); // the softmax stores 16-bit probabilities
       expect(p.kernels[0].params[0].dtype).toBe('float32');
     }
   });

@@ -90,7 +90,11 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   return api('rmsNorm', () => wrap(nn.rmsNorm(implOf(x, 'input'), optional(weight, 'weight'), eps)));
 }
 
-/** Attention on [..., seq, headDim] tensors: softmax(q·kᵀ·scale, causal-masked if asked)·v. */
+/**
+ * Attention on [..., seq, headDim] tensors: softmax(q·kᵀ·scale, causal-masked if asked)·v.
+ * float16/bfloat16 inputs are computed in float32, and the probabilities are rounded to the
+ * inputs' dtype before they weight v, as PyTorch's attention does.
+ */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: nn.AttentionOptions = {}): Tensor {
   return api('scaledDotProductAttention', () => wrap(nn.scaledDotProductAttention(implOf(q, 'q'), implOf(k, 'k'), implOf(v, 'v'), opts)));
 }

@@ -241,5 +241,9 @@ export function scaledDotProductAttention(q: Impl, k: Impl, v: Impl, opts: Atten
     const mask = expandTo(causalMask(lq, lk, scores), scores.shape);
     scores = apply('WHERE', [mask, full(-Infinity, scores.dtype, scores.shape, scores), scores], null);
   }
-  return cast(matmul(softmax(scores, -1), fv), dt);
+  // The probabilities are rounded to the inputs' dtype before they weight v, as PyTorch's
+  // attention does for 16-bit inputs: the product then runs on tensor cores, and the softmax
+  // stores half the bytes.
+  const probs = upcast(cast(softmax(scores, -1), dt));
+  return cast(matmul(probs, fv), dt);
 }

@@ -5,7 +5,9 @@
  * the bundle), with the warm start's breakdown. Target (BRIEF.md): warm ÷ cold ≤ 0.05; a
  * warm start that did not load its bundle with zero compiles fails the check. Then what no
  * bundle can save: the CUDA context alone (import kiln, one 4-byte 'cuda' tensor) in fresh
- * processes, the driver's persistence mode, and each ratio again net of that context.
+ * processes, the driver's persistence mode, and each ratio again net of that context; then
+ * the same context without kiln or Node (the driver's steps through Python's ctypes, and
+ * PyTorch's first 'cuda' tensor), so the context's cost is seen to be the driver's.
  *
  * KILN_GPU_CHECK_DRY=1: the command's usage only (the children need a GPU).
  */
@@ -30,6 +32,34 @@ function contextInChild() {
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+/** The same context without kiln or Node, in a fresh Python process: the driver's own steps through ctypes, then PyTorch's first 'cuda' tensor. */
+const PY_CONTEXT = String.raw`
+import ctypes, json, sys, time
+ms = lambda a, b: (b - a) * 1e3
+if sys.argv[1] == "driver":
+    t0 = time.perf_counter(); cu = ctypes.CDLL("libcuda.so.1"); t1 = time.perf_counter()
+    assert cu.cuInit(0) == 0; t2 = time.perf_counter()
+    dev, ctx, ptr = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_uint64()
+    assert cu.cuDeviceGet(ctypes.byref(dev), 0) == 0
+    assert cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) == 0 and cu.cuCtxSetCurrent(ctx) == 0; t3 = time.perf_counter()
+    assert cu.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(4)) == 0; t4 = time.perf_counter()
+    print(json.dumps({"dlopen": ms(t0, t1), "init": ms(t1, t2), "context": ms(t2, t3), "alloc": ms(t3, t4), "total": ms(t0, t4)}))
+else:
+    import torch
+    t0 = time.perf_counter(); torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+    print(json.dumps({"total": ms(t0, time.perf_counter()), "torch": torch.__version__}))
+`;
+
+/** Three fresh Python processes of PY_CONTEXT's `mode`: the median of each field. */
+function pythonContext(mode) {
+  const runs = [0, 1, 2].map(() => {
+    const r = spawnSync('python3', ['-c', PY_CONTEXT, mode], { encoding: 'utf8', timeout: 120_000 });
+    if (r.status !== 0) throw new Error(`python3 ${mode} probe exited ${r.status ?? r.signal}: ${(r.stderr || r.error?.message || '').trim().slice(-200)}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  });
+  return Object.fromEntries(Object.keys(runs[0]).map((k) => [k, typeof runs[0][k] === 'number' ? median(runs.map((r) => r[k])) : runs[0][k]]));
+}
 
 module.exports = {
   name: 'startup',
@@ -80,6 +110,19 @@ module.exports = {
           ctx.metric(`${m.model}: warm ÷ cold net of the context`, (m.warm.firstMs - contextMs) / (m.cold.firstMs - contextMs), '', 'both starts pay it');
         }
         return `${contextMs.toFixed(0)} ms, persistence mode ${persistence}`;
+      });
+      await ctx.check('the same context without kiln: the driver through ctypes, and PyTorch (3 fresh processes each)', () => {
+        const d = pythonContext('driver');
+        ctx.metric('driver alone: dlopen + cuInit + primary context + first cuMemAlloc', d.total, 'ms', `median of 3: dlopen ${d.dlopen.toFixed(1)}, cuInit ${d.init.toFixed(1)}, context ${d.context.toFixed(1)}, alloc ${d.alloc.toFixed(1)}`);
+        let torchNote = 'no PyTorch';
+        try {
+          const t = pythonContext('torch');
+          ctx.metric(`PyTorch ${t.torch}: first 'cuda' tensor, fresh process`, t.total, 'ms', 'median of 3; after import torch');
+          torchNote = `PyTorch ${t.total.toFixed(0)} ms`;
+        } catch (e) {
+          torchNote = e.message.split('\n')[0];
+        }
+        return `driver ${d.total.toFixed(0)} ms (cuInit ${d.init.toFixed(0)}, context ${d.context.toFixed(0)}); ${torchNote}`;
       });
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });

@@ -287,6 +287,15 @@ module.exports = {
             const stepUs = await run.timePlan(k, ctx, m.build.program.graph, m.build, m.values, { only: [i], reps: 50, inputs });
             const c = cfgOf(st.kernel);
             ctx.metric(`GPT block f16: step ${i} ${st.kernel}`, stepUs, 'us', c ? `${c.variant ?? c.kind} ${c.bm ? `${c.bm}x${c.bn}` : c.block ?? ''}${c.split ? ` split ${c.split}` : ''}` : '');
+            // A linear layer's GEMM (no batch): cuBLAS times the same M×N×K below.
+            const kern = m.build.program.kernels.find((kk) => kk.name === st.kernel);
+            const mnk = kern?.kind === 'matmul' && kern.domain.length === 2 ? [...kern.domain, kern.matmul.k] : [];
+            if (mnk.length === 3 && mnk.every((d) => typeof d === 'number')) {
+              const [M, Nn, K] = mnk;
+              const name = `float16 ${M}x${Nn}x${K} (block step ${i})`;
+              kilnTflops[name] = (2 * M * Nn * K) / (stepUs * 1e-6) / 1e12;
+              torchJob.matmul.push({ name, dtype: 'float16', M, N: Nn, K });
+            }
           }
         } catch (e) {
           ctx.metric('GPT block f16: per-step times failed', NaN, '', e.message.split('\n')[0]);
@@ -304,7 +313,8 @@ module.exports = {
         if (t.error) return `skipped: ${t.error}`;
         for (const [name, tf] of Object.entries(t.matmul)) {
           ctx.metric(`cuBLAS (torch ${t.torch}) ${name}`, tf, 'TFLOP/s');
-          if (kilnTflops[name] !== undefined) ctx.metric(`matmul ${name} ÷ cuBLAS`, kilnTflops[name] / tf, '', 'target >= 0.7');
+          const step = name.includes('block step');
+          if (kilnTflops[name] !== undefined) ctx.metric(`matmul ${name} ÷ cuBLAS`, kilnTflops[name] / tf, '', step ? `kiln ${kilnTflops[name].toFixed(0)} TFLOP/s with its fused epilogue` : 'target >= 0.7');
         }
         if (t.gpt_eager_ms !== undefined) {
           ctx.metric('GPT block f16: torch eager', t.gpt_eager_ms, 'ms');

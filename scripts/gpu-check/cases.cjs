@@ -203,7 +203,10 @@ function cases({ F, tensor }) {
     // float32 out), one (CUDA cores), and attention over 16-bit q, k, v.
     { name: 'mm-widened-f16', fn: (x, w) => x.to('float32').matmul(w.to('float32')).add(1), specs: [f16(33, 40), f16(40, 24)], rtol: 1e-4, atol: 1e-4 },
     { name: 'mm-widened-bf16-weight', fn: (x, w) => x.matmul(w.to('float32')).relu(), specs: [f32(37, 48), bf16(48, 29)], rtol: 1e-4, atol: 1e-4 },
-    { name: 'sdpa-f16-causal', fn: (q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f16(2, 3, 40, 32), f16(2, 3, 40, 32), f16(2, 3, 40, 32)], ulps: 2 },
+    // The probabilities are rounded to float16 before they weight v: one that lies near a
+    // rounding boundary may round the other way (2^-11 of it), so the output may move by up
+    // to 2^-11·max|v| (v is about N(0, 1) here) wherever the two exps differ in the last bit.
+    { name: 'sdpa-f16-causal', fn: (q, k, v) => F.scaledDotProductAttention(q, k, v, { causal: true }), specs: [f16(2, 3, 40, 32), f16(2, 3, 40, 32), f16(2, 3, 40, 32)], rtol: 2e-3, atol: 2e-3 },
     // Shapes the wgmma kernel takes on sm_90a (static, M % 128, N % 128, K % 64): N-contiguous B
     // with a bias + gelu epilogue, and K-contiguous B batched on both operands. The gelu sees
     // the f16-rounded sum, which an f32 accumulation may round one f16 ulp (up to 2^-7 here)
