@@ -19,7 +19,7 @@ import type { Tensor } from '../lib/tensor/tensor';
 type T = Tensor;
 const nvrtcIt = addonInfo().nvrtc.available || process.env.KILN_REQUIRE_NVRTC === '1' ? it : it.skip;
 const SM90A: GpuFacts = { arch: 90, archSpecific: true };
-const wg = (bm: 64 | 128, bn: 128 | 256, stages: number): WgmmaConfig => ({ kind: 'matmul', variant: 'wgmma', bm, bn, stages });
+const wg = (bm: 64 | 128, bn: 128 | 192 | 256, stages: number): WgmmaConfig => ({ kind: 'matmul', variant: 'wgmma', bm, bn, stages });
 const spec = (dtype: 'float16' | 'bfloat16' | 'float32', ...shape: number[]) => ({ shape, dtype });
 const isWgmma = (c: GpuConfig): c is WgmmaConfig => c.kind === 'matmul' && c.variant === 'wgmma';
 
@@ -236,11 +236,39 @@ describe('wgmma kernels', () => {
     expect(defaultConfig(both, SM90A)).toEqual(wg(128, 128, 6));
   });
 
+  it('offers 128×192 tiles to the tuner where they fill the waves better than both 128-row tiles', () => {
+    const facts = { ...SM90A, smCount: 132 };
+    const wide = (M: number, N: number, K: number) =>
+      candidateConfigs(lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', M, K), spec('float16', K, N)])).kernels[0], facts).filter(
+        (c) => isWgmma(c) && c.bn === 192 && !c.split,
+      );
+    expect(wide(1024, 3072, 768)).toEqual([wg(128, 192, 4)]); // 128 blocks, against 96 (128×256) and 192 (128×128)
+    expect(wide(1024, 2304, 768)).toEqual([wg(128, 192, 4)]); // 96, against 72 and 144
+    expect(wide(4096, 4096, 4096)).toEqual([]); // 128×256 fills 4 waves almost exactly
+    expect(defaultConfig(lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 1024, 768), spec('float16', 768, 3072)])).kernels[0], facts)).toMatchObject({ bm: 128, bn: 128 }); // never the heuristic's
+    // The kernel: m64n192k16, three 64-column atoms of an N-contiguous B per K tile.
+    const p = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 256, 512), spec('float16', 512, 384)]));
+    const src = renderCuda(p, SM90A, chooseConfigs(p, SM90A, { [p.kernels[0].name]: wg(128, 192, 4) }));
+    expect(src).toContain('wgmma.mma_async.sync.aligned.m64n192k16.f32.f16.f16');
+    expect(src).toContain('const int kr = c / 24, ch = c % 24;');
+    expect(wgmmaProblem(p.kernels[0], { ...wg(128, 192, 4), bn: 160 as 192 }, SM90A)).toMatch(/bn must be 128, 192 or 256/);
+  });
+
   it('splits K for the tuner where its tiles leave SMs idle: part kernels over equal K ranges, then the combine', () => {
     const short = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 64, 4096), spec('float16', 4096, 4096)])).kernels[0];
     const facts = { ...SM90A, smCount: 132 };
     const splits = candidateConfigs(short, facts).filter((c) => isWgmma(c) && c.split);
-    expect(splits.map((c) => [(c as WgmmaConfig).bm, (c as WgmmaConfig).bn, (c as WgmmaConfig).split])).toEqual([[64, 256, 8], [64, 128, 8], [128, 128, 8]]);
+    // Each tile at about two blocks per SM, and at the most parts that fit one wave where
+    // that differs (64×128: 32 tiles, 4 parts; 128×192: 22 tiles, 6 parts).
+    expect(splits.map((c) => [(c as WgmmaConfig).bm, (c as WgmmaConfig).bn, (c as WgmmaConfig).split])).toEqual([
+      [64, 256, 8],
+      [64, 128, 8],
+      [64, 128, 4],
+      [128, 128, 8],
+      [128, 128, 4],
+      [128, 192, 8],
+      [128, 192, 6],
+    ]);
     expect(isWgmma(defaultConfig(short, facts))).toBe(false); // the default stays the mma kernel's split-K
     // A matmul that fills the GPU is offered no split.
     const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];

@@ -115,7 +115,7 @@ export interface WgmmaConfig {
   readonly kind: 'matmul';
   readonly variant: 'wgmma';
   readonly bm: 64 | 128;
-  readonly bn: 128 | 256;
+  readonly bn: 128 | 192 | 256;
   readonly stages: number;
   /** Split-K parts (as MmaConfig.split; offered to the tuner only, where the tiles leave SMs idle). */
   readonly split?: number;
@@ -418,6 +418,15 @@ const WGMMA_SMALL_TILES: readonly WgmmaConfig[] = [
   { kind: 'matmul', variant: 'wgmma', bm: 64, bn: 256, stages: 4 },
   { kind: 'matmul', variant: 'wgmma', bm: 64, bn: 128, stages: 6 },
 ];
+// Three 64-column atoms: offered to the tuner (only) where its blocks fill the GPU's waves
+// better than both 128-row tiles do (a [1024, 3072] output: 128 blocks of 128×192 on 132 SMs,
+// against 96 of 128×256 or 192 of 128×128), and as a split-K tile.
+const WGMMA_WIDE_FIT: WgmmaConfig = { kind: 'matmul', variant: 'wgmma', bm: 128, bn: 192, stages: 4 };
+
+/** The share of the GPU's block slots (one block per SM, whole waves) that `n` blocks keep busy. */
+function waveFill(n: number, sms: number): number {
+  return n / (Math.ceil(n / sms) * sms);
+}
 
 /**
  * The wgmma configurations offered for `k` (none off sm_90a, or with `facts.wgmma` false):
@@ -520,15 +529,22 @@ function splitCandidates(k: Kernel, facts: GpuFacts): MmaConfig[] {
 
 /**
  * Split-K wgmma candidates for a matmul whose wgmma tiles leave SMs idle (static sizes, work
- * worth a second launch): the one-warpgroup tiles and 128×128, each at the part count that
- * gives about two blocks per SM, parts of at least SPLIT_MIN_KTILES 64-wide K tiles.
+ * worth a second launch): the one-warpgroup tiles, 128×128 and 128×192, each at the part
+ * count that gives about two blocks per SM and at the most parts that fit one wave, parts of
+ * at least SPLIT_MIN_KTILES 64-wide K tiles.
  */
 function wgmmaSplits(k: Kernel, facts: GpuFacts): WgmmaConfig[] {
   if (!k.domain.every(isStatic) || 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k) < SPLIT_MIN_FLOP) return [];
-  const tiles = wgmmaConfigs(k, facts, [...WGMMA_SMALL_TILES, WGMMA_TILES[1]]);
+  const sms = facts.smCount ?? 132;
+  const kt = Math.ceil(guess(k.matmul!.k) / WGMMA_BK);
+  const tiles = wgmmaConfigs(k, facts, [...WGMMA_SMALL_TILES, WGMMA_TILES[1], WGMMA_WIDE_FIT]);
   return tiles.flatMap((t) => {
+    // About two blocks per SM; and the most parts that still fit one wave (fewer partials,
+    // longer pipelines), where that is another count with long enough parts.
     const parts = splitKParts(k, facts, t, 1, WGMMA_BK);
-    return parts ? [{ ...t, split: parts }] : [];
+    const fit = Math.floor(sms / ctas(k, t.bm, t.bn));
+    const counts = [parts, fit >= 2 && kt / fit >= SPLIT_MIN_KTILES ? fit : undefined];
+    return [...new Set(counts)].flatMap((split) => (split ? [{ ...t, split }] : []));
   });
 }
 
@@ -541,9 +557,12 @@ function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
     return out;
   }
   if (dt === 'float32') return [64, 128].map((t) => ({ kind: 'matmul', variant: 'simt', bm: t, bn: t }));
+  const sms = facts.smCount ?? 132;
   const wg = wgmmaConfigs(k, facts);
-  const idle = wg.length > 0 && wg.every((c) => ctas(k, c.bm, c.bn) < (facts.smCount ?? 132));
-  const out: MatmulConfig[] = [...wg, ...MMA_TILES.map((t) => mmaConfig(k, facts, t)), ...(idle ? [...wgmmaConfigs(k, facts, WGMMA_SMALL_TILES), ...wgmmaSplits(k, facts)] : [])];
+  const idle = wg.length > 0 && wg.every((c) => ctas(k, c.bm, c.bn) < sms);
+  const fill = (c: WgmmaConfig) => waveFill(ctas(k, c.bm, c.bn), sms);
+  const wide = wg.length > 0 && wg.every((c) => fill(WGMMA_WIDE_FIT) > fill(c)) ? wgmmaConfigs(k, facts, [WGMMA_WIDE_FIT]) : [];
+  const out: MatmulConfig[] = [...wg, ...wide, ...MMA_TILES.map((t) => mmaConfig(k, facts, t)), ...(idle ? [...wgmmaConfigs(k, facts, WGMMA_SMALL_TILES), ...wgmmaSplits(k, facts)] : [])];
   if (mmaAsync(k, facts)) out.push(...MMA_TILES.slice(0, 2).map((t) => mmaConfig(k, facts, t, 2)), mmaConfig(k, facts, MMA_TILES[0], 4));
   return [...out, ...splitCandidates(k, facts)];
 }
@@ -632,7 +651,7 @@ export function wgmmaProblem(k: Kernel, c: WgmmaConfig, facts: GpuFacts): string
   const dt = matmulDType(k);
   if (dt !== 'float16' && dt !== 'bfloat16') return `needs float16 or bfloat16 operands (got ${dt})`;
   if (c.bm !== 64 && c.bm !== 128) return `bm must be 64 or 128 (got ${c.bm})`;
-  if (c.bn !== 128 && c.bn !== 256) return `bn must be 128 or 256 (got ${c.bn})`;
+  if (c.bn !== 128 && c.bn !== 192 && c.bn !== 256) return `bn must be 128, 192 or 256 (got ${c.bn})`;
   if (!Number.isInteger(c.stages) || c.stages < 3) return `stages must be an integer >= 3 (got ${c.stages})`;
   if (c.split !== undefined && (!Number.isInteger(c.split) || c.split < 2)) return `split must be an integer >= 2 (got ${c.split})`;
   if (c.split !== undefined && !k.domain.slice(0, -2).every(isStatic)) return 'split-K needs a static batch (its parts share grid.z with it)';

@@ -73,6 +73,12 @@ const CASES = [
     const z = round(round(acc) + ins[2][j]);
     return 0.5 * z * (1 + erf(z / Math.SQRT2));
   } },
+  { name: 'f16 gelu(x@w + bias) 1024x3072x768 128x192 (three 64-column atoms)', fn: (x, w, b) => x.matmul(w).add(b).gelu(), specs: ['float16', [1024, 768], [768, 3072], [3072]], cfg: wg(128, 192, 4), bLayout: 'n', epilogue: (acc, j, ins, round) => {
+    const z = round(round(acc) + ins[2][j]);
+    return 0.5 * z * (1 + erf(z / Math.SQRT2));
+  } },
+  { name: 'bf16 x@wT 200x392x136 128x192 (edge tiles, K-major B)', fn: (x, w) => x.matmul(w.transpose(0, 1)), specs: ['bfloat16', [200, 136], [392, 136]], cfg: wg(128, 192, 4), bLayout: 'k' },
+  { name: 'f16 x@w 1024x768x3072 128x192 split-K 4', fn: (x, w) => x.matmul(w), specs: ['float16', [1024, 3072], [3072, 768]], cfg: { ...wg(128, 192, 4), split: 4 }, bLayout: 'n' },
   { name: 'f16 batched 2x256x256x512 64x256', fn: (x, w) => x.matmul(w), specs: ['float16', [2, 256, 512], [2, 512, 256]], cfg: wg(64, 256, 4), bLayout: 'n' },
   {
     name: 'bf16 gelu(x@wT + bias) 256x512x384 128x256',
@@ -192,6 +198,30 @@ module.exports = {
     const runs = [];
     for (const dtype of ['float16', 'bfloat16']) for (const [M, N, K, cfgs] of shapesT) runs.push({ dtype, M, N, K, cfgs, t: false });
     runs.push({ dtype: 'float16', M: 4096, N: 4096, K: 4096, cfgs: [wg(128, 256, 4)], t: true });
+    // The GPT block's linear layers (B·T = 1024 rows, C = 768): every wgmma tile the tuner may
+    // weigh, each timed, so that its choice can be read against the others.
+    for (const [M, N, K, cfgs] of [
+      [1024, 3072, 768, [wg(128, 256, 4), wg(128, 128, 6), wg(128, 192, 4)]],
+      [1024, 768, 3072, [wg(64, 128, 6), wg(128, 128, 6), { ...wg(128, 192, 4), split: 4 }, { ...wg(128, 128, 6), split: 2 }, { ...wg(64, 256, 4), split: 2 }]],
+      [64, 4096, 4096, [{ ...wg(64, 256, 4), split: 8 }, { ...wg(64, 128, 6), split: 8 }, { ...wg(64, 128, 6), split: 4 }, { ...wg(128, 192, 4), split: 6 }]],
+    ]) {
+      await ctx.check(`wgmma tiles float16 ${M}x${N}x${K}`, async () => {
+        const specs = [spec('float16', M, K), spec('float16', K, N)];
+        const built = [];
+        for (const cfg of cfgs) built.push(await buildWgmma(k, (x, w) => x.matmul(w), specs, cfg));
+        if (skip) return `${built.map((w) => report(w.r)).join('; ')} (${skip})`;
+        const inputs = specs.map((s, j) => ({ dtype: s.dtype, shape: s.shape, data: randomBits(s.dtype, numel(s.shape), j + 1) }));
+        const out = [];
+        for (const [i, w] of built.entries()) {
+          const us = await run.timePlan(k, ctx, w.b.program.graph, w.b, {}, { inputs });
+          const c = cfgs[i];
+          const label = `${c.bm}x${c.bn}${c.split ? ` split ${c.split}` : ''}`;
+          ctx.metric(`wgmma float16 ${M}x${N}x${K} ${label}`, (2 * M * N * K) / (us * 1e-6) / 1e12, 'TFLOP/s', `${us.toFixed(1)} us`);
+          out.push(`${label} ${us.toFixed(1)} us`);
+        }
+        return out.join(', ');
+      });
+    }
     for (const m of runs) {
       const label = `${m.dtype} ${m.M}x${m.N}x${m.K}${m.t ? ' x@wT' : ''}`;
       await ctx.check(`wgmma time ${label}`, async () => {
