@@ -90,10 +90,12 @@ describe('split-K matmuls (too few output tiles for the SMs)', () => {
     const f32 = programOf((a: Tensor, b: Tensor) => a.matmul(b), [{ shape: [64, 4096], dtype: 'float32' }, { shape: [4096, 4096], dtype: 'float32' }]).kernels[0];
     expect(splitOf(defaultConfig(f32, facts))).toBeUndefined();
     expect(candidateConfigs(f32, { ...facts, tf32: true }).some((c) => splitOf(c))).toBe(false);
-    // sm_90a: a 128-row multiple takes the wgmma kernel; 64 rows do not fit it, so split-K serves them.
+    // sm_90a: a 128-row multiple takes the wgmma kernel; 64 rows take its one-warpgroup tiles,
+    // K split into the parts that fill one wave (4 here: 32 tiles of 64×128 on 132 SMs).
     const hopper: GpuFacts = { arch: 90, archSpecific: true, smCount: 132 };
     expect(defaultConfig(mm(512, 4096, 4096), hopper)).toMatchObject({ variant: 'wgmma' });
-    expect(defaultConfig(mm(64, 4096, 4096), hopper)).toMatchObject({ variant: 'mma', split: 9 });
+    expect(defaultConfig(mm(64, 4096, 4096), hopper)).toMatchObject({ variant: 'wgmma', bm: 64, bn: 128, split: 4 });
+    expect(defaultConfig(mm(8, 4096, 4096), hopper)).toMatchObject({ variant: 'mma', split: 5 }); // under 16 rows: the mma kernel's split-K
   });
 
   test('the tuner times split-K candidates beside the unsplit tiles; a stored split entry is used', () => {

@@ -205,27 +205,26 @@ describe('wgmma kernels', () => {
 
   it('is the default and the first candidates on sm_90a where it runs, and nowhere else', () => {
     const isWg = (c: GpuConfig) => c.kind === 'matmul' && c.variant === 'wgmma';
-    const k = lower(xw).kernels[0]; // 256×512×512: 2×2 tiles of 128×256 cannot fill 132 SMs
-    expect(defaultConfig(k, SM90A)).toEqual(wg(128, 128, 6));
-    expect(candidateConfigs(k, SM90A).slice(0, 2)).toEqual([wg(128, 128, 6), wg(128, 256, 4)]);
+    const k = lower(xw).kernels[0]; // 256×512×512: 8 tiles of 128×128 leave most of 132 SMs idle: 16 of 64×128
+    expect(defaultConfig(k, SM90A)).toEqual(wg(64, 128, 6));
+    expect(candidateConfigs(k, SM90A).slice(0, 3)).toEqual([wg(64, 128, 6), wg(128, 256, 4), wg(128, 128, 6)]);
     expect(candidateConfigs(k, SM90A).filter((c) => !isWg(c)).length).toBeGreaterThan(2); // mma tiles too: the tuner decides
     const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];
     expect(defaultConfig(big, { ...SM90A, smCount: 132 })).toEqual(wg(128, 256, 4));
     // Not on sm_90, not with KILN_CUDA_WGMMA=0 (facts.wgmma false), not over a broadcast batch.
     for (const facts of [{ arch: 90 }, { ...SM90A, wgmma: false }]) expect(candidateConfigs(k, facts).some(isWg)).toBe(false);
-    // 80 rows: less than a tile row, so not the default; an edge tile the tuner may time.
+    // 80 rows: less than a 128-row tile; 64-row tiles, the second an edge tile.
     const odd = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 80, 512), spec('float16', 512, 512)])).kernels[0];
-    expect(isWg(defaultConfig(odd, SM90A))).toBe(false);
+    expect(defaultConfig(odd, SM90A)).toEqual(wg(64, 128, 6));
     expect(candidateConfigs(odd, SM90A).some(isWg)).toBe(true);
     // x[4, 256, 512] @ w[512, 512] folds into one 1024-row GEMM (kernel.ts, collapse): wgmma's.
     const linear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
     expect(linear.domain).toEqual([1024, 512]);
-    expect(defaultConfig(linear, SM90A)).toEqual(wg(128, 128, 6));
+    expect(defaultConfig(linear, SM90A)).toEqual(wg(64, 128, 6)); // 32 blocks of 128×128 would leave 100 SMs idle: 64 of 64×128
     // 32 blocks of 128×128 on 132 SMs: the tuner also times one-warpgroup (64-row) tiles; a
     // matmul that fills the GPU with 128-row tiles is not offered them.
     const small = (kk: typeof k) => candidateConfigs(kk, { ...SM90A, smCount: 132 }).filter((c) => isWg(c) && c.bm === 64);
-    expect(small(linear)).toEqual([wg(64, 256, 4), wg(64, 128, 6)]);
-    expect(defaultConfig(linear, SM90A)).toMatchObject({ bm: 128 });
+    expect(small(linear)).toEqual([wg(64, 128, 6), wg(64, 256, 4)]);
     expect(small(big)).toEqual([]);
     // Rows read through a transpose do not fold: the batch stays, broadcast over w.
     const bcast = lower(trace((x: T, w: T) => x.transpose(0, 1).matmul(w), [spec('float16', 256, 4, 512), spec('float16', 512, 512)])).kernels[0];
@@ -233,7 +232,12 @@ describe('wgmma kernels', () => {
     expect(wgmmaProblem(bcast, wg(128, 256, 4), SM90A)).toBeUndefined(); // it could run it (an explicit entry)
     expect(candidateConfigs(bcast, SM90A).some(isWg)).toBe(false); // but a broadcast batch is not offered yet
     const both = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 4, 512, 512)])).kernels[0];
-    expect(defaultConfig(both, SM90A)).toEqual(wg(128, 128, 6));
+    expect(defaultConfig(both, SM90A)).toEqual(wg(64, 128, 6));
+    // A dynamic M keeps 128-row tiles (its large sizes); a static one that fills half the SMs too.
+    const dynLinear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 1024, 512), spec('float16', 512, 512)], { dynamic: { 0: [0] } })).kernels[0];
+    expect(defaultConfig(dynLinear, SM90A)).toEqual(wg(128, 128, 6));
+    const half = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 512, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    expect(defaultConfig(half, { ...SM90A, smCount: 132 })).toEqual(wg(128, 128, 6)); // 128 blocks
   });
 
   it('offers 128×192 tiles to the tuner where they fill the waves better than both 128-row tiles', () => {
@@ -261,15 +265,15 @@ describe('wgmma kernels', () => {
     // Each tile at about two blocks per SM, and at the most parts that fit one wave where
     // that differs (64×128: 32 tiles, 4 parts; 128×192: 22 tiles, 6 parts).
     expect(splits.map((c) => [(c as WgmmaConfig).bm, (c as WgmmaConfig).bn, (c as WgmmaConfig).split])).toEqual([
+      [64, 128, 4], // the default, first
       [64, 256, 8],
       [64, 128, 8],
-      [64, 128, 4],
       [128, 128, 8],
       [128, 128, 4],
       [128, 192, 8],
       [128, 192, 6],
     ]);
-    expect(isWgmma(defaultConfig(short, facts))).toBe(false); // the default stays the mma kernel's split-K
+    expect(defaultConfig(short, facts)).toEqual({ ...wg(64, 128, 6), split: 4 }); // 32 tiles: 4 parts fill one wave
     // A matmul that fills the GPU is offered no split.
     const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];
     expect(candidateConfigs(big, facts).some((c) => isWgmma(c) && c.split)).toBe(false);
@@ -319,8 +323,8 @@ describe('wgmma kernels', () => {
     expect(defaultConfig(dyn, SM90A)).toMatchObject({ variant: 'wgmma' }); // guessed at 256 rows
     const ragged = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 200, 72), spec('float16', 72, 136)])).kernels[0];
     expect(wgmmaProblem(ragged, wg(128, 256, 4), SM90A)).toBeUndefined();
-    // Fewer rows than one tile keep the mma kernel by default (split-K where it pays); the tuner may still try wgmma.
-    const short = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 64, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    // Fewer than 16 rows keep the mma kernel by default (split-K where it pays); the tuner may still try wgmma.
+    const short = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 8, 4096), spec('float16', 4096, 4096)])).kernels[0];
     expect(defaultConfig(short, SM90A)).toMatchObject({ variant: 'mma' });
     expect(candidateConfigs(short, SM90A).some((c) => c.kind === 'matmul' && c.variant === 'wgmma')).toBe(true);
     expect(() => chooseConfigs(oddProgram, SM90A, { [odd.name]: wg(128, 256, 4) })).toThrow(expect.objectContaining({ code: 'KILN_BAD_TUNING' }) as Error);

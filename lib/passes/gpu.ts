@@ -445,9 +445,28 @@ function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
   const dt = matmulDType(k);
   if (dt === 'int32') return { kind: 'matmul', variant: 'int', bm: 16, bn: 16 };
   // wgmma on sm_90a, where there is at least one full tile row: the largest tile that still
-  // gives every SM a block, else 128×128. Fewer rows keep the mma kernel (and split-K).
-  const wg = wgmmaConfigs(k, facts).filter((c) => guess(k.domain[k.domain.length - 2]) >= c.bm);
-  if (wg.length) return wg.find((c) => ctas(k, c.bm, c.bn) >= sms) ?? wg[wg.length - 1];
+  // gives every SM a block, else 128×128 while that gives at least half of them one. Fewer
+  // blocks (few rows, or a narrow output): one-warpgroup 64×128 tiles, K split into the parts
+  // that fill one wave where the sizes allow (the tuner's pick at 16, 64 and 128 × 4096 × 4096
+  // and the [1024, 768] projections on an H100), for a static M of 16 rows or more, an output
+  // 512 columns wide or more (narrower ones: more blocks from the mma kernel's smaller tiles)
+  // and work worth it (SPLIT_MIN_FLOP); a dynamic M keeps 128-row tiles, for its large sizes.
+  // Else the mma kernel (and split-K).
+  const rows = k.domain[k.domain.length - 2];
+  const M = guess(rows);
+  const wg = wgmmaConfigs(k, facts).filter((c) => M >= c.bm);
+  const full = wg.find((c) => ctas(k, c.bm, c.bn) >= sms);
+  if (full) return full;
+  const last = wg[wg.length - 1];
+  if (last && (2 * ctas(k, last.bm, last.bn) >= sms || !isStatic(rows))) return last;
+  const worth = 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k) >= SPLIT_MIN_FLOP;
+  const wide = guess(k.domain[k.domain.length - 1]) >= 512;
+  const [narrow] = isStatic(rows) && M >= 16 && wide && worth ? wgmmaConfigs(k, facts, [WGMMA_SMALL_TILES[1]]) : [];
+  if (narrow) {
+    const parts = oneWaveParts(k, facts, narrow);
+    return parts ? { ...narrow, split: parts } : narrow;
+  }
+  if (last) return last;
   if (dt === 'float32' && tf32Enabled(facts)) return tf32Config(k, TF32_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? TF32_TILES[TF32_TILES.length - 1]);
   if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };
   const tile = mmaTile(k, facts);
@@ -535,17 +554,22 @@ function splitCandidates(k: Kernel, facts: GpuFacts): MmaConfig[] {
  */
 function wgmmaSplits(k: Kernel, facts: GpuFacts): WgmmaConfig[] {
   if (!k.domain.every(isStatic) || 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k) < SPLIT_MIN_FLOP) return [];
-  const sms = facts.smCount ?? 132;
-  const kt = Math.ceil(guess(k.matmul!.k) / WGMMA_BK);
   const tiles = wgmmaConfigs(k, facts, [...WGMMA_SMALL_TILES, WGMMA_TILES[1], WGMMA_WIDE_FIT]);
-  return tiles.flatMap((t) => {
-    // About two blocks per SM; and the most parts that still fit one wave (fewer partials,
-    // longer pipelines), where that is another count with long enough parts.
-    const parts = splitKParts(k, facts, t, 1, WGMMA_BK);
-    const fit = Math.floor(sms / ctas(k, t.bm, t.bn));
-    const counts = [parts, fit >= 2 && kt / fit >= SPLIT_MIN_KTILES ? fit : undefined];
-    return [...new Set(counts)].flatMap((split) => (split ? [{ ...t, split }] : []));
-  });
+  // About two blocks per SM; and the most parts that still fit one wave (fewer partials,
+  // longer pipelines), where that is another count.
+  return tiles.flatMap((t) => [...new Set([splitKParts(k, facts, t, 1, WGMMA_BK), oneWaveParts(k, facts, t)])].flatMap((split) => (split ? [{ ...t, split }] : [])));
+}
+
+/**
+ * The most split-K parts of wgmma tile `t` that still fit one wave, each of at least
+ * SPLIT_MIN_KTILES 64-wide K tiles, evened out so that no part is empty (static sizes, work
+ * worth a second launch); undefined below two.
+ */
+function oneWaveParts(k: Kernel, facts: GpuFacts, t: WgmmaConfig): number | undefined {
+  if (!k.domain.every(isStatic) || !isStatic(k.matmul!.k) || 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k) < SPLIT_MIN_FLOP) return undefined;
+  const kt = Math.ceil(guess(k.matmul!.k) / WGMMA_BK);
+  const want = Math.min(Math.floor((facts.smCount ?? 132) / ctas(k, t.bm, t.bn)), Math.floor(kt / SPLIT_MIN_KTILES));
+  return want >= 2 ? Math.ceil(kt / Math.ceil(kt / want)) : undefined;
 }
 
 function matmulCandidates(k: Kernel, facts: GpuFacts): MatmulConfig[] {
