@@ -17,9 +17,11 @@ interface Term {
 
 const monoKey = (vars: readonly string[]): string => vars.join('*');
 
+/** `n` when it is a safe integer; a non-integer dim is KILN_BAD_DIM, one past 2**53 KILN_SYM_OVERFLOW. */
 function checkSafe(n: number): number {
-  if (!Number.isSafeInteger(n)) throw new ShapeError('KILN_SYM_OVERFLOW', `symbolic dim coefficient ${n} is not a safe integer`);
-  return n;
+  if (Number.isSafeInteger(n)) return n;
+  if (!(Math.abs(n) > Number.MAX_SAFE_INTEGER)) throw new ShapeError('KILN_BAD_DIM', `dim arithmetic gives ${n}, which is not an integer: dims must be integers`);
+  throw new ShapeError('KILN_SYM_OVERFLOW', `dim arithmetic gives ${n}, past the safe integer range (2**53 - 1); use smaller dims`);
 }
 
 /** Canonical order: higher degree first, then by monomial text; the constant comes last. */
@@ -71,11 +73,19 @@ export class Sym {
    * traced tensor would bake one example size into the compiled program.
    */
   valueOf(): never {
-    throw new TraceError(
-      'KILN_SYMBOLIC_DIM',
-      `dimension ${this.#text} is dynamic inside kiln.compile and has no numeric value; pass it to reshape/expand as is (or use -1), or use kiln's dim helpers`,
-    );
+    throw symbolicDimError(this);
   }
+}
+
+/**
+ * The TraceError KILN_SYMBOLIC_DIM for a dynamic dim used where a number is needed (as an
+ * arithmetic value, or as a scalar operand of a tensor op).
+ */
+export function symbolicDimError(d: Sym): TraceError {
+  return new TraceError(
+    'KILN_SYMBOLIC_DIM',
+    `dimension ${d.toString()} is dynamic inside kiln.compile and has no numeric value; pass it to reshape/expand as is (or use -1), or use kiln's dim helpers`,
+  );
 }
 
 function render(terms: readonly Term[]): string {
@@ -95,7 +105,8 @@ function termsOf(d: Dim): Map<string, Term> {
   if (typeof d === 'number') {
     if (!Number.isInteger(d)) throw new ShapeError('KILN_BAD_DIM', `dim ${d} is not an integer`);
     if (d !== 0) m.set('', { vars: [], coef: d });
-  } else for (const t of d.terms) m.set(monoKey(t.vars), t);
+  } else if (d instanceof Sym) for (const t of d.terms) m.set(monoKey(t.vars), t);
+  else throw new ShapeError('KILN_BAD_DIM', `dim ${typeof d === 'string' ? JSON.stringify(d) : String(d)} is neither an integer nor a symbolic dim`);
   return m;
 }
 

@@ -3,7 +3,7 @@
  * decomposition (docs/IR.md lists them). Half-precision inputs are computed in float32
  * and rounded once at the end, as PyTorch's kernels do.
  */
-import { ShapeError } from '../util/errors';
+import { ArgumentError, ShapeError } from '../util/errors';
 import {
   dimAdd,
   dimEq,
@@ -19,7 +19,7 @@ import {
   type PadRange,
 } from '../ir';
 import { apply, lift, type Impl } from './impl';
-import { badArg, binary, cast, checkScalarFits, expandTo, full, matmul, mean, normDim, promotionOf, reduceMax, rsqrt, sum, toFloat, transpose, upcast, type Operand } from './ops';
+import { badArg, binary, cast, checkScalarFits, expandTo, full, matmul, mean, normDim, promotionOf, reduceMax, rsqrt, show, sum, toFloat, transpose, upcast, type Operand } from './ops';
 
 function bad(code: string, msg: string): never {
   throw new ShapeError(code, msg);
@@ -211,12 +211,37 @@ function causalMask(lq: Dim, lk: Dim, like: Impl): Impl {
 
 /** Options of scaledDotProductAttention. */
 export interface AttentionOptions {
+  /** Mask out keys after each query (key j > query i). Default false. */
   causal?: boolean;
+  /** Multiplies q·kᵀ before the softmax: a finite number. Default 1/sqrt(headDim). */
   scale?: number;
 }
 
+const ATTENTION_OPTIONS = ['causal', 'scale'] as const;
+
+/**
+ * The options checked: an object with only known keys (a typo such as `casual` would
+ * otherwise give silently non-causal attention), causal a boolean, scale a finite number.
+ */
+function attentionOptions(opts: unknown): AttentionOptions {
+  const badOption = (msg: string): never => {
+    throw new ArgumentError('KILN_BAD_OPTION', `scaledDotProductAttention: ${msg}`);
+  };
+  const valid = ATTENTION_OPTIONS.map((k) => `'${k}'`).join(', ');
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object' || Array.isArray(opts)) badOption(`options must be an object with ${valid}, got ${show(opts)}`);
+  const o = opts as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!(ATTENTION_OPTIONS as readonly string[]).includes(k)) badOption(`unknown option '${k}'; valid options are ${valid}`);
+  }
+  if (o.causal !== undefined && typeof o.causal !== 'boolean') badOption(`causal must be true or false; got ${show(o.causal)}`);
+  if (o.scale !== undefined && !(typeof o.scale === 'number' && Number.isFinite(o.scale))) badOption(`scale must be a finite number; got ${show(o.scale)}`);
+  return o as AttentionOptions;
+}
+
 /** softmax(q·kᵀ·scale [+ causal mask]) · v on [..., seq, headDim] operands. */
-export function scaledDotProductAttention(q: Impl, k: Impl, v: Impl, opts: AttentionOptions = {}): Impl {
+export function scaledDotProductAttention(q: Impl, k: Impl, v: Impl, options: AttentionOptions = {}): Impl {
+  const opts = attentionOptions(options);
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
     if (t.shape.length < 2) bad('KILN_SHAPE_MISMATCH', `scaledDotProductAttention: ${name} must be [..., seq, headDim], got ${shapeStr(t.shape)}`);
   }

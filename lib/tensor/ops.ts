@@ -40,12 +40,35 @@ export function badArg(msg: string): never {
   throw new ArgumentError('KILN_BAD_ARGUMENT', msg);
 }
 
+/**
+ * A user's value for a message: strings quoted (so `'1'` does not read as the number 1),
+ * arrays and plain objects as JSON, anything else as String() prints it.
+ */
+export function show(v: unknown): string {
+  if (typeof v === 'bigint') return `${v}n`;
+  const json = typeof v === 'string' || Array.isArray(v) || (typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype);
+  if (json) {
+    try {
+      return JSON.stringify(v);
+    } catch {
+      // a cycle or a bigint inside: fall through
+    }
+  }
+  return String(v);
+}
+
+/** Throws unless a reduction's `keepdim` argument is a boolean (`x.sum(0, 'yes')` would read as true). */
+export function checkKeepdim(keepdim: unknown): void {
+  if (typeof keepdim !== 'boolean') badArg(`keepdim must be true or false, got ${show(keepdim)}`);
+}
+
 /** Normalize a possibly negative dim of a tensor of `shape` (PyTorch's wrap rule). */
 export function normDim(d: number, shape: readonly Dim[], allowEnd = false): number {
   const rank = shape.length;
   const n = allowEnd ? rank + 1 : rank;
   const r = Math.max(n, 1); // a scalar still accepts dim 0 / -1
-  if (!Number.isInteger(d) || d < -r || d >= r) {
+  if (!Number.isInteger(d)) badArg(`dim ${show(d)} must be an integer (a ${typeof d} was passed); shape ${shapeStr(shape)} takes a dim in [${-r}, ${r - 1}]`);
+  if (d < -r || d >= r) {
     bad('KILN_DIM_OUT_OF_RANGE', `dim ${d} is out of range for shape ${shapeStr(shape)} (expected a dim in [${-r}, ${r - 1}])`);
   }
   return d < 0 ? d + r : d;
@@ -256,6 +279,7 @@ function dropAxes(x: Impl, axes: readonly number[]): Impl {
 
 /** Sum over dims; ints and bools sum in int32. */
 export function sum(x: Impl, dims: number | readonly number[] | undefined, keepdim = false): Impl {
+  checkKeepdim(keepdim);
   const axes = normDims(dims, x.shape);
   const y = cast(x, isFloat(x.dtype) ? x.dtype : 'int32');
   if (axes.length === 0) return y;
@@ -273,6 +297,7 @@ function reducedCount(x: Impl, axes: readonly number[], dtype: DType): Impl {
 
 /** Mean over dims (float only, like PyTorch). */
 export function mean(x: Impl, dims: number | readonly number[] | undefined, keepdim = false): Impl {
+  checkKeepdim(keepdim);
   if (!isFloat(x.dtype)) bad('KILN_DTYPE', `mean: needs a float tensor, got ${x.dtype}; convert with .to('float32')`);
   const axes = normDims(dims, x.shape);
   const f = upcast(x);
@@ -294,6 +319,7 @@ function flip(x: Impl): Impl {
 
 /** Maximum (or minimum) values over dims; an empty reduced dim is an error, as in PyTorch. */
 export function maxmin(which: 'max' | 'min', x: Impl, dims: number | readonly number[] | undefined, keepdim = false): Impl {
+  checkKeepdim(keepdim);
   const axes = normDims(dims, x.shape);
   if (axes.some((a) => x.shape[a] === 0)) bad('KILN_SHAPE_MISMATCH', `${which}: cannot reduce over an empty dim of ${shapeStr(x.shape)}`);
   for (const a of axes) guardNonEmpty(x, a, `${which}(${dims === undefined ? '' : JSON.stringify(dims)})`);

@@ -4,7 +4,7 @@
  * with the public op's name and the user's call site (computed only when an error occurs).
  */
 import { ArgumentError, KilnError, TraceError } from '../util/errors';
-import { checkDType, encodeStorage, decodeStorage, type Dim, type DType, type Storage } from '../ir';
+import { checkDType, encodeStorage, decodeStorage, Sym, symbolicDimError, type Dim, type DType, type Storage } from '../ir';
 import type { DeviceTensor } from '../runtime/cuda';
 import { EagerImpl, type Device, type Impl } from './impl';
 import * as nn from './nn';
@@ -59,9 +59,27 @@ export function implOf(t: unknown, what = 'argument'): Impl {
   return Tensor.unwrap(t);
 }
 
-/** @internal Tensor or scalar operand. */
+/**
+ * @internal Tensor or scalar operand. A symbolic dim (a dynamic `x.shape[i]` inside a trace)
+ * has no number to use: TraceError KILN_SYMBOLIC_DIM, as for arithmetic on it.
+ */
 export function operand(x: unknown, what = 'operand'): ops.Operand {
-  return typeof x === 'number' || typeof x === 'boolean' ? x : implOf(x, what);
+  if (typeof x === 'number' || typeof x === 'boolean') return x;
+  if (x instanceof Tensor) return Tensor.unwrap(x);
+  if (x instanceof Sym) throw symbolicDimError(x);
+  throw new ArgumentError('KILN_BAD_ARGUMENT', `${what} must be a kiln Tensor or a number, got ${described(x)}`);
+}
+
+/** A wrong value for a message: its type, and the value where it is short to show. */
+function described(x: unknown): string {
+  if (x === null || x === undefined) return String(x);
+  if (typeof x === 'function') return 'a function';
+  if (Array.isArray(x)) return `the array ${ops.show(x)}`;
+  if (typeof x === 'object') {
+    const cls = (Object.getPrototypeOf(x) as { constructor?: { name?: string } } | null)?.constructor?.name;
+    return cls && cls !== 'Object' ? `a ${cls}` : `the object ${ops.show(x)}`;
+  }
+  return `the ${typeof x} ${ops.show(x)}`;
 }
 
 /** @internal Wrap a value as a public Tensor. */
@@ -72,6 +90,22 @@ export function wrap(impl: Impl): Tensor {
 function dimsArg(first: readonly Dim[] | Dim | undefined, rest: readonly Dim[]): Dim[] {
   if (Array.isArray(first)) return [...first];
   return first === undefined ? [...rest] : [first as Dim, ...rest];
+}
+
+/**
+ * A shape argument of reshape/expand: an array or dims as arguments, each a safe integer or
+ * a symbolic dim; anything else is ArgumentError KILN_BAD_SHAPE naming the dim and the value.
+ */
+function shapeArg(name: string, first: unknown, rest: readonly unknown[]): Dim[] {
+  const dims = dimsArg(first as Dim, rest as Dim[]);
+  dims.forEach((d, i) => {
+    if (Number.isSafeInteger(d) || d instanceof Sym) return;
+    throw new ArgumentError(
+      'KILN_BAD_SHAPE',
+      `dim ${i} of the shape is ${described(d)}; each dim must be an integer (-1 to infer one), or a dim of x.shape inside kiln.compile, e.g. x.${name}([2, -1])`,
+    );
+  });
+  return dims;
 }
 
 /**
@@ -222,11 +256,11 @@ export class Tensor {
   matmul(other: Tensor): Tensor { return api('matmul', () => wrap(ops.matmul(this.#impl, implOf(other)))); }
 
   /** New shape (an array, or dims as arguments); one dim may be -1. */
-  reshape(shape: readonly Dim[] | Dim, ...rest: Dim[]): Tensor { return api('reshape', () => wrap(ops.reshape(this.#impl, dimsArg(shape, rest)))); }
+  reshape(shape: readonly Dim[] | Dim, ...rest: Dim[]): Tensor { return api('reshape', () => wrap(ops.reshape(this.#impl, shapeArg('reshape', shape, rest)))); }
   permute(dims: readonly number[] | number, ...rest: number[]): Tensor { return api('permute', () => wrap(ops.permute(this.#impl, dimsArg(dims, rest) as number[]))); }
   transpose(dim0: number, dim1: number): Tensor { return api('transpose', () => wrap(ops.transpose(this.#impl, dim0, dim1))); }
   /** Broadcast to a shape; -1 keeps a dim. */
-  expand(shape: readonly Dim[] | Dim, ...rest: Dim[]): Tensor { return api('expand', () => wrap(ops.expand(this.#impl, dimsArg(shape, rest)))); }
+  expand(shape: readonly Dim[] | Dim, ...rest: Dim[]): Tensor { return api('expand', () => wrap(ops.expand(this.#impl, shapeArg('expand', shape, rest)))); }
   unsqueeze(dim: number): Tensor { return api('unsqueeze', () => wrap(ops.unsqueeze(this.#impl, dim))); }
   squeeze(dim?: number | readonly number[]): Tensor { return api('squeeze', () => wrap(ops.squeeze(this.#impl, dim))); }
   flatten(startDim = 0, endDim = -1): Tensor { return api('flatten', () => wrap(ops.flatten(this.#impl, startDim, endDim))); }
@@ -240,6 +274,35 @@ function bin(name: ops.BinaryName, a: unknown, b: unknown): Tensor {
 
 function un(name: string, op: 'NEG' | 'ABS' | 'EXP' | 'LOG' | 'SQRT' | 'SIN' | 'COS' | 'TANH' | 'ERF' | 'RECIP', x: unknown): Tensor {
   return api(name, () => wrap(ops.unary(name, op, implOf(x))));
+}
+
+/** kiln has no 64-bit integer dtype: bigint data is rejected rather than narrowed silently. */
+function noBigInt(what: string): never {
+  throw new ArgumentError(
+    'KILN_BAD_ARGUMENT',
+    `${what}, but kiln has no int64 dtype; convert to numbers first, e.g. kiln.tensor(Array.from(ids, Number), shape, 'int32') ` +
+      '(token ids fit int32; values int32 cannot hold are reported, not wrapped)',
+  );
+}
+
+const INT32_MIN = -2147483648;
+const INT32_MAX = 2147483647;
+
+/**
+ * Throws unless every value converts to int32 without wrapping: NaN, ±Infinity and values
+ * past the int32 range are ArgumentError KILN_SCALAR_OVERFLOW (as an int32 scalar operand
+ * is). Finite in-range non-integers truncate toward zero, as PyTorch's torch.tensor does.
+ */
+function checkInt32(values: ArrayLike<number>): void {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v > INT32_MIN - 1 && v < INT32_MAX + 1) continue; // false for NaN
+    throw new ArgumentError(
+      'KILN_SCALAR_OVERFLOW',
+      `element ${i} is ${v}, which int32 cannot represent (int32 holds integers from ${INT32_MIN} to ${INT32_MAX}; fractions in range truncate toward zero); ` +
+        "use dtype 'float32' for such values, or fix the data",
+    );
+  }
 }
 
 /** What `toArray` resolves to for host storage: a copy, float16/bfloat16 widened to float32. */
@@ -264,7 +327,10 @@ export const unaryFn = (name: string, op: 'NEG' | 'ABS' | 'EXP' | 'LOG' | 'SQRT'
  * (default float32) and a device ('cpu' default). A 'cuda' tensor is copied into GPU memory
  * now (blocking) and keeps no host copy, where a GPU is found; elsewhere it keeps its data
  * on the host (`isOnGpu` tells which). Eager ops on either are computed on the host by the
- * reference interpreter, downloading GPU data once.
+ * reference interpreter, downloading GPU data once. For int32, fractions truncate toward
+ * zero, as in PyTorch; NaN, ±Infinity and values past the int32 range throw ArgumentError
+ * KILN_SCALAR_OVERFLOW. bigint data (BigInt64Array) throws ArgumentError KILN_BAD_ARGUMENT:
+ * kiln has no int64 dtype, so convert token ids with `Array.from(ids, Number)`.
  */
 export function tensor(data: ArrayLike<number | boolean>, shape: readonly number[], dtype: DType = 'float32', device: Device = 'cpu'): Tensor {
   return api('tensor', () => {
@@ -280,14 +346,20 @@ export function tensor(data: ArrayLike<number | boolean>, shape: readonly number
     if (data.length !== n) {
       throw new ArgumentError('KILN_BAD_SHAPE', `data has ${data.length} elements but shape [${shape.join(',')}] needs ${n}`);
     }
+    if (data instanceof BigInt64Array || data instanceof BigUint64Array) noBigInt(`data is a ${data.constructor.name}`);
     let values: ArrayLike<number>;
     if (ArrayBuffer.isView(data)) values = data as ArrayLike<number>;
     else {
       // A plain loop: Float64Array.from(data, Number) calls a global per element (slow under Jest).
       const f = new Float64Array(n);
-      for (let i = 0; i < n; i++) f[i] = +data[i];
+      for (let i = 0; i < n; i++) {
+        const v: unknown = data[i];
+        if (typeof v === 'bigint') noBigInt(`data[${i}] is the bigint ${v}n`);
+        f[i] = +(v as number);
+      }
       values = f;
     }
+    if (dt === 'int32' && !(values instanceof Int32Array)) checkInt32(values);
     const impl = new EagerImpl(dt, [...shape], device, encodeStorage(dt, values));
     if (impl.placeOnGpu()) impl.releaseHost(); // the data lives on the GPU now
     return wrap(impl);
