@@ -17,9 +17,10 @@ import { bundleBackend } from '../engine/bundle-target';
 import { ensureBundle, type ProgramRequest } from '../engine/store';
 import type { DType } from '../ir/dtype';
 import { isDType } from '../ir/dtype';
+import { addonInfo } from '../runtime/native';
 import { Tensor } from '../tensor/tensor';
 import { ArgumentError } from '../util/errors';
-import { callerRoot, COMPILE_SPEC, dynamicDims, keySignature, readOptions, signatureOf, type CompileOptions, type CompileSpec } from './compile';
+import { callerRoot, COMPILE_SPEC, dynamicDims, keySignature, parameterLimit, readOptions, signatureOf, type CompileOptions, type CompileSpec } from './compile';
 import { traceGraph } from './tensors';
 
 /** An example input: a Tensor, or just its shape and dtype (no data is needed to build). */
@@ -80,11 +81,37 @@ function exampleShapes(inputs: unknown): { shape: number[]; dtype: DType }[] {
 }
 
 /**
+ * ArgumentError KILN_BAD_TARGET when NVRTC is here, reports its architectures and `target`'s
+ * compute capability is not among them (`sm_50` with NVRTC 13, which starts at sm_75): said
+ * before any trace, naming what it does support, rather than as NVRTC's invalid-option log.
+ * Without NVRTC or its list, nothing is checked: the compile says what is wrong.
+ */
+function checkNvrtcSupports(target: string): void {
+  let nvrtc: ReturnType<typeof addonInfo>['nvrtc'];
+  try {
+    nvrtc = addonInfo().nvrtc;
+  } catch {
+    return; // the addon did not load; the compile reports it
+  }
+  if (!nvrtc.available || nvrtc.archs.length === 0) return;
+  const t = parseTarget(target);
+  if (t?.kind !== 'cuda' || nvrtc.archs.includes(`sm_${t.cc}`)) return;
+  throw new ArgumentError(
+    'KILN_BAD_TARGET',
+    `kiln.build: NVRTC ${nvrtc.version.join('.')} (${nvrtc.path}) cannot build for ${target}; ` +
+      `it supports ${nvrtc.archs.join(' ')}`,
+  );
+}
+
+/**
  * Builds (or finds) the bundle for `fn` called with inputs like `exampleInputs`. `fn` may be
  * the plain function or the function `kiln.compile` returned (its name and dynamic dims are
  * then used). Resolves to `{ bundleDir, key, ... }`; throws ArgumentError KILN_BAD_TARGET for
- * an unknown target, NvrtcError (KILN_NVRTC_UNAVAILABLE, KILN_NVRTC_COMPILE) when a CUDA
- * target cannot be compiled here, CacheError KILN_CACHE_WRITE when the bundle could not be written.
+ * an unknown target or one this machine's NVRTC does not support (naming those it does),
+ * ArgumentError KILN_INPUT_COUNT for fewer example inputs than `fn`'s parameters or more than
+ * a fixed parameter list takes, NvrtcError (KILN_NVRTC_UNAVAILABLE, KILN_NVRTC_COMPILE) when
+ * a CUDA target cannot be compiled here, CacheError KILN_CACHE_WRITE when the bundle could
+ * not be written.
  */
 export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: readonly ExampleInput[], opts: BuildOptions): Promise<BuildResult> {
   const root = callerRoot();
@@ -104,12 +131,15 @@ export async function build(fn: (...args: Tensor[]) => unknown, exampleInputs: r
     throw new ArgumentError('KILN_BAD_TARGET', `kiln.build: target must be 'cpu' or a CUDA architecture such as 'sm_90'; got ${JSON.stringify(target)}`);
   }
   if (target !== 'cpu' && !parseTarget(target)) throw new ArgumentError('KILN_BAD_TARGET', `kiln.build: target ${JSON.stringify(target)} is not a valid CUDA architecture`);
+  if (target !== 'cpu') checkNvrtcSupports(target);
   const backend = bundleBackend(target);
   if (opts.cacheDir !== undefined && (typeof opts.cacheDir !== 'string' || opts.cacheDir === '')) badOption(`cacheDir must be a non-empty string; got ${JSON.stringify(opts.cacheDir)}`);
 
   const examples = exampleShapes(exampleInputs);
-  if (examples.length < plain.length) {
-    throw new ArgumentError('KILN_INPUT_COUNT', `kiln.build: ${settings.name} takes ${plain.length} inputs, ${examples.length} example inputs were given`);
+  const most = parameterLimit(plain);
+  if (examples.length < plain.length || (most !== undefined && examples.length > most)) {
+    const takes = examples.length < plain.length && most === undefined ? `at least ${plain.length}` : `${plain.length}`;
+    throw new ArgumentError('KILN_INPUT_COUNT', `kiln.build: ${settings.name} takes ${takes} input${plain.length === 1 ? '' : 's'}, ${examples.length} example inputs were given`);
   }
   const signature = signatureOf(examples, settings.dynamic);
   const sourceRoot = opts.sourceRoot ?? root();

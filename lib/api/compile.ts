@@ -8,7 +8,9 @@
  *
  * The signature is fixed by the first call, as in ahead-of-time compilation: a call whose
  * dtypes or static dims differ is an error naming the input (make the dim dynamic, or
- * compile another function), never a silent recompile.
+ * compile another function), never a silent recompile. So the first call must match `fn`'s
+ * parameters: fewer inputs, or more than a fixed parameter list takes, is refused before
+ * any trace (`parameterLimit`).
  */
 import { rebuildStructure } from '../ir/graph';
 import type { DType } from '../ir/dtype';
@@ -39,6 +41,16 @@ export interface CompileOptions {
   cache?: CacheMode;
   /** Bundle cache directory (default `$KILN_CACHE_DIR`, else the user cache). */
   cacheDir?: string;
+  /**
+   * Shipped bundle directories: read-only roots, laid out as a cache dir (what `kiln build
+   * --out DIR` or `kiln.build(fn, inputs, { cacheDir: DIR })` writes), searched in order
+   * before the cache, so an app can ship bundles inside its npm package — e.g.
+   * `bundlePath: path.join(__dirname, 'bundles')`. One directory or a list; relative paths
+   * resolve against the working directory. Like the other options it replaces its
+   * environment variable: when given, `$KILN_BUNDLE_PATH` (':'-separated) is not read, and
+   * `[]` searches no shipped directory at all. Default `$KILN_BUNDLE_PATH`.
+   */
+  bundlePath?: string | readonly string[];
   /** Make any trace or compile throw (KILN_RECOMPILE): proves a warm start compiles nothing. */
   failOnRecompile?: boolean;
   /**
@@ -97,7 +109,7 @@ export function counters(): { traces: number; compiles: number } {
   return { traces, compiles: compileCount() };
 }
 
-const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile', 'key', 'tf32'] as const;
+const OPTION_KEYS = ['name', 'device', 'dynamic', 'cache', 'cacheDir', 'failOnRecompile', 'key', 'tf32', 'bundlePath'] as const;
 const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 
 /** `kiln.compile`'s options, checked and resolved. */
@@ -107,6 +119,8 @@ export interface Settings {
   dynamic: Map<number, number[]>;
   cache: CacheMode;
   cacheDir?: string;
+  /** Shipped bundle directories from the option; undefined: `$KILN_BUNDLE_PATH` decides. */
+  bundlePath?: string[];
   failOnRecompile: boolean;
   /** The `key` option as canonical JSON, taken when `compile` is called (later mutation does not leak in). */
   key?: string;
@@ -138,6 +152,7 @@ export function readOptions(fn: unknown, opts: unknown): Settings {
   if (o.cache !== undefined && typeof o.cache !== 'string') badOption(`cache must be one of ${list(CACHE_MODES)}; got ${JSON.stringify(o.cache)}`);
   const cache = resolveCacheMode(o.cache as string | undefined);
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) badOption(`cacheDir must be a non-empty string; got ${JSON.stringify(o.cacheDir)}`);
+  const bundlePath = readBundlePath(o.bundlePath);
   if (o.failOnRecompile !== undefined && typeof o.failOnRecompile !== 'boolean') badOption(`failOnRecompile must be true or false; got ${JSON.stringify(o.failOnRecompile)}`);
   if (o.tf32 !== undefined && typeof o.tf32 !== 'boolean') badOption(`tf32 must be true or false; got ${JSON.stringify(o.tf32)}`);
   const key = readKey(o.key);
@@ -147,10 +162,21 @@ export function readOptions(fn: unknown, opts: unknown): Settings {
     dynamic: readDynamic(o.dynamic),
     cache,
     ...(o.cacheDir !== undefined ? { cacheDir: o.cacheDir as string } : {}),
+    ...(bundlePath !== undefined ? { bundlePath } : {}),
     failOnRecompile: resolveFailOnRecompile(o.failOnRecompile as boolean | undefined),
     ...(key !== undefined ? { key } : {}),
     tf32: o.tf32 === true,
   };
+}
+
+/** The `bundlePath` option as a list of directories; ArgumentError KILN_BAD_OPTION unless it is a non-empty string or an array of them. */
+function readBundlePath(p: unknown): string[] | undefined {
+  if (p === undefined) return undefined;
+  const dirs = typeof p === 'string' ? [p] : p;
+  if (!Array.isArray(dirs) || !dirs.every((d) => typeof d === 'string' && d !== '')) {
+    badOption(`bundlePath must be a directory (a non-empty string) or an array of them; got ${JSON.stringify(p)}`);
+  }
+  return [...(dirs as string[])];
 }
 
 /** The `key` option as canonical JSON; ArgumentError KILN_BAD_OPTION for anything but plain JSON data. */
@@ -257,6 +283,36 @@ export function autoBackend(facts: Pick<BackendFacts, 'driver' | 'nvrtc'>, env: 
   return chooseBackend({ ...facts, cxx: { available: true, path: '(looked for only when a compile is needed)' } }, env);
 }
 
+/**
+ * How many inputs `fn` can take at most: its parameter count when its source shows a fixed
+ * list of plain parameters, else undefined (a rest parameter, defaults — which `fn.length`
+ * does not count —, `arguments`, a bound or native function, or source this reader is
+ * unsure of). Undefined never rejects a call, so any doubt errs on accepting extra inputs.
+ */
+export function parameterLimit(fn: (...args: never[]) => unknown): number | undefined {
+  if (fn.length === 0) return undefined; // nothing declared: maybe `arguments`, maybe a wrapper
+  const src = fn.toString();
+  if (/\barguments\b|\[native code\]/.test(src)) return undefined;
+  if (/^(async\s+)?[\w$]+\s*=>/.test(src)) return 1; // `x => ...`
+  const open = src.indexOf('(');
+  // Before the list: an arrow's nothing or `async`, `function name`, `function*`, a method's name.
+  if (open < 0 || !/^(async\s*)?(function\s*\*?\s*[\w$]*|\*?\s*[\w$]+)?\s*$/.test(src.slice(0, open))) return undefined;
+  let depth = 0;
+  let params = 1;
+  for (let i = open + 1; i < src.length; i++) {
+    const c = src[i];
+    // Strings, comments, regexps and defaults could hide brackets or commas: unsure.
+    if ('\'"`/='.includes(c)) return undefined;
+    if (c === '.' && src.startsWith('...', i)) return undefined; // a rest parameter
+    if ('([{'.includes(c)) depth++;
+    else if (')]}'.includes(c) && depth-- === 0) {
+      if (/,\s*$/.test(src.slice(open + 1, i))) params--; // a trailing comma
+      return params === fn.length ? params : undefined;
+    } else if (c === ',' && depth === 0) params++;
+  }
+  return undefined;
+}
+
 /** The key inputs of a signature: each input's example shape and its dynamic dims. */
 export function keySignature(signature: readonly InputSpec[], examples: readonly Pick<InputShape, 'shape'>[]): InputSignature[] {
   return signature.map((s, i) => ({ dtype: s.dtype, shape: [...examples[i].shape], dynamic: s.dims.flatMap((d, j) => (d === null ? [j] : [])) }));
@@ -324,6 +380,7 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
   let stats: CompileStats | undefined;
 
   const root = callerRoot();
+  const most = parameterLimit(fn);
 
   const build = async (signature: InputSpec[], examples: readonly InputShape[], device: Backend): Promise<Ready> => {
     const sourceRoot = root();
@@ -336,7 +393,12 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
       ...(settings.tf32 ? { tf32: true } : {}),
       ...(sourceRoot ? { sourceRoot } : {}),
     };
-    const store = { mode: settings.cache, failOnRecompile: settings.failOnRecompile, ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}) };
+    const store = {
+      mode: settings.cache,
+      failOnRecompile: settings.failOnRecompile,
+      ...(settings.cacheDir ? { cacheDir: settings.cacheDir } : {}),
+      ...(settings.bundlePath ? { bundlePath: settings.bundlePath } : {}),
+    };
     const got = await getProgram(request, store, () => {
       traces++;
       return traceGraph(fn as (...args: Tensor[]) => unknown, examples, dynamicDims(signature));
@@ -387,8 +449,9 @@ export function compile<A extends Tensor[], R>(fn: (...args: A) => R, opts?: Com
     const inputs = args.map((a, i) => (device === 'cuda' ? programInput(name, a, i) : rawInput(name, a, i)));
     let fresh = false;
     if (!entry) {
-      if (inputs.length < fn.length) {
-        throw new ArgumentError('KILN_INPUT_COUNT', `${name}: expected ${fn.length} inputs (the function's parameters), got ${inputs.length}`);
+      if (inputs.length < fn.length || (most !== undefined && inputs.length > most)) {
+        const expected = inputs.length < fn.length && most === undefined ? `at least ${fn.length}` : `${fn.length}`;
+        throw new ArgumentError('KILN_INPUT_COUNT', `${name}: expected ${expected} input${fn.length === 1 ? '' : 's'} (the function's parameters), got ${inputs.length}`);
       }
       const signature = signatureOf(inputs, settings.dynamic);
       const mine: Entry = { signature, device, ready: build(signature, inputs, device) };
