@@ -9,11 +9,16 @@
  *   owned by us (or root) and not writable by group or others — a bundle dir that fails is
  *   treated as invalid, never loaded;
  * - no ancestor of the cache dir may be writable by others without the sticky bit.
- * Shipped bundle directories are trusted like the package's own JavaScript beside them.
+ * Shipped bundle directories are trusted like the package's own JavaScript beside them
+ * (whoever owns them), but not when other users may write them: a shipped root, or a
+ * directory below it down to the bundle, that is group/other-writable without the sticky bit
+ * lets another user swap a kernels.so between verification and dlopen. Such a bundle is
+ * untrusted (`untrustedShippedDir`): passed over with one warning, and kiln compiles into
+ * the cache instead.
  * Platforms without uids (Windows) skip the ownership checks.
  */
 import { lstatSync, realpathSync, statSync, type Stats } from 'fs';
-import { dirname } from 'path';
+import { dirname, relative, sep } from 'path';
 import { CacheError } from '../util/errors';
 import { errnoOf } from './io';
 
@@ -119,4 +124,34 @@ function checkAncestors(dir: string, from: string): void {
     }
     if (dirname(p) === p) return;
   }
+}
+
+/**
+ * Why what is loaded from `dir`, a bundle dir below the shipped root `root`, could be changed
+ * by another user, if it could: the root or a directory between it and `dir` (both included)
+ * is writable by group or others without the sticky bit, so another user could swap a
+ * kernels.so between its verification and dlopen. Ownership is not asked (shipped bundles
+ * may belong to whoever installed the app); a missing directory is a miss, not a trust
+ * problem. Directories are stat'ed through symbolic links: a link is as safe as what it
+ * points to. The store treats such a bundle as `untrusted`, as it does a cache one: warned
+ * once (KILN_BUNDLE_INVALID) and passed over, so the app compiles into the cache instead.
+ */
+export function untrustedShippedDir(root: string, dir: string): string | undefined {
+  if (uid() === undefined) return undefined;
+  const rel = relative(root, dir);
+  const parts = rel === '' || rel.startsWith('..') ? [] : rel.split(sep);
+  let p = root;
+  for (const part of ['', ...parts]) {
+    if (part) p = `${p}${sep}${part}`;
+    let st: Stats;
+    try {
+      st = statSync(p);
+    } catch {
+      return undefined;
+    }
+    if (st.mode & 0o022 && !(st.mode & 0o1000)) {
+      return `${p} is writable by group or others without the sticky bit (mode ${mode(st)}), so another user could swap a bundle between its verification and loading; fix it with \`chmod go-w ${p}\``;
+    }
+  }
+  return undefined;
 }

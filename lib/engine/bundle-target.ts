@@ -15,11 +15,11 @@ import { readdirSync, readFileSync, statSync } from 'fs';
 import { basename, dirname, join } from 'path';
 import { cpuTarget, parseTarget, type Host, type InputSignature, type KeyInput } from '../cache';
 import { deviceCubinTarget, type CudaTarget } from '../runtime/cuda-arch';
-import { addon, type DeviceInfo } from '../runtime/native';
+import { addon, checkNativeEnv, type DeviceInfo } from '../runtime/native';
 import type { Backend } from '../runtime/select';
 import { cpuInfo } from '../runtime/toolchain';
 import { ArgumentError, CudaError } from '../util/errors';
-import { readEnv } from '../util/env';
+import { envFlag } from '../util/env';
 import { hashFields } from '../util/hash';
 import { kilnVersion } from '../util/version';
 
@@ -46,14 +46,41 @@ export interface BundleBackend {
  */
 export function bundleBackend(device: Backend | string): BundleBackend {
   if (device === 'cpu') return CPU_BACKEND;
-  if (device === 'cuda') return LOCAL_CUDA_BACKEND;
+  // A bad KILN_CUDA_* or NVRTC variable is the caller's error, said before any lookup (the
+  // engine asks for the backend first): found only when a bundle loads or a compile starts,
+  // it could be mistaken for the bundle's fault, or be noticed only on a cold start.
+  if (device === 'cuda') {
+    checkCudaEnv();
+    return LOCAL_CUDA_BACKEND;
+  }
   const t = parseTarget(device);
   if (t?.kind !== 'cuda') {
     throw new ArgumentError('KILN_BAD_TARGET', `target ${JSON.stringify(device)} is not 'cpu' or a CUDA architecture (sm_XY, sm_XYa, compute_XY)`);
   }
+  checkCudaEnv();
   // An offline target's host is a device of exactly that capability: what the target guard
   // of a bundle found in the output dir is checked against (PTX: that capability or newer).
   return { device: 'cuda', target: () => device, host: () => ({ kind: 'cuda', computeCapability: t.cc }), codegen: cudaCodegen };
+}
+
+/** `KILN_CUDA_WGMMA`: whether matmuls on sm_90a may use the wgmma kernel (default on). */
+export function cudaWgmmaAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  return envFlag('KILN_CUDA_WGMMA', env, true);
+}
+
+/** `KILN_CUDA_TUNE`: whether a CUDA compile times candidate configurations on the GPU (default on). */
+export function cudaTuneByDefault(env: NodeJS.ProcessEnv = process.env): boolean {
+  return envFlag('KILN_CUDA_TUNE', env, true);
+}
+
+/**
+ * Checks every variable a CUDA program reads (`KILN_CUDA_WGMMA`, `KILN_CUDA_TUNE`, and the
+ * native addon's: `checkNativeEnv`): ArgumentError KILN_BAD_ENV for a bad value.
+ */
+export function checkCudaEnv(env: NodeJS.ProcessEnv = process.env): void {
+  cudaWgmmaAllowed(env);
+  cudaTuneByDefault(env);
+  checkNativeEnv(env);
 }
 
 // ---- CPU -------------------------------------------------------------------------------
@@ -108,6 +135,7 @@ export function cudaDevice(ordinal = 0): DeviceInfo {
   try {
     driver = addon().info().driver;
   } catch (e) {
+    if (e instanceof ArgumentError) throw e; // a bad variable the addon reads (KILN_BAD_ENV): the caller's to fix, not a missing GPU
     throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs kiln's native addon, which did not load (${(e as Error).message}). ${use}`);
   }
   if (!driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver: ${driver.reason}. ${use}`);
@@ -234,14 +262,14 @@ export function dynamicGroups(inputs: readonly InputSignature[]): string[][] {
  * key, target, code generation. `tf32` is an option field of CUDA targets only (it changes
  * their matmul kernels); the CPU backend ignores it, so CPU bundles stay shared. Absent when
  * off, so that keys from before the option stay valid. Likewise `wgmma: false`, for sm_90a
- * targets under `KILN_CUDA_WGMMA=0`: turning the wgmma kernel off must not load a bundle
+ * targets under `KILN_CUDA_WGMMA=0` (or false/no/off): turning the wgmma kernel off must not load a bundle
  * built with it.
  */
 export function keyInput(sig: ProgramSignature, target: string, codegen: string): KeyInput {
   const groups = dynamicGroups(sig.inputs);
   const t = parseTarget(target);
   const tf32 = sig.tf32 === true && t?.kind === 'cuda';
-  const noWgmma = t?.kind === 'cuda' && t.archSpecific && t.cc === 90 && readEnv('KILN_CUDA_WGMMA') === '0';
+  const noWgmma = t?.kind === 'cuda' && !cudaWgmmaAllowed() && t.archSpecific && t.cc === 90;
   return {
     namespace: sig.name,
     source: sig.fnSource,

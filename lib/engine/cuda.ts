@@ -20,9 +20,8 @@ import { lower, type Program } from '../passes';
 import { configFits, defaultConfig, gpuPlan, wgmmaProblem, type GpuConfig, type GpuFacts } from '../passes/gpu';
 import { parsePtxasLog, selectCudaTarget, type CudaTarget } from '../runtime/cuda-arch';
 import { addonInfo, nvrtcCompile } from '../runtime/native';
-import { readEnv } from '../util/env';
 import { KilnError, NvrtcError } from '../util/errors';
-import { cudaDevice } from './bundle-target';
+import { cudaDevice, cudaTuneByDefault, cudaWgmmaAllowed } from './bundle-target';
 import { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaTuning } from './cuda-load';
 
 export { cudaTarget, loadCudaProgram, type CudaCompiledProgram, type CudaKernelResources, type CudaLoadParts, type CudaTuning } from './cuda-load';
@@ -88,7 +87,7 @@ export function cudaFacts(target: CudaTarget, opts: { smCount?: number; tf32?: b
   return {
     arch: target.arch,
     archSpecific: /a$/.test(target.target),
-    ...(readEnv('KILN_CUDA_WGMMA') === '0' ? { wgmma: false } : {}),
+    ...(cudaWgmmaAllowed() ? {} : { wgmma: false }),
     ...(opts.smCount !== undefined ? { smCount: opts.smCount } : {}),
     ...(opts.tf32 ? { tf32: true } : {}),
   };
@@ -143,7 +142,7 @@ export function localCudaTarget(device = 0): { target: CudaTarget; facts: GpuFac
 export interface CompileCudaOptions {
   /** CUDA device ordinal (default 0). */
   device?: number;
-  /** Time candidate configurations on the GPU first (default: `KILN_CUDA_TUNE` !== '0'). */
+  /** Time candidate configurations on the GPU first (default: on unless `KILN_CUDA_TUNE` is off). */
   tune?: boolean;
   /** Configurations to use instead of tuning (e.g. a bundle's table). */
   tuning?: CudaTuning;
@@ -170,7 +169,7 @@ export async function compileGraphCuda(graph: Graph, opts: CompileCudaOptions = 
   const lowerMs = performance.now() - t0;
   let tuning = opts.tuning;
   let tuneMs = 0;
-  if (!tuning && (opts.tune ?? readEnv('KILN_CUDA_TUNE') !== '0')) {
+  if (!tuning && (opts.tune ?? cudaTuneByDefault())) {
     const t1 = performance.now();
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- the tuner loads only when it runs
     const { autotuneCuda } = require('./cuda-tune') as typeof import('./cuda-tune');

@@ -19,9 +19,9 @@ import { allocStorage, isStorageOf, ITEMSIZE, type DType, type Storage } from '.
 import type { Constant, SymbolBinding } from '../ir/graph';
 import type { LaunchPlan } from '../ir/plan';
 import { evalDim, parseDim, type Dim } from '../ir/sym';
-import { readEnv } from '../util/env';
+import { envInt, readEnv } from '../util/env';
 import { ArgumentError, CompilerError, KilnError, ShapeError } from '../util/errors';
-import { cpuLoad, type CpuLibrary, type HostBuffer } from './native';
+import { checkNativeEnv, cpuLoad, type CpuLibrary, type HostBuffer } from './native';
 import { findCxx, type CxxInfo } from './toolchain';
 
 // ---- compiling -------------------------------------------------------------------------
@@ -188,13 +188,7 @@ const offsetOf = (offsets: ArenaLayout['offsets'], id: number): number | undefin
 
 /** Number of kernel threads from `KILN_CPU_THREADS` (a positive integer), else all cores. */
 export function cpuThreads(env: NodeJS.ProcessEnv = process.env): number {
-  const text = readEnv('KILN_CPU_THREADS', env);
-  if (text === undefined) return availableParallelism();
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new ArgumentError('KILN_BAD_ENV', `KILN_CPU_THREADS=${text} must be a positive integer`);
-  }
-  return n;
+  return envInt('KILN_CPU_THREADS', { min: 1, max: Number.MAX_SAFE_INTEGER, fallback: availableParallelism(), unit: 'threads for CPU kernels', unset: 'all cores' }, env);
 }
 
 /** Default of KILN_CPU_INLINE_US: a run this short costs less than the two thread wake-ups it saves. */
@@ -202,24 +196,19 @@ const DEFAULT_INLINE_US = 1000;
 
 /** The longest previous run (µs) after which a call runs on the JS thread, from `KILN_CPU_INLINE_US` (0 = never). */
 export function cpuInlineUs(env: NodeJS.ProcessEnv = process.env): number {
-  const text = readEnv('KILN_CPU_INLINE_US', env);
-  if (text === undefined) return DEFAULT_INLINE_US;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 0) {
-    throw new ArgumentError('KILN_BAD_ENV', `KILN_CPU_INLINE_US=${text} must be a non-negative integer (microseconds; 0 runs every call on kiln's compute thread)`);
-  }
-  return n;
+  return envInt('KILN_CPU_INLINE_US', { min: 0, max: Number.MAX_SAFE_INTEGER, fallback: DEFAULT_INLINE_US, unit: "microseconds; 0 runs every call on kiln's compute thread" }, env);
 }
 
 /**
  * Checks the variables a CPU program reads when it loads (`KILN_CPU_THREADS`,
- * `KILN_CPU_INLINE_US`): ArgumentError KILN_BAD_ENV for a bad value. The engine calls it
- * before it looks up a bundle, so that the caller's mistake is never taken for a bundle
- * that fails to load (which would be discarded).
+ * `KILN_CPU_INLINE_US`, and the native addon's own: `checkNativeEnv`): ArgumentError
+ * KILN_BAD_ENV for a bad value. The engine calls it before it looks up a bundle, so that the
+ * caller's mistake is never taken for a bundle that fails to load (which would be discarded).
  */
 export function checkCpuEnv(env: NodeJS.ProcessEnv = process.env): void {
   cpuThreads(env);
   cpuInlineUs(env);
+  checkNativeEnv(env);
 }
 
 // Calls run inline back to back never let the event loop turn (an awaited loop of them is

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AddonError, ArgumentError, CudaError, KilnError, NvrtcError } from '../util/errors';
-import { readEnv } from '../util/env';
+import { envInt, readEnv } from '../util/env';
 
 /** One CUDA device. */
 export interface DeviceInfo {
@@ -266,9 +266,36 @@ function packageRoot(): string {
   }
 }
 
-/** The raw addon, loaded on first use; throws AddonError when it cannot load. */
+// ---- the variables the addon itself reads ----------------------------------------------
+
+/** KILN_NVRTC_JOBS: concurrent NVRTC compiles (native/kiln.cc reads it when the addon loads). */
+export function nvrtcJobs(env: NodeJS.ProcessEnv = process.env): number {
+  return envInt('KILN_NVRTC_JOBS', { min: 1, max: 64, fallback: 2, unit: 'concurrent NVRTC compiles' }, env);
+}
+
+/** KILN_CUDA_POLL_US: µs a CUDA run is polled on the JS thread (native/completion.cc reads it when the first run starts). */
+export function cudaPollUs(env: NodeJS.ProcessEnv = process.env): number {
+  return envInt('KILN_CUDA_POLL_US', { min: 0, max: 10_000, fallback: 50, unit: 'microseconds; 0 leaves every run to the waiter thread' }, env);
+}
+
+/**
+ * Checks the variables the native addon reads (`KILN_NVRTC_JOBS`, `KILN_CUDA_POLL_US`):
+ * ArgumentError KILN_BAD_ENV for a bad value. The addon itself would quietly use its
+ * default, so kiln says so here first: when the addon loads, and before the engine looks up
+ * a bundle (checkCpuEnv, checkCudaEnv).
+ */
+export function checkNativeEnv(env: NodeJS.ProcessEnv = process.env): void {
+  nvrtcJobs(env);
+  cudaPollUs(env);
+}
+
+/**
+ * The raw addon, loaded on first use; throws AddonError when it cannot load, ArgumentError
+ * KILN_BAD_ENV when a variable it reads is bad (`checkNativeEnv`).
+ */
 export function addon(): RawAddon {
   if (loaded) return loaded.addon;
+  checkNativeEnv();
   const root = packageRoot();
   let file: string;
   try {
