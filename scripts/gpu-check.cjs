@@ -138,7 +138,7 @@ function runIsolated(report) {
     const t0 = Date.now();
     // NVRTC compiles run on libuv's pool: let them use the machine's cores.
     const cores = os.cpus().length;
-    const env = { UV_THREADPOOL_SIZE: String(Math.min(32, cores + 2)), KILN_NVRTC_JOBS: String(Math.max(2, cores)), ...process.env, KILN_GPU_CHECK_DEADLINE: String(Date.now() + timeout) };
+    const env = { UV_THREADPOOL_SIZE: String(Math.min(32, cores + 2)), KILN_NVRTC_JOBS: String(Math.min(64, Math.max(2, cores))), ...process.env, KILN_GPU_CHECK_DEADLINE: String(Date.now() + timeout) };
     const r = spawnSync(process.execPath, [__filename, '--file', f, '--part', part], { stdio: 'inherit', timeout, killSignal: 'SIGKILL', env });
     let got = { checks: [], metrics: [], skipped: [] };
     try {

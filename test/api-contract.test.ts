@@ -6,7 +6,7 @@
  * `kiln.build` refuses a CUDA target this machine's NVRTC does not support, naming those it
  * does (skipped without NVRTC unless KILN_REQUIRE_NVRTC=1). Real compiler, real addon.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'fs';
 import { tmpdir } from 'os';
 import { join, resolve } from 'path';
 import * as kiln from '../lib';
@@ -115,7 +115,19 @@ const { triple } = require('./model.js');
     const replaced = await child(app, 'run', { bundlePath: [], cacheDir: own, failOnRecompile: true }, { KILN_BUNDLE_PATH: shipped });
     expect(replaced.error).toMatchObject({ name: 'CacheError', code: 'KILN_RECOMPILE' });
     expect(replaced.counters).toEqual({ traces: 0, compiles: 0 });
-  }, 120_000);
+
+    // A shipped directory any user may write to is passed over (another user could swap the
+    // library between its check and its load): the app compiles instead, and says why.
+    if (process.platform !== 'win32') {
+      chmodSync(shipped, 0o777);
+      const open = await child(app, 'run', { bundlePath: shipped, cacheDir: own, failOnRecompile: true });
+      expect(open.error).toMatchObject({ name: 'CacheError', code: 'KILN_RECOMPILE' });
+      const warned = await runNode([join(app, 'main.js'), KILN, 'run', JSON.stringify({ bundlePath: shipped, cacheDir: join(tmp, 'fresh-cache') })], { cwd: app, env: envWithoutKiln({ KILN_CPU_THREADS: '1' }) });
+      expect(warned.stderr).toMatch(/KILN_BUNDLE_INVALID[\s\S]*writable by any user/);
+      expect(JSON.parse(warned.stdout.trim().split('\n').pop() ?? '{}')).toMatchObject({ values: want, stats: { source: 'compiled' } });
+      chmodSync(shipped, 0o755);
+    }
+  }, 180_000);
 });
 
 describe('input count: a fixed parameter list takes no extra inputs', () => {

@@ -178,17 +178,19 @@ describe('shipped bundle roots that other users may write', () => {
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-  maybe('0755 is trusted; a group/other-writable root or bundle dir is not, unless sticky', () => {
+  maybe('0755 and 0775 are trusted; a root or bundle dir writable by any user is not, unless sticky', () => {
     expect(untrustedShippedDir(root, bundle)).toBeUndefined();
     chmodSync(root, 0o777);
-    expect(untrustedShippedDir(root, bundle)).toMatch(new RegExp(`^${root} is writable by group or others without the sticky bit \\(mode 0777\\).*chmod go-w ${root}`));
+    expect(untrustedShippedDir(root, bundle)).toMatch(new RegExp(`^${root} is writable by any user without the sticky bit \\(mode 0777\\).*chmod o-w ${root}`));
     chmodSync(root, 0o1777);
     expect(untrustedShippedDir(root, bundle)).toBeUndefined();
     chmodSync(path.join(root, 'v1'), 0o757);
     expect(untrustedShippedDir(root, bundle)).toMatch(/\/v1 is writable .*mode 0757/);
     chmodSync(path.join(root, 'v1'), 0o755);
-    chmodSync(bundle, 0o775);
-    expect(untrustedShippedDir(root, bundle)).toMatch(/abcdef is writable .*mode 0775/);
+    chmodSync(bundle, 0o775); // group-writable: umask 002 with a group per user
+    expect(untrustedShippedDir(root, bundle)).toBeUndefined();
+    chmodSync(bundle, 0o777);
+    expect(untrustedShippedDir(root, bundle)).toMatch(/abcdef is writable .*mode 0777/);
     expect(untrustedShippedDir(root, path.join(root, 'v1', 'double', 'missing'))).toBeUndefined(); // a miss, not a trust problem
   });
 });

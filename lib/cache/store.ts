@@ -31,7 +31,7 @@ import {
   type Manifest,
   type ManifestInfo,
 } from './manifest';
-import { untrustedDir } from './trust';
+import { untrustedDir, untrustedShippedDir } from './trust';
 
 export interface PublishFile {
   name: string;
@@ -232,7 +232,7 @@ export function lookupBundle(cfg: StoreConfig, key: string, namespace: string, e
   for (const [root, source] of roots) {
     const dir = bundlePath(root, namespace, key);
     if (source === 'shipped' && skip?.has(dir)) continue;
-    const distrust = source === 'cache' ? untrustedChain(root, dir, false) : undefined;
+    const distrust = source === 'cache' ? untrustedChain(root, dir, false) : untrustedShippedDir(root, dir);
     const v = distrust
       ? ({ ok: false, dir, reason: 'untrusted', detail: distrust } as const)
       : verifyBundle(dir, { ...expect, key, namespace, checkOwner: source === 'cache' });

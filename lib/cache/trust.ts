@@ -129,10 +129,11 @@ function checkAncestors(dir: string, from: string): void {
 /**
  * Why what is loaded from `dir`, a bundle dir below the shipped root `root`, could be changed
  * by another user, if it could: the root or a directory between it and `dir` (both included)
- * is writable by group or others without the sticky bit, so another user could swap a
- * kernels.so between its verification and dlopen. Ownership is not asked (shipped bundles
- * may belong to whoever installed the app); a missing directory is a miss, not a trust
- * problem. Directories are stat'ed through symbolic links: a link is as safe as what it
+ * is writable by others without the sticky bit, so any user could swap a kernels.so between
+ * its verification and dlopen. Group-writable directories pass: with the usual umask 002 and
+ * a group per user, an unpacked app's directories are 0775. Ownership is not asked (shipped
+ * bundles may belong to whoever installed the app); a missing directory is a miss, not a
+ * trust problem. Directories are stat'ed through symbolic links: a link is as safe as what it
  * points to. The store treats such a bundle as `untrusted`, as it does a cache one: warned
  * once (KILN_BUNDLE_INVALID) and passed over, so the app compiles into the cache instead.
  */
@@ -149,8 +150,8 @@ export function untrustedShippedDir(root: string, dir: string): string | undefin
     } catch {
       return undefined;
     }
-    if (st.mode & 0o022 && !(st.mode & 0o1000)) {
-      return `${p} is writable by group or others without the sticky bit (mode ${mode(st)}), so another user could swap a bundle between its verification and loading; fix it with \`chmod go-w ${p}\``;
+    if (st.mode & 0o002 && !(st.mode & 0o1000)) {
+      return `${p} is writable by any user without the sticky bit (mode ${mode(st)}), so another user could swap a bundle between its verification and loading; fix it with \`chmod o-w ${p}\``;
     }
   }
   return undefined;
