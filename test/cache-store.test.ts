@@ -99,6 +99,24 @@ describe('publish and lookup', () => {
     expect(tree(shipped)).toEqual(before);
   });
 
+  test('a shipped root any user may write to: its bundles are passed over, warned once; a key it lacks is a plain miss', async () => {
+    const shipped = fresh('shipped');
+    const s = sample();
+    openCache({ cacheDir: shipped, env: {} }).publish(s.key, s.namespace, s.files, s.fields);
+    chmodSync(shipped, 0o777);
+    try {
+      const cache = openCache({ cacheDir: fresh(), bundlePath: [shipped], env: {} });
+      expect(cache.lookup('ab'.repeat(32), s.namespace)).toEqual({ status: 'miss' }); // nothing there: no warning
+      await nextTick();
+      expect(warnings).toEqual([]);
+      expect(cache.lookup(s.key, s.namespace).status).toBe('miss'); // there, but another user could swap it
+      await nextTick();
+      expect(warnings).toEqual([expect.objectContaining({ code: 'KILN_BUNDLE_INVALID', message: expect.stringMatching(/writable by any user/) })]);
+    } finally {
+      chmodSync(shipped, 0o755);
+    }
+  });
+
   test('an invalid shipped bundle falls through to a valid cached one', async () => {
     const shipped = fresh('shipped');
     const s = sample();

@@ -205,26 +205,26 @@ describe('wgmma kernels', () => {
 
   it('is the default and the first candidates on sm_90a where it runs, and nowhere else', () => {
     const isWg = (c: GpuConfig) => c.kind === 'matmul' && c.variant === 'wgmma';
-    const k = lower(xw).kernels[0]; // 256×512×512: 8 tiles of 128×128 leave most of 132 SMs idle: 16 of 64×128
-    expect(defaultConfig(k, SM90A)).toEqual(wg(64, 128, 6));
-    expect(candidateConfigs(k, SM90A).slice(0, 3)).toEqual([wg(64, 128, 6), wg(128, 256, 4), wg(128, 128, 6)]);
+    const k = lower(xw).kernels[0]; // 256×512×512: 2×2 tiles of 128×256 cannot fill 132 SMs; K too short to split
+    expect(defaultConfig(k, SM90A)).toEqual(wg(128, 128, 6));
+    expect(candidateConfigs(k, SM90A).slice(0, 2)).toEqual([wg(128, 128, 6), wg(128, 256, 4)]);
     expect(candidateConfigs(k, SM90A).filter((c) => !isWg(c)).length).toBeGreaterThan(2); // mma tiles too: the tuner decides
     const big = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4096, 4096), spec('float16', 4096, 4096)])).kernels[0];
     expect(defaultConfig(big, { ...SM90A, smCount: 132 })).toEqual(wg(128, 256, 4));
     // Not on sm_90, not with KILN_CUDA_WGMMA=0 (facts.wgmma false), not over a broadcast batch.
     for (const facts of [{ arch: 90 }, { ...SM90A, wgmma: false }]) expect(candidateConfigs(k, facts).some(isWg)).toBe(false);
-    // 80 rows: less than a 128-row tile; 64-row tiles, the second an edge tile.
+    // 80 rows: less than a tile row and a K too short to split, so not the default; an edge tile the tuner may time.
     const odd = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 80, 512), spec('float16', 512, 512)])).kernels[0];
-    expect(defaultConfig(odd, SM90A)).toEqual(wg(64, 128, 6));
+    expect(isWg(defaultConfig(odd, SM90A))).toBe(false);
     expect(candidateConfigs(odd, SM90A).some(isWg)).toBe(true);
     // x[4, 256, 512] @ w[512, 512] folds into one 1024-row GEMM (kernel.ts, collapse): wgmma's.
     const linear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 512, 512)])).kernels[0];
     expect(linear.domain).toEqual([1024, 512]);
-    expect(defaultConfig(linear, SM90A)).toEqual(wg(64, 128, 6)); // 32 blocks of 128×128 would leave 100 SMs idle: 64 of 64×128
+    expect(defaultConfig(linear, SM90A)).toEqual(wg(128, 128, 6));
     // 32 blocks of 128×128 on 132 SMs: the tuner also times one-warpgroup (64-row) tiles; a
     // matmul that fills the GPU with 128-row tiles is not offered them.
     const small = (kk: typeof k) => candidateConfigs(kk, { ...SM90A, smCount: 132 }).filter((c) => isWg(c) && c.bm === 64);
-    expect(small(linear)).toEqual([wg(64, 128, 6), wg(64, 256, 4)]);
+    expect(small(linear)).toEqual([wg(64, 256, 4), wg(64, 128, 6)]);
     expect(small(big)).toEqual([]);
     // Rows read through a transpose do not fold: the batch stays, broadcast over w.
     const bcast = lower(trace((x: T, w: T) => x.transpose(0, 1).matmul(w), [spec('float16', 256, 4, 512), spec('float16', 512, 512)])).kernels[0];
@@ -232,8 +232,12 @@ describe('wgmma kernels', () => {
     expect(wgmmaProblem(bcast, wg(128, 256, 4), SM90A)).toBeUndefined(); // it could run it (an explicit entry)
     expect(candidateConfigs(bcast, SM90A).some(isWg)).toBe(false); // but a broadcast batch is not offered yet
     const both = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 4, 256, 512), spec('float16', 4, 512, 512)])).kernels[0];
-    expect(defaultConfig(both, SM90A)).toEqual(wg(64, 128, 6));
-    // A dynamic M keeps 128-row tiles (its large sizes); a static one that fills half the SMs too.
+    expect(defaultConfig(both, SM90A)).toEqual(wg(128, 128, 6));
+    // Few blocks and a K long enough: 64×128 in the parts that fill one wave (above, and the
+    // split-K test below); a dynamic M keeps 128-row tiles (its large sizes); a static one that
+    // fills half the SMs too.
+    const longK = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 128, 4096), spec('float16', 4096, 4096)])).kernels[0];
+    expect(defaultConfig(longK, { ...SM90A, smCount: 132 })).toEqual({ ...wg(64, 128, 6), split: 2 }); // 64 tiles, 2 parts
     const dynLinear = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 1024, 512), spec('float16', 512, 512)], { dynamic: { 0: [0] } })).kernels[0];
     expect(defaultConfig(dynLinear, SM90A)).toEqual(wg(128, 128, 6));
     const half = lower(trace((x: T, w: T) => x.matmul(w), [spec('float16', 512, 4096), spec('float16', 4096, 4096)])).kernels[0];

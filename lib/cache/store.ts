@@ -232,7 +232,8 @@ export function lookupBundle(cfg: StoreConfig, key: string, namespace: string, e
   for (const [root, source] of roots) {
     const dir = bundlePath(root, namespace, key);
     if (source === 'shipped' && skip?.has(dir)) continue;
-    const distrust = source === 'cache' ? untrustedChain(root, dir, false) : untrustedShippedDir(root, dir);
+    // A shipped root is asked only for a bundle it holds: one that is not there is a miss.
+    const distrust = source === 'cache' ? untrustedChain(root, dir, false) : existsDir(dir) ? untrustedShippedDir(root, dir) : undefined;
     const v = distrust
       ? ({ ok: false, dir, reason: 'untrusted', detail: distrust } as const)
       : verifyBundle(dir, { ...expect, key, namespace, checkOwner: source === 'cache' });

@@ -447,11 +447,10 @@ function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
   // wgmma on sm_90a, where there is at least one full tile row: the largest tile that still
   // gives every SM a block, else 128×128 while that gives at least half of them one. Fewer
   // blocks (few rows, or a narrow output): one-warpgroup 64×128 tiles, K split into the parts
-  // that fill one wave where the sizes allow (the tuner's pick at 16, 64 and 128 × 4096 × 4096
-  // and the [1024, 768] projections on an H100), for a static M of 16 rows or more, an output
-  // 512 columns wide or more (narrower ones: more blocks from the mma kernel's smaller tiles)
-  // and work worth it (SPLIT_MIN_FLOP); a dynamic M keeps 128-row tiles, for its large sizes.
-  // Else the mma kernel (and split-K).
+  // that fill one wave (the tuner's pick at 16, 64 and 128 × 4096 × 4096 on an H100), for a
+  // static M of 16 rows or more, an output 512 columns wide or more (narrower ones: more
+  // blocks from the mma kernel's smaller tiles) and a K long enough to split; a dynamic M
+  // keeps 128-row tiles, for its large sizes. Else 128×128, or the mma kernel (and split-K).
   const rows = k.domain[k.domain.length - 2];
   const M = guess(rows);
   const wg = wgmmaConfigs(k, facts).filter((c) => M >= c.bm);
@@ -459,13 +458,10 @@ function defaultMatmul(k: Kernel, facts: GpuFacts): MatmulConfig {
   if (full) return full;
   const last = wg[wg.length - 1];
   if (last && (2 * ctas(k, last.bm, last.bn) >= sms || !isStatic(rows))) return last;
-  const worth = 2 * guess(dimProd(k.domain)) * guess(k.matmul!.k) >= SPLIT_MIN_FLOP;
   const wide = guess(k.domain[k.domain.length - 1]) >= 512;
-  const [narrow] = isStatic(rows) && M >= 16 && wide && worth ? wgmmaConfigs(k, facts, [WGMMA_SMALL_TILES[1]]) : [];
-  if (narrow) {
-    const parts = oneWaveParts(k, facts, narrow);
-    return parts ? { ...narrow, split: parts } : narrow;
-  }
+  const [narrow] = isStatic(rows) && M >= 16 && wide ? wgmmaConfigs(k, facts, [WGMMA_SMALL_TILES[1]]) : [];
+  const wave = narrow && oneWaveParts(k, facts, narrow);
+  if (narrow && wave) return { ...narrow, split: wave };
   if (last) return last;
   if (dt === 'float32' && tf32Enabled(facts)) return tf32Config(k, TF32_TILES.find((t) => ctas(k, t.bm, t.bn) >= sms) ?? TF32_TILES[TF32_TILES.length - 1]);
   if (dt === 'float32') return { kind: 'matmul', variant: 'simt', ...(ctas(k, 128, 128) >= sms ? { bm: 128, bn: 128 } : { bm: 64, bn: 64 }) };

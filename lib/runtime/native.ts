@@ -281,21 +281,18 @@ export function cudaPollUs(env: NodeJS.ProcessEnv = process.env): number {
 /**
  * Checks the variables the native addon reads (`KILN_NVRTC_JOBS`, `KILN_CUDA_POLL_US`):
  * ArgumentError KILN_BAD_ENV for a bad value. The addon itself would quietly use its
- * default, so kiln says so here first: when the addon loads, and before the engine looks up
- * a bundle (checkCpuEnv, checkCudaEnv).
+ * default, so kiln says so first, before the engine looks up a bundle (checkCpuEnv,
+ * checkCudaEnv). Not when the addon loads: callers that probe the addon (doctor, device
+ * placement) would read a bad value as a broken install.
  */
 export function checkNativeEnv(env: NodeJS.ProcessEnv = process.env): void {
   nvrtcJobs(env);
   cudaPollUs(env);
 }
 
-/**
- * The raw addon, loaded on first use; throws AddonError when it cannot load, ArgumentError
- * KILN_BAD_ENV when a variable it reads is bad (`checkNativeEnv`).
- */
+/** The raw addon, loaded on first use; throws AddonError when it cannot load. */
 export function addon(): RawAddon {
   if (loaded) return loaded.addon;
-  checkNativeEnv();
   const root = packageRoot();
   let file: string;
   try {

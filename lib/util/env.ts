@@ -101,7 +101,7 @@ export interface IntRange {
 export function envInt(name: EnvName, range: IntRange, env: NodeJS.ProcessEnv = process.env): number {
   const text = readEnv(name, env);
   if (text === undefined) return range.fallback;
-  const n = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
+  const n = /^\d+$/.test(text) ? Number(text) : NaN; // digits only, as the addon's strtol reads them
   if (Number.isSafeInteger(n) && n >= range.min && n <= range.max) return n;
   const bounds = range.max >= Number.MAX_SAFE_INTEGER ? `an integer ≥ ${range.min}` : `an integer from ${range.min} to ${range.max}`;
   throw new ArgumentError('KILN_BAD_ENV', `${name}=${text} is not ${bounds}${range.unit ? ` (${range.unit})` : ''}; unset: ${range.unset ?? range.fallback}`);
