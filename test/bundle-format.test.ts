@@ -139,7 +139,10 @@ describe('verifyBundle finds each fault and names it', () => {
     const { dir } = published();
     chmodSync(join(dir, 'kernels.so'), 0o666);
     expect(verifyBundle(dir)).toMatchObject({ ok: false, reason: 'untrusted', detail: expect.stringContaining('kernels.so is writable by group or others') });
-    expect(verifyBundle(dir, { checkOwner: false }).ok).toBe(true); // shipped bundles: trusted like the package's code
+    // Shipped bundles: any owner, group-writable too (umask 002); writable by any user is not.
+    expect(verifyBundle(dir, { checkOwner: false })).toMatchObject({ ok: false, reason: 'untrusted', detail: expect.stringContaining('kernels.so is writable by any user (mode 0666)') });
+    chmodSync(join(dir, 'kernels.so'), 0o664);
+    expect(verifyBundle(dir, { checkOwner: false }).ok).toBe(true);
   });
 
   test('unknown schema or format', () => {

@@ -115,6 +115,13 @@ describe('publish and lookup', () => {
     } finally {
       chmodSync(shipped, 0o755);
     }
+    // The directories safe again: an artifact any user may write to is untrusted too;
+    // group-writable (umask 002) passes.
+    const lib = join(shipped, 'v1', s.namespace, s.key.slice(0, 2), s.key, 'kernels.so');
+    chmodSync(lib, 0o664);
+    expect(openCache({ cacheDir: fresh(), bundlePath: [shipped], env: {} }).lookup(s.key, s.namespace)).toMatchObject({ status: 'hit', source: 'shipped' });
+    chmodSync(lib, 0o666);
+    expect(openCache({ cacheDir: fresh(), bundlePath: [shipped], env: {} }).lookup(s.key, s.namespace).status).toBe('miss'); // (warned once above for this dir)
   });
 
   test('an invalid shipped bundle falls through to a valid cached one', async () => {

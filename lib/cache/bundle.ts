@@ -12,7 +12,7 @@ import { sha256Hex } from '../util/hash';
 import { isKey, isNamespace, kilnVersion } from './key';
 import { MANIFEST_NAME, checkArtifactName, parseManifest, type Manifest } from './manifest';
 import { checkTarget, type Host } from './target';
-import { untrustedDir, untrustedFile } from './trust';
+import { untrustedDir, untrustedFile, untrustedShippedFile } from './trust';
 
 /** Directory name of format v1 under a cache or shipped-bundle root. */
 export const LAYOUT_DIR = 'v1';
@@ -138,7 +138,8 @@ export function verifyBundle(dir: string, expect: VerifyExpect = {}): VerifyResu
     try {
       const ast = fstatSync(fd);
       if (!ast.isFile()) return bad('untrusted', `${a.name} is not a regular file`);
-      const fileDistrust = expect.checkOwner === false ? undefined : untrustedFile(a.name, ast);
+      // Cache files: ours and not group/other-writable; shipped ones: not writable by any user.
+      const fileDistrust = expect.checkOwner === false ? untrustedShippedFile(a.name, ast) : untrustedFile(a.name, ast);
       if (fileDistrust) return bad('untrusted', fileDistrust);
       if (ast.size !== a.size) return bad('artifact-size', `${a.name} is ${ast.size} bytes, the manifest says ${a.size}; the file is truncated or was replaced`);
       if (hashFd(fd, ast.size) !== a.sha256) return bad('artifact-checksum', `${a.name} does not match its sha256; the file is corrupted`);

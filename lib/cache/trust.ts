@@ -51,6 +51,15 @@ export function untrustedFile(name: string, st: Stats): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a shipped bundle's artifact could be changed by another user: it is writable by any
+ * user (as `untrustedShippedDir` asks of its directories; group-write and ownership pass).
+ */
+export function untrustedShippedFile(name: string, st: Stats): string | undefined {
+  if (uid() === undefined) return undefined;
+  return st.mode & 0o002 ? `${name} is writable by any user (mode ${mode(st)}); fix it with \`chmod o-w\`` : undefined;
+}
+
 const trustedRoots = new Set<string>();
 
 /**
