@@ -10,11 +10,12 @@
  *   treated as invalid, never loaded;
  * - no ancestor of the cache dir may be writable by others without the sticky bit.
  * Shipped bundle directories are trusted like the package's own JavaScript beside them
- * (whoever owns them), but not when other users may write them: a shipped root, or a
- * directory below it down to the bundle, that is group/other-writable without the sticky bit
- * lets another user swap a kernels.so between verification and dlopen. Such a bundle is
- * untrusted (`untrustedShippedDir`): passed over with one warning, and kiln compiles into
- * the cache instead.
+ * (whoever owns them, group-writable too), but not when any user may write them: a shipped
+ * root, or a directory below it down to the bundle, writable by others without the sticky
+ * bit, or an artifact writable by others, lets another user swap a kernels.so between
+ * verification and dlopen. Such a bundle is untrusted (`untrustedShippedDir`,
+ * `untrustedShippedFile`): passed over with one warning, and kiln compiles into the cache
+ * instead.
  * Platforms without uids (Windows) skip the ownership checks.
  */
 import { lstatSync, realpathSync, statSync, type Stats } from 'fs';

@@ -135,7 +135,6 @@ export function cudaDevice(ordinal = 0): DeviceInfo {
   try {
     driver = addon().info().driver;
   } catch (e) {
-    if (e instanceof ArgumentError) throw e; // a bad variable the addon reads (KILN_BAD_ENV): the caller's to fix, not a missing GPU
     throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs kiln's native addon, which did not load (${(e as Error).message}). ${use}`);
   }
   if (!driver.available) throw new CudaError('KILN_NO_CUDA_DEVICE', `device: 'cuda' needs the NVIDIA driver: ${driver.reason}. ${use}`);
